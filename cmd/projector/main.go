@@ -1,0 +1,208 @@
+// Command projector consumes zero-payload change events from NATS JetStream,
+// fetches the current state from the source APIs, and writes one flat
+// document per entity to Redis and Elasticsearch, guarded by version.
+//
+// Usage:
+//
+//	projector -definitions DIR|FILE [flags]
+//
+// Every flag also reads an environment variable; run with -h for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/readside/readside/internal/config"
+	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/projections"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "projector:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	backends     config.Backends
+	definitions  string
+	stream       string
+	dlqStream    string
+	metricsAddr  string
+	logLevel     string
+	logFormat    string
+	tombstoneTTL time.Duration
+	retryBudget  time.Duration
+	opts         projector.Options
+}
+
+func parse(args []string, out io.Writer) (*settings, error) {
+	s := &settings{}
+	fs := flag.NewFlagSet("projector", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: projector -definitions DIR|FILE [flags]\n\n"+
+			"Consumes change events from JetStream and writes the projections' documents\n"+
+			"to Redis and Elasticsearch. Every flag reads the environment variable in brackets.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	s.backends.Register(fs)
+	fs.StringVar(&s.definitions, "definitions", config.Env("READSIDE_DEFINITIONS", ""), "projection definition file, or directory of *.yaml files [$READSIDE_DEFINITIONS]")
+	fs.StringVar(&s.stream, "stream", config.Env("READSIDE_STREAM", "READSIDE_EVENTS"), "JetStream stream of change events [$READSIDE_STREAM]")
+	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics and /healthz; empty disables [$READSIDE_METRICS_ADDR]")
+	fs.StringVar(&s.logLevel, "log-level", config.Env("READSIDE_LOG_LEVEL", "info"), "debug, info, warn or error [$READSIDE_LOG_LEVEL]")
+	fs.StringVar(&s.logFormat, "log-format", config.Env("READSIDE_LOG_FORMAT", "text"), "text or json [$READSIDE_LOG_FORMAT]")
+	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
+	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
+	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", 256), "ids per write batch [$READSIDE_BATCH]")
+	fs.IntVar(&s.opts.Workers, "workers", config.EnvInt("READSIDE_WORKERS", 4), "batches in flight at once [$READSIDE_WORKERS]")
+	fs.IntVar(&s.opts.FetchConcurrency, "fetch-concurrency", config.EnvInt("READSIDE_FETCH_CONCURRENCY", 32), "source requests at once per batch [$READSIDE_FETCH_CONCURRENCY]")
+	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", 10*time.Second), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
+	}
+	return s, s.validate()
+}
+
+func (s *settings) validate() error {
+	errs := []error{s.backends.Validate()}
+	if s.definitions == "" {
+		errs = append(errs, errors.New("-definitions is required: a projection definition file or a directory of them"))
+	}
+	for name, v := range map[string]int{"-batch": s.opts.Batch, "-workers": s.opts.Workers, "-fetch-concurrency": s.opts.FetchConcurrency} {
+		if v < 1 {
+			errs = append(errs, fmt.Errorf("%s must be at least 1, not %d", name, v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	s, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := config.Logger(s.logLevel, s.logFormat)
+	if err != nil {
+		return err
+	}
+	defs, err := projections.LoadDir(s.definitions, projections.Options{})
+	if err != nil {
+		return fmt.Errorf("loading definitions:\n%w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := projector.NewMetrics(reg)
+
+	nc, err := s.backends.NATS("readside-projector")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Drain flushes the acks of the last batches before closing.
+		if err := nc.Drain(); err == nil {
+			for nc.IsDraining() {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		nc.Close()
+	}()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	rdb := s.backends.Redis()
+	defer rdb.Close()
+	es, err := s.backends.Elastic()
+	if err != nil {
+		return err
+	}
+
+	setupCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var subjects []string
+	for _, d := range defs {
+		for _, t := range d.Triggers {
+			subjects = append(subjects, t.Subject)
+		}
+	}
+	streams, err := stream.Ensure(setupCtx, js, stream.Config{Events: s.stream, DeadLetter: s.dlqStream}, subjects)
+	if err != nil {
+		return err
+	}
+	env := projector.Env{
+		Streams: streams, Redis: rdb, Elastic: es, Log: log, Metrics: metrics,
+		TombstoneTTL: s.tombstoneTTL, SourceRetryBudget: s.retryBudget,
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	var names []string
+	for _, d := range defs {
+		p, err := projector.ForDefinition(setupCtx, d, env, s.opts)
+		if err != nil {
+			return err
+		}
+		names = append(names, d.Name)
+		g.Go(func() error { return p.Run(gctx) })
+	}
+	if s.metricsAddr != "" {
+		srv := &http.Server{Addr: s.metricsAddr, Handler: adminMux(reg, nc), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics server: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			shut, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(shut)
+		})
+	}
+	log.Info("projector running", "projections", strings.Join(names, ","), "stream", s.stream,
+		"nats", s.backends.NATSURL, "redis", strings.Join(s.backends.RedisAddrs, ","),
+		"elasticsearch", strings.Join(s.backends.ElasticURLs, ","), "metrics", s.metricsAddr)
+	err = g.Wait()
+	log.Info("projector stopped", "err", err)
+	return err
+}
+
+func adminMux(reg *prometheus.Registry, nc interface{ IsConnected() bool }) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !nc.IsConnected() {
+			http.Error(w, "nats disconnected", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}

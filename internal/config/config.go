@@ -1,0 +1,203 @@
+// Package config holds the deployment settings the Readside commands share:
+// where NATS, Redis and Elasticsearch are, read from flags with environment
+// variable defaults. Secrets never reach a log line.
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+)
+
+// Secret is a string that prints as "[redacted]" in logs and %v.
+type Secret string
+
+func (s Secret) String() string { return redact(string(s)) }
+
+// LogValue keeps the secret out of slog output.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(redact(string(s))) }
+
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// Backends are the addresses and credentials of NATS, Redis and Elasticsearch.
+type Backends struct {
+	NATSURL   string
+	NATSCreds string // a credentials file
+
+	RedisAddrs    []string // one address, or several for Redis Cluster
+	RedisUsername string
+	RedisPassword Secret
+	RedisTLS      bool
+
+	ElasticURLs     []string
+	ElasticUsername string
+	ElasticPassword Secret
+	ElasticAPIKey   Secret
+	ElasticCACert   string // a PEM file
+}
+
+// Register declares the flags on fs, each defaulting to its environment variable.
+func (b *Backends) Register(fs *flag.FlagSet) {
+	fs.StringVar(&b.NATSURL, "nats-url", Env("READSIDE_NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated [$READSIDE_NATS_URL]")
+	fs.StringVar(&b.NATSCreds, "nats-creds", Env("READSIDE_NATS_CREDS", ""), "NATS credentials file [$READSIDE_NATS_CREDS]")
+	fs.Func("redis-addr", "Redis address; several, comma-separated, for Redis Cluster [$READSIDE_REDIS_ADDR] (default 127.0.0.1:6379)", listFlag(&b.RedisAddrs))
+	b.RedisAddrs = split(Env("READSIDE_REDIS_ADDR", "127.0.0.1:6379"))
+	fs.StringVar(&b.RedisUsername, "redis-username", Env("READSIDE_REDIS_USERNAME", ""), "Redis ACL user name [$READSIDE_REDIS_USERNAME]")
+	b.RedisPassword = Secret(Env("READSIDE_REDIS_PASSWORD", ""))
+	fs.Func("redis-password", "Redis password [$READSIDE_REDIS_PASSWORD]", func(s string) error { b.RedisPassword = Secret(s); return nil })
+	fs.BoolVar(&b.RedisTLS, "redis-tls", Env("READSIDE_REDIS_TLS", "") == "true", "connect to Redis over TLS [$READSIDE_REDIS_TLS=true]")
+	fs.Func("es-urls", "Elasticsearch URL(s), comma-separated [$READSIDE_ES_URLS] (default http://127.0.0.1:9200)", listFlag(&b.ElasticURLs))
+	b.ElasticURLs = split(Env("READSIDE_ES_URLS", "http://127.0.0.1:9200"))
+	fs.StringVar(&b.ElasticUsername, "es-username", Env("READSIDE_ES_USERNAME", ""), "Elasticsearch basic auth user [$READSIDE_ES_USERNAME]")
+	b.ElasticPassword = Secret(Env("READSIDE_ES_PASSWORD", ""))
+	fs.Func("es-password", "Elasticsearch basic auth password [$READSIDE_ES_PASSWORD]", func(s string) error { b.ElasticPassword = Secret(s); return nil })
+	b.ElasticAPIKey = Secret(Env("READSIDE_ES_API_KEY", ""))
+	fs.Func("es-api-key", "Elasticsearch API key [$READSIDE_ES_API_KEY]", func(s string) error { b.ElasticAPIKey = Secret(s); return nil })
+	fs.StringVar(&b.ElasticCACert, "es-ca-cert", Env("READSIDE_ES_CA_CERT", ""), "PEM file of the CA that signed Elasticsearch's certificate [$READSIDE_ES_CA_CERT]")
+}
+
+// Validate reports every problem at once.
+func (b *Backends) Validate() error {
+	var errs []error
+	if b.NATSURL == "" {
+		errs = append(errs, errors.New("-nats-url is empty"))
+	}
+	if len(b.RedisAddrs) == 0 {
+		errs = append(errs, errors.New("-redis-addr is empty"))
+	}
+	if len(b.ElasticURLs) == 0 {
+		errs = append(errs, errors.New("-es-urls is empty"))
+	}
+	for _, u := range b.ElasticURLs {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			errs = append(errs, fmt.Errorf("-es-urls: %q is not an http(s) URL", u))
+		}
+	}
+	if b.ElasticAPIKey != "" && b.ElasticUsername != "" {
+		errs = append(errs, errors.New("-es-api-key and -es-username are exclusive: choose one way to authenticate"))
+	}
+	return errors.Join(errs...)
+}
+
+// NATS connects to NATS, reconnecting forever: an outage is waited out.
+func (b *Backends) NATS(name string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	if b.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(b.NATSCreds))
+	}
+	nc, err := nats.Connect(b.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", b.NATSURL, err)
+	}
+	return nc, nil
+}
+
+// Redis returns a client: a cluster client when several addresses are given.
+func (b *Backends) Redis() redis.UniversalClient {
+	o := &redis.UniversalOptions{
+		Addrs: b.RedisAddrs, Username: b.RedisUsername, Password: string(b.RedisPassword),
+		PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second,
+	}
+	if b.RedisTLS {
+		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if len(b.RedisAddrs) > 1 {
+		return redis.NewClusterClient(o.Cluster())
+	}
+	return redis.NewClient(o.Simple())
+}
+
+// Elastic returns an Elasticsearch client.
+func (b *Backends) Elastic() (*elasticsearch.Client, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: 30 * time.Second}
+	if b.ElasticCACert != "" {
+		pem, err := os.ReadFile(b.ElasticCACert)
+		if err != nil {
+			return nil, fmt.Errorf("-es-ca-cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-es-ca-cert: %s holds no PEM certificate", b.ElasticCACert)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	c, err := elasticsearch.NewClient(elasticsearch.Config{
+		Addresses: b.ElasticURLs, Username: b.ElasticUsername, Password: string(b.ElasticPassword),
+		APIKey: string(b.ElasticAPIKey), Transport: tr,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch client: %w", err)
+	}
+	return c, nil
+}
+
+// Env returns the environment variable name, or def when it is unset or empty.
+func Env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// EnvInt is Env for an integer; a value that does not parse gives def.
+func EnvInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
+
+// EnvDuration is Env for a duration; a value that does not parse gives def.
+func EnvDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+func listFlag(dst *[]string) func(string) error {
+	return func(s string) error { *dst = split(s); return nil }
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Logger builds the process logger: level debug|info|warn|error, format text|json.
+func Logger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	o := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("-log-format: %q is neither text nor json", format)
+}

@@ -1,0 +1,271 @@
+package projector_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/projections"
+)
+
+// harness is one projection wired to a fresh embedded JetStream, the test
+// Redis and Elasticsearch, and a fake shop API.
+type harness struct {
+	t       *testing.T
+	ns      string
+	def     *projections.Definition
+	api     *testenv.ShopAPI
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	streams *stream.Setup
+	redis   *sink.Redis
+	elastic *sink.Elastic
+}
+
+func newHarness(t *testing.T, versioned bool) *harness {
+	t.Helper()
+	ns := testenv.Namespace(t)
+	api := testenv.NewShopAPI()
+	t.Cleanup(api.Close)
+	def, err := projections.Parse("test.yaml", []byte(testenv.ShopDefinition(ns, api.URL, versioned)), projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, js := testenv.StartJetStream(t).Connect(t)
+	ctx := context.Background()
+	streams, err := stream.Ensure(ctx, js, stream.Config{}, []string{ns + ".shop.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := testenv.Elastic(t, ns)
+	h := &harness{
+		t: t, ns: ns, def: def, api: api, nc: nc, js: js, streams: streams,
+		redis:   sink.NewRedis(testenv.Redis(t), sink.RedisOptions{KeyPattern: def.Redis.Key}),
+		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
+	}
+	t.Cleanup(func() { cleanRedis(testenv.Redis(t), ns) })
+	return h
+}
+
+func cleanRedis(c *redis.Client, ns string) {
+	ctx := context.Background()
+	iter := c.Scan(ctx, 0, ns+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		c.Del(ctx, iter.Val())
+	}
+}
+
+// options are small, fast settings for tests.
+func testOptions() projector.Options {
+	return projector.Options{Batch: 64, Workers: 3, FetchConcurrency: 16, RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ShutdownGrace: 5 * time.Second}
+}
+
+// start runs a projector until the test ends (or stop is called) on the
+// given clients, which may point through a fault proxy.
+func (h *harness) start(rdb redis.UniversalClient, es *elasticsearch.Client) (stop func()) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	env := projector.Env{
+		Streams: h.streams, Redis: rdb, Elastic: es, Log: testLogger(), SourceRetryBudget: 300 * time.Millisecond,
+	}
+	p, err := projector.ForDefinition(ctx, h.def, env, testOptions())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var stopped bool
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				h.t.Errorf("projector Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			h.t.Error("projector did not stop within 30s")
+		}
+	}
+	h.t.Cleanup(stop)
+	return stop
+}
+
+// startDefault runs a projector on the test Redis and Elasticsearch.
+func (h *harness) startDefault() func() {
+	return h.start(testenv.Redis(h.t), testenv.Elastic(h.t, ""))
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("READSIDE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// changed publishes "shop <id> changed" with the id in the subject.
+func (h *harness) changed(id string) {
+	h.t.Helper()
+	if _, err := h.js.Publish(context.Background(), h.ns+".shop.changed."+id, nil); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// changedBody publishes "shop <id> changed" with the id in the body.
+func (h *harness) changedBody(body string) {
+	h.t.Helper()
+	if _, err := h.js.Publish(context.Background(), h.ns+".shop.events", []byte(body)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// want is the document the projection builds from the API's current state.
+func (h *harness) want(id string) []byte {
+	h.t.Helper()
+	doc, err := h.def.Build(id, map[string][]byte{"shop": h.api.Body(id)})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return doc
+}
+
+// converged reports, for every id, whether both stores hold the API's current
+// state (or a tombstone when the API has none), and describes the first miss.
+func (h *harness) converged(ids []string) (bool, string) {
+	ctx := context.Background()
+	for _, id := range ids {
+		shop, exists := h.api.Get(id)
+		for _, st := range []struct {
+			name string
+			s    interface {
+				Get(context.Context, string) (sink.Stored, error)
+			}
+		}{{"redis", h.redis}, {"elasticsearch", h.elastic}} {
+			got, err := st.s.Get(ctx, id)
+			switch {
+			case err != nil && !errors.Is(err, sink.ErrNotFound):
+				return false, fmt.Sprintf("%s %s: %v", st.name, id, err)
+			case !exists:
+				if err != nil || !got.Deleted {
+					return false, fmt.Sprintf("%s %s: want a tombstone, have %+v (err %v)", st.name, id, got, err)
+				}
+			case err != nil:
+				return false, fmt.Sprintf("%s %s: missing", st.name, id)
+			case got.Deleted:
+				return false, fmt.Sprintf("%s %s: tombstone, want version %d", st.name, id, shop.Version)
+			default:
+				if !jsonEqual(got.Body, h.want(id)) {
+					return false, fmt.Sprintf("%s %s: have %s, want %s", st.name, id, got.Body, h.want(id))
+				}
+			}
+		}
+	}
+	return true, ""
+}
+
+// waitConverged fails the test when the ids have not converged within d.
+func (h *harness) waitConverged(ids []string, d time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, why := h.converged(ids)
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("not converged after %s: %s", d, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// deadLetters returns the dead-letter entries stored so far.
+func (h *harness) deadLetters() []jetstream.Msg {
+	h.t.Helper()
+	ctx := context.Background()
+	s, err := h.js.Stream(ctx, h.streams.Config().DeadLetter)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	batch, err := c.Fetch(int(info.State.Msgs), jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	return out
+}
+
+// pendingEvents is how many events the projection's consumer has not acked.
+func (h *harness) pendingEvents() (pending uint64, unacked int) {
+	h.t.Helper()
+	c, err := h.js.Consumer(context.Background(), h.streams.Config().Events, stream.ConsumerName(h.def.Name))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info.NumPending, info.NumAckPending
+}
+
+// waitDrained waits until the consumer has no pending or unacked events.
+func (h *harness) waitDrained(d time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		p, u := h.pendingEvents()
+		if p == 0 && u == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("events not drained after %s: %d pending, %d unacked", d, p, u)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func ids(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = strconv.Itoa(1000 + i)
+	}
+	return out
+}
+
+func jsonEqual(a, b []byte) bool {
+	return bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b))
+}

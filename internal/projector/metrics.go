@@ -1,0 +1,42 @@
+package projector
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the projector's Prometheus metrics, labelled by projection.
+type Metrics struct {
+	Events       *prometheus.CounterVec   // events by outcome: acked, dead_lettered, retried, naked
+	Fetches      *prometheus.CounterVec   // source fetches by result: ok, not_found, bad, unavailable
+	Writes       *prometheus.CounterVec   // batch writes by store and result
+	BatchSeconds *prometheus.HistogramVec // time to fetch, build and write one batch
+	Held         *prometheus.GaugeVec     // messages held: pending and in flight
+	Paused       *prometheus.GaugeVec     // 1 while pulling is paused because a dependency fails
+}
+
+// NewMetrics creates the metrics and registers them on reg when it is not nil.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "readside_projector_events_total", Help: "Events settled, by outcome.",
+		}, []string{"projection", "outcome"}),
+		Fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "readside_projector_fetches_total", Help: "Source fetches, by result.",
+		}, []string{"projection", "result"}),
+		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "readside_projector_writes_total", Help: "Batch writes, by store and result.",
+		}, []string{"projection", "store", "result"}),
+		BatchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "readside_projector_batch_seconds", Help: "Time to fetch, build and write one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}, []string{"projection"}),
+		Held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "readside_projector_held_messages", Help: "Messages held, pending or in flight.",
+		}, []string{"projection"}),
+		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "readside_projector_paused", Help: "1 while pulling is paused because a dependency fails.",
+		}, []string{"projection"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.BatchSeconds, m.Held, m.Paused)
+	}
+	return m
+}

@@ -1,0 +1,459 @@
+// Package projector runs one projection: it pulls change events from the
+// projection's durable JetStream consumer, coalesces them by entity id,
+// fetches the current state from the source API, flattens it into a document
+// and writes it to every store under the write guard; only then does it
+// acknowledge the events.
+//
+// Outcomes, one explicit JetStream call each:
+//   - written (or dropped as stale by the guard) in every store → Ack;
+//   - the source answers 404/410 → a tombstone is written → Ack;
+//   - a bad event (no valid id), a source answering another 4xx, a document
+//     a store rejects for good → dead-letter entry, then Term;
+//   - a dependency down (source, Redis, Elasticsearch) → the messages are
+//     held (kept alive with InProgress) and the id retried with backoff;
+//     pulling pauses while nothing succeeds. Nothing is dead-lettered for it;
+//   - shutdown → what is in flight finishes within the grace period; what is
+//     still held is Nak'ed for redelivery.
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/projections"
+)
+
+// Store is a document store under the write guard (see internal/sink).
+type Store interface {
+	Write(ctx context.Context, docs []sink.Doc) error
+	Get(ctx context.Context, id string) (sink.Stored, error)
+}
+
+// Fetcher gets a source URL; its errors follow internal/source: ErrNotFound,
+// permanent errors (source.IsPermanent), and anything else is transient.
+type Fetcher interface {
+	Get(ctx context.Context, url string) ([]byte, error)
+}
+
+// DeadLetterer stores a bad event with the reason (see internal/stream).
+type DeadLetterer interface {
+	DeadLetter(ctx context.Context, projection string, msg jetstream.Msg, id, reason string) error
+}
+
+// NamedStore is a Store with a name for logs and metrics.
+type NamedStore struct {
+	Name  string
+	Store Store
+}
+
+// Options tune a Projector. Zero values take the defaults in brackets.
+type Options struct {
+	Batch            int           // ids per write batch [256]
+	Workers          int           // batches in flight at once [4]
+	FetchConcurrency int           // source requests at once per batch [32]
+	MaxHeld          int           // messages held before pulling waits [8 × Batch × Workers]
+	AckWait          time.Duration // the consumer's ack wait; held messages get InProgress every third of it [30s]
+	RetryInitial     time.Duration // first retry delay of an id whose dependency failed [250ms]
+	RetryMax         time.Duration // longest retry delay [15s]
+	ShutdownGrace    time.Duration // how long in-flight batches may finish on shutdown [10s]
+}
+
+func (o *Options) defaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.Batch, 256)
+	def(&o.Workers, 4)
+	def(&o.FetchConcurrency, 32)
+	def(&o.MaxHeld, 8*o.Batch*o.Workers)
+	defd(&o.AckWait, 30*time.Second)
+	defd(&o.RetryInitial, 250*time.Millisecond)
+	defd(&o.RetryMax, 15*time.Second)
+	defd(&o.ShutdownGrace, 10*time.Second)
+}
+
+// probeEvery is how often a paused projector pulls one batch anyway.
+const probeEvery = 5 * time.Second
+
+// Projector runs one projection. Create it with New; Run it once.
+type Projector struct {
+	def    *projections.Definition
+	cons   jetstream.Consumer
+	src    Fetcher
+	stores []NamedStore
+	dlq    DeadLetterer
+	log    *slog.Logger
+	m      *Metrics
+	o      Options
+
+	mu       sync.Mutex
+	ready    []string               // ids with pending messages, not in flight and not waiting to retry
+	pending  map[string]*entry      // id → messages not yet being processed
+	inflight map[string]bool        // ids a worker is processing
+	held     int                    // messages in pending and in flight
+	timers   map[string]*time.Timer // ids waiting to retry
+	wake     chan struct{}          // a worker may find ready ids
+	room     chan struct{}          // the puller may find room
+	failing  atomic.Bool            // the last batch failed for a dependency and nothing succeeded
+	stopped  bool
+}
+
+// entry is the messages held for one id, and how often it failed in a row.
+type entry struct {
+	msgs  []jetstream.Msg
+	tries int
+}
+
+// New builds a Projector for def reading from cons and writing to stores.
+func New(def *projections.Definition, cons jetstream.Consumer, src Fetcher, stores []NamedStore, dlq DeadLetterer, log *slog.Logger, m *Metrics, o Options) *Projector {
+	o.defaults()
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &Projector{
+		def: def, cons: cons, src: src, stores: stores, dlq: dlq, m: m, o: o,
+		log:      log.With("projection", def.Name),
+		pending:  map[string]*entry{},
+		inflight: map[string]bool{},
+		timers:   map[string]*time.Timer{},
+		wake:     make(chan struct{}, 1),
+		room:     make(chan struct{}, 1),
+	}
+}
+
+// Run pulls and processes events until ctx ends, then shuts down: it stops
+// pulling, lets in-flight batches finish within the grace period, and Naks
+// every message still held so another process gets it at once. It returns
+// nil after a clean shutdown and an error only when the consumer is gone.
+func (p *Projector) Run(ctx context.Context) error {
+	// Work outlives ctx by the grace period so in-flight batches can finish.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopGrace := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(p.o.ShutdownGrace, cancelWork)
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	defer stopGrace()
+
+	var g errgroup.Group
+	var pullErr error
+	g.Go(func() error { pullErr = p.pull(ctx); return nil })
+	for range p.o.Workers {
+		g.Go(func() error { p.work(ctx, work); return nil })
+	}
+	g.Go(func() error { p.keepAlive(ctx); return nil })
+	g.Wait()
+	p.nakHeld()
+	return pullErr
+}
+
+// pull fetches messages while there is room and no dependency is failing.
+func (p *Projector) pull(ctx context.Context) error {
+	delay := time.Second
+	var lastPull time.Time
+	for ctx.Err() == nil {
+		// While a dependency fails, pull only a probe batch now and then: the
+		// events stay in JetStream, and a lone id that keeps failing cannot
+		// stop the others for long.
+		if p.failing.Load() && time.Since(lastPull) < probeEvery {
+			p.m.Paused.WithLabelValues(p.def.Name).Set(1)
+			sleep(ctx, 100*time.Millisecond)
+			continue
+		}
+		p.m.Paused.WithLabelValues(p.def.Name).Set(0)
+		p.mu.Lock()
+		room := p.o.MaxHeld - p.held
+		p.mu.Unlock()
+		if room <= 0 {
+			select {
+			case <-ctx.Done():
+			case <-p.room:
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		lastPull = time.Now()
+		batch, err := p.cons.Fetch(min(room, 2*p.o.Batch), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return fmt.Errorf("projector %s: %w", p.def.Name, err)
+			}
+			p.log.Warn("pulling events failed; retrying", "err", err, "in", delay)
+			sleep(ctx, delay)
+			delay = min(2*delay, 30*time.Second)
+			continue
+		}
+		delay = time.Second
+		for msg := range batch.Messages() {
+			p.accept(ctx, msg)
+		}
+	}
+	return nil
+}
+
+// accept reads the id of one event and queues it, or dead-letters a bad event.
+func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
+	id, err := p.def.IDOf(msg.Subject(), msg.Data())
+	if err != nil {
+		p.deadLetter(context.WithoutCancel(ctx), msg, "", err.Error())
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held++
+	p.m.Held.WithLabelValues(p.def.Name).Set(float64(p.held))
+	if e, ok := p.pending[id]; ok {
+		e.msgs = append(e.msgs, msg)
+		return
+	}
+	p.pending[id] = &entry{msgs: []jetstream.Msg{msg}}
+	if !p.inflight[id] { // in flight: dirty, queued again when the worker is done
+		p.ready = append(p.ready, id)
+		signal(p.wake)
+	}
+}
+
+// work processes batches of ready ids until ctx ends.
+func (p *Projector) work(ctx, work context.Context) {
+	for {
+		batch := p.take(ctx)
+		if batch == nil {
+			return
+		}
+		p.process(ctx, work, batch)
+	}
+}
+
+// item is one id in flight with the messages it answers.
+type item struct {
+	id    string
+	msgs  []jetstream.Msg
+	tries int
+}
+
+// take waits for ready ids and marks up to Batch of them in flight.
+func (p *Projector) take(ctx context.Context) []item {
+	for {
+		p.mu.Lock()
+		if len(p.ready) > 0 {
+			n := min(len(p.ready), p.o.Batch)
+			batch := make([]item, n)
+			for i, id := range p.ready[:n] {
+				e := p.pending[id]
+				delete(p.pending, id)
+				p.inflight[id] = true
+				batch[i] = item{id: id, msgs: e.msgs, tries: e.tries}
+			}
+			p.ready = append(p.ready[:0], p.ready[n:]...)
+			if len(p.ready) > 0 {
+				signal(p.wake)
+			}
+			p.mu.Unlock()
+			return batch
+		}
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.wake:
+		}
+	}
+}
+
+// outcome is what happened to one id.
+type outcome struct {
+	err       error // nil: written
+	permanent bool  // dead-letter its events
+}
+
+// process fetches, builds and writes one batch and settles its messages.
+func (p *Projector) process(ctx, work context.Context, batch []item) {
+	start := time.Now()
+	out := p.attempt(work, batch)
+	var written, retried int
+	var firstErr error
+	for i, it := range batch {
+		switch o := out[i]; {
+		case o.err == nil:
+			written++
+			for _, m := range it.msgs {
+				m.Ack()
+			}
+			p.m.Events.WithLabelValues(p.def.Name, "acked").Add(float64(len(it.msgs)))
+			p.settle(it, nil)
+		case o.permanent:
+			for _, m := range it.msgs {
+				p.deadLetter(work, m, it.id, o.err.Error())
+			}
+			p.settle(it, nil)
+		default:
+			retried++
+			if firstErr == nil {
+				firstErr = o.err
+			}
+			p.m.Events.WithLabelValues(p.def.Name, "retried").Add(float64(len(it.msgs)))
+			p.settle(it, o.err)
+		}
+	}
+	p.m.BatchSeconds.WithLabelValues(p.def.Name).Observe(time.Since(start).Seconds())
+	failing := retried > 0 && written == 0
+	if was := p.failing.Swap(failing); was != failing {
+		if failing {
+			p.log.Warn("a dependency is failing: pulling paused, retrying with backoff", "err", firstErr)
+		} else {
+			p.log.Info("dependencies answer again: pulling resumed")
+		}
+	} else if failing && ctx.Err() == nil {
+		p.log.Debug("still failing", "err", firstErr)
+	}
+}
+
+// settle ends an id's flight: on success its count of failures is reset; on
+// a transient error its messages wait for a retry after a backoff. Messages
+// that arrived meanwhile (the id is dirty) make it ready again.
+func (p *Projector) settle(it item, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.inflight, it.id)
+	e := p.pending[it.id]
+	if err == nil {
+		p.held -= len(it.msgs)
+		p.m.Held.WithLabelValues(p.def.Name).Set(float64(p.held))
+		signal(p.room)
+		if e != nil && !p.stopped {
+			p.ready = append(p.ready, it.id)
+			signal(p.wake)
+		}
+		return
+	}
+	if e == nil {
+		e = &entry{}
+		p.pending[it.id] = e
+	}
+	e.msgs = append(it.msgs, e.msgs...)
+	e.tries = it.tries + 1
+	if p.stopped {
+		return
+	}
+	id := it.id
+	p.timers[id] = time.AfterFunc(p.backoff(e.tries), func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(p.timers, id)
+		if _, ok := p.pending[id]; ok && !p.inflight[id] && !p.stopped {
+			p.ready = append(p.ready, id)
+			signal(p.wake)
+		}
+	})
+}
+
+// backoff is the delay before the n-th retry: exponential with full jitter
+// over its upper half, capped at RetryMax.
+func (p *Projector) backoff(n int) time.Duration {
+	d := p.o.RetryInitial << min(n-1, 16)
+	if d <= 0 || d > p.o.RetryMax {
+		d = p.o.RetryMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// keepAlive tells JetStream every held message is still being worked on, so
+// that a message waiting behind a retry is not redelivered elsewhere.
+func (p *Projector) keepAlive(ctx context.Context) {
+	t := time.NewTicker(p.o.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		var msgs []jetstream.Msg
+		for _, e := range p.pending {
+			msgs = append(msgs, e.msgs...)
+		}
+		p.mu.Unlock()
+		// In-flight messages are few and short-lived next to AckWait; pending
+		// ones can wait behind a retry for long.
+		for _, m := range msgs {
+			m.InProgress()
+		}
+	}
+}
+
+// nakHeld hands every message still held back to JetStream on shutdown.
+func (p *Projector) nakHeld() {
+	p.mu.Lock()
+	p.stopped = true
+	for _, t := range p.timers {
+		t.Stop()
+	}
+	var msgs []jetstream.Msg
+	for _, e := range p.pending {
+		msgs = append(msgs, e.msgs...)
+	}
+	p.pending = map[string]*entry{}
+	p.ready = nil
+	p.held = 0
+	p.mu.Unlock()
+	for _, m := range msgs {
+		m.Nak()
+	}
+	p.m.Events.WithLabelValues(p.def.Name, "naked").Add(float64(len(msgs)))
+}
+
+// deadLetter stores a bad event with its reason and terminates it; when the
+// dead-letter stream cannot take it, the event is Nak'ed to try again later.
+func (p *Projector) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.dlq.DeadLetter(ctx, p.def.Name, msg, id, reason); err != nil {
+		p.log.Error("dead-lettering failed; the event will be redelivered", "id", id, "reason", reason, "err", err)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	p.log.Warn("event dead-lettered", "subject", msg.Subject(), "id", id, "reason", reason)
+	p.m.Events.WithLabelValues(p.def.Name, "dead_lettered").Inc()
+	msg.TermWithReason(truncate(reason, 200))
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

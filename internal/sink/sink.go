@@ -1,0 +1,175 @@
+// Package sink writes flat read-model documents to Redis (reads by id) and
+// Elasticsearch (list and search), and reads them back, behind a version
+// guard: every stored document carries the version it was built from, and a
+// write older than what is stored is dropped atomically by the store itself.
+//
+// A deletion is written as a tombstone that carries a version too, so a late
+// stale write cannot resurrect the entity while a newer one re-creates it.
+//
+// Writes are idempotent: writing the same batch twice leaves the same state,
+// so a caller retries a failed batch (or just its failed items) freely.
+// Errors follow one protocol for every store:
+//   - nil: every item was written or dropped as stale;
+//   - *BatchError: the listed items failed and every other item was written;
+//     an item error that IsPermanent can never succeed (dead-letter that item),
+//     any other item error is transient (retry that item);
+//   - any other error: the whole call failed (a store unreachable): transient,
+//     retry the whole batch after a backoff.
+package sink
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// Doc is one write: a built document or a tombstone.
+type Doc struct {
+	// ID is the entity id: non-empty valid UTF-8.
+	ID string
+	// Version is >= 0. The write guard keeps the highest version; an equal
+	// version overwrites (a re-fetch of the same version is at least as
+	// fresh); an older one is dropped silently.
+	Version int64
+	// Body is a flat JSON object, ready to send; ignored when Deleted.
+	Body []byte
+	// Deleted writes a tombstone: it blocks any later write with a lower
+	// version; a write with an equal or higher version replaces it (the entity
+	// was re-created).
+	Deleted bool
+}
+
+// check reports why d can never be written, as a *PermanentError.
+func (d *Doc) check() error {
+	var why string
+	switch {
+	case d.ID == "":
+		why = "empty id"
+	case !utf8.ValidString(d.ID):
+		why = "id is not valid UTF-8"
+	case d.Version < 0:
+		why = fmt.Sprintf("negative version %d", d.Version)
+	case !d.Deleted && len(d.Body) == 0:
+		why = "empty body"
+	default:
+		return nil
+	}
+	return &PermanentError{Err: fmt.Errorf("sink: doc %q: %s", d.ID, why)}
+}
+
+// Stored is what a store holds for one id.
+type Stored struct {
+	Version int64
+	Deleted bool
+	// Body is the JSON document as written; nil for a tombstone.
+	Body []byte
+}
+
+// ErrNotFound is returned by Get when nothing is stored for the id. A
+// tombstone is not ErrNotFound: Get returns it as a Stored with Deleted set.
+var ErrNotFound = errors.New("sink: not found")
+
+// BatchError reports the items of one Write that failed while the others were
+// written. Items maps the index in the docs slice to its error; an error that
+// IsPermanent can never succeed, any other is transient.
+type BatchError struct {
+	Items map[int]error
+}
+
+// batchSummaryItems is how many item errors BatchError.Error spells out.
+const batchSummaryItems = 3
+
+func (e *BatchError) Error() string {
+	idx := e.indices()
+	var b strings.Builder
+	fmt.Fprintf(&b, "sink: %d items failed", len(idx))
+	for n, i := range idx {
+		if n == batchSummaryItems {
+			fmt.Fprintf(&b, "; and %d more", len(idx)-n)
+			break
+		}
+		sep := "; "
+		if n == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%sitem %d: %v", sep, i, e.Items[i])
+	}
+	return b.String()
+}
+
+// Unwrap returns the item errors in the order of their indices.
+func (e *BatchError) Unwrap() []error {
+	idx := e.indices()
+	errs := make([]error, len(idx))
+	for n, i := range idx {
+		errs[n] = e.Items[i]
+	}
+	return errs
+}
+
+func (e *BatchError) indices() []int {
+	idx := make([]int, 0, len(e.Items))
+	for i := range e.Items {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	return idx
+}
+
+// PermanentError marks an item that can never succeed, such as a document
+// Elasticsearch cannot map: dead-letter it alone.
+type PermanentError struct {
+	Err error
+}
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// IsPermanent reports whether retrying can never make err succeed: err is or
+// wraps a *PermanentError. A *BatchError is permanent only when every one of
+// its items is; otherwise look at its Items one by one.
+func IsPermanent(err error) bool {
+	switch e := err.(type) {
+	case nil:
+		return false
+	case *PermanentError:
+		return true
+	case *BatchError:
+		for _, ie := range e.Items {
+			if !IsPermanent(ie) {
+				return false
+			}
+		}
+		return len(e.Items) > 0
+	case interface{ Unwrap() error }:
+		return IsPermanent(e.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, ie := range e.Unwrap() {
+			if IsPermanent(ie) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// failures collects the item errors of one Write.
+type failures map[int]error
+
+func (f *failures) add(i int, err error) {
+	if *f == nil {
+		*f = make(failures)
+	}
+	(*f)[i] = err
+}
+
+// err is nil when nothing failed, else the *BatchError.
+func (f failures) err() error {
+	if len(f) == 0 {
+		return nil
+	}
+	return &BatchError{Items: f}
+}
