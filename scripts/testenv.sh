@@ -373,6 +373,6 @@ case ${1:-up} in
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
--h | --help | help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
+-h | --help | help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
 *) die "unknown command '$1' (use up, down or status)" ;;
 esac

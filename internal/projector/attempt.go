@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -12,9 +13,10 @@ import (
 	"github.com/readside/readside/projections"
 )
 
-// attempt fetches and builds every id of the batch, writes the documents to
-// every store at once, and returns one outcome per item.
-func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
+// attempt fetches and builds every id of the batch (fetches start after
+// started), writes the documents to every store at once, and returns one
+// outcome per item. Items may gain events answered by their fetch (absorb).
+func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time) []outcome {
 	out := make([]outcome, len(batch))
 	docs := make([]sink.Doc, len(batch))
 	g, gctx := errgroup.WithContext(ctx)
@@ -26,6 +28,12 @@ func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
 		})
 	}
 	g.Wait()
+	p.absorb(batch, started)
+	if !p.def.Versioned() {
+		for i := range batch {
+			docs[i].Version = max(docs[i].Version, maxSeq(batch[i]))
+		}
+	}
 
 	// Write what was built; an id that failed already keeps its outcome.
 	var idx []int

@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,7 +73,7 @@ func cleanRedis(c *redis.Client, ns string) {
 
 // options are small, fast settings for tests.
 func testOptions() projector.Options {
-	return projector.Options{Batch: 64, Workers: 3, FetchConcurrency: 16, RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ShutdownGrace: 5 * time.Second}
+	return projector.Options{Batch: 64, Workers: 3, FetchConcurrency: 16, RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ShutdownGrace: 5 * time.Second, ClockSkew: 20 * time.Millisecond}
 }
 
 // start runs a projector until the test ends (or stop is called) on the
@@ -82,7 +82,7 @@ func (h *harness) start(rdb redis.UniversalClient, es *elasticsearch.Client) (st
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	env := projector.Env{
-		Streams: h.streams, Redis: rdb, Elastic: es, Log: testLogger(), SourceRetryBudget: 300 * time.Millisecond,
+		Streams: h.streams, Redis: rdb, Elastic: es, Log: testLogger(h.t), SourceRetryBudget: 300 * time.Millisecond,
 	}
 	p, err := projector.ForDefinition(ctx, h.def, env, testOptions())
 	if err != nil {
@@ -115,11 +115,36 @@ func (h *harness) startDefault() func() {
 	return h.start(testenv.Redis(h.t), testenv.Elastic(h.t, ""))
 }
 
-func testLogger() *slog.Logger {
+// testLogger keeps the projector's debug log and prints it when the test
+// fails (or always, with READSIDE_TEST_LOG set).
+func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("READSIDE_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	buf := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("projector log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // changed publishes "shop <id> changed" with the id in the subject.

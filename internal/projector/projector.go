@@ -66,6 +66,11 @@ type Options struct {
 	RetryInitial     time.Duration // first retry delay of an id whose dependency failed [250ms]
 	RetryMax         time.Duration // longest retry delay [15s]
 	ShutdownGrace    time.Duration // how long in-flight batches may finish on shutdown [10s]
+	// ClockSkew is how far JetStream's clock may be ahead of this process's.
+	// An event stored more than ClockSkew before a fetch started is answered
+	// by that fetch, so it is acknowledged with it instead of being fetched
+	// again [2s]. Negative: never.
+	ClockSkew time.Duration
 }
 
 func (o *Options) defaults() {
@@ -87,10 +92,16 @@ func (o *Options) defaults() {
 	defd(&o.RetryInitial, 250*time.Millisecond)
 	defd(&o.RetryMax, 15*time.Second)
 	defd(&o.ShutdownGrace, 10*time.Second)
+	if o.ClockSkew == 0 {
+		o.ClockSkew = 2 * time.Second
+	}
 }
 
 // probeEvery is how often a paused projector pulls one batch anyway.
 const probeEvery = 5 * time.Second
+
+// maxPull bounds one pull request.
+const maxPull = 1024
 
 // Projector runs one projection. Create it with New; Run it once.
 type Projector struct {
@@ -190,7 +201,9 @@ func (p *Projector) pull(ctx context.Context) error {
 			continue
 		}
 		lastPull = time.Now()
-		batch, err := p.cons.Fetch(min(room, 2*p.o.Batch), jetstream.FetchMaxWait(time.Second))
+		// Pull well ahead of the workers: the further ahead, the more
+		// duplicate events for one id coalesce into one fetch.
+		batch, err := p.cons.Fetch(min(room, maxPull), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 				return fmt.Errorf("projector %s: %w", p.def.Name, err)
@@ -286,7 +299,7 @@ type outcome struct {
 // process fetches, builds and writes one batch and settles its messages.
 func (p *Projector) process(ctx, work context.Context, batch []item) {
 	start := time.Now()
-	out := p.attempt(work, batch)
+	out := p.attempt(work, batch, start)
 	var written, retried int
 	var firstErr error
 	for i, it := range batch {
@@ -309,10 +322,13 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 				firstErr = o.err
 			}
 			p.m.Events.WithLabelValues(p.def.Name, "retried").Add(float64(len(it.msgs)))
+			p.log.Debug("retrying later", "id", it.id, "tries", it.tries+1, "err", o.err)
 			p.settle(it, o.err)
 		}
 	}
-	p.m.BatchSeconds.WithLabelValues(p.def.Name).Observe(time.Since(start).Seconds())
+	took := time.Since(start)
+	p.m.BatchSeconds.WithLabelValues(p.def.Name).Observe(took.Seconds())
+	p.log.Debug("batch done", "ids", len(batch), "written", written, "retried", retried, "took", took)
 	failing := retried > 0 && written == 0
 	if was := p.failing.Swap(failing); was != failing {
 		if failing {
@@ -322,6 +338,36 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 		}
 	} else if failing && ctx.Err() == nil {
 		p.log.Debug("still failing", "err", firstErr)
+	}
+}
+
+// absorb moves into each in-flight item the events that arrived for its id
+// while it was fetched but were stored before the fetch started: the fetch
+// already answers them, so they are acknowledged with it, and the version
+// (when it is the stream sequence) covers them.
+func (p *Projector) absorb(batch []item, started time.Time) {
+	if p.o.ClockSkew < 0 {
+		return
+	}
+	before := started.Add(-p.o.ClockSkew)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range batch {
+		e := p.pending[batch[i].id]
+		if e == nil {
+			continue
+		}
+		keep := e.msgs[:0]
+		for _, m := range e.msgs {
+			if md, err := m.Metadata(); err == nil && md.Timestamp.Before(before) {
+				batch[i].msgs = append(batch[i].msgs, m)
+			} else {
+				keep = append(keep, m)
+			}
+		}
+		if e.msgs = keep; len(keep) == 0 {
+			delete(p.pending, batch[i].id)
+		}
 	}
 }
 

@@ -168,6 +168,7 @@ func TestElasticMappingError(t *testing.T) {
 		t.Fatalf("failed items = %v, want only item 1", be.Items)
 	}
 	ie := be.Items[1]
+	t.Logf("item error: %v", ie)
 	if !sink.IsPermanent(ie) || !sink.IsPermanent(err) {
 		t.Errorf("item error %v is not permanent", ie)
 	}

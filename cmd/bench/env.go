@@ -1,0 +1,500 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/projections"
+)
+
+const howToStart = "start the test services with `make testenv` (or run `make bench`, which does)"
+
+// bench is what every scenario shares: the services, two NATS connections
+// (one publishing, one for the projector and the consumer baseline) and the
+// namespace under which every key, index and stream of this run is made.
+type bench struct {
+	s      *settings
+	log    *slog.Logger
+	out    io.Writer // progress
+	base   string    // namespace prefix of this run, such as "bench3f9a1c"
+	seq    int       // projections made so far, for unique names
+	rdb    *redis.Client
+	es     *elasticsearch.Client
+	srv    *server.Server
+	dir    string // JetStream store
+	pubNC  *nats.Conn
+	pubJS  jetstream.JetStream
+	projNC *nats.Conn
+	projJS jetstream.JetStream
+	round  baselines // measured in the current round
+	info   struct{ redis, es string }
+	pids   servicePIDs
+}
+
+// baselines are the rates of 1a and 1b in the current round, 0 when not run.
+type baselines struct {
+	consume float64 // 1a: JetStream consume+ack, events/s
+	stores  float64 // 1b: both stores, docs/s
+}
+
+// ceiling is the store-bound ceiling of the projector: the slower of the two
+// baselines, or 0 when either is missing.
+func (b baselines) ceiling() float64 {
+	if b.consume == 0 || b.stores == 0 {
+		return 0
+	}
+	return min(b.consume, b.stores)
+}
+
+// start checks the services and starts the embedded JetStream server. Close
+// the bench when done: it deletes everything the run made.
+func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*bench, error) {
+	var rnd [3]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, err
+	}
+	b := &bench{s: s, log: log, out: out, base: "bench" + hex.EncodeToString(rnd[:])}
+	if err := b.connectStores(ctx); err != nil {
+		b.close()
+		return nil, err
+	}
+	if err := b.startJetStream(); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *bench) connectStores(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The settings of cmd/projector (internal/config.Backends).
+	b.rdb = redis.NewClient(&redis.Options{Addr: b.s.redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	info, err := b.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return fmt.Errorf("Redis at %s does not answer (%v): %s", b.s.redisAddr, err, howToStart)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "redis_version:"); ok {
+			b.info.redis = v
+		}
+		if v, ok := strings.CutPrefix(line, "process_id:"); ok && isLocal(b.s.redisAddr) {
+			b.pids.redis, _ = strconv.Atoi(v)
+		}
+	}
+	b.es, err = elasticsearch.NewClient(elasticsearch.Config{
+		Addresses: []string{b.s.esURL},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: 30 * time.Second},
+	})
+	if err != nil {
+		return fmt.Errorf("elasticsearch client: %w", err)
+	}
+	res, err := b.es.Nodes.Info(b.es.Nodes.Info.WithContext(ctx), b.es.Nodes.Info.WithNodeID("_local"),
+		b.es.Nodes.Info.WithFilterPath("nodes.*.version", "nodes.*.jvm.mem.heap_max_in_bytes", "nodes.*.process.id"))
+	if err != nil {
+		return fmt.Errorf("Elasticsearch at %s does not answer (%v): %s", b.s.esURL, err, howToStart)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.IsError() {
+		return fmt.Errorf("Elasticsearch at %s answers %s: %s", b.s.esURL, res.Status(), howToStart)
+	}
+	gjson.GetBytes(body, "nodes").ForEach(func(_, n gjson.Result) bool {
+		b.info.es = fmt.Sprintf("%s, heap %d MB", n.Get("version").Str, n.Get("jvm.mem.heap_max_in_bytes").Int()>>20)
+		if u, err := url.Parse(b.s.esURL); err == nil && isLocal(u.Host) {
+			b.pids.es = int(n.Get("process.id").Int())
+		}
+		return false
+	})
+	return nil
+}
+
+// isLocal reports whether addr (host:port) is on this machine, where the
+// process id a service reports is one /proc knows.
+func isLocal(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (b *bench) startJetStream() error {
+	dir, err := os.MkdirTemp("", "readside-bench-")
+	if err != nil {
+		return err
+	}
+	b.dir = dir
+	b.srv, err = server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		return fmt.Errorf("embedded NATS server: %w", err)
+	}
+	go b.srv.Start()
+	if !b.srv.ReadyForConnections(10 * time.Second) {
+		return errors.New("embedded NATS server did not start within 10s")
+	}
+	if b.pubNC, b.pubJS, err = connect(b.srv.ClientURL(), "readside-bench-publisher"); err != nil {
+		return err
+	}
+	b.projNC, b.projJS, err = connect(b.srv.ClientURL(), "readside-bench-projector")
+	return err
+}
+
+func connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, nats.Name(name))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to the embedded NATS server: %w", err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// close deletes every Redis key and Elasticsearch index of the run, stops the
+// JetStream server and removes its store.
+func (b *bench) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if b.rdb != nil {
+		if err := b.deleteKeys(ctx, b.base); err != nil {
+			b.progress("cleaning Redis: %v", err)
+		}
+		b.rdb.Close()
+	}
+	if b.es != nil {
+		if err := b.deleteIndices(ctx, b.base+"*"); err != nil {
+			b.progress("cleaning Elasticsearch: %v", err)
+		}
+	}
+	for _, nc := range []*nats.Conn{b.pubNC, b.projNC} {
+		if nc != nil {
+			nc.Close()
+		}
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+	if b.dir != "" {
+		os.RemoveAll(b.dir)
+	}
+}
+
+// deleteKeys deletes the Redis keys starting with prefix.
+func (b *bench) deleteKeys(ctx context.Context, prefix string) error {
+	iter := b.rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	flush := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
+		err := b.rdb.Unlink(ctx, keys...).Err()
+		keys = keys[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		if keys = append(keys, iter.Val()); len(keys) == 1000 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	return flush()
+}
+
+// deleteIndices deletes the Elasticsearch indices matching pattern.
+func (b *bench) deleteIndices(ctx context.Context, pattern string) error {
+	del := b.es.Indices.Delete
+	res, err := del([]string{pattern}, del.WithContext(ctx), del.WithExpandWildcards("all"), del.WithAllowNoIndices(true))
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.IsError() {
+		return fmt.Errorf("deleting indices %s: %s", pattern, res.Status())
+	}
+	return nil
+}
+
+func (b *bench) progress(format string, args ...any) {
+	fmt.Fprintf(b.out, "bench: "+format+"\n", args...)
+}
+
+// describe is the report's header: where and how the figures were taken.
+func (b *bench) describe() []string {
+	host, _ := os.Hostname()
+	return []string{
+		fmt.Sprintf("%s, %s, %d CPUs (GOMAXPROCS %d), host %s", time.Now().Format("2006-01-02 15:04"), runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0), host),
+		fmt.Sprintf("Redis %s at %s; Elasticsearch %s at %s; JetStream embedded (file store)", b.info.redis, b.s.redisAddr, b.info.es, b.s.esURL),
+		fmt.Sprintf("-events %d -runs %d -scenarios %s", b.s.events, b.s.runs, strings.Join(b.s.scenarios, ",")),
+	}
+}
+
+// projection is one fresh projection of the fake shop API, with streams,
+// keys and an index of its own, so that no scenario sees another's state.
+type projection struct {
+	ns      string
+	def     *projections.Definition
+	api     *testenv.ShopAPI
+	streams *stream.Setup
+}
+
+// newProjection makes a projection named after label, whose source knows
+// the shops ids.
+func (b *bench) newProjection(ctx context.Context, label string, ids []string) (*projection, error) {
+	b.seq++
+	ns := fmt.Sprintf("%s-%s-%d", b.base, label, b.seq)
+	api := testenv.NewShopAPI()
+	for _, id := range ids {
+		api.Put(id, shopName(id))
+	}
+	def, err := projections.Parse(ns+".yaml", []byte(testenv.ShopDefinition(ns, api.URL, true)), projections.Options{})
+	if err != nil {
+		api.Close()
+		return nil, err
+	}
+	upper := strings.ToUpper(ns)
+	streams, err := stream.Ensure(ctx, b.projJS, stream.Config{
+		Events: upper + "_EVENTS", DeadLetter: upper + "_DLQ", DLQPrefix: ns + ".dlq",
+	}, []string{ns + ".shop.>"})
+	if err != nil {
+		api.Close()
+		return nil, err
+	}
+	return &projection{ns: ns, def: def, api: api, streams: streams}, nil
+}
+
+// close deletes the projection's streams, keys and index.
+func (b *bench) closeProjection(p *projection) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p.api.Close()
+	cfg := p.streams.Config()
+	errs := []error{
+		b.projJS.DeleteStream(ctx, cfg.Events),
+		b.projJS.DeleteStream(ctx, cfg.DeadLetter),
+		b.deleteKeys(ctx, p.ns+":"),
+		b.deleteIndices(ctx, p.ns+"-shops-*"),
+	}
+	return errors.Join(errs...)
+}
+
+// shopName is a plausible shop name, so documents have a realistic size.
+func shopName(id string) string {
+	kinds := []string{"Pizzeria", "Trattoria", "Ramen Bar", "Bäckerei", "Taqueria", "Bistro"}
+	areas := []string{"Kreuzberg", "Mitte", "Gangnam", "Alfama", "South Congress", "Prenzlauer Berg"}
+	n, _ := strconv.Atoi(id)
+	return fmt.Sprintf("%s %s %s", kinds[n%len(kinds)], areas[(n/7)%len(areas)], id)
+}
+
+// ids are n distinct ids.
+func ids(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = strconv.Itoa(100000 + i)
+	}
+	return out
+}
+
+// subject is the change event subject of id ("shop <id> changed", id in the subject).
+func (p *projection) subject(id string) string { return p.ns + ".shop.changed." + id }
+
+// publishAll publishes one zero-payload event per subject, asynchronously,
+// and waits until JetStream has stored every one.
+func (b *bench) publishAll(ctx context.Context, subjects []string) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(subjects))
+	for _, s := range subjects {
+		f, err := b.pubJS.PublishAsync(s, nil)
+		if err != nil {
+			return fmt.Errorf("publishing: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	return b.published(ctx, futures)
+}
+
+// publishPaced publishes one zero-payload event per subject at rate events/s.
+// It returns when JetStream has stored every one.
+func (b *bench) publishPaced(ctx context.Context, subjects []string, rate int) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(subjects))
+	const tick = 5 * time.Millisecond
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	began := time.Now()
+	for sent := 0; sent < len(subjects); {
+		due := min(len(subjects), int(time.Since(began).Seconds()*float64(rate))+1)
+		for ; sent < due; sent++ {
+			f, err := b.pubJS.PublishAsync(subjects[sent], nil)
+			if err != nil {
+				return fmt.Errorf("publishing: %w", err)
+			}
+			futures = append(futures, f)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return b.published(ctx, futures)
+}
+
+func (b *bench) published(ctx context.Context, futures []jetstream.PubAckFuture) error {
+	select {
+	case <-b.pubJS.PublishAsyncComplete():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(b.s.timeout):
+		return fmt.Errorf("JetStream did not store the events within %v", b.s.timeout)
+	}
+	for _, f := range futures {
+		select {
+		case err := <-f.Err():
+			return fmt.Errorf("publishing %s: %w", f.Msg().Subject, err)
+		default:
+		}
+	}
+	return nil
+}
+
+// consumer is a handle on the projection's durable consumer for Info calls,
+// on the publisher's connection so that it does not queue behind the
+// projector's traffic.
+func (b *bench) consumer(ctx context.Context, p *projection) (jetstream.Consumer, error) {
+	return b.pubJS.Consumer(ctx, p.streams.Config().Events, stream.ConsumerName(p.def.Name))
+}
+
+// pollEvery is how often waitDrained asks the consumer; it bounds the
+// precision of every end-to-end time.
+const pollEvery = 20 * time.Millisecond
+
+// waitDrained waits until cons has no pending and no unacked event and
+// returns when that was seen, and the consumer's last info.
+func (b *bench) waitDrained(ctx context.Context, cons jetstream.Consumer) (time.Time, *jetstream.ConsumerInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.s.timeout)
+	defer cancel()
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	var last *jetstream.ConsumerInfo
+	for {
+		info, err := cons.Info(ctx)
+		if err == nil {
+			last = info
+			if info.NumPending == 0 && info.NumAckPending == 0 {
+				return time.Now(), info, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return time.Time{}, last, fmt.Errorf("not drained within %v: %d pending, %d unacked", b.s.timeout, last.NumPending, last.NumAckPending)
+			}
+			return time.Time{}, nil, fmt.Errorf("consumer info: %w", err)
+		case <-t.C:
+		}
+	}
+}
+
+// running is a projector running in the background.
+type running struct {
+	reg   *prometheus.Registry
+	began time.Time // just before Run
+	stop  func() error
+}
+
+// runProjector builds the projector of p with ForDefinition and o and runs it
+// until stop is called.
+func (b *bench) runProjector(ctx context.Context, p *projection, o projector.Options) (*running, error) {
+	reg := prometheus.NewRegistry()
+	env := projector.Env{
+		Streams: p.streams, Redis: b.rdb, Elastic: b.es, Log: b.log, Metrics: projector.NewMetrics(reg),
+	}
+	pr, err := projector.ForDefinition(ctx, p.def, env, o)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	r := &running{reg: reg, began: time.Now()}
+	go func() { done <- pr.Run(runCtx) }()
+	r.stop = func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("the projector did not stop within 30s")
+		}
+	}
+	return r, nil
+}
+
+// stats are what the projector's metrics say about a run.
+type stats struct {
+	events       map[string]float64 // by outcome
+	batches      uint64
+	batchSeconds float64
+}
+
+func (r *running) stats() stats {
+	st := stats{events: map[string]float64{}}
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		return st
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "readside_projector_events_total":
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "outcome" {
+						st.events[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
+			}
+		case "readside_projector_batch_seconds":
+			for _, m := range mf.GetMetric() {
+				st.batches += m.GetHistogram().GetSampleCount()
+				st.batchSeconds += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return st
+}

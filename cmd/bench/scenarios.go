@@ -1,0 +1,370 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/stream"
+)
+
+// The defaults of projector.Options, which the bounds of the table assume.
+const (
+	defaultBatch            = 256
+	defaultWorkers          = 4
+	defaultFetchConcurrency = 32
+)
+
+// consumeBatch is how many messages the consumer baseline fetches at once:
+// what the projector asks for when it has room (2 × Batch).
+const consumeBatch = 2 * defaultBatch
+
+func (b *bench) scenario(ctx context.Context, name string, round int) ([]result, error) {
+	b.progress("round %d/%d: %s", round, b.s.runs, name)
+	switch name {
+	case "js":
+		return b.jetStreamAlone(ctx)
+	case "stores":
+		r, err := b.storesAlone(ctx)
+		return []result{r}, err
+	case "e2e":
+		all := ids(b.s.events)
+		r, err := b.projectorRun(ctx, projectorCase{
+			row:   fmt.Sprintf("2. projector, source 0 ms, %d distinct ids, all published up front", len(all)),
+			label: "e2e", ids: all, events: all,
+		})
+		r.ref, r.refRate = "min(1a, 1b)", b.round.ceiling()
+		return []result{r}, err
+	case "latency":
+		return b.latency(ctx)
+	case "dups":
+		return b.duplicates(ctx)
+	}
+	return nil, fmt.Errorf("unknown scenario %q", name)
+}
+
+// jetStreamAlone is baseline 1a: N events published asynchronously, then
+// fetched by the projector's kind of durable consumer in batches and acked
+// one by one, timed until JetStream counts no event unacked.
+func (b *bench) jetStreamAlone(ctx context.Context) ([]result, error) {
+	n := b.s.events
+	p, err := b.newProjection(ctx, "js", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer b.closeProjection(p)
+	subjects := make([]string, n)
+	for i, id := range ids(n) {
+		subjects[i] = p.subject(id)
+	}
+
+	cpu := sampleCPU(b.pids)
+	began := time.Now()
+	if err := b.publishAll(ctx, subjects); err != nil {
+		return nil, err
+	}
+	pub := result{
+		row: "1a. JetStream alone: async publish (context, not a baseline)", events: n, seconds: time.Since(began).Seconds(),
+		fetches: -1, cpu: cpu.since(),
+	}
+
+	var triggers []string
+	for _, t := range p.def.Triggers {
+		triggers = append(triggers, t.Subject)
+	}
+	cons, err := p.streams.Consumer(ctx, p.def.Name, triggers, stream.ConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	cpu = sampleCPU(b.pids)
+	began = time.Now()
+	deadline := began.Add(b.s.timeout)
+	fetches := 0
+	for got := 0; got < n; {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("consumed %d of %d events in %v", got, n, b.s.timeout)
+		}
+		batch, err := cons.Fetch(consumeBatch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+		fetches++
+		for m := range batch.Messages() {
+			if err := m.Ack(); err != nil {
+				return nil, fmt.Errorf("ack: %w", err)
+			}
+			got++
+		}
+	}
+	end, _, err := b.waitDrained(ctx, cons)
+	if err != nil {
+		return nil, err
+	}
+	consume := result{
+		row: fmt.Sprintf("1a. JetStream alone: pull consume + ack, batches of %d", consumeBatch), events: n,
+		seconds: end.Sub(began).Seconds(), fetches: -1, cpu: cpu.since(),
+		notes: []string{fmt.Sprintf("%d fetch requests", fetches)},
+	}
+	b.round.consume = consume.rate()
+	return []result{pub, consume}, nil
+}
+
+// storesAlone is baseline 1b: N shop documents, built by the projection's
+// Build from the fake API's bodies, written with sink.Redis.Write and
+// sink.Elastic.Write, both stores at once per batch, as the projector does.
+func (b *bench) storesAlone(ctx context.Context) (result, error) {
+	w, err := b.writeStores(ctx, "stores", b.s.events)
+	if err != nil {
+		return result{}, err
+	}
+	r := result{
+		row:    fmt.Sprintf("1b. stores alone: Redis ‖ Elasticsearch, batches of %d, %d in flight", b.s.storeBatch, b.s.storeWorkers),
+		events: b.s.events, seconds: w.seconds, fetches: -1, cpu: w.cpu,
+		notes: []string{fmt.Sprintf("mean write of a batch: Redis %.1f ms, Elasticsearch %.1f ms; documents %d B on average",
+			w.redisMean.Seconds()*1000, w.esMean.Seconds()*1000, w.docBytes)},
+	}
+	b.round.stores = r.rate()
+	return r, nil
+}
+
+// warmup writes a few thousand documents and throws them away, so that the
+// first baseline does not pay for Elasticsearch's JIT and index creation.
+func (b *bench) warmup(ctx context.Context) error {
+	_, err := b.writeStores(ctx, "warmup", 4096)
+	return err
+}
+
+// storeWrite is how long writing N documents took.
+type storeWrite struct {
+	seconds   float64
+	cpu       cpuUse
+	redisMean time.Duration // per batch
+	esMean    time.Duration // per batch
+	docBytes  int           // mean document size
+}
+
+func (b *bench) writeStores(ctx context.Context, label string, n int) (storeWrite, error) {
+	all := ids(n)
+	p, err := b.newProjection(ctx, label, all)
+	if err != nil {
+		return storeWrite{}, err
+	}
+	defer b.closeProjection(p)
+	// The stores ForDefinition makes.
+	es := sink.NewElastic(b.es, sink.ElasticOptions{Alias: p.def.Elasticsearch.Alias, Mapping: p.def.Mapping()})
+	if err := es.Ensure(ctx); err != nil {
+		return storeWrite{}, err
+	}
+	rd := sink.NewRedis(b.rdb, sink.RedisOptions{KeyPattern: p.def.Redis.Key})
+	docs := make([]sink.Doc, n)
+	size := 0
+	for i, id := range all {
+		answers := map[string][]byte{"shop": p.api.Body(id)}
+		body, err := p.def.Build(id, answers)
+		if err != nil {
+			return storeWrite{}, err
+		}
+		v, err := p.def.VersionOf(answers)
+		if err != nil {
+			return storeWrite{}, err
+		}
+		docs[i] = sink.Doc{ID: id, Version: v, Body: body}
+		size += len(body)
+	}
+
+	var redisTime, esTime atomic.Int64
+	var g errgroup.Group
+	g.SetLimit(b.s.storeWorkers)
+	batches := 0
+	cpu := sampleCPU(b.pids)
+	began := time.Now()
+	for start := 0; start < n; start += b.s.storeBatch {
+		batch := docs[start:min(n, start+b.s.storeBatch)]
+		batches++
+		g.Go(func() error {
+			var both errgroup.Group
+			both.Go(func() error {
+				t := time.Now()
+				defer func() { redisTime.Add(int64(time.Since(t))) }()
+				return rd.Write(ctx, batch)
+			})
+			both.Go(func() error {
+				t := time.Now()
+				defer func() { esTime.Add(int64(time.Since(t))) }()
+				return es.Write(ctx, batch)
+			})
+			return both.Wait()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return storeWrite{}, err
+	}
+	return storeWrite{
+		seconds: time.Since(began).Seconds(), cpu: cpu.since(),
+		redisMean: time.Duration(redisTime.Load() / int64(batches)),
+		esMean:    time.Duration(esTime.Load() / int64(batches)),
+		docBytes:  size / n,
+	}, nil
+}
+
+// latency is scenario 3: scenario 2 with a slow source, once per FetchConcurrency.
+func (b *bench) latency(ctx context.Context) ([]result, error) {
+	all := ids(b.s.events)
+	var out []result
+	for _, fc := range b.s.latencyFC {
+		name := fmt.Sprintf("FetchConcurrency %d", fc)
+		if fc == defaultFetchConcurrency {
+			name += " (default)"
+		}
+		r, err := b.projectorRun(ctx, projectorCase{
+			row:   fmt.Sprintf("3. projector, source %v, %s, %d distinct ids, up front", b.s.latency, name, len(all)),
+			label: "latency", ids: all, events: all, latency: b.s.latency,
+			opts: projector.Options{FetchConcurrency: fc},
+		})
+		if err != nil {
+			return nil, err
+		}
+		// A batch fetches at most min(FetchConcurrency, Batch) ids per source
+		// latency, and Workers batches are in flight.
+		bound := float64(defaultWorkers*min(fc, defaultBatch)) / b.s.latency.Seconds()
+		r.ref, r.refRate = fmt.Sprintf("fetch bound %d×%d/%v", defaultWorkers, min(fc, defaultBatch), b.s.latency), bound
+		if c := b.round.ceiling(); c > 0 && c < bound {
+			r.ref, r.refRate = "min(1a, 1b)", c
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// duplicates is scenario 4: N events over N/dupFactor ids, shuffled, first
+// all published before the projector starts, then published at a steady
+// rate while it runs.
+func (b *bench) duplicates(ctx context.Context) ([]result, error) {
+	n := b.s.events
+	distinct := ids(n / b.s.dupFactor)
+	events := make([]string, n)
+	for i := range events {
+		events[i] = distinct[i%len(distinct)]
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { events[i], events[j] = events[j], events[i] })
+
+	upFront, err := b.projectorRun(ctx, projectorCase{
+		row:   fmt.Sprintf("4. projector, source 0 ms, %d events/id shuffled, all published up front", b.s.dupFactor),
+		label: "dups", ids: distinct, events: events,
+	})
+	if err != nil {
+		return nil, err
+	}
+	upFront.ref, upFront.refRate = "min(1a, 1b)", b.round.ceiling()
+	steady, err := b.projectorRun(ctx, projectorCase{
+		row:   fmt.Sprintf("4. projector, source 0 ms, %d events/id shuffled, published at %d/s while running", b.s.dupFactor, b.s.dupRate),
+		label: "dups", ids: distinct, events: events, rate: b.s.dupRate,
+	})
+	if err != nil {
+		return nil, err
+	}
+	steady.ref, steady.refRate = "offered rate", float64(b.s.dupRate)
+	return []result{upFront, steady}, nil
+}
+
+// projectorCase is one end-to-end run of the projector.
+type projectorCase struct {
+	row     string
+	label   string
+	ids     []string // the shops the source knows
+	events  []string // the id of every event, in publishing order
+	latency time.Duration
+	opts    projector.Options
+	rate    int // events/s published while the projector runs; 0: all before it starts
+}
+
+// projectorRun publishes the events of c (before the projector starts, or
+// at c.rate while it runs), runs a projector with ForDefinition and Run, and
+// times it from Run until the consumer has no pending and no unacked event.
+func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, error) {
+	p, err := b.newProjection(ctx, c.label, c.ids)
+	if err != nil {
+		return result{}, err
+	}
+	defer b.closeProjection(p)
+	p.api.SetLatency(c.latency)
+	subjects := make([]string, len(c.events))
+	for i, id := range c.events {
+		subjects[i] = p.subject(id)
+	}
+	if c.rate == 0 {
+		if err := b.publishAll(ctx, subjects); err != nil {
+			return result{}, err
+		}
+	}
+
+	cpu := sampleCPU(b.pids)
+	run, err := b.runProjector(ctx, p, c.opts)
+	if err != nil {
+		return result{}, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			run.stop()
+		}
+	}()
+	var published time.Time
+	if c.rate > 0 {
+		if err := b.publishPaced(ctx, subjects, c.rate); err != nil {
+			return result{}, err
+		}
+		published = time.Now()
+	}
+	cons, err := b.consumer(ctx, p)
+	if err != nil {
+		return result{}, err
+	}
+	end, info, err := b.waitDrained(ctx, cons)
+	if err != nil {
+		return result{}, err
+	}
+	use := cpu.since()
+	fetches := p.api.Fetches()
+	stopped = true
+	if err := run.stop(); err != nil {
+		return result{}, fmt.Errorf("projector Run: %w", err)
+	}
+	st := run.stats()
+
+	r := result{
+		row: c.row, events: len(c.events), ids: len(c.ids), seconds: end.Sub(run.began).Seconds(),
+		fetches: fetches, cpu: use,
+	}
+	var notes []string
+	if st.batches > 0 {
+		notes = append(notes, fmt.Sprintf("%d batches of %.0f ids on average, %.0f ms each",
+			st.batches, float64(fetches)/float64(st.batches), 1000*st.batchSeconds/float64(st.batches)))
+	}
+	notes = append(notes, fmt.Sprintf("peak source requests at once: %d", p.api.PeakConcurrency()))
+	if !published.IsZero() {
+		notes = append(notes, fmt.Sprintf("drained %.2f s after the last event was stored", end.Sub(published).Seconds()))
+	}
+	var odd []string
+	for _, o := range []string{"retried", "dead_lettered", "naked"} {
+		if v := st.events[o]; v > 0 {
+			odd = append(odd, fmt.Sprintf("%s %.0f", o, v))
+		}
+	}
+	if info.NumRedelivered > 0 {
+		odd = append(odd, fmt.Sprintf("redelivered %d", info.NumRedelivered))
+	}
+	if len(odd) > 0 {
+		notes = append(notes, "events "+strings.Join(odd, ", ")+" (figures suspect)")
+	}
+	r.notes = notes
+	return r, nil
+}
