@@ -31,7 +31,7 @@ type ShopAPI struct {
 	mu      sync.Mutex
 	shops   map[string]Shop
 	last    map[string]int64 // the last version of every shop, deleted ones too
-	bad     map[string]int // id → status to answer
+	bad     map[string]int   // id → status to answer
 	perID   map[string]int
 	fetches atomic.Int64
 	status  atomic.Int32 // non-zero: answer every request with it
