@@ -53,6 +53,8 @@ type bench struct {
 	round  baselines // measured in the current round
 	info   struct{ redis, es string }
 	pids   servicePIDs
+	times  timings // of the clients above and of the projector's source client
+	idle   cpuUse  // one second before the run
 }
 
 // baselines are the rates of 1a and 1b in the current round, 0 when not run.
@@ -86,6 +88,16 @@ func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*
 		b.close()
 		return nil, err
 	}
+	// How busy the machine is before we start: the others' share is noise
+	// that no baseline of ours will see coming.
+	cpu := sampleCPU(b.pids)
+	select {
+	case <-ctx.Done():
+		b.close()
+		return nil, ctx.Err()
+	case <-time.After(time.Second):
+	}
+	b.idle = cpu.since()
 	return b, nil
 }
 
@@ -94,6 +106,7 @@ func (b *bench) connectStores(ctx context.Context) error {
 	defer cancel()
 	// The settings of cmd/projector (internal/config.Backends).
 	b.rdb = redis.NewClient(&redis.Options{Addr: b.s.redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	b.rdb.AddHook(pipelineHook{&b.times.redis})
 	info, err := b.rdb.Info(ctx, "server").Result()
 	if err != nil {
 		return fmt.Errorf("Redis at %s does not answer (%v): %s", b.s.redisAddr, err, howToStart)
@@ -109,7 +122,8 @@ func (b *bench) connectStores(ctx context.Context) error {
 	}
 	b.es, err = elasticsearch.NewClient(elasticsearch.Config{
 		Addresses: []string{b.s.esURL},
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: 30 * time.Second},
+		Transport: timedTransport{t: &b.times.bulk, match: isBulk,
+			next: &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: 30 * time.Second}},
 	})
 	if err != nil {
 		return fmt.Errorf("elasticsearch client: %w", err)
@@ -260,8 +274,13 @@ func (b *bench) progress(format string, args ...any) {
 // describe is the report's header: where and how the figures were taken.
 func (b *bench) describe() []string {
 	host, _ := os.Hostname()
+	idle := "not measured (no /proc/stat)"
+	if b.idle.ok {
+		idle = fmt.Sprintf("%.2f of %d CPUs busy with other processes, %.0f%% stolen", b.idle.other, runtime.NumCPU(), 100*b.idle.steal)
+	}
 	return []string{
 		fmt.Sprintf("%s, %s, %d CPUs (GOMAXPROCS %d), host %s", time.Now().Format("2006-01-02 15:04"), runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0), host),
+		"in the second before the run: " + idle,
 		fmt.Sprintf("Redis %s at %s; Elasticsearch %s at %s; JetStream embedded (file store)", b.info.redis, b.s.redisAddr, b.info.es, b.s.esURL),
 		fmt.Sprintf("-events %d -runs %d -scenarios %s", b.s.events, b.s.runs, strings.Join(b.s.scenarios, ",")),
 	}
@@ -336,12 +355,17 @@ func ids(n int) []string {
 // subject is the change event subject of id ("shop <id> changed", id in the subject).
 func (p *projection) subject(id string) string { return p.ns + ".shop.changed." + id }
 
+// stallWait is how long a publish may wait for room among the 4096 it
+// keeps outstanding: long, so a busy machine slows the publisher down
+// instead of failing the run.
+var stallWait = jetstream.WithStallWait(30 * time.Second)
+
 // publishAll publishes one zero-payload event per subject, asynchronously,
 // and waits until JetStream has stored every one.
 func (b *bench) publishAll(ctx context.Context, subjects []string) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(subjects))
 	for _, s := range subjects {
-		f, err := b.pubJS.PublishAsync(s, nil)
+		f, err := b.pubJS.PublishAsync(s, nil, stallWait)
 		if err != nil {
 			return fmt.Errorf("publishing: %w", err)
 		}
@@ -361,7 +385,7 @@ func (b *bench) publishPaced(ctx context.Context, subjects []string, rate int) e
 	for sent := 0; sent < len(subjects); {
 		due := min(len(subjects), int(time.Since(began).Seconds()*float64(rate))+1)
 		for ; sent < due; sent++ {
-			f, err := b.pubJS.PublishAsync(subjects[sent], nil)
+			f, err := b.pubJS.PublishAsync(subjects[sent], nil, stallWait)
 			if err != nil {
 				return fmt.Errorf("publishing: %w", err)
 			}
@@ -445,6 +469,7 @@ func (b *bench) runProjector(ctx context.Context, p *projection, o projector.Opt
 	reg := prometheus.NewRegistry()
 	env := projector.Env{
 		Streams: p.streams, Redis: b.rdb, Elastic: b.es, Log: b.log, Metrics: projector.NewMetrics(reg),
+		Transport: sourceTransport(&b.times.source),
 	}
 	pr, err := projector.ForDefinition(ctx, p.def, env, o)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,14 @@ type result struct {
 }
 
 func (r result) rate() float64 { return float64(r.events) / r.seconds }
+
+// noise is the share of the machine other processes took while r was timed.
+func (r result) noise() float64 {
+	if !r.cpu.ok || r.seconds == 0 {
+		return 0
+	}
+	return r.cpu.other / (float64(runtime.NumCPU()) * r.seconds)
+}
 
 // ratio is rate ÷ refRate, or 0 when there is no reference.
 func (r result) ratio() float64 {
@@ -86,8 +95,8 @@ func writeReport(w io.Writer, header []string, rows []row) error {
 	if rounds > 1 {
 		fmt.Fprintf(&b, "Medians of %d rounds; events/s shows (min–max); each ratio is to the baseline of its own round.  \n", rounds)
 	}
-	b.WriteString("\n| scenario | events | ids | seconds | events/s | compared with | ratio | fetches/event | CPU s: bench / Redis / ES / other | steal |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|\n")
+	b.WriteString("\n| scenario | events | ids | seconds | events/s | compared with | ratio | fetches/event | CPU s: bench / Redis / ES / other | others' share | steal |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n")
 	var notes []string
 	for _, r := range rows {
 		rs := r.rounds
@@ -100,7 +109,7 @@ func writeReport(w io.Writer, header []string, rows []row) error {
 		if len(rs) > 1 {
 			rate += fmt.Sprintf(" (%s–%s)", grouped(slices.Min(rates)), grouped(slices.Max(rates)))
 		}
-		ids, ratio, fpe, cpu, steal := "–", "–", "–", "–", "–"
+		ids, ratio, fpe, cpu, noise, steal := "–", "–", "–", "–", "–", "–"
 		if first.ids > 0 {
 			ids = grouped(float64(first.ids))
 		}
@@ -127,10 +136,11 @@ func writeReport(w io.Writer, header []string, rows []row) error {
 			cpu = strings.Join([]string{f(func(c cpuUse) float64 { return c.self }), redis, es,
 				f(func(c cpuUse) float64 { return c.other })}, " / ")
 			steal = fmt.Sprintf("%.0f%%", 100*medianOf(rs, func(x result) float64 { return x.cpu.steal }))
+			noise = fmt.Sprintf("%.0f%%", 100*medianOf(rs, func(x result) float64 { return x.noise() }))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |\n",
 			r.name, grouped(float64(first.events)), ids, medianOf(rs, func(x result) float64 { return x.seconds }),
-			rate, ref, ratio, fpe, cpu, steal)
+			rate, ref, ratio, fpe, cpu, noise, steal)
 		// The notes of the round with the median rate.
 		mid := slices.IndexFunc(rs, func(x result) bool { return x.rate() == median(rates) })
 		if mid < 0 {
@@ -142,8 +152,21 @@ func writeReport(w io.Writer, header []string, rows []row) error {
 	}
 	b.WriteString("\nCPU s are CPU-seconds spent during the timed part, out of CPUs × seconds: by this process\n" +
 		"(projector, embedded JetStream, fake source, load generator), by Redis, by Elasticsearch, and by\n" +
-		"everything else on the machine (noise; Redis and Elasticsearch too when shown as ?). steal is the\n" +
-		"share of the machine's CPU time the hypervisor took.\n")
+		"everything else on the machine (noise; Redis and Elasticsearch too when shown as ?). others' share\n" +
+		"is that last figure as a share of the machine (CPUs × seconds); steal, the share the hypervisor took.\n")
+	var other, avail float64
+	for _, r := range rows {
+		for _, x := range r.rounds {
+			if x.cpu.ok {
+				other += x.cpu.other
+				avail += float64(runtime.NumCPU()) * x.seconds
+			}
+		}
+	}
+	if avail > 0 && other/avail > 0.25 {
+		fmt.Fprintf(&b, "\n**Noisy run:** other processes took %.0f%% of the machine while scenarios were timed; "+
+			"every figure is low and the ratios are only roughly comparable.\n", 100*other/avail)
+	}
 	if len(notes) > 0 {
 		b.WriteString("\n" + strings.Join(notes, "\n") + "\n")
 	}

@@ -69,12 +69,12 @@ func (tt timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 func isBulk(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/_bulk") }
 
-func any(*http.Request) bool { return true }
+func everyRequest(*http.Request) bool { return true }
 
 // sourceTransport is the transport internal/source uses by default (keep-alives,
 // MaxIdleConnsPerHost 256, proxy from the environment), timed.
 func sourceTransport(t *timer) http.RoundTripper {
-	return timedTransport{t: t, match: any, next: &http.Transport{
+	return timedTransport{t: t, match: everyRequest, next: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,

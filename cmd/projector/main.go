@@ -37,6 +37,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop) // a second signal stops the process at once
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "projector:", err)
@@ -80,6 +81,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", 256), "ids per write batch [$READSIDE_BATCH]")
 	fs.IntVar(&s.opts.Workers, "workers", config.EnvInt("READSIDE_WORKERS", 4), "batches in flight at once [$READSIDE_WORKERS]")
 	fs.IntVar(&s.opts.FetchConcurrency, "fetch-concurrency", config.EnvInt("READSIDE_FETCH_CONCURRENCY", 32), "source requests at once per batch [$READSIDE_FETCH_CONCURRENCY]")
+	fs.DurationVar(&s.opts.AckWait, "ack-wait", config.EnvDuration("READSIDE_ACK_WAIT", 30*time.Second), "how long JetStream waits for an ack before redelivering, e.g. after a crash [$READSIDE_ACK_WAIT]")
 	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", 10*time.Second), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -91,7 +93,12 @@ func parse(args []string, out io.Writer) (*settings, error) {
 }
 
 func (s *settings) validate() error {
-	errs := []error{s.backends.Validate()}
+	errs := []error{s.backends.Validate(), config.CheckEnv(
+		[]string{"READSIDE_BATCH", "READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY"},
+		[]string{"READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_ACK_WAIT", "READSIDE_SHUTDOWN_GRACE"})}
+	if s.opts.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("-ack-wait must be at least 1s, not %s", s.opts.AckWait))
+	}
 	if s.definitions == "" {
 		errs = append(errs, errors.New("-definitions is required: a projection definition file or a directory of them"))
 	}
@@ -108,7 +115,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := config.Logger(s.logLevel, s.logFormat)
+	log, err := config.Logger(stderr, s.logLevel, s.logFormat)
 	if err != nil {
 		return err
 	}

@@ -168,7 +168,7 @@ func (w *world) start(name string, extra ...string) *proc {
 	defer f.Close() // the child has its own descriptor
 	args := append([]string{
 		"-definitions", w.defFile, "-nats-url", w.js.URL, "-redis-addr", testenv.RedisAddr(),
-		"-es-urls", testenv.ElasticURL(), "-log-level", "debug",
+		"-es-urls", testenv.ElasticURL(), "-log-level", "debug", "-ack-wait", "5s",
 	}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f

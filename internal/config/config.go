@@ -6,9 +6,11 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -28,6 +30,10 @@ func (s Secret) String() string { return redact(string(s)) }
 
 // LogValue keeps the secret out of slog output.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(redact(string(s))) }
+
+// MarshalJSON keeps the secret out of JSON, such as slog's JSON handler
+// logging a struct that holds it.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(redact(string(s))) }
 
 func redact(s string) string {
 	if s == "" {
@@ -156,7 +162,8 @@ func Env(name, def string) string {
 	return def
 }
 
-// EnvInt is Env for an integer; a value that does not parse gives def.
+// EnvInt is Env for an integer; a value that does not parse gives def, and
+// CheckEnv reports it.
 func EnvInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
 		return n
@@ -164,12 +171,34 @@ func EnvInt(name string, def int) int {
 	return def
 }
 
-// EnvDuration is Env for a duration; a value that does not parse gives def.
+// EnvDuration is Env for a duration; a value that does not parse gives def,
+// and CheckEnv reports it.
 func EnvDuration(name string, def time.Duration) time.Duration {
 	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
 		return d
 	}
 	return def
+}
+
+// CheckEnv reports every set environment variable among ints and durations
+// whose value does not parse, so a typo is an error, not a silent default.
+func CheckEnv(ints, durations []string) error {
+	var errs []error
+	for _, n := range ints {
+		if v, ok := os.LookupEnv(n); ok && v != "" {
+			if _, err := strconv.Atoi(v); err != nil {
+				errs = append(errs, fmt.Errorf("$%s: %q is not an integer", n, v))
+			}
+		}
+	}
+	for _, n := range durations {
+		if v, ok := os.LookupEnv(n); ok && v != "" {
+			if _, err := time.ParseDuration(v); err != nil {
+				errs = append(errs, fmt.Errorf("$%s: %q is not a duration such as 30s or 5m", n, v))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func listFlag(dst *[]string) func(string) error {
@@ -186,8 +215,9 @@ func split(s string) []string {
 	return out
 }
 
-// Logger builds the process logger: level debug|info|warn|error, format text|json.
-func Logger(level, format string) (*slog.Logger, error) {
+// Logger builds the process logger writing to w: level debug|info|warn|error,
+// format text|json.
+func Logger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
@@ -195,9 +225,9 @@ func Logger(level, format string) (*slog.Logger, error) {
 	o := &slog.HandlerOptions{Level: l}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+		return slog.New(slog.NewTextHandler(w, o)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+		return slog.New(slog.NewJSONHandler(w, o)), nil
 	}
 	return nil, fmt.Errorf("-log-format: %q is neither text nor json", format)
 }
