@@ -73,8 +73,10 @@ func lookup(answers map[string][]byte, from string) gjson.Result {
 // Build flattens the source answers into the document for id: a JSON object
 // with "id" and every field, ready to store and to send. A value that does
 // not fit its field's type counts as missing: the default, or null, is used.
-// It fails only when a source answer is not valid JSON.
-func (d *Definition) Build(id string, answers map[string][]byte) ([]byte, error) {
+// partial names the optional sources that failed; when there are any, the
+// document lists them in PartialField. Build fails only when a source answer
+// is not valid JSON.
+func (d *Definition) Build(id string, answers map[string][]byte, partial ...string) ([]byte, error) {
 	for name, body := range answers {
 		if !gjson.ValidBytes(body) {
 			return nil, fmt.Errorf("%w: source %s did not answer JSON", ErrBadSource, name)
@@ -88,6 +90,10 @@ func (d *Definition) Build(id string, answers map[string][]byte) ([]byte, error)
 		buf = strconv.AppendQuote(buf, f.Name)
 		buf = append(buf, ':')
 		buf = f.appendValue(buf, lookup(answers, f.From))
+	}
+	if len(partial) > 0 {
+		buf = append(buf, `,"`+PartialField+`":`...)
+		buf = appendJSON(buf, partial)
 	}
 	return append(buf, '}'), nil
 }

@@ -48,17 +48,52 @@ type Trigger struct {
 	// default) or "body.<path>" (a field of the event's small JSON body, e.g.
 	// "body.shopId").
 	ID string `yaml:"id"`
+	// Lookup names a joined source when the event's id is that source's
+	// entity (owner 7), not a document's: every document that used it is
+	// projected again.
+	Lookup string `yaml:"lookup"`
 }
 
 // Source is a source API the document is built from.
 type Source struct {
 	// Name names the source in field paths ("shop.name").
 	Name string `yaml:"name"`
-	// URL is the URL template: "{id}" is the document's id, escaped so that it
-	// can never change the path, the query or the host.
+	// URL is the URL template. "{id}" is the document's id; a joined source
+	// may use fields of sources defined before it, "{shop.ownerId}". Values
+	// are escaped so that they can never change the path, the query or the host.
 	URL string `yaml:"url"`
+	// Optional: when this source fails, the document is written without its
+	// part, marked partial, and fetched again later. A required source
+	// failing holds the document back until it answers.
+	Optional bool `yaml:"optional"`
 	// Timeout bounds one request to this source [5s].
 	Timeout time.Duration `yaml:"timeout"`
+	// Batch, on the primary source, fetches many ids in one request.
+	Batch *Batch `yaml:"batch"`
+	// List, on the primary source, enumerates every id, page by page.
+	List *List `yaml:"list"`
+}
+
+// Batch is an endpoint answering many entities at once: "/shops?ids={ids}".
+type Batch struct {
+	// URL has the placeholder {ids}: the ids joined with commas.
+	URL string `yaml:"url"`
+	// Items is the path of the array of entities in the answer ["": the answer is the array].
+	Items string `yaml:"items"`
+	// ID is the path of the id in each entity ["id"].
+	ID string `yaml:"id"`
+	// Max is the most ids per request [100].
+	Max int `yaml:"max"`
+}
+
+// List is a paged endpoint enumerating every id: "/shops?cursor={cursor}".
+type List struct {
+	// URL has the placeholder {cursor}: empty for the first page.
+	URL string `yaml:"url"`
+	// IDs is the path of the ids in a page, e.g. "items.#.id".
+	IDs string `yaml:"ids"`
+	// Next is the path of the next page's cursor; missing, null or "" ends the list.
+	Next string `yaml:"next"`
 }
 
 // Field is one field of the document.
@@ -112,5 +147,8 @@ type ElasticStore struct {
 
 type compiledSource struct {
 	Source
-	url *source.Template
+	url   *source.Template
+	refs  []string // placeholders other than {id}: "<source>.<path>"
+	batch *source.Template
+	list  *source.Template
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -241,25 +242,79 @@ func (d *Definition) validate(v *validator, o Options) {
 		} else if names[s.Name] {
 			v.addf([]any{"sources", i, "name"}, "source %q is defined twice", s.Name)
 		}
-		names[s.Name] = true
 		if s.Timeout < 0 {
 			v.addf([]any{"sources", i, "timeout"}, "must not be negative")
 		}
-		raw, missing := expandEnv(s.URL, o.Lookup)
-		for _, m := range missing {
-			v.addf([]any{"sources", i, "url"}, "environment variable %s is not set", m)
-		}
-		tpl, err := source.ParseTemplate(raw)
-		if err != nil {
-			v.addf([]any{"sources", i, "url"}, "%v", err)
-			continue
-		}
-		for _, name := range tpl.Vars() {
-			if name != "id" {
-				v.addf([]any{"sources", i, "url"}, "unknown placeholder {%s}: only {id} is available", name)
+		cs := compiledSource{Source: *s}
+		cs.url = v.template(o, []any{"sources", i, "url"}, s.URL)
+		if cs.url != nil {
+			for _, name := range cs.url.Vars() {
+				if name == "id" {
+					continue
+				}
+				src, _, _ := strings.Cut(name, ".")
+				switch {
+				case i == 0:
+					v.addf([]any{"sources", i, "url"}, "the primary source is fetched by id: {%s} is not available, only {id}", name)
+				case !strings.Contains(name, "."):
+					v.addf([]any{"sources", i, "url"}, "unknown placeholder {%s}: use {id} or {<source>.<path>} of a source defined above", name)
+				case src == s.Name:
+					v.addf([]any{"sources", i, "url"}, "{%s} refers to this source itself", name)
+				case names[src]:
+					cs.refs = append(cs.refs, name)
+				case slices.ContainsFunc(d.Sources[i:], func(o Source) bool { return o.Name == src }):
+					v.addf([]any{"sources", i, "url"}, "{%s} refers to source %q, which is defined later: move %q above %q", name, src, src, s.Name)
+				default:
+					v.addf([]any{"sources", i, "url"}, "{%s} refers to no source: defined are %s", name, strings.Join(sourceNames(d), ", "))
+				}
+			}
+			if i == 0 && !slices.Contains(cs.url.Vars(), "id") {
+				v.addf([]any{"sources", i, "url"}, "the primary source's URL must contain {id}")
 			}
 		}
-		d.sources = append(d.sources, compiledSource{Source: *s, url: tpl})
+		if i == 0 && s.Optional {
+			v.addf([]any{"sources", i, "optional"}, "the primary source cannot be optional: without it there is no document")
+		}
+		if s.Batch != nil {
+			if i != 0 {
+				v.addf([]any{"sources", i, "batch"}, "only the primary source may have a batch endpoint")
+			}
+			cs.batch = v.template(o, []any{"sources", i, "batch", "url"}, s.Batch.URL)
+			if cs.batch != nil && !slices.Equal(cs.batch.Vars(), []string{"ids"}) {
+				v.addf([]any{"sources", i, "batch", "url"}, "must have the one placeholder {ids} (the ids, comma-separated)")
+			}
+			if s.Batch.Max < 0 || s.Batch.Max > 1000 {
+				v.addf([]any{"sources", i, "batch", "max"}, "must be between 1 and 1000")
+			}
+		}
+		if s.List != nil {
+			if i != 0 {
+				v.addf([]any{"sources", i, "list"}, "only the primary source may have a list endpoint")
+			}
+			cs.list = v.template(o, []any{"sources", i, "list", "url"}, s.List.URL)
+			if cs.list != nil && (!slices.Equal(cs.list.Vars(), []string{"cursor"}) || !strings.Contains(s.List.URL, "?")) {
+				v.addf([]any{"sources", i, "list", "url"}, "must have the one placeholder {cursor}, in the query (it is empty for the first page)")
+			}
+			if s.List.IDs == "" {
+				v.addf([]any{"sources", i, "list", "ids"}, "is required: the path of the ids in a page, e.g. items.#.id")
+			}
+		}
+		names[s.Name] = true
+		d.sources = append(d.sources, cs)
+	}
+	for i, t := range d.Triggers {
+		if t.Lookup == "" {
+			continue
+		}
+		j := slices.IndexFunc(d.Sources, func(s Source) bool { return s.Name == t.Lookup })
+		switch {
+		case j < 0:
+			v.addf([]any{"triggers", i, "lookup"}, "%q names no source: defined are %s", t.Lookup, strings.Join(sourceNames(d), ", "))
+		case j == 0:
+			v.addf([]any{"triggers", i, "lookup"}, "%q is the primary source: its events carry the document's id, so drop lookup", t.Lookup)
+		case j < len(d.sources) && (len(d.sources[j].refs) != 1 || slices.Contains(d.sources[j].url.Vars(), "id")):
+			v.addf([]any{"triggers", i, "lookup"}, "source %q must be fetched by exactly one field of another source (like /owners/{shop.ownerId}) to be looked up", t.Lookup)
+		}
 	}
 	if d.Version != "" {
 		if src, _, _ := strings.Cut(d.Version, "."); !names[src] || !strings.Contains(d.Version, ".") {
@@ -300,6 +355,27 @@ func (d *Definition) validate(v *validator, o Options) {
 	if !aliasRE.MatchString(d.Elasticsearch.Alias) {
 		v.addf([]any{"elasticsearch", "alias"}, "%q is not a valid Elasticsearch alias: lower case letters, digits, '_', '-' and '.'", d.Elasticsearch.Alias)
 	}
+}
+
+// template expands ${ENV} and parses a URL template, recording problems.
+func (v *validator) template(o Options, path []any, raw string) *source.Template {
+	if raw == "" {
+		v.addf(path, "is required")
+		return nil
+	}
+	expanded, missing := expandEnv(raw, o.Lookup)
+	for _, m := range missing {
+		v.addf(path, "environment variable %s is not set", m)
+	}
+	if len(missing) > 0 {
+		return nil
+	}
+	tpl, err := source.ParseTemplate(expanded)
+	if err != nil {
+		v.addf(path, "%v", err)
+		return nil
+	}
+	return tpl
 }
 
 func firstSource(d *Definition) string {

@@ -96,7 +96,7 @@ func TestParseMistakes(t *testing.T) {
 		{
 			name: "unknown placeholder",
 			edit: func(s string) string { return strings.Replace(s, "/shops/{id}", "/shops/{shopId}", 1) },
-			want: []string{"shops.yaml:8: sources[0].url: unknown placeholder {shopId}: only {id} is available"},
+			want: []string{"shops.yaml:8: sources[0].url: the primary source is fetched by id: {shopId} is not available, only {id}"},
 		},
 		{
 			name: "every problem at once",
@@ -129,6 +129,50 @@ func TestParseMistakes(t *testing.T) {
 			name: "version without a source",
 			edit: func(s string) string { return strings.Replace(s, "version: shop.version", "version: updatedAt", 1) },
 			want: []string{`shops.yaml:9: version: "updatedAt" must be "<source>.<path>" naming a defined source, e.g. "shop.version"`},
+		},
+		{
+			name: "a join that refers to a source defined later",
+			edit: func(s string) string {
+				return strings.Replace(s, "version: shop.version", `  - name: menu
+    url: http://menus/{owner.menuId}
+  - name: owner
+    url: http://owners/{shop.ownerId}
+  - name: ads
+    url: http://ads/{nope.x}
+    batch: {url: "http://ads?ids={ids}"}`, 1)
+			},
+			want: []string{
+				`shops.yaml:10: sources[1].url: {owner.menuId} refers to source "owner", which is defined later: move "owner" above "menu"`,
+				`shops.yaml:14: sources[3].url: {nope.x} refers to no source: defined are shop, menu, owner, ads`,
+				`shops.yaml:15: sources[3].batch: only the primary source may have a batch endpoint`,
+			},
+		},
+		{
+			name: "lookup problems",
+			edit: func(s string) string {
+				s = strings.Replace(s, "    id: body.shopId", "    id: body.shopId\n    lookup: owner\n  - subject: x.*\n    lookup: shop", 1)
+				return s
+			},
+			want: []string{
+				`shops.yaml:6: triggers[1].lookup: "owner" names no source: defined are shop`,
+				`shops.yaml:8: triggers[2].lookup: "shop" is the primary source: its events carry the document's id, so drop lookup`,
+			},
+		},
+		{
+			name: "batch and list endpoints",
+			edit: func(s string) string {
+				return strings.Replace(s, "    url: ${SHOP_API}/shops/{id}", `    url: ${SHOP_API}/shops/{id}
+    optional: true
+    batch: {url: "http://shops/batch/{id}", max: 5000}
+    list: {url: "http://shops/all/{cursor}"}`, 1)
+			},
+			want: []string{
+				`shops.yaml:9: sources[0].optional: the primary source cannot be optional`,
+				`shops.yaml:10: sources[0].batch.url: must have the one placeholder {ids}`,
+				`shops.yaml:10: sources[0].batch.max: must be between 1 and 1000`,
+				`shops.yaml:11: sources[0].list.url: must have the one placeholder {cursor}, in the query`,
+				`shops.yaml:11: sources[0].list.ids: is required`,
+			},
 		},
 		{
 			name: "not YAML",

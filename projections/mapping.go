@@ -8,7 +8,7 @@ import "encoding/json"
 // sub-field. Fields that are neither searched, filtered nor sorted are kept in
 // _source but not indexed. Unknown fields are not indexed ("dynamic": false).
 func (d *Definition) Mapping() map[string]any {
-	props := map[string]any{"id": map[string]any{"type": "keyword"}}
+	props := map[string]any{"id": map[string]any{"type": "keyword"}, PartialField: map[string]any{"type": "keyword"}}
 	for _, f := range d.Fields {
 		props[f.Name] = f.mapping()
 	}

@@ -430,14 +430,18 @@ func (b *bench) consumer(ctx context.Context, p *projection) (jetstream.Consumer
 const pollEvery = 20 * time.Millisecond
 
 // waitDrained waits until cons has no pending and no unacked event and
-// returns when that was seen, and the consumer's last info.
-func (b *bench) waitDrained(ctx context.Context, cons jetstream.Consumer) (time.Time, *jetstream.ConsumerInfo, error) {
+// returns when that was seen, and the consumer's last info. It calls poll,
+// when not nil, every time it asks.
+func (b *bench) waitDrained(ctx context.Context, cons jetstream.Consumer, poll func()) (time.Time, *jetstream.ConsumerInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.s.timeout)
 	defer cancel()
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
 	var last *jetstream.ConsumerInfo
 	for {
+		if poll != nil {
+			poll()
+		}
 		info, err := cons.Info(ctx)
 		if err == nil {
 			last = info
@@ -468,7 +472,7 @@ type running struct {
 func (b *bench) runProjector(ctx context.Context, p *projection, o projector.Options) (*running, error) {
 	reg := prometheus.NewRegistry()
 	env := projector.Env{
-		Streams: p.streams, Redis: b.rdb, Elastic: b.es, Log: b.log, Metrics: projector.NewMetrics(reg),
+		JetStream: b.projJS, Streams: p.streams, Redis: b.rdb, Elastic: b.es, Log: b.log, Metrics: projector.NewMetrics(reg),
 		Transport: sourceTransport(&b.times.source),
 	}
 	pr, err := projector.ForDefinition(ctx, p.def, env, o)
@@ -496,6 +500,7 @@ type stats struct {
 	events       map[string]float64 // by outcome
 	batches      uint64
 	batchSeconds float64
+	held         float64 // messages held now: pending and in flight
 }
 
 func (r *running) stats() stats {
@@ -506,6 +511,10 @@ func (r *running) stats() stats {
 	}
 	for _, mf := range mfs {
 		switch mf.GetName() {
+		case "readside_projector_held_messages":
+			for _, m := range mf.GetMetric() {
+				st.held += m.GetGauge().GetValue()
+			}
 		case "readside_projector_events_total":
 			for _, m := range mf.GetMetric() {
 				for _, l := range m.GetLabel() {

@@ -103,7 +103,7 @@ func (b *bench) jetStreamAlone(ctx context.Context) ([]result, error) {
 			got++
 		}
 	}
-	end, _, err := b.waitDrained(ctx, cons)
+	end, _, err := b.waitDrained(ctx, cons, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +320,14 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 	if err != nil {
 		return result{}, err
 	}
-	end, info, err := b.waitDrained(ctx, cons)
+	// How many messages the projector holds, sampled at every poll: whether
+	// pulling keeps ahead of the workers (MaxHeld is 8 × Batch × Workers).
+	var heldSum, heldMax float64
+	var polls int
+	end, info, err := b.waitDrained(ctx, cons, func() {
+		h := run.stats().held
+		heldSum, heldMax, polls = heldSum+h, max(heldMax, h), polls+1
+	})
 	if err != nil {
 		return result{}, err
 	}
@@ -340,6 +347,9 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 	if st.batches > 0 {
 		notes = append(notes, fmt.Sprintf("%d batches of %.0f ids on average, %.0f ms each",
 			st.batches, float64(fetches)/float64(st.batches), 1000*st.batchSeconds/float64(st.batches)))
+	}
+	if polls > 0 {
+		notes = append(notes, fmt.Sprintf("messages held: mean %.0f, peak %.0f", heldSum/float64(polls), heldMax))
 	}
 	notes = append(notes, fmt.Sprintf("mean source GET %.1f ms, Redis pipeline %.1f ms, Elasticsearch _bulk %.1f ms; peak source requests at once: %d",
 		ms(b.times.source.mean()), ms(b.times.redis.mean()), ms(b.times.bulk.mean()), p.api.PeakConcurrency()))

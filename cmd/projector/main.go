@@ -156,16 +156,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cancel()
 	var subjects []string
 	for _, d := range defs {
-		for _, t := range d.Triggers {
-			subjects = append(subjects, t.Subject)
-		}
+		subjects = append(subjects, d.Subjects()...)
 	}
 	streams, err := stream.Ensure(setupCtx, js, stream.Config{Events: s.stream, DeadLetter: s.dlqStream}, subjects)
 	if err != nil {
 		return err
 	}
 	env := projector.Env{
-		Streams: streams, Redis: rdb, Elastic: es, Log: log, Metrics: metrics,
+		JetStream: js, Streams: streams, Redis: rdb, Elastic: es, Log: log, Metrics: metrics,
 		TombstoneTTL: s.tombstoneTTL, SourceRetryBudget: s.retryBudget,
 	}
 	g, gctx := errgroup.WithContext(ctx)

@@ -9,40 +9,52 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/readside/readside/internal/sink"
-	"github.com/readside/readside/internal/source"
-	"github.com/readside/readside/projections"
 )
 
-// attempt fetches and builds every id of the batch (fetches start after
+// attempt builds every id of the batch from the sources (fetches start after
 // started), writes the documents to every store at once, and returns one
-// outcome per item. Items may gain events answered by their fetch (absorb).
+// outcome per item. Items learn what was built (version, tombstone, partial,
+// refs) and may gain events their fetch answers (absorb).
 func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time) []outcome {
-	out := make([]outcome, len(batch))
-	docs := make([]sink.Doc, len(batch))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.o.FetchConcurrency)
+	ids := make([]string, len(batch))
 	for i := range batch {
-		g.Go(func() error {
-			docs[i], out[i] = p.build(gctx, batch[i])
-			return nil
-		})
+		ids[i] = batch[i].id
 	}
-	g.Wait()
+	res := p.asm.Assemble(ctx, ids)
 	p.absorb(batch, started)
-	if !p.def.Versioned() {
-		for i := range batch {
-			docs[i].Version = max(docs[i].Version, maxSeq(batch[i]))
-		}
-	}
 
-	// Write what was built; an id that failed already keeps its outcome.
+	out := make([]outcome, len(batch))
 	var idx []int
 	var write []sink.Doc
 	for i := range batch {
-		if out[i].err == nil {
-			idx = append(idx, i)
-			write = append(write, docs[i])
+		r, it := res[i], &batch[i]
+		switch {
+		case r.Err != nil:
+			out[i] = outcome{err: r.Err, permanent: r.Permanent}
+			p.m.Fetches.WithLabelValues(p.def.Name, map[bool]string{true: "bad", false: "unavailable"}[r.Permanent]).Inc()
+			continue
+		case r.Deleted:
+			p.m.Fetches.WithLabelValues(p.def.Name, "not_found").Inc()
+			v, err := p.tombstoneVersion(ctx, *it)
+			if err != nil {
+				out[i] = outcome{err: err}
+				continue
+			}
+			it.version, it.deleted = v, true
+		default:
+			p.m.Fetches.WithLabelValues(p.def.Name, "ok").Inc()
+			it.version = r.Version
+			if !p.def.Versioned() {
+				it.version = maxSeq(*it) // covers the absorbed events too
+			}
+			it.partial = r.Partial
+			it.refs = make([]sink.Ref, len(r.Refs))
+			for j, ref := range r.Refs {
+				it.refs[j] = sink.Ref(ref)
+			}
 		}
+		idx = append(idx, i)
+		write = append(write, sink.Doc{ID: it.id, Version: it.version, Body: r.Doc, Deleted: it.deleted})
 	}
 	if len(write) == 0 {
 		return out
@@ -94,44 +106,6 @@ func result(err error) string {
 		return "ok"
 	}
 	return "error"
-}
-
-// build fetches the state of one id and flattens it into a document, or a
-// tombstone when the source says the entity is gone.
-func (p *Projector) build(ctx context.Context, it item) (sink.Doc, outcome) {
-	url, err := p.def.SourceURL(0, it.id)
-	if err != nil { // the id cannot be put in the URL: a bad event
-		return sink.Doc{}, outcome{err: err, permanent: true}
-	}
-	body, err := p.src.Get(ctx, url)
-	switch {
-	case errors.Is(err, source.ErrNotFound):
-		p.m.Fetches.WithLabelValues(p.def.Name, "not_found").Inc()
-		v, err := p.tombstoneVersion(ctx, it)
-		if err != nil {
-			return sink.Doc{}, outcome{err: err}
-		}
-		return sink.Doc{ID: it.id, Version: v, Deleted: true}, outcome{}
-	case source.IsPermanent(err):
-		p.m.Fetches.WithLabelValues(p.def.Name, "bad").Inc()
-		return sink.Doc{}, outcome{err: err, permanent: true}
-	case err != nil:
-		p.m.Fetches.WithLabelValues(p.def.Name, "unavailable").Inc()
-		return sink.Doc{}, outcome{err: err}
-	}
-	p.m.Fetches.WithLabelValues(p.def.Name, "ok").Inc()
-	answers := map[string][]byte{p.def.Sources[0].Name: body}
-	doc, err := p.def.Build(it.id, answers)
-	if err != nil {
-		return sink.Doc{}, outcome{err: err, permanent: true}
-	}
-	v := maxSeq(it)
-	if p.def.Versioned() {
-		if v, err = p.def.VersionOf(answers); err != nil {
-			return sink.Doc{}, outcome{err: err, permanent: errors.Is(err, projections.ErrBadSource)}
-		}
-	}
-	return sink.Doc{ID: it.id, Version: v, Body: doc}, outcome{}
 }
 
 // tombstoneVersion is the version a deletion is written with. Without a

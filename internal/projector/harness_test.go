@@ -49,7 +49,7 @@ func newHarness(t *testing.T, versioned bool) *harness {
 	}
 	nc, js := testenv.StartJetStream(t).Connect(t)
 	ctx := context.Background()
-	streams, err := stream.Ensure(ctx, js, stream.Config{}, []string{ns + ".shop.>"})
+	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.Subjects())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func (h *harness) start(rdb redis.UniversalClient, es *elasticsearch.Client) (st
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	env := projector.Env{
-		Streams: h.streams, Redis: rdb, Elastic: es, Log: testLogger(h.t), SourceRetryBudget: 300 * time.Millisecond,
+		JetStream: h.js, Streams: h.streams, Redis: rdb, Elastic: es, Log: testLogger(h.t), SourceRetryBudget: 300 * time.Millisecond,
 	}
 	p, err := projector.ForDefinition(ctx, h.def, env, testOptions())
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/projections"
 )
@@ -39,10 +40,20 @@ type Store interface {
 	Get(ctx context.Context, id string) (sink.Stored, error)
 }
 
-// Fetcher gets a source URL; its errors follow internal/source: ErrNotFound,
-// permanent errors (source.IsPermanent), and anything else is transient.
-type Fetcher interface {
-	Get(ctx context.Context, url string) ([]byte, error)
+// Assembler builds documents from the source APIs (see internal/assemble).
+type Assembler interface {
+	Assemble(ctx context.Context, ids []string) []assemble.Result
+}
+
+// RefStore is the reverse lookup of joined entities (see sink.Refs).
+type RefStore interface {
+	Commit(ctx context.Context, built []sink.Built) error
+	Users(ctx context.Context, source, key string, fn func(ids []string) error) error
+}
+
+// Publisher publishes re-project events and waits for JetStream to store them.
+type Publisher interface {
+	Publish(ctx context.Context, subject string, data []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
 // DeadLetterer stores a bad event with the reason (see internal/stream).
@@ -66,6 +77,9 @@ type Options struct {
 	RetryInitial     time.Duration // first retry delay of an id whose dependency failed [250ms]
 	RetryMax         time.Duration // longest retry delay [15s]
 	ShutdownGrace    time.Duration // how long in-flight batches may finish on shutdown [10s]
+	// PartialRetry is the first delay before a partial document is built
+	// again; it doubles with every redelivery, up to 5 minutes [5s].
+	PartialRetry time.Duration
 	// ClockSkew is how far JetStream's clock may be ahead of this process's.
 	// An event stored more than ClockSkew before a fetch started is answered
 	// by that fetch, so it is acknowledged with it instead of being fetched
@@ -92,6 +106,7 @@ func (o *Options) defaults() {
 	defd(&o.RetryInitial, 250*time.Millisecond)
 	defd(&o.RetryMax, 15*time.Second)
 	defd(&o.ShutdownGrace, 10*time.Second)
+	defd(&o.PartialRetry, 5*time.Second)
 	if o.ClockSkew == 0 {
 		o.ClockSkew = 2 * time.Second
 	}
@@ -103,16 +118,32 @@ const probeEvery = 5 * time.Second
 // maxPull bounds one pull request.
 const maxPull = 1024
 
+// Parts are what a Projector works with.
+type Parts struct {
+	Def       *projections.Definition
+	Consumer  jetstream.Consumer
+	Assembler Assembler
+	Stores    []NamedStore
+	Refs      RefStore // nil when no trigger looks a source up
+	DLQ       DeadLetterer
+	Publisher Publisher // for re-project events; needed with Refs
+	Log       *slog.Logger
+	Metrics   *Metrics // nil: unregistered metrics
+}
+
 // Projector runs one projection. Create it with New; Run it once.
 type Projector struct {
 	def    *projections.Definition
 	cons   jetstream.Consumer
-	src    Fetcher
+	asm    Assembler
 	stores []NamedStore
+	refs   RefStore
+	pub    Publisher
 	dlq    DeadLetterer
 	log    *slog.Logger
 	m      *Metrics
 	o      Options
+	fanout chan jetstream.Msg // lookup events waiting to fan out
 
 	mu       sync.Mutex
 	ready    []string               // ids with pending messages, not in flight and not waiting to retry
@@ -132,15 +163,18 @@ type entry struct {
 	tries int
 }
 
-// New builds a Projector for def reading from cons and writing to stores.
-func New(def *projections.Definition, cons jetstream.Consumer, src Fetcher, stores []NamedStore, dlq DeadLetterer, log *slog.Logger, m *Metrics, o Options) *Projector {
+// New builds a Projector from its parts.
+func New(p Parts, o Options) *Projector {
 	o.defaults()
+	m := p.Metrics
 	if m == nil {
 		m = NewMetrics(nil)
 	}
 	return &Projector{
-		def: def, cons: cons, src: src, stores: stores, dlq: dlq, m: m, o: o,
-		log:      log.With("projection", def.Name),
+		def: p.Def, cons: p.Consumer, asm: p.Assembler, stores: p.Stores, refs: p.Refs, pub: p.Publisher,
+		dlq: p.DLQ, m: m, o: o,
+		fanout:   make(chan jetstream.Msg, 256),
+		log:      p.Log.With("projection", p.Def.Name),
 		pending:  map[string]*entry{},
 		inflight: map[string]bool{},
 		timers:   map[string]*time.Timer{},
@@ -170,6 +204,9 @@ func (p *Projector) Run(ctx context.Context) error {
 		g.Go(func() error { p.work(ctx, work); return nil })
 	}
 	g.Go(func() error { p.keepAlive(ctx); return nil })
+	for range 2 {
+		g.Go(func() error { p.fanOut(ctx); return nil })
+	}
 	g.Wait()
 	p.nakHeld()
 	return pullErr
@@ -221,13 +258,23 @@ func (p *Projector) pull(ctx context.Context) error {
 	return nil
 }
 
-// accept reads the id of one event and queues it, or dead-letters a bad event.
+// accept reads the id of one event and queues it, hands a lookup event to
+// the fan-out, or dead-letters a bad event.
 func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
-	id, err := p.def.IDOf(msg.Subject(), msg.Data())
-	if err != nil {
+	ev, err := p.def.Route(msg.Subject(), msg.Data())
+	switch {
+	case err != nil:
 		p.deadLetter(context.WithoutCancel(ctx), msg, "", err.Error())
 		return
+	case ev.Lookup != "":
+		select {
+		case p.fanout <- msg:
+		case <-ctx.Done():
+			msg.Nak()
+		}
+		return
 	}
+	id := ev.ID
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.held++
@@ -254,11 +301,17 @@ func (p *Projector) work(ctx, work context.Context) {
 	}
 }
 
-// item is one id in flight with the messages it answers.
+// item is one id in flight with the messages it answers, and what its
+// attempt built.
 type item struct {
 	id    string
 	msgs  []jetstream.Msg
 	tries int
+
+	version int64
+	deleted bool
+	partial []string   // optional sources the document lacks
+	refs    []sink.Ref // looked-up entities the document uses
 }
 
 // take waits for ready ids and marks up to Batch of them in flight.
@@ -302,14 +355,15 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 	out := p.attempt(work, batch, start)
 	var written, retried int
 	var firstErr error
+	var built []sink.Built
 	for i, it := range batch {
 		switch o := out[i]; {
 		case o.err == nil:
 			written++
-			for _, m := range it.msgs {
-				m.Ack()
+			if p.refs != nil {
+				built = append(built, sink.Built{ID: it.id, Version: it.version, Deleted: it.deleted, Refs: it.refs})
 			}
-			p.m.Events.WithLabelValues(p.def.Name, "acked").Add(float64(len(it.msgs)))
+			p.ack(it)
 			p.settle(it, nil)
 		case o.permanent:
 			for _, m := range it.msgs {
@@ -325,6 +379,11 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 			p.log.Debug("retrying later", "id", it.id, "tries", it.tries+1, "err", o.err)
 			p.settle(it, o.err)
 		}
+	}
+	if err := p.commitRefs(work, built); err != nil {
+		// The new refs were added before the joins were fetched; only the
+		// removal of old ones failed, which costs a spare re-projection later.
+		p.log.Warn("cleaning old reverse lookups failed", "err", err)
 	}
 	took := time.Since(start)
 	p.m.BatchSeconds.WithLabelValues(p.def.Name).Observe(took.Seconds())
@@ -369,6 +428,42 @@ func (p *Projector) absorb(batch []item, started time.Time) {
 			delete(p.pending, batch[i].id)
 		}
 	}
+}
+
+// ack acknowledges the events a written document answers. A partial
+// document keeps its newest event, redelivered after a backoff, so the
+// document is built again when its optional sources may answer: the retry
+// is durable, it survives a crash.
+func (p *Projector) ack(it item) {
+	msgs := it.msgs
+	if len(it.partial) > 0 {
+		newest := len(msgs) - 1
+		for i, m := range msgs {
+			if md, err := m.Metadata(); err == nil && md.Sequence.Stream == uint64(maxSeq(it)) {
+				newest = i
+			}
+		}
+		delay := p.o.PartialRetry
+		if md, err := msgs[newest].Metadata(); err == nil && md.NumDelivered > 1 {
+			delay <<= min(md.NumDelivered-1, 10)
+		}
+		msgs[newest].NakWithDelay(min(delay, 5*time.Minute))
+		p.m.Events.WithLabelValues(p.def.Name, "partial").Inc()
+		msgs = append(msgs[:newest:newest], msgs[newest+1:]...)
+	}
+	for _, m := range msgs {
+		m.Ack()
+	}
+	p.m.Events.WithLabelValues(p.def.Name, "acked").Add(float64(len(msgs)))
+}
+
+func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
+	if len(built) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return p.refs.Commit(ctx, built)
 }
 
 // settle ends an id's flight: on success its count of failures is reset; on

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
@@ -18,6 +20,7 @@ import (
 
 // Env is what every projection of a process shares: connections, logs, metrics.
 type Env struct {
+	JetStream    jetstream.JetStream
 	Streams      *stream.Setup
 	Redis        redis.UniversalClient
 	Elastic      *elasticsearch.Client
@@ -31,9 +34,27 @@ type Env struct {
 	SourceRetryBudget time.Duration
 }
 
-// ForDefinition prepares one projection: its Elasticsearch index and alias,
-// its durable consumer, its source client (with a circuit breaker) and its
-// stores, and returns the Projector ready to Run.
+// Sources returns a client for every source of def, each behind its own
+// circuit breaker, in definition order.
+func Sources(def *projections.Definition, transport http.RoundTripper, retryBudget time.Duration) []assemble.Fetcher {
+	if retryBudget <= 0 {
+		retryBudget = 3 * time.Second
+	}
+	out := make([]assemble.Fetcher, len(def.Sources))
+	for i, s := range def.Sources {
+		c := source.New(source.Options{Timeout: def.SourceTimeout(i), MaxElapsed: retryBudget, Transport: transport})
+		out[i] = source.WithBreaker(c, def.Name+"/"+s.Name)
+	}
+	return out
+}
+
+// RefsPrefix is where a projection keeps its reverse lookups in Redis.
+func RefsPrefix(def *projections.Definition) string { return "readside:" + def.Name + ":" }
+
+// ForDefinition prepares one projection: its Elasticsearch index and alias
+// (refusing an index whose mapping conflicts with the definition), its
+// durable consumer, its source clients and its stores, and returns the
+// Projector ready to Run.
 func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o Options) (*Projector, error) {
 	o.defaults()
 	es := sink.NewElastic(env.Elastic, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()})
@@ -41,19 +62,30 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		return nil, fmt.Errorf("projection %s: elasticsearch: %w", def.Name, err)
 	}
 	rd := sink.NewRedis(env.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key, TombstoneTTL: env.TombstoneTTL})
-	var subjects []string
-	for _, t := range def.Triggers {
-		subjects = append(subjects, t.Subject)
-	}
-	cons, err := env.Streams.Consumer(ctx, def.Name, subjects, stream.ConsumerConfig{AckWait: o.AckWait})
+	cons, err := env.Streams.Consumer(ctx, def.Name, def.Subjects(), stream.ConsumerConfig{AckWait: o.AckWait})
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
-	budget := env.SourceRetryBudget
-	if budget <= 0 {
-		budget = 3 * time.Second
+	parts := Parts{
+		Def: def, Consumer: cons, DLQ: env.Streams, Log: env.Log, Metrics: env.Metrics,
+		Stores: []NamedStore{{Name: "redis", Store: rd}, {Name: "elasticsearch", Store: es}},
 	}
-	src := source.New(source.Options{Timeout: def.SourceTimeout(0), MaxElapsed: budget, Transport: env.Transport})
-	stores := []NamedStore{{Name: "redis", Store: rd}, {Name: "elasticsearch", Store: es}}
-	return New(def, cons, source.WithBreaker(src, def.Name+"/"+def.Sources[0].Name), stores, env.Streams, env.Log, env.Metrics, o), nil
+	var ao assemble.Options
+	for i := range def.Sources {
+		if def.Looked(i) {
+			refs := sink.NewRefs(env.Redis, RefsPrefix(def), env.TombstoneTTL)
+			parts.Refs, parts.Publisher = refs, env.JetStream
+			ao.BeforeJoin = func(ctx context.Context, rs []assemble.Ref) error {
+				conv := make([]sink.Ref, len(rs))
+				for j, r := range rs {
+					conv[j] = sink.Ref(r)
+				}
+				return refs.Add(ctx, conv)
+			}
+			break
+		}
+	}
+	ao.Concurrency = o.FetchConcurrency
+	parts.Assembler = assemble.New(def, Sources(def, env.Transport, env.SourceRetryBudget), ao)
+	return New(parts, o), nil
 }
