@@ -38,8 +38,7 @@ func (f *Field) mapping() map[string]any {
 	case Boolean:
 		m["type"] = "boolean"
 	case Date:
-		m["type"] = "date"
-		m["format"] = "strict_date_optional_time||epoch_millis"
+		m["type"] = "date" // the default format: strict_date_optional_time||epoch_millis
 	case GeoPoint:
 		m["type"] = "geo_point"
 	case Object:

@@ -61,6 +61,14 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 	if err := es.Ensure(ctx); err != nil {
 		return nil, fmt.Errorf("projection %s: elasticsearch: %w", def.Name, err)
 	}
+	added, err := es.CheckMapping(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
+	}
+	if len(added) > 0 {
+		env.Log.Warn("new fields added to the index mapping; documents gain them as they are projected again (replay all fills them now)",
+			"projection", def.Name, "alias", def.Elasticsearch.Alias, "fields", added)
+	}
 	rd := sink.NewRedis(env.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key, TombstoneTTL: env.TombstoneTTL})
 	cons, err := env.Streams.Consumer(ctx, def.Name, def.Subjects(), stream.ConsumerConfig{AckWait: o.AckWait})
 	if err != nil {
