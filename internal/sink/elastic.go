@@ -185,8 +185,9 @@ func putBuf(b *bytes.Buffer) {
 // Write returns nil; a *BatchError whose items are transient (429, 5xx, a
 // missing alias) or permanent (any other 4xx, such as a mapping error, with
 // Elasticsearch's error type and reason; or an invalid doc); or another error
-// when the request failed as a whole (unreachable, 429 or 5xx on the
-// request): transient, and some items may have been written.
+// when the request failed as a whole (unreachable, or an error status such as
+// 429 or 5xx for the whole request): transient, and some items may have been
+// written, which a retry makes good.
 func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 	if e.err != nil {
 		return e.err

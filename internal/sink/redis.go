@@ -184,7 +184,6 @@ func (r *Redis) exec(ctx context.Context, items []redisItem, failed *failures) (
 	_, execErr := pipe.Exec(ctx)
 	for j, cmd := range cmds {
 		err := cmd.Err()
-		var rerr redis.Error
 		switch {
 		case err == nil:
 			if _, ok := cmd.Val().(int64); !ok {
@@ -194,13 +193,20 @@ func (r *Redis) exec(ctx context.Context, items []redisItem, failed *failures) (
 			noscript = append(noscript, items[j])
 		case redis.HasErrorPrefix(err, "WRONGTYPE"):
 			failed.add(items[j].i, &PermanentError{Err: fmt.Errorf("sink: redis %q: %w", items[j].key, err)})
-		case errors.As(err, &rerr):
+		case isReply(err):
 			failed.add(items[j].i, fmt.Errorf("sink: redis %q: %w", items[j].key, err))
 		default:
 			return nil, fmt.Errorf("sink: redis write: %w", err)
 		}
 	}
 	return noscript, nil
+}
+
+// isReply reports whether err is an error reply from Redis, rather than a
+// failure to talk to it.
+func isReply(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply)
 }
 
 // Get returns what is stored for id: a document, a tombstone (Deleted set,
