@@ -21,6 +21,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 		ids[i] = batch[i].id
 	}
 	res := p.asm.Assemble(ctx, ids)
+	built := time.Now()
 	p.absorb(batch, started)
 
 	out := make([]outcome, len(batch))
@@ -54,7 +55,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 			}
 		}
 		idx = append(idx, i)
-		write = append(write, sink.Doc{ID: it.id, Version: it.version, Body: r.Doc, Deleted: it.deleted})
+		write = append(write, sink.Doc{ID: it.id, Version: it.version, Body: r.Doc, Deleted: it.deleted, BuiltAt: built})
 	}
 	if len(write) == 0 {
 		return out

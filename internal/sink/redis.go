@@ -266,12 +266,17 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 }
 
 // Stored value layout: versionDigits ASCII digits of the zero-padded version,
-// one kind byte, then the JSON body (nothing for a tombstone).
+// one kind byte, then the JSON body (nothing for a tombstone). The kinds 'D'
+// and 'T' put timeDigits digits of the build time in Unix milliseconds
+// between the kind and the body.
 const (
-	versionDigits = 20 // more than int64 needs, so any version fits
-	headerLen     = versionDigits + 1
-	kindDoc       = 'd'
-	kindTombstone = 't'
+	versionDigits     = 20 // more than int64 needs, so any version fits
+	timeDigits        = 13 // Unix milliseconds until the year 2286
+	headerLen         = versionDigits + 1
+	kindDoc           = 'd'
+	kindTombstone     = 't'
+	kindDocTime       = 'D'
+	kindTombstoneTime = 'T'
 )
 
 // appendValue appends the stored value of d to b.
@@ -282,16 +287,27 @@ func appendValue(b []byte, d *Doc) []byte {
 		b = append(b, '0')
 	}
 	b = append(b, digits...)
-	if d.Deleted {
+	switch {
+	case d.BuiltAt.IsZero() && d.Deleted:
 		return append(b, kindTombstone)
+	case d.BuiltAt.IsZero():
+		return append(append(b, kindDoc), d.Body...)
+	case d.Deleted:
+		b = append(b, kindTombstoneTime)
+	default:
+		b = append(b, kindDocTime)
 	}
-	b = append(b, kindDoc)
+	b = fmt.Appendf(b, "%013d", max(d.BuiltAt.UnixMilli(), 0)%1e13)
+	if d.Deleted {
+		return b
+	}
 	return append(b, d.Body...)
 }
 
 // DecodeValue decodes a value stored by Redis: 20 ASCII digits of the
 // zero-padded version, then 'd' and the JSON body of a document, or 't' and
-// nothing for a tombstone. Body is a sub-slice of v, not a copy, so a caller
+// nothing for a tombstone; 'D' and 'T' are the same with 13 digits of the
+// build time (Unix milliseconds) before the body. Body is a sub-slice of v, not a copy, so a caller
 // can splice it into a response as it is.
 func DecodeValue(v []byte) (Stored, error) {
 	if len(v) < headerLen {
@@ -308,17 +324,30 @@ func DecodeValue(v []byte) (Stored, error) {
 		}
 		n = n*10 + d
 	}
-	switch v[versionDigits] {
+	kind, body := v[versionDigits], v[headerLen:]
+	var built time.Time
+	if kind == kindDocTime || kind == kindTombstoneTime {
+		if len(body) < timeDigits {
+			return Stored{}, badValue(v, "too short for its build time")
+		}
+		ms, err := strconv.ParseInt(string(body[:timeDigits]), 10, 64)
+		if err != nil || ms < 0 {
+			return Stored{}, badValue(v, "build time is not digits")
+		}
+		built, body = time.UnixMilli(ms), body[timeDigits:]
+		kind += 'a' - 'A'
+	}
+	switch kind {
 	case kindDoc:
-		if len(v) == headerLen {
+		if len(body) == 0 {
 			return Stored{}, badValue(v, "document without a body")
 		}
-		return Stored{Version: n, Body: v[headerLen:]}, nil
+		return Stored{Version: n, Body: body, BuiltAt: built}, nil
 	case kindTombstone:
-		if len(v) != headerLen {
+		if len(body) != 0 {
 			return Stored{}, badValue(v, "tombstone with a body")
 		}
-		return Stored{Version: n, Deleted: true}, nil
+		return Stored{Version: n, Deleted: true, BuiltAt: built}, nil
 	}
 	return Stored{}, badValue(v, "unknown kind")
 }

@@ -37,3 +37,26 @@ func TestRedisReloadsScript(t *testing.T) {
 		t.Fatalf("Get(b) = %+v, %v", got, err)
 	}
 }
+
+func TestValueWithBuildTime(t *testing.T) {
+	at := time.UnixMilli(1795255200123)
+	for _, d := range []Doc{
+		{ID: "a", Version: 42, Body: []byte(`{"x":1}`), BuiltAt: at},
+		{ID: "a", Version: 7, Deleted: true, BuiltAt: at},
+		{ID: "a", Version: 9, Body: []byte(`{}`)},
+	} {
+		v := appendValue(nil, &d)
+		got, err := DecodeValue(v)
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		if got.Version != d.Version || got.Deleted != d.Deleted || !got.BuiltAt.Equal(d.BuiltAt) || (!d.Deleted && string(got.Body) != string(d.Body)) {
+			t.Errorf("%s decoded to %+v, want %+v", v, got, d)
+		}
+	}
+	for _, bad := range []string{"00000000000000000001D12", "00000000000000000001Dabcdefghijklm{}", "00000000000000000001T1795255200123{}"} {
+		if _, err := DecodeValue([]byte(bad)); err == nil {
+			t.Errorf("DecodeValue(%q): no error", bad)
+		}
+	}
+}

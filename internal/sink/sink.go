@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -39,6 +40,9 @@ type Doc struct {
 	// version; a write with an equal or higher version replaces it (the entity
 	// was re-created).
 	Deleted bool
+	// BuiltAt is when the document was built from the sources; Redis keeps
+	// it (to millisecond precision) for the query API's freshness headers.
+	BuiltAt time.Time
 }
 
 // check reports why d can never be written, as a *PermanentError.
@@ -65,6 +69,9 @@ type Stored struct {
 	Deleted bool
 	// Body is the JSON document as written; nil for a tombstone.
 	Body []byte
+	// BuiltAt is when the document was built, when the store keeps it
+	// (Redis does); zero otherwise.
+	BuiltAt time.Time
 }
 
 // ErrNotFound is returned by Get when nothing is stored for the id. A
