@@ -238,11 +238,19 @@ func TestConnectionsCutMidBatch(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for _, p := range []*faultProxy{rd, rd, rd, es, es, es} {
+		// The clients retry on their own for a while, so short cuts are
+		// mostly hidden from the projector; the longer ones reach it.
+		for _, cut := range []struct {
+			p    *faultProxy
+			down time.Duration
+		}{
+			{rd, 500 * time.Millisecond}, {rd, 500 * time.Millisecond}, {rd, 2500 * time.Millisecond},
+			{es, 500 * time.Millisecond}, {es, 500 * time.Millisecond}, {es, 2500 * time.Millisecond},
+		} {
 			time.Sleep(time.Second)
-			p.down()
-			time.Sleep(500 * time.Millisecond)
-			if !p.up() {
+			cut.p.down()
+			time.Sleep(cut.down)
+			if !cut.p.up() {
 				return
 			}
 		}
