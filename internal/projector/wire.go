@@ -13,7 +13,6 @@ import (
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
-	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
 )
@@ -32,20 +31,6 @@ type Env struct {
 	// id is retried later with backoff [3s]. Short, so a source outage is
 	// noticed fast and pulling pauses.
 	SourceRetryBudget time.Duration
-}
-
-// Sources returns a client for every source of def, each behind its own
-// circuit breaker, in definition order.
-func Sources(def *projections.Definition, transport http.RoundTripper, retryBudget time.Duration) []assemble.Fetcher {
-	if retryBudget <= 0 {
-		retryBudget = 3 * time.Second
-	}
-	out := make([]assemble.Fetcher, len(def.Sources))
-	for i, s := range def.Sources {
-		c := source.New(source.Options{Timeout: def.SourceTimeout(i), MaxElapsed: retryBudget, Transport: transport})
-		out[i] = source.WithBreaker(c, def.Name+"/"+s.Name)
-	}
-	return out
 }
 
 // RefsPrefix is where a projection keeps its reverse lookups in Redis.
@@ -94,6 +79,6 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		}
 	}
 	ao.Concurrency = o.FetchConcurrency
-	parts.Assembler = assemble.New(def, Sources(def, env.Transport, env.SourceRetryBudget), ao)
+	parts.Assembler = assemble.New(def, assemble.Clients(def, env.Transport, env.SourceRetryBudget), ao)
 	return New(parts, o), nil
 }

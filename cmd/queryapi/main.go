@@ -1,0 +1,242 @@
+// Command queryapi serves the read API over every loaded projection: detail,
+// multi-get, list and search, with fallback to the source APIs.
+//
+// Usage:
+//
+//	queryapi -definitions DIR|FILE [flags]
+//
+// Every flag also reads an environment variable; run with -h for the list.
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/config"
+	"github.com/readside/readside/internal/query"
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/projections"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop) // a second signal stops the process at once
+	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "queryapi:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	backends    config.Backends
+	definitions string
+	addr        string
+	noPublish   bool
+	cursorKey   config.Secret
+	retryBudget time.Duration
+	logLevel    string
+	logFormat   string
+	accessLog   bool
+	opts        query.Options
+}
+
+func parse(args []string, out io.Writer) (*settings, error) {
+	s := &settings{}
+	fs := flag.NewFlagSet("queryapi", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: queryapi -definitions DIR|FILE [flags]\n\n"+
+			"Serves detail, multi-get, list and search over the projections, falling back to the\n"+
+			"source APIs when a store misses or fails. Every flag reads the environment variable in brackets.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	s.backends.Register(fs)
+	fs.StringVar(&s.definitions, "definitions", config.Env("READSIDE_DEFINITIONS", ""), "projection definition file, or directory of *.yaml files [$READSIDE_DEFINITIONS]")
+	fs.StringVar(&s.addr, "addr", config.Env("READSIDE_QUERY_ADDR", "127.0.0.1:8080"), "address to serve on [$READSIDE_QUERY_ADDR]")
+	fs.DurationVar(&s.opts.RequestTimeout, "request-timeout", config.EnvDuration("READSIDE_REQUEST_TIMEOUT", 2*time.Second), "deadline of one request; every backend call gets what remains [$READSIDE_REQUEST_TIMEOUT]")
+	fs.IntVar(&s.opts.SourceConcurrency, "source-concurrency", config.EnvInt("READSIDE_SOURCE_CONCURRENCY", 16), "fallback requests at once to each source API [$READSIDE_SOURCE_CONCURRENCY]")
+	fs.IntVar(&s.opts.MaxLimit, "max-limit", config.EnvInt("READSIDE_MAX_LIMIT", 100), "largest page of list and search [$READSIDE_MAX_LIMIT]")
+	fs.IntVar(&s.opts.MaxIDs, "max-ids", config.EnvInt("READSIDE_MAX_IDS", 100), "most ids of one multi-get [$READSIDE_MAX_IDS]")
+	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 300*time.Millisecond), "retries of one fallback request to a source [$READSIDE_SOURCE_RETRY_BUDGET]")
+	s.cursorKey = config.Secret(config.Env("READSIDE_CURSOR_KEY", ""))
+	fs.Func("cursor-key", "base64 key signing list cursors; give every replica the same one [$READSIDE_CURSOR_KEY] (default: random per process)", func(v string) error { s.cursorKey = config.Secret(v); return nil })
+	fs.BoolVar(&s.noPublish, "no-reproject", config.Env("READSIDE_NO_REPROJECT", "") == "true", "do not publish re-project events for documents built from the sources [$READSIDE_NO_REPROJECT=true]")
+	fs.BoolVar(&s.accessLog, "access-log", config.Env("READSIDE_ACCESS_LOG", "true") == "true", "log every request [$READSIDE_ACCESS_LOG]")
+	fs.StringVar(&s.logLevel, "log-level", config.Env("READSIDE_LOG_LEVEL", "info"), "debug, info, warn or error [$READSIDE_LOG_LEVEL]")
+	fs.StringVar(&s.logFormat, "log-format", config.Env("READSIDE_LOG_FORMAT", "text"), "text or json [$READSIDE_LOG_FORMAT]")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
+	}
+	errs := []error{s.backends.Validate(), config.CheckEnv(
+		[]string{"READSIDE_SOURCE_CONCURRENCY", "READSIDE_MAX_LIMIT", "READSIDE_MAX_IDS"},
+		[]string{"READSIDE_REQUEST_TIMEOUT", "READSIDE_SOURCE_RETRY_BUDGET"})}
+	if s.definitions == "" {
+		errs = append(errs, errors.New("-definitions is required: a projection definition file or a directory of them"))
+	}
+	if s.opts.RequestTimeout < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("-request-timeout %s is too short", s.opts.RequestTimeout))
+	}
+	for name, v := range map[string]int{"-source-concurrency": s.opts.SourceConcurrency, "-max-limit": s.opts.MaxLimit, "-max-ids": s.opts.MaxIDs} {
+		if v < 1 {
+			errs = append(errs, fmt.Errorf("%s must be at least 1, not %d", name, v))
+		}
+	}
+	if s.cursorKey != "" {
+		key, err := base64.StdEncoding.DecodeString(string(s.cursorKey))
+		if err != nil || len(key) < 16 {
+			errs = append(errs, errors.New("-cursor-key must be base64 of at least 16 bytes (e.g. `openssl rand -base64 32`)"))
+		}
+		s.opts.CursorKey = key
+	}
+	return s, errors.Join(errs...)
+}
+
+// run serves until ctx ends. When ready is not nil, it receives the address
+// served on once the server listens.
+func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- string) error {
+	s, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := config.Logger(stderr, s.logLevel, s.logFormat)
+	if err != nil {
+		return err
+	}
+	defs, err := projections.LoadDir(s.definitions, projections.Options{})
+	if err != nil {
+		return fmt.Errorf("loading definitions:\n%w", err)
+	}
+	rdb := s.backends.Redis()
+	defer rdb.Close()
+	es, err := s.backends.Elastic()
+	if err != nil {
+		return err
+	}
+	var pub query.Publisher
+	var nc *nats.Conn
+	if !s.noPublish {
+		// NATS is only for re-project events: the API serves without it.
+		nc, err = nats.Connect(s.backends.NATSURL, nats.Name("readside-queryapi"), nats.MaxReconnects(-1),
+			nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("NATS at %s: %w", s.backends.NATSURL, err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+		if err != nil {
+			return err
+		}
+		pub = js
+	}
+	var views []query.View
+	for _, d := range defs {
+		views = append(views, query.View{
+			Def:     d,
+			Docs:    sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: d.Redis.Key}),
+			Elastic: es,
+			Sources: assemble.Clients(d, nil, s.retryBudget),
+		})
+	}
+	readiness := func(ctx context.Context) map[string]string {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		state := map[string]string{"redis": "up", "elasticsearch": "up"}
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			state["redis"] = "down"
+		}
+		if res, err := es.Ping(es.Ping.WithContext(ctx)); err != nil || res.IsError() {
+			state["elasticsearch"] = "down"
+		} else {
+			res.Body.Close()
+		}
+		if nc != nil {
+			state["nats"] = map[bool]string{true: "up", false: "down"}[nc.IsConnected()]
+		}
+		return state
+	}
+	api := query.New(views, pub, log, readiness, s.opts)
+	var handler http.Handler = api
+	if s.accessLog {
+		handler = accessLog(log, handler)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      s.opts.RequestTimeout + 5*time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(defs))
+	for i, d := range defs {
+		names[i] = d.Name
+	}
+	log.Info("query API serving", "addr", ln.Addr().String(), "projections", strings.Join(names, ","),
+		"redis", strings.Join(s.backends.RedisAddrs, ","), "elasticsearch", strings.Join(s.backends.ElasticURLs, ","))
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout+5*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shut) // lets in-flight requests finish
+	log.Info("query API stopped", "err", err)
+	return err
+}
+
+// accessLog logs one line per request.
+func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		log.Info("request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery, "status", rec.status,
+			"bytes", rec.bytes, "ms", float64(time.Since(start).Microseconds())/1000,
+			"source", rec.Header().Get("X-Readside-Source"), "remote", r.RemoteAddr)
+	})
+}
+
+type recorder struct {
+	http.ResponseWriter
+	status, bytes int
+}
+
+func (r *recorder) WriteHeader(code int) { r.status = code; r.ResponseWriter.WriteHeader(code) }
+func (r *recorder) Write(b []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += n
+	return n, err
+}

@@ -1,0 +1,80 @@
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// sourcePage is where a degraded list is in the source's list endpoint.
+type sourcePage struct {
+	cursor string // the source's cursor of the page ("" for the first)
+	offset int    // ids of that page already served
+}
+
+// listFromSource serves a plain list (no q, filter, sort or geo) from the
+// source's list endpoint while Elasticsearch is down. The answer says so in
+// X-Readside-Degraded; its cursor continues in the source's pages.
+func (s *Server) listFromSource(w http.ResponseWriter, r *http.Request, v *view, lq *listQuery) {
+	pg := lq.srcPage
+	url, err := v.Def.ListURL(pg.cursor)
+	if err != nil {
+		unavailable(w, r, "search is unavailable and the list endpoint cannot be asked: "+err.Error(), 5*time.Second)
+		return
+	}
+	body, err := v.asmSource(r.Context(), url)
+	if err != nil {
+		if r.Context().Err() != nil {
+			timedOut(w, r)
+			return
+		}
+		unavailable(w, r, "search is unavailable (Elasticsearch does not answer) and so is the source's list endpoint", 5*time.Second)
+		return
+	}
+	all, srcNext, err := v.Def.ListPage(body)
+	if err != nil {
+		unavailable(w, r, "search is unavailable and the list endpoint answered badly: "+err.Error(), 5*time.Second)
+		return
+	}
+	start := min(pg.offset, len(all))
+	end := min(start+lq.limit, len(all))
+	ids := all[start:end]
+	next := ""
+	switch {
+	case end < len(all):
+		next = s.sealCursor(lq.key, cursorState{Degr: true, Source: pg.cursor, Offset: end})
+	case srcNext != "":
+		next = s.sealCursor(lq.key, cursorState{Degr: true, Source: srcNext})
+	}
+	docs, _, _ := s.read(r.Context(), v, ids)
+	if r.Context().Err() != nil && len(docs) < len(ids) {
+		timedOut(w, r)
+		return
+	}
+	w.Header().Set("X-Readside-Degraded", "list-endpoint")
+	s.writeItems(w, v, ids, docs, next, true)
+}
+
+// asmSource asks the primary source, through the same per-source bound as
+// the fallbacks.
+func (v *view) asmSource(ctx context.Context, url string) ([]byte, error) {
+	return v.limitedPrimary.Get(ctx, url)
+}
+
+// readyz reports each backend's state. It answers 503 only when neither
+// store answers: with one of them, or with the sources, reads still work.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	state := map[string]string{}
+	if s.ready != nil {
+		state = s.ready(r.Context())
+	}
+	code := http.StatusOK
+	if state["redis"] != "up" && state["elasticsearch"] != "up" && len(state) > 0 {
+		code = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(state)
+}

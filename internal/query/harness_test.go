@@ -1,0 +1,135 @@
+package query_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/query"
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/projections"
+)
+
+// world is a projection filled by a real projector from a fake shop API,
+// served by the query API.
+type world struct {
+	t     *testing.T
+	ns    string
+	def   *projections.Definition
+	api   *testenv.ShopAPI
+	js    jetstream.JetStream
+	redis *redis.Client
+	es    *elasticsearch.Client
+}
+
+func logger() *slog.Logger {
+	if os.Getenv("READSIDE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// newWorld projects n shops (ids 1..n) and waits until they are searchable.
+func newWorld(t *testing.T, n int) *world {
+	t.Helper()
+	ns := testenv.Namespace(t)
+	api := testenv.NewShopAPI()
+	t.Cleanup(api.Close)
+	def, err := projections.Parse("shops.yaml", []byte(testenv.ShopDefinition(ns, api.URL, true)), projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := testenv.StartJetStream(t).Connect(t)
+	ctx := context.Background()
+	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.Subjects())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, ns: ns, def: def, api: api, js: js, redis: testenv.Redis(t), es: testenv.Elastic(t, ns)}
+	t.Cleanup(func() {
+		iter := w.redis.Scan(ctx, 0, ns+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			w.redis.Del(ctx, iter.Val())
+		}
+	})
+	pctx, cancel := context.WithCancel(ctx)
+	p, err := projector.ForDefinition(pctx, def, projector.Env{JetStream: js, Streams: streams, Redis: w.redis, Elastic: w.es, Log: logger()},
+		projector.Options{Batch: 100, ClockSkew: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { p.Run(pctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for i := 1; i <= n; i++ {
+		id := itoa(i)
+		api.Put(id, shopName(i))
+		if _, err := js.Publish(ctx, ns+".shop.changed."+id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	el := sink.NewElastic(w.es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, _ := js.Consumer(ctx, streams.Config().Events, stream.ConsumerName(def.Name))
+		info, err := c.Info(ctx)
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("projection did not drain in 60s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := el.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+var names = []string{"Pizza Nord", "Sushi Place", "Burger Barn", "Pasta Punto", "Taco Town"}
+
+func shopName(i int) string { return names[i%len(names)] + " " + itoa(i) }
+
+func itoa(i int) string { return string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10)) }
+
+// serve starts the query API over the world on the given clients (which may
+// go through a fault proxy).
+func (w *world) serve(rdb redis.UniversalClient, es *elasticsearch.Client, o query.Options) *httptest.Server {
+	w.t.Helper()
+	views := []query.View{{
+		Def: w.def, Docs: sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: w.def.Redis.Key}), Elastic: es,
+		Sources: assemble.Clients(w.def, nil, 200*time.Millisecond),
+	}}
+	srv := httptest.NewServer(query.New(views, w.js, logger(), nil, o))
+	w.t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, url string, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, b
+}

@@ -1,0 +1,576 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/projections"
+)
+
+// Reserved query parameters; every other parameter is a filter on a field.
+var reserved = []string{"ids", "q", "sort", "limit", "cursor", "near", "within"}
+
+// Range suffixes of filters on numbers and dates: rating.gte=4.
+var rangeOps = []string{"gte", "gt", "lte", "lt"}
+
+const maxTerms = 50 // values of one filter
+
+var errBadQuery = errors.New("query: elasticsearch rejected the query")
+
+// collection answers GET /v1/{projection}: a multi-get with ids, else a list
+// (with q, a search).
+func (s *Server) collection(w http.ResponseWriter, r *http.Request) {
+	v := s.view(w, r)
+	if v == nil {
+		return
+	}
+	params := r.URL.Query()
+	if params.Has("ids") {
+		s.multiGet(w, r, v, params)
+		return
+	}
+	lq, issues := s.parseList(v, params)
+	if len(issues) > 0 {
+		badRequest(w, r, issues)
+		return
+	}
+	s.list(w, r, v, lq)
+}
+
+func (s *Server) multiGet(w http.ResponseWriter, r *http.Request, v *view, params url.Values) {
+	var issues []ParameterIssue
+	for p := range params {
+		if p != "ids" {
+			issues = append(issues, ParameterIssue{Parameter: p, Message: "not allowed with ids: a multi-get takes ids only"})
+		}
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, raw := range params["ids"] {
+		for id := range strings.SplitSeq(raw, ",") {
+			if err := projections.ValidateID(id); err != nil {
+				issues = append(issues, ParameterIssue{Parameter: "ids", Message: strings.TrimPrefix(err.Error(), "bad event: ")})
+			} else if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) > s.o.MaxIDs {
+		issues = append(issues, ParameterIssue{Parameter: "ids", Message: fmt.Sprintf("%d ids; at most %d per request", len(ids), s.o.MaxIDs)})
+	}
+	if len(issues) > 0 {
+		badRequest(w, r, issues)
+		return
+	}
+	docs, _, _ := s.read(r.Context(), v, ids)
+	if r.Context().Err() != nil && len(docs) < len(ids) {
+		timedOut(w, r)
+		return
+	}
+	s.writeItems(w, v, ids, docs, "", false)
+}
+
+// writeItems answers {"items": [...], "missing": [...], "next": ...} with the
+// stored JSON spliced in as it is, in the order of ids.
+func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs map[string]doc, next string, listing bool) {
+	var b bytes.Buffer
+	b.Grow(256 + len(ids)*1024)
+	b.WriteString(`{"items":[`)
+	var missing []string
+	var served []doc
+	for _, id := range ids {
+		d, ok := docs[id]
+		if !ok {
+			missing = append(missing, id)
+			continue
+		}
+		if len(served) > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(d.body)
+		served = append(served, d)
+	}
+	b.WriteString(`],"missing":`)
+	if missing == nil {
+		missing = []string{}
+	}
+	m, _ := json.Marshal(missing)
+	b.Write(m)
+	if listing {
+		b.WriteString(`,"next":`)
+		if next == "" {
+			b.WriteString("null")
+		} else {
+			n, _ := json.Marshal(next)
+			b.Write(n)
+		}
+	}
+	b.WriteString("}")
+	setFreshness(w, served)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b.Bytes())
+}
+
+// listQuery is a validated list or search request.
+type listQuery struct {
+	q       string
+	filters []map[string]any // Elasticsearch filter clauses
+	sort    []sortKey
+	limit   int
+	near    *[2]float64 // lat, lon
+	within  string      // e.g. "3km"
+	after   []any       // search_after from the cursor
+	plain   bool        // no q, filter, sort or geo: a source's list endpoint can serve it
+	srcPage *sourcePage // the cursor of a degraded list served from the source
+	key     string      // identifies the query for its cursors
+}
+
+type sortKey struct {
+	field string // document field, "distance" or "_score"
+	desc  bool
+}
+
+func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterIssue) {
+	var issues []ParameterIssue
+	bad := func(p, format string, args ...any) {
+		issues = append(issues, ParameterIssue{Parameter: p, Message: fmt.Sprintf(format, args...)})
+	}
+	lq := &listQuery{limit: 20}
+	for p, vals := range params {
+		if len(vals) > 1 && p != "ids" {
+			bad(p, "given %d times; give it once (several values of a filter are comma-separated)", len(vals))
+		}
+	}
+	if q := params.Get("q"); params.Has("q") {
+		switch {
+		case strings.TrimSpace(q) == "":
+			bad("q", "is empty")
+		case !utf8.ValidString(q):
+			bad("q", "is not valid UTF-8")
+		case utf8.RuneCountInString(q) > s.o.MaxQuery:
+			bad("q", "is %d characters; at most %d", utf8.RuneCountInString(q), s.o.MaxQuery)
+		case !slices.ContainsFunc(v.Def.Fields, func(f projections.Field) bool { return f.Search }):
+			bad("q", "projection %s has no searchable field", v.Def.Name)
+		default:
+			lq.q = q
+		}
+	}
+	if l := params.Get("limit"); params.Has("limit") {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > s.o.MaxLimit {
+			bad("limit", "%q is not a number from 1 to %d", l, s.o.MaxLimit)
+		} else {
+			lq.limit = n
+		}
+	}
+	if params.Has("near") {
+		if v.geoField == "" {
+			bad("near", "projection %s has no geo_point field", v.Def.Name)
+		} else if lat, lon, ok := parseLatLon(params.Get("near")); !ok {
+			bad("near", "%q is not lat,lon (e.g. 52.52,13.40)", params.Get("near"))
+		} else {
+			lq.near = &[2]float64{lat, lon}
+		}
+		if w := params.Get("within"); params.Has("within") {
+			if d, ok := parseDistance(w); ok {
+				lq.within = d
+			} else {
+				bad("within", "%q is not a distance from 1m to 500km, such as 800m or 3km", w)
+			}
+		}
+	} else if params.Has("within") {
+		bad("within", "needs near=lat,lon")
+	}
+	for p, vals := range params {
+		if slices.Contains(reserved, p) {
+			continue
+		}
+		name, op, _ := strings.Cut(p, ".")
+		f := v.fields[name]
+		switch {
+		case f == nil || !f.Filter:
+			bad(p, "is not a parameter: filter on %s; or use %s", strings.Join(filterable(v), ", "), strings.Join(reserved[1:], ", "))
+			continue
+		case op != "" && !slices.Contains(rangeOps, op):
+			bad(p, "%q is not a range operator: use %s", op, strings.Join(rangeOps, ", "))
+			continue
+		case op != "" && !ranged(f.Type):
+			bad(p, "%s is a %s field: ranges apply to integer, float and date fields", name, f.Type)
+			continue
+		}
+		clause, err := filterClause(f, op, vals[0])
+		if err != nil {
+			bad(p, "%v", err)
+			continue
+		}
+		lq.filters = append(lq.filters, clause)
+	}
+	if sp := params.Get("sort"); params.Has("sort") {
+		for key := range strings.SplitSeq(sp, ",") {
+			desc := strings.HasPrefix(key, "-")
+			name := strings.TrimPrefix(key, "-")
+			switch f := v.fields[name]; {
+			case name == "distance":
+				if lq.near == nil {
+					bad("sort", "distance needs near=lat,lon")
+					continue
+				}
+			case name == "relevance":
+				if lq.q == "" {
+					bad("sort", "relevance needs q")
+					continue
+				}
+				name = "_score"
+			case f == nil || !f.Sort:
+				bad("sort", "%q is not sortable: sort on %s", name, strings.Join(sortable(v), ", "))
+				continue
+			}
+			lq.sort = append(lq.sort, sortKey{field: name, desc: desc})
+		}
+		if len(lq.sort) > 3 {
+			bad("sort", "at most 3 sort keys")
+		}
+	}
+	if len(lq.sort) == 0 {
+		switch {
+		case lq.q != "":
+			lq.sort = []sortKey{{field: "_score", desc: true}}
+		case lq.near != nil:
+			lq.sort = []sortKey{{field: "distance"}}
+		}
+	}
+	lq.plain = lq.q == "" && len(lq.filters) == 0 && lq.near == nil && !params.Has("sort")
+	lq.key = queryKey(v.Def.Name, params)
+	if c := params.Get("cursor"); params.Has("cursor") {
+		if err := s.openCursor(c, lq); err != nil {
+			bad("cursor", "%v", err)
+		}
+	}
+	slices.SortFunc(issues, func(a, b ParameterIssue) int { return strings.Compare(a.Parameter, b.Parameter) })
+	return lq, issues
+}
+
+func filterable(v *view) []string {
+	var out []string
+	for _, f := range v.Def.Fields {
+		if f.Filter {
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}
+
+func sortable(v *view) []string {
+	var out []string
+	for _, f := range v.Def.Fields {
+		if f.Sort {
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}
+
+func ranged(t projections.FieldType) bool {
+	return t == projections.Integer || t == projections.Float || t == projections.Date
+}
+
+// filterClause turns one filter parameter into an Elasticsearch clause; the
+// user's text is always a value, never query syntax.
+func filterClause(f *projections.Field, op, raw string) (map[string]any, error) {
+	field := f.Name
+	if f.Type == projections.Text {
+		field += ".raw"
+	}
+	if op != "" {
+		val, err := typedValue(f.Type, raw)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"range": map[string]any{field: map[string]any{op: val}}}, nil
+	}
+	parts := strings.Split(raw, ",")
+	if len(parts) > maxTerms {
+		return nil, fmt.Errorf("%d values; at most %d", len(parts), maxTerms)
+	}
+	vals := make([]any, 0, len(parts))
+	for _, p := range parts {
+		val, err := typedValue(f.Type, p)
+		if err != nil {
+			return nil, err
+		}
+		vals = append(vals, val)
+	}
+	return map[string]any{"terms": map[string]any{field: vals}}, nil
+}
+
+func typedValue(t projections.FieldType, raw string) (any, error) {
+	switch t {
+	case projections.Integer:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an integer", raw)
+		}
+		return n, nil
+	case projections.Float:
+		x, err := strconv.ParseFloat(raw, 64)
+		if err != nil || x != x {
+			return nil, fmt.Errorf("%q is not a number", raw)
+		}
+		return x, nil
+	case projections.Boolean:
+		b, err := strconv.ParseBool(raw)
+		if err != nil || (raw != "true" && raw != "false") {
+			return nil, fmt.Errorf("%q is not true or false", raw)
+		}
+		return b, nil
+	case projections.Date:
+		if _, err := time.Parse(time.RFC3339, raw); err != nil {
+			if _, err := time.Parse(time.DateOnly, raw); err != nil {
+				return nil, fmt.Errorf("%q is not a date such as 2026-11-21 or 2026-11-21T10:00:00Z", raw)
+			}
+		}
+		return raw, nil
+	}
+	if raw == "" || len(raw) > 256 || !utf8.ValidString(raw) {
+		return nil, fmt.Errorf("values must be 1 to 256 bytes of UTF-8")
+	}
+	return raw, nil
+}
+
+func parseLatLon(s string) (lat, lon float64, ok bool) {
+	a, b, found := strings.Cut(s, ",")
+	lat, err1 := strconv.ParseFloat(strings.TrimSpace(a), 64)
+	lon, err2 := strconv.ParseFloat(strings.TrimSpace(b), 64)
+	return lat, lon, found && err1 == nil && err2 == nil && lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180
+}
+
+func parseDistance(s string) (string, bool) {
+	num, unit := strings.TrimRight(s, "kmKM"), strings.ToLower(strings.TrimLeft(s, "0123456789."))
+	x, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return "", false
+	}
+	meters := x
+	switch unit {
+	case "m":
+	case "km":
+		meters = x * 1000
+	default:
+		return "", false
+	}
+	if meters < 1 || meters > 500_000 {
+		return "", false
+	}
+	return strconv.FormatFloat(meters, 'f', -1, 64) + "m", true
+}
+
+// list answers a list or search page: ids from Elasticsearch, documents from
+// Redis (or the sources), in Elasticsearch's order.
+func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQuery) {
+	if lq.srcPage != nil {
+		s.listFromSource(w, r, v, lq)
+		return
+	}
+	ids, after, err := s.searchIDs(r.Context(), v, lq)
+	switch {
+	case errors.Is(err, errBadQuery):
+		badRequest(w, r, []ParameterIssue{{Parameter: "query", Message: err.Error()}})
+		return
+	case err != nil && r.Context().Err() != nil:
+		timedOut(w, r)
+		return
+	case err != nil && lq.plain && v.Def.Listable():
+		s.log.Warn("elasticsearch failed; listing from the source's list endpoint", "projection", v.Def.Name, "err", err)
+		lq.srcPage = &sourcePage{}
+		s.listFromSource(w, r, v, lq)
+		return
+	case err != nil:
+		unavailable(w, r, "search is unavailable (Elasticsearch does not answer); detail and multi-get still work", 5*time.Second)
+		return
+	}
+	next := ""
+	if len(ids) == lq.limit && after != nil {
+		next = s.sealCursor(lq.key, cursorState{After: after})
+	}
+	docs, _, _ := s.read(r.Context(), v, ids)
+	if r.Context().Err() != nil && len(docs) < len(ids) {
+		timedOut(w, r)
+		return
+	}
+	s.writeItems(w, v, ids, docs, next, true)
+}
+
+// searchIDs asks Elasticsearch for one page of ids, and the sort values of
+// the last hit for search_after.
+func (s *Server) searchIDs(ctx context.Context, v *view, lq *listQuery) ([]string, []any, error) {
+	body, err := json.Marshal(s.searchBody(v, lq))
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := v.esCB.Execute(func() ([]byte, error) {
+		res, err := v.Elastic.Search(
+			v.Elastic.Search.WithContext(ctx),
+			v.Elastic.Search.WithIndex(v.Def.Elasticsearch.Alias),
+			v.Elastic.Search.WithBody(bytes.NewReader(body)),
+			v.Elastic.Search.WithFilterPath("hits.hits._id", "hits.hits.sort", "error.reason"),
+		)
+		if err != nil {
+			return nil, err
+		}
+		defer res.Body.Close()
+		var buf bytes.Buffer
+		buf.ReadFrom(res.Body)
+		switch {
+		case res.StatusCode == http.StatusBadRequest:
+			return nil, fmt.Errorf("%w: %s", errBadQuery, gjson.GetBytes(buf.Bytes(), "error.reason").Str)
+		case res.IsError():
+			return nil, fmt.Errorf("elasticsearch: %s", res.Status())
+		}
+		return buf.Bytes(), nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	hits := gjson.GetBytes(resp, "hits.hits").Array()
+	ids := make([]string, 0, len(hits))
+	var after []any
+	for _, h := range hits {
+		ids = append(ids, h.Get("_id").Str)
+		after = nil
+		json.Unmarshal([]byte(h.Get("sort").Raw), &after)
+	}
+	return ids, after, nil
+}
+
+// searchBody builds the Elasticsearch query: tombstones out, the user's text
+// as a match value (never query syntax), filters, geo, sort with the id as
+// the last tie-breaker, so search_after pages are stable.
+func (s *Server) searchBody(v *view, lq *listQuery) map[string]any {
+	filter := append([]map[string]any{}, lq.filters...)
+	if lq.near != nil && lq.within != "" {
+		filter = append(filter, map[string]any{"geo_distance": map[string]any{
+			"distance": lq.within, v.geoField: map[string]any{"lat": lq.near[0], "lon": lq.near[1]},
+		}})
+	}
+	boolQ := map[string]any{
+		"filter":   filter,
+		"must_not": []any{map[string]any{"term": map[string]any{sink.DeletedField: true}}},
+	}
+	if lq.q != "" {
+		var fields []string
+		for _, f := range v.Def.Fields {
+			if f.Search {
+				fields = append(fields, f.Name)
+			}
+		}
+		boolQ["must"] = []any{map[string]any{"multi_match": map[string]any{
+			"query": lq.q, "type": "bool_prefix", "fields": fields, "operator": "and",
+		}}}
+	}
+	var sort []any
+	for _, k := range lq.sort {
+		order := "asc"
+		if k.desc {
+			order = "desc"
+		}
+		switch f := v.fields[k.field]; {
+		case k.field == "distance":
+			sort = append(sort, map[string]any{"_geo_distance": map[string]any{
+				v.geoField: map[string]any{"lat": lq.near[0], "lon": lq.near[1]}, "order": order, "unit": "m",
+			}})
+		case k.field == "_score":
+			sort = append(sort, map[string]any{"_score": order})
+		case f != nil && f.Type == projections.Text:
+			sort = append(sort, map[string]any{k.field + ".raw": map[string]any{"order": order, "missing": "_last"}})
+		default:
+			sort = append(sort, map[string]any{k.field: map[string]any{"order": order, "missing": "_last"}})
+		}
+	}
+	sort = append(sort, map[string]any{"id": "asc"})
+	body := map[string]any{
+		"query": map[string]any{"bool": boolQ}, "size": lq.limit, "sort": sort,
+		"_source": false, "track_total_hits": false,
+	}
+	if lq.after != nil {
+		body["search_after"] = lq.after
+	}
+	return body
+}
+
+// cursorState is what a cursor carries.
+type cursorState struct {
+	After  []any  `json:"a,omitempty"` // Elasticsearch's search_after
+	Source string `json:"s,omitempty"` // a degraded list: the source's cursor
+	Offset int    `json:"o,omitempty"` // and how far into that page
+	Degr   bool   `json:"d,omitempty"`
+}
+
+// sealCursor signs a cursor for the query key, so a tampered cursor, or one
+// of another query, is refused.
+func (s *Server) sealCursor(key string, c cursorState) string {
+	payload, _ := json.Marshal(c)
+	p := base64.RawURLEncoding.EncodeToString(payload)
+	return p + "." + s.sign(key, p)
+}
+
+func (s *Server) sign(key, payload string) string {
+	m := hmac.New(sha256.New, s.o.CursorKey)
+	m.Write([]byte(key))
+	m.Write([]byte{0})
+	m.Write([]byte(payload))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+}
+
+func (s *Server) openCursor(raw string, lq *listQuery) error {
+	p, sig, ok := strings.Cut(raw, ".")
+	if !ok || len(raw) > 4096 || !hmac.Equal([]byte(sig), []byte(s.sign(lq.key, p))) {
+		return errors.New("is not a cursor of this query: it was changed, or it belongs to other parameters (start again without cursor)")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(p)
+	var c cursorState
+	if err == nil {
+		err = json.Unmarshal(payload, &c)
+	}
+	if err != nil {
+		return errors.New("is malformed")
+	}
+	lq.after = c.After
+	if c.Degr {
+		lq.srcPage = &sourcePage{cursor: c.Source, offset: c.Offset}
+	}
+	return nil
+}
+
+// queryKey identifies a list query by its parameters other than cursor and limit.
+func queryKey(projection string, params url.Values) string {
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		if k != "cursor" && k != "limit" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	b.WriteString(projection)
+	for _, k := range keys {
+		b.WriteString("\x00" + k + "=" + strings.Join(params[k], "\x01"))
+	}
+	return b.String()
+}

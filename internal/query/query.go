@@ -1,0 +1,271 @@
+// Package query is the read API storefront apps call: detail, multi-get,
+// list and search over every loaded projection.
+//
+// Reads are nonblocking for the stores: documents come from Redis and are
+// spliced into answers as the stored JSON; list and search ask Elasticsearch
+// for ids only. When Redis misses, fails, times out or its breaker is open,
+// a document is built from the source APIs with the same code the projector
+// uses (internal/assemble), so its shape is identical; concurrent misses for
+// one id share one build, and each source gets a bounded number of requests
+// at once, so a Redis outage cannot flood the domain services. The API never
+// writes a store: for a document it had to build, it publishes a re-project
+// event, and the projector heals the store.
+package query
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/projections"
+)
+
+// Docs reads stored documents by id (see sink.Redis).
+type Docs interface {
+	GetMany(ctx context.Context, ids []string) ([]*sink.Stored, error)
+}
+
+// Publisher publishes re-project events without waiting (see jetstream.JetStream).
+type Publisher interface {
+	PublishAsync(subject string, data []byte, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
+// Options tune the API. Zero values take the defaults in brackets.
+type Options struct {
+	RequestTimeout    time.Duration // deadline of one request [2s]
+	SourceConcurrency int           // requests at once to each source, for fallbacks [16]
+	MaxLimit          int           // largest page of list and search [100]
+	MaxIDs            int           // most ids of one multi-get [100]
+	MaxQuery          int           // longest q, in characters [200]
+	CursorKey         []byte        // signs cursors; share it between replicas [random per process]
+}
+
+func (o *Options) defaults() {
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 2 * time.Second
+	}
+	if o.SourceConcurrency <= 0 {
+		o.SourceConcurrency = 16
+	}
+	if o.MaxLimit <= 0 {
+		o.MaxLimit = 100
+	}
+	if o.MaxIDs <= 0 {
+		o.MaxIDs = 100
+	}
+	if o.MaxQuery <= 0 {
+		o.MaxQuery = 200
+	}
+}
+
+// View is one projection as the API serves it.
+type View struct {
+	Def     *projections.Definition
+	Docs    Docs                  // Redis
+	Elastic *elasticsearch.Client // list and search
+	Sources []assemble.Fetcher    // one per source of Def, for fallbacks
+}
+
+// Server answers the read API. Build it with New; it is an http.Handler.
+type Server struct {
+	views map[string]*view
+	pub   Publisher
+	log   *slog.Logger
+	o     Options
+	mux   *http.ServeMux
+	ready func(ctx context.Context) map[string]string
+}
+
+type view struct {
+	View
+	asm      *assemble.Assembler
+	builds   singleflight.Group
+	redisCB  *gobreaker.CircuitBreaker[[]*sink.Stored]
+	esCB     *gobreaker.CircuitBreaker[[]byte]
+	geoField string
+	fields   map[string]*projections.Field
+	// limitedPrimary is the primary source under the per-source bound.
+	limitedPrimary assemble.Fetcher
+}
+
+// New builds the API over views. pub may be nil (no re-project events);
+// ready reports each backend's state for /readyz.
+func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.Context) map[string]string, o Options) *Server {
+	o.defaults()
+	if len(o.CursorKey) == 0 {
+		o.CursorKey = randomKey()
+	}
+	s := &Server{views: map[string]*view{}, pub: pub, log: log, o: o, ready: ready}
+	for _, v := range views {
+		limited := make([]assemble.Fetcher, len(v.Sources))
+		for i, f := range v.Sources {
+			limited[i] = &limitedFetcher{f: f, sem: make(chan struct{}, o.SourceConcurrency)}
+		}
+		vw := &view{
+			View:           v,
+			asm:            assemble.New(v.Def, limited, assemble.Options{Concurrency: o.SourceConcurrency}),
+			fields:         map[string]*projections.Field{},
+			limitedPrimary: limited[0],
+			redisCB: gobreaker.NewCircuitBreaker[[]*sink.Stored](gobreaker.Settings{
+				Name: v.Def.Name + "/redis", Timeout: 2 * time.Second,
+				ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
+				IsSuccessful: func(err error) bool { return err == nil || errors.Is(err, context.Canceled) },
+			}),
+			esCB: gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
+				Name: v.Def.Name + "/elasticsearch", Timeout: 2 * time.Second,
+				ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
+				IsSuccessful: func(err error) bool {
+					return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, errBadQuery)
+				},
+			}),
+		}
+		for i := range v.Def.Fields {
+			f := &v.Def.Fields[i]
+			vw.fields[f.Name] = f
+			if f.Type == projections.GeoPoint && vw.geoField == "" {
+				vw.geoField = f.Name
+			}
+		}
+		s.views[v.Def.Name] = vw
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /v1/{projection}/{id}", s.detail)
+	s.mux.HandleFunc("GET /v1/{projection}", s.collection)
+	s.mux.HandleFunc("GET /openapi.json", s.openAPI)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		notFound(w, r, "no such endpoint: the API serves GET /v1/{projection}, GET /v1/{projection}/{id} and GET /openapi.json")
+	})
+	return s
+}
+
+// ServeHTTP gives every request the deadline and hands it to the routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
+	defer cancel()
+	s.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func (s *Server) view(w http.ResponseWriter, r *http.Request) *view {
+	v := s.views[r.PathValue("projection")]
+	if v == nil {
+		names := make([]string, 0, len(s.views))
+		for n := range s.views {
+			names = append(names, n)
+		}
+		notFound(w, r, "no projection "+strconv.Quote(r.PathValue("projection"))+"; served are: "+strings.Join(names, ", "))
+	}
+	return v
+}
+
+// doc is one document to answer, with where it came from.
+type doc struct {
+	body      []byte
+	version   int64
+	builtAt   time.Time
+	fromStore bool
+	versioned bool // version is the stored one (a strong ETag)
+}
+
+// detail answers GET /v1/{projection}/{id}.
+func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
+	v := s.view(w, r)
+	if v == nil {
+		return
+	}
+	id := r.PathValue("id")
+	if err := projections.ValidateID(id); err != nil {
+		badRequest(w, r, []ParameterIssue{{Parameter: "id", Message: strings.TrimPrefix(err.Error(), "bad event: ")}})
+		return
+	}
+	docs, gone, err := s.read(r.Context(), v, []string{id})
+	d, ok := docs[id]
+	switch {
+	case ok:
+	case gone[id]:
+		notFound(w, r, "projection "+v.Def.Name+" has no document "+strconv.Quote(id))
+		return
+	case r.Context().Err() != nil:
+		timedOut(w, r)
+		return
+	default:
+		unavailable(w, r, "neither the store nor the source API could give the document: "+errString(err), 2*time.Second)
+		return
+	}
+	etag := d.etag()
+	w.Header().Set("ETag", etag)
+	setFreshness(w, []doc{d})
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(d.body)
+}
+
+func (d doc) etag() string {
+	if d.versioned {
+		return `"v` + strconv.FormatInt(d.version, 10) + `"`
+	}
+	h := fnv.New64a()
+	h.Write(d.body)
+	return `W/"` + strconv.FormatUint(h.Sum64(), 36) + `"`
+}
+
+// etagMatch compares an If-None-Match header with an ETag, weakly (RFC 9110).
+func etagMatch(header, etag string) bool {
+	weak := func(t string) string { return strings.TrimPrefix(strings.TrimSpace(t), "W/") }
+	for t := range strings.SplitSeq(header, ",") {
+		if strings.TrimSpace(t) == "*" || weak(t) == weak(etag) {
+			return true
+		}
+	}
+	return false
+}
+
+// setFreshness says where the documents came from and when the oldest was built.
+func setFreshness(w http.ResponseWriter, docs []doc) {
+	var store, src int
+	var oldest time.Time
+	for _, d := range docs {
+		if d.fromStore {
+			store++
+		} else {
+			src++
+		}
+		if !d.builtAt.IsZero() && (oldest.IsZero() || d.builtAt.Before(oldest)) {
+			oldest = d.builtAt
+		}
+	}
+	switch {
+	case src == 0:
+		w.Header().Set("X-Readside-Source", "store")
+	case store == 0:
+		w.Header().Set("X-Readside-Source", "source")
+	default:
+		w.Header().Set("X-Readside-Source", "mixed")
+	}
+	if !oldest.IsZero() {
+		w.Header().Set("X-Readside-Built-At", oldest.UTC().Format(time.RFC3339Nano))
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "unknown error"
+	}
+	return err.Error()
+}

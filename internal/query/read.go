@@ -1,0 +1,125 @@
+package query
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/sink"
+)
+
+// read returns the documents for ids: from Redis, and for what Redis lacks
+// or cannot give, built from the sources. gone holds the ids that do not
+// exist (a tombstone, or the source's 404). err is the last failure of an id
+// that could be given neither way.
+func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[string]doc, gone map[string]bool, err error) {
+	docs, gone = make(map[string]doc, len(ids)), map[string]bool{}
+	stored, rerr := v.redisCB.Execute(func() ([]*sink.Stored, error) { return v.Docs.GetMany(ctx, ids) })
+	var build []string
+	for i, id := range ids {
+		switch {
+		case rerr != nil || stored[i] == nil:
+			build = append(build, id)
+		case stored[i].Deleted:
+			gone[id] = true
+		default:
+			docs[id] = doc{body: stored[i].Body, version: stored[i].Version, builtAt: stored[i].BuiltAt, fromStore: true, versioned: true}
+		}
+	}
+	if rerr != nil && ctx.Err() == nil {
+		s.log.Debug("redis failed; building from the sources", "projection", v.Def.Name, "ids", len(ids), "err", rerr)
+	}
+	if len(build) == 0 {
+		return docs, gone, nil
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, id := range build {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, berr := s.build(ctx, v, id)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case berr != nil:
+				err = berr
+			case r.Deleted:
+				gone[id] = true
+			case r.Err != nil:
+				err = r.Err
+			default:
+				docs[id] = doc{body: r.Doc, version: r.Version, builtAt: time.Now(), versioned: v.Def.Versioned()}
+			}
+		}()
+	}
+	wg.Wait()
+	s.reproject(v, build)
+	return docs, gone, err
+}
+
+// build builds one document from the sources. Concurrent builds of one id
+// share one: the first caller's build runs detached from its request, bounded
+// by the request timeout, so a client hanging up does not fail the others.
+func (s *Server) build(ctx context.Context, v *view, id string) (assemble.Result, error) {
+	ch := v.builds.DoChan(id, func() (any, error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.RequestTimeout)
+		defer cancel()
+		return v.asm.Assemble(bctx, []string{id})[0], nil
+	})
+	select {
+	case <-ctx.Done():
+		return assemble.Result{}, ctx.Err()
+	case res := <-ch:
+		return res.Val.(assemble.Result), nil
+	}
+}
+
+// reproject asks the projector to project ids again, so the store heals.
+// Events for one id within ten seconds are de-duplicated by JetStream.
+func (s *Server) reproject(v *view, ids []string) {
+	if s.pub == nil {
+		return
+	}
+	bucket := time.Now().Unix() / 10
+	for _, id := range ids {
+		body, _ := json.Marshal(map[string]string{"id": id})
+		msgID := fmt.Sprintf("reproject-%s-%s-%d", v.Def.Name, id, bucket)
+		if _, err := s.pub.PublishAsync(v.Def.ReprojectSubject(), body, jetstream.WithMsgID(msgID)); err != nil {
+			s.log.Debug("publishing a re-project event failed", "projection", v.Def.Name, "id", id, "err", err)
+		}
+	}
+}
+
+// limitedFetcher bounds the requests at once to one source across every
+// request of the process, so that a store outage cannot flood the source.
+type limitedFetcher struct {
+	f   assemble.Fetcher
+	sem chan struct{}
+}
+
+// errSaturated is the answer when a source has no free slot before the deadline.
+var errSaturated = errors.New("query: source saturated: too many fallback requests at once")
+
+func (l *limitedFetcher) Get(ctx context.Context, url string) ([]byte, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w (%w)", errSaturated, ctx.Err())
+	}
+	defer func() { <-l.sem }()
+	return l.f.Get(ctx, url)
+}
+
+func randomKey() []byte {
+	k := make([]byte, 32)
+	rand.Read(k)
+	return k
+}
