@@ -51,6 +51,23 @@ func (d *Definition) Route(subject string, body []byte) (Event, error) {
 	return Event{}, fmt.Errorf("%w: subject %q matches no trigger of projection %s", ErrBadEvent, subject, d.Name)
 }
 
+// VersionFromPrimary reports whether the version is a field of the primary
+// source, so it is known before any join is fetched.
+func (d *Definition) VersionFromPrimary() bool {
+	src, _, _ := strings.Cut(d.Version, ".")
+	return d.Version != "" && src == d.Sources[0].Name
+}
+
+// HasLookups reports whether some trigger looks up a joined source.
+func (d *Definition) HasLookups() bool {
+	for _, t := range d.Triggers {
+		if t.Lookup != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // Looked reports whether some trigger looks up source i: the documents that
 // use an entity of it must be recorded.
 func (d *Definition) Looked(i int) bool {

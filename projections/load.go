@@ -319,6 +319,8 @@ func (d *Definition) validate(v *validator, o Options) {
 	if d.Version != "" {
 		if src, _, _ := strings.Cut(d.Version, "."); !names[src] || !strings.Contains(d.Version, ".") {
 			v.addf([]any{"version"}, "%q must be \"<source>.<path>\" naming a defined source, e.g. %q", d.Version, firstSource(d)+".version")
+		} else if len(d.Sources) > 0 && src != d.Sources[0].Name && slices.ContainsFunc(d.Triggers, func(t Trigger) bool { return t.Lookup != "" }) {
+			v.addf([]any{"version"}, "with a lookup trigger, the version must be a field of the primary source %q (reverse lookups are recorded before the joins are fetched)", d.Sources[0].Name)
 		}
 	}
 	fields := map[string]bool{"id": true}

@@ -159,6 +159,14 @@ func TestParseMistakes(t *testing.T) {
 			},
 		},
 		{
+			name: "version from a joined source with a lookup trigger",
+			edit: func(s string) string {
+				s = strings.Replace(s, "version: shop.version", "  - {name: owner, url: \"http://owners/{shop.ownerId}\"}\nversion: owner.version", 1)
+				return strings.Replace(s, "    id: body.shopId", "    id: body.shopId\n  - subject: owner.changed.*\n    lookup: owner", 1)
+			},
+			want: []string{`version: with a lookup trigger, the version must be a field of the primary source "shop"`},
+		},
+		{
 			name: "batch and list endpoints",
 			edit: func(s string) string {
 				return strings.Replace(s, "    url: ${SHOP_API}/shops/{id}", `    url: ${SHOP_API}/shops/{id}

@@ -26,10 +26,12 @@ type Fetcher interface {
 	Get(ctx context.Context, url string) ([]byte, error)
 }
 
-// Ref is an entity of a joined source that a document uses: document ID
-// uses entity Key of source Source. Reverse lookups are built from refs.
+// Ref is an entity of a joined source that a document uses: document ID,
+// built at Version, uses entity Key of source Source. Reverse lookups are
+// built from refs.
 type Ref struct {
 	ID, Source, Key string
+	Version         int64
 }
 
 // Result is what was built for one id.
@@ -76,28 +78,36 @@ func New(def *projections.Definition, sources []Fetcher, o Options) *Assembler {
 
 // Assemble builds the documents for ids, one Result per id in the same order.
 func (a *Assembler) Assemble(ctx context.Context, ids []string) []Result {
+	return a.AssembleAt(ctx, ids, nil)
+}
+
+// AssembleAt is Assemble for a caller that knows each document's version
+// when the definition has no source version (the projector: the events'
+// stream sequence); refs carry it. versions may be nil.
+func (a *Assembler) AssembleAt(ctx context.Context, ids []string, versions []int64) []Result {
 	out := make([]Result, len(ids))
 	answers := make([]map[string][]byte, len(ids))
 	for i, id := range ids {
 		out[i].ID = id
+		if versions != nil {
+			out[i].Version = versions[i]
+		}
 		answers[i] = map[string][]byte{}
 	}
 	a.primary(ctx, ids, out, answers)
+	if a.def.Versioned() && a.def.VersionFromPrimary() {
+		a.versions(out, answers) // before the joins, so refs carry it
+	}
 	for s := 1; s < len(a.def.Sources); s++ {
 		a.join(ctx, s, out, answers)
+	}
+	if a.def.Versioned() && !a.def.VersionFromPrimary() {
+		a.versions(out, answers)
 	}
 	for i := range out {
 		r := &out[i]
 		if r.Err != nil || r.Deleted {
 			continue
-		}
-		if a.def.Versioned() {
-			v, err := a.def.VersionOf(answers[i])
-			if err != nil {
-				r.Err, r.Permanent = err, true
-				continue
-			}
-			r.Version = v
 		}
 		doc, err := a.def.Build(r.ID, answers[i], r.Partial...)
 		if err != nil {
@@ -107,6 +117,22 @@ func (a *Assembler) Assemble(ctx context.Context, ids []string) []Result {
 		r.Doc = doc
 	}
 	return out
+}
+
+// versions reads the source version of every document still being built.
+func (a *Assembler) versions(out []Result, answers []map[string][]byte) {
+	for i := range out {
+		r := &out[i]
+		if r.Err != nil || r.Deleted {
+			continue
+		}
+		v, err := a.def.VersionOf(answers[i])
+		if err != nil {
+			r.Err, r.Permanent = err, true
+			continue
+		}
+		r.Version = v
+	}
 }
 
 // primary fetches the primary source: through the batch endpoint for the
@@ -211,7 +237,7 @@ func (a *Assembler) join(ctx context.Context, s int, out []Result, answers []map
 		todo = append(todo, i)
 		if a.def.Looked(s) {
 			if key, ok := a.def.RefKey(s, answers[i]); ok {
-				ref := Ref{ID: out[i].ID, Source: src.Name, Key: key}
+				ref := Ref{ID: out[i].ID, Source: src.Name, Key: key, Version: out[i].Version}
 				refs = append(refs, ref)
 				out[i].Refs = append(out[i].Refs, ref)
 			}

@@ -698,6 +698,6 @@ elasticsearch: {alias: shops}
 		}
 	}
 	// Output:
-	// {"id":"42","name":"Pizza Nord","owner":"Ada"} [{42 owner 7}]
+	// {"id":"42","name":"Pizza Nord","owner":"Ada"} [{42 owner 7 0}]
 	// 43 is gone
 }

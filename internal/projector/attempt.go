@@ -17,10 +17,17 @@ import (
 // refs) and may gain events their fetch answers (absorb).
 func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time) []outcome {
 	ids := make([]string, len(batch))
+	var versions []int64
+	if !p.def.Versioned() {
+		versions = make([]int64, len(batch))
+	}
 	for i := range batch {
 		ids[i] = batch[i].id
+		if versions != nil {
+			versions[i] = maxSeq(batch[i])
+		}
 	}
-	res := p.asm.Assemble(ctx, ids)
+	res := p.asm.AssembleAt(ctx, ids, versions)
 	built := time.Now()
 	p.absorb(batch, started)
 

@@ -42,7 +42,7 @@ type Store interface {
 
 // Assembler builds documents from the source APIs (see internal/assemble).
 type Assembler interface {
-	Assemble(ctx context.Context, ids []string) []assemble.Result
+	AssembleAt(ctx context.Context, ids []string, versions []int64) []assemble.Result
 }
 
 // RefStore is the reverse lookup of joined entities (see sink.Refs).
@@ -405,7 +405,9 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 // already answers them, so they are acknowledged with it, and the version
 // (when it is the stream sequence) covers them.
 func (p *Projector) absorb(batch []item, started time.Time) {
-	if p.o.ClockSkew < 0 {
+	// With reverse lookups, a document's refs are recorded at its version
+	// before the joins are fetched, so the version must not move afterwards.
+	if p.o.ClockSkew < 0 || p.def.HasLookups() {
 		return
 	}
 	before := started.Add(-p.o.ClockSkew)

@@ -5,28 +5,34 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Ref says that document ID uses entity Key of joined source Source.
+// Ref says that document ID, built at Version, uses entity Key of joined
+// source Source.
 type Ref struct {
 	ID, Source, Key string
+	Version         int64
 }
 
 // Refs is the reverse lookup of joined entities, in Redis: for every entity
-// a set of the documents that use it ("<prefix>rev:<source>:<key>"), and for
-// every document a record of the version it was built from and the entities
-// it used ("<prefix>deps:<id>").
+// a sorted set of the documents that use it ("<prefix>rev:<source>:<key>"),
+// each scored with the newest version of the document that used it; and for
+// every document a record of the version it was last built at and the
+// entities it used ("<prefix>deps:<id>").
 //
-// The projector Adds a ref before it fetches the joined entity, so a change
-// of that entity made after the fetch always finds the document; it Commits
-// the refs after the document is written, which removes the document from
-// the sets of entities it no longer uses. Commit is guarded by version like
-// the documents: an older build cannot remove a newer build's refs. Every
-// call touches keys one at a time, so Refs works on Redis Cluster.
+// The projector Adds a ref before it fetches the joined entity, so a change of
+// that entity made after the fetch always finds the document. It Commits the
+// refs after writing the document, which removes the document from the sets
+// of entities it no longer uses — but only where the set's score is older
+// than the committing build: the newest build's refs can never be removed,
+// by a slower replica or anyone else, because its score is at least as high
+// as any build's version. Every call touches keys one at a time, so Refs
+// works on Redis Cluster.
 type Refs struct {
 	c      redis.UniversalClient
 	prefix string
@@ -45,14 +51,15 @@ func NewRefs(c redis.UniversalClient, prefix string, tombstoneTTL time.Duration)
 func (r *Refs) setKey(source, key string) string { return r.prefix + "rev:" + source + ":" + key }
 func (r *Refs) depsKey(id string) string         { return r.prefix + "deps:" + id }
 
-// Add records that each ref's document uses its entity. Idempotent.
+// Add records that each ref's document uses its entity, at the ref's
+// version (a set member's score only grows). Idempotent.
 func (r *Refs) Add(ctx context.Context, refs []Ref) error {
 	if len(refs) == 0 {
 		return nil
 	}
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, ref := range refs {
-			p.SAdd(ctx, r.setKey(ref.Source, ref.Key), ref.ID)
+			p.ZAddGT(ctx, r.setKey(ref.Source, ref.Key), redis.Z{Score: float64(ref.Version), Member: ref.ID})
 		}
 		return nil
 	})
@@ -82,57 +89,60 @@ else
 end
 return cur or ''`
 
-var commit = redis.NewScript(commitScript)
+// removeScript removes a document from an entity's set unless a build at
+// least as new as the remover's has recorded it there.
+const removeScript = `local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) < tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
+return 0`
+
+var (
+	commit = redis.NewScript(commitScript)
+	remove = redis.NewScript(removeScript)
+)
 
 // Commit stores the refs of written documents and removes each document from
-// the sets of the entities its previous build used and this one does not.
+// the sets of the entities its previous build used and this one does not,
+// where no newer build has recorded it.
 func (r *Refs) Commit(ctx context.Context, built []Built) error {
 	if len(built) == 0 {
 		return nil
 	}
 	cmds := make([]*redis.Cmd, len(built))
-	run := func() error {
-		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, b := range built {
-				ttl := ""
-				if b.Deleted {
-					ttl = fmt.Sprint(r.ttl.Milliseconds())
-				}
-				cmds[i] = commit.EvalSha(ctx, p, []string{r.depsKey(b.ID)}, fmt.Sprintf("%020d", b.Version), encodeRefs(b.Refs), ttl)
+	err := r.pipelineScripts(ctx, func(p redis.Pipeliner) {
+		for i, b := range built {
+			ttl := ""
+			if b.Deleted {
+				ttl = strconv.FormatInt(r.ttl.Milliseconds(), 10)
 			}
-			return nil
-		})
-		return err
-	}
-	err := run()
-	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-		if err = commit.Load(ctx, r.c).Err(); err == nil {
-			err = run()
+			cmds[i] = commit.EvalSha(ctx, p, []string{r.depsKey(b.ID)}, fmt.Sprintf("%020d", b.Version), encodeRefs(b.Refs), ttl)
 		}
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("sink: committing refs: %w", err)
 	}
-	var stale []Ref
+	type removal struct {
+		ref     Ref
+		version int64
+	}
+	var stale []removal
 	for i, b := range built {
 		old, err := cmds[i].Text()
 		if err != nil || len(old) < 20 { // older than what is stored, or nothing stored
 			continue
 		}
 		for _, ref := range decodeRefs(b.ID, old[20:]) {
-			if !slices.Contains(b.Refs, ref) {
-				stale = append(stale, ref)
+			if !slices.ContainsFunc(b.Refs, func(n Ref) bool { return n.Source == ref.Source && n.Key == ref.Key }) {
+				stale = append(stale, removal{ref, b.Version})
 			}
 		}
 	}
 	if len(stale) == 0 {
 		return nil
 	}
-	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, ref := range stale {
-			p.SRem(ctx, r.setKey(ref.Source, ref.Key), ref.ID)
+	err = r.pipelineScripts(ctx, func(p redis.Pipeliner) {
+		for _, s := range stale {
+			remove.EvalSha(ctx, p, []string{r.setKey(s.ref.Source, s.ref.Key)}, s.ref.ID, s.version)
 		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("sink: removing old refs: %w", err)
@@ -140,14 +150,32 @@ func (r *Refs) Commit(ctx context.Context, built []Built) error {
 	return nil
 }
 
+// pipelineScripts runs a pipeline of EVALSHA calls, loading the scripts and
+// running it once more when Redis has lost them (a restart, a failover).
+func (r *Refs) pipelineScripts(ctx context.Context, fill func(redis.Pipeliner)) error {
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		if err = commit.Load(ctx, r.c).Err(); err == nil {
+			if err = remove.Load(ctx, r.c).Err(); err == nil {
+				_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+			}
+		}
+	}
+	return err
+}
+
 // Users calls fn with the ids of the documents that use entity key of
-// source, a page at a time (SSCAN: a popular entity never blocks Redis).
+// source, a page at a time (ZSCAN: a popular entity never blocks Redis).
 func (r *Refs) Users(ctx context.Context, source, key string, fn func(ids []string) error) error {
 	var cursor uint64
 	for {
-		ids, next, err := r.c.SScan(ctx, r.setKey(source, key), cursor, "", 1000).Result()
+		kv, next, err := r.c.ZScan(ctx, r.setKey(source, key), cursor, "", 1000).Result()
 		if err != nil {
 			return fmt.Errorf("sink: reading the users of %s %s: %w", source, key, err)
+		}
+		ids := make([]string, 0, len(kv)/2)
+		for i := 0; i < len(kv); i += 2 { // member, score, member, score...
+			ids = append(ids, kv[i])
 		}
 		if len(ids) > 0 {
 			if err := fn(ids); err != nil {
