@@ -368,7 +368,9 @@ func TestRefsOverlappingBuilds(t *testing.T) {
 	t.Parallel()
 	r, _, _ := openRefs(t, 0)
 	ctx := testCtx(t)
-	owner := func(key string, v int64) []sink.Ref { return []sink.Ref{{ID: "1", Source: "owner", Key: key, Version: v}} }
+	owner := func(key string, v int64) []sink.Ref {
+		return []sink.Ref{{ID: "1", Source: "owner", Key: key, Version: v}}
+	}
 	steps := []struct {
 		add, commit []sink.Ref
 		version     int64
