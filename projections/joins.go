@@ -15,11 +15,19 @@ const PartialField = "readside_partial"
 // written partial); the id is in the body: {"id": "42"}.
 const ReprojectPrefix = "readside.reproject."
 
+// ReplayPrefix starts the subjects of events re-issued by operators (the
+// replay tool); the id is in the body: {"id": "42"}. They have a consumer of
+// their own, so a replay never holds live events back.
+const ReplayPrefix = "readside.replay."
+
 // ReprojectSubject is the subject of this projection's own re-project events.
 func (d *Definition) ReprojectSubject() string { return ReprojectPrefix + d.Name }
 
-// Subjects are every subject the projection's consumer reads: its triggers
-// and its re-project subject.
+// ReplaySubject is the subject of this projection's re-issued events.
+func (d *Definition) ReplaySubject() string { return ReplayPrefix + d.Name }
+
+// Subjects are every subject the projection's live consumer reads: its
+// triggers and its re-project subject.
 func (d *Definition) Subjects() []string {
 	out := make([]string, 0, len(d.Triggers)+1)
 	for _, t := range d.Triggers {
@@ -27,6 +35,10 @@ func (d *Definition) Subjects() []string {
 	}
 	return append(out, d.ReprojectSubject())
 }
+
+// AllSubjects are the live subjects and the replay subject: what the events
+// stream must capture for this projection.
+func (d *Definition) AllSubjects() []string { return append(d.Subjects(), d.ReplaySubject()) }
 
 // Event is what an event asks for: project document ID again, or, with
 // Lookup, every document that used entity ID of joined source Lookup.
@@ -38,7 +50,7 @@ type Event struct {
 // Route reads an event: which id it carries and whether it needs a reverse
 // lookup. The error wraps ErrBadEvent when the event is malformed.
 func (d *Definition) Route(subject string, body []byte) (Event, error) {
-	if subject == d.ReprojectSubject() {
+	if subject == d.ReprojectSubject() || subject == d.ReplaySubject() {
 		id, err := Trigger{ID: "body.id"}.IDOf(subject, body)
 		return Event{ID: id}, err
 	}

@@ -156,7 +156,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cancel()
 	var subjects []string
 	for _, d := range defs {
-		subjects = append(subjects, d.Subjects()...)
+		subjects = append(subjects, d.AllSubjects()...)
 	}
 	streams, err := stream.Ensure(setupCtx, js, stream.Config{Events: s.stream, DeadLetter: s.dlqStream}, subjects)
 	if err != nil {

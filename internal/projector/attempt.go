@@ -39,10 +39,10 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 		switch {
 		case r.Err != nil:
 			out[i] = outcome{err: r.Err, permanent: r.Permanent}
-			p.m.Fetches.WithLabelValues(p.def.Name, map[bool]string{true: "bad", false: "unavailable"}[r.Permanent]).Inc()
+			p.m.Fetches.WithLabelValues(p.label, map[bool]string{true: "bad", false: "unavailable"}[r.Permanent]).Inc()
 			continue
 		case r.Deleted:
-			p.m.Fetches.WithLabelValues(p.def.Name, "not_found").Inc()
+			p.m.Fetches.WithLabelValues(p.label, "not_found").Inc()
 			v, err := p.tombstoneVersion(ctx, *it)
 			if err != nil {
 				out[i] = outcome{err: err}
@@ -50,7 +50,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 			}
 			it.version, it.deleted = v, true
 		default:
-			p.m.Fetches.WithLabelValues(p.def.Name, "ok").Inc()
+			p.m.Fetches.WithLabelValues(p.label, "ok").Inc()
 			it.version = r.Version
 			if !p.def.Versioned() {
 				it.version = maxSeq(*it) // covers the absorbed events too
@@ -72,7 +72,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 	for s, st := range p.stores {
 		wg.Go(func() error {
 			errs[s] = st.Store.Write(ctx, write)
-			p.m.Writes.WithLabelValues(p.def.Name, st.Name, result(errs[s])).Inc()
+			p.m.Writes.WithLabelValues(p.label, st.Name, result(errs[s])).Inc()
 			return nil
 		})
 	}

@@ -36,7 +36,7 @@ func (p *Projector) fanOut(ctx context.Context) {
 				continue
 			}
 			p.log.Debug("fanned out", "subject", msg.Subject(), "documents", n)
-			p.m.Events.WithLabelValues(p.def.Name, "fanned_out").Inc()
+			p.m.Events.WithLabelValues(p.label, "fanned_out").Inc()
 			msg.Ack()
 		}
 	}

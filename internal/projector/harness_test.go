@@ -49,7 +49,7 @@ func newHarness(t *testing.T, versioned bool) *harness {
 	}
 	nc, js := testenv.StartJetStream(t).Connect(t)
 	ctx := context.Background()
-	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.Subjects())
+	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.AllSubjects())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,6 +143,8 @@ type Projector struct {
 	log    *slog.Logger
 	m      *Metrics
 	o      Options
+	label  string             // the projection's name, "/replay" for the replay consumer
+	replay *Projector         // run alongside on the replay consumer, if any
 	fanout chan jetstream.Msg // lookup events waiting to fan out
 
 	mu       sync.Mutex
@@ -174,6 +176,7 @@ func New(p Parts, o Options) *Projector {
 		def: p.Def, cons: p.Consumer, asm: p.Assembler, stores: p.Stores, refs: p.Refs, pub: p.Publisher,
 		dlq: p.DLQ, m: m, o: o,
 		fanout:   make(chan jetstream.Msg, 256),
+		label:    p.Def.Name,
 		log:      p.Log.With("projection", p.Def.Name),
 		pending:  map[string]*entry{},
 		inflight: map[string]bool{},
@@ -198,7 +201,10 @@ func (p *Projector) Run(ctx context.Context) error {
 	defer stopGrace()
 
 	var g errgroup.Group
-	var pullErr error
+	var pullErr, replayErr error
+	if p.replay != nil {
+		g.Go(func() error { replayErr = p.replay.Run(ctx); return nil })
+	}
 	g.Go(func() error { pullErr = p.pull(ctx); return nil })
 	for range p.o.Workers {
 		g.Go(func() error { p.work(ctx, work); return nil })
@@ -209,7 +215,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 	g.Wait()
 	p.nakHeld()
-	return pullErr
+	return errors.Join(pullErr, replayErr)
 }
 
 // pull fetches messages while there is room and no dependency is failing.
@@ -221,11 +227,11 @@ func (p *Projector) pull(ctx context.Context) error {
 		// events stay in JetStream, and a lone id that keeps failing cannot
 		// stop the others for long.
 		if p.failing.Load() && time.Since(lastPull) < probeEvery {
-			p.m.Paused.WithLabelValues(p.def.Name).Set(1)
+			p.m.Paused.WithLabelValues(p.label).Set(1)
 			sleep(ctx, 100*time.Millisecond)
 			continue
 		}
-		p.m.Paused.WithLabelValues(p.def.Name).Set(0)
+		p.m.Paused.WithLabelValues(p.label).Set(0)
 		p.mu.Lock()
 		room := p.o.MaxHeld - p.held
 		p.mu.Unlock()
@@ -278,7 +284,7 @@ func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.held++
-	p.m.Held.WithLabelValues(p.def.Name).Set(float64(p.held))
+	p.m.Held.WithLabelValues(p.label).Set(float64(p.held))
 	if e, ok := p.pending[id]; ok {
 		e.msgs = append(e.msgs, msg)
 		return
@@ -375,7 +381,7 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 			if firstErr == nil {
 				firstErr = o.err
 			}
-			p.m.Events.WithLabelValues(p.def.Name, "retried").Add(float64(len(it.msgs)))
+			p.m.Events.WithLabelValues(p.label, "retried").Add(float64(len(it.msgs)))
 			p.log.Debug("retrying later", "id", it.id, "tries", it.tries+1, "err", o.err)
 			p.settle(it, o.err)
 		}
@@ -386,7 +392,7 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 		p.log.Warn("cleaning old reverse lookups failed", "err", err)
 	}
 	took := time.Since(start)
-	p.m.BatchSeconds.WithLabelValues(p.def.Name).Observe(took.Seconds())
+	p.m.BatchSeconds.WithLabelValues(p.label).Observe(took.Seconds())
 	p.log.Debug("batch done", "ids", len(batch), "written", written, "retried", retried, "took", took)
 	failing := retried > 0 && written == 0
 	if was := p.failing.Swap(failing); was != failing {
@@ -450,13 +456,13 @@ func (p *Projector) ack(it item) {
 			delay <<= min(md.NumDelivered-1, 10)
 		}
 		msgs[newest].NakWithDelay(min(delay, 5*time.Minute))
-		p.m.Events.WithLabelValues(p.def.Name, "partial").Inc()
+		p.m.Events.WithLabelValues(p.label, "partial").Inc()
 		msgs = append(msgs[:newest:newest], msgs[newest+1:]...)
 	}
 	for _, m := range msgs {
 		m.Ack()
 	}
-	p.m.Events.WithLabelValues(p.def.Name, "acked").Add(float64(len(msgs)))
+	p.m.Events.WithLabelValues(p.label, "acked").Add(float64(len(msgs)))
 }
 
 func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
@@ -478,7 +484,7 @@ func (p *Projector) settle(it item, err error) {
 	e := p.pending[it.id]
 	if err == nil {
 		p.held -= len(it.msgs)
-		p.m.Held.WithLabelValues(p.def.Name).Set(float64(p.held))
+		p.m.Held.WithLabelValues(p.label).Set(float64(p.held))
 		signal(p.room)
 		if e != nil && !p.stopped {
 			p.ready = append(p.ready, it.id)
@@ -560,7 +566,7 @@ func (p *Projector) nakHeld() {
 	for _, m := range msgs {
 		m.Nak()
 	}
-	p.m.Events.WithLabelValues(p.def.Name, "naked").Add(float64(len(msgs)))
+	p.m.Events.WithLabelValues(p.label, "naked").Add(float64(len(msgs)))
 }
 
 // deadLetter stores a bad event with its reason and terminates it; when the
@@ -574,7 +580,7 @@ func (p *Projector) deadLetter(ctx context.Context, msg jetstream.Msg, id, reaso
 		return
 	}
 	p.log.Warn("event dead-lettered", "subject", msg.Subject(), "id", id, "reason", reason)
-	p.m.Events.WithLabelValues(p.def.Name, "dead_lettered").Inc()
+	p.m.Events.WithLabelValues(p.label, "dead_lettered").Inc()
 	msg.TermWithReason(truncate(reason, 200))
 }
 

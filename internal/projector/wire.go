@@ -80,5 +80,21 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 	}
 	ao.Concurrency = o.FetchConcurrency
 	parts.Assembler = assemble.New(def, assemble.Clients(def, env.Transport, env.SourceRetryBudget), ao)
-	return New(parts, o), nil
+	live := New(parts, o)
+
+	// Re-issued events have a consumer of their own, served by a smaller
+	// projector alongside, so a replay never holds live events back; the
+	// replay tool's rate limit bounds what it asks of the sources.
+	rcons, err := env.Streams.ReplayConsumer(ctx, def.Name, def.ReplaySubject(), stream.ConsumerConfig{AckWait: o.AckWait})
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
+	}
+	rparts, ro := parts, o
+	rparts.Consumer = rcons
+	ro.Workers = max(1, o.Workers/2)
+	ro.MaxHeld = 4 * o.Batch * ro.Workers
+	live.replay = New(rparts, ro)
+	live.replay.label = def.Name + "/replay"
+	live.replay.log = live.log.With("consumer", "replay")
+	return live, nil
 }

@@ -33,6 +33,8 @@ type world struct {
 	js    jetstream.JetStream
 	redis *redis.Client
 	es    *elasticsearch.Client
+	// events is the events stream the projector consumes.
+	events string
 }
 
 func logger() *slog.Logger {
@@ -45,16 +47,24 @@ func logger() *slog.Logger {
 // newWorld projects n shops (ids 1..n) and waits until they are searchable.
 func newWorld(t *testing.T, n int) *world {
 	t.Helper()
+	return newWorldWith(t, n, func(ns, apiURL string) string { return testenv.ShopDefinition(ns, apiURL, true) })
+}
+
+// newWorldWith is newWorld with another definition of the shops: definition
+// returns its YAML for the namespace and the fake shop API's URL; it is named
+// ns, triggered by "<ns>.shop.changed.<id>".
+func newWorldWith(t *testing.T, n int, definition func(ns, apiURL string) string) *world {
+	t.Helper()
 	ns := testenv.Namespace(t)
 	api := testenv.NewShopAPI()
 	t.Cleanup(api.Close)
-	def, err := projections.Parse("shops.yaml", []byte(testenv.ShopDefinition(ns, api.URL, true)), projections.Options{})
+	def, err := projections.Parse("shops.yaml", []byte(definition(ns, api.URL)), projections.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, js := testenv.StartJetStream(t).Connect(t)
 	ctx := context.Background()
-	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.Subjects())
+	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.AllSubjects())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,30 +91,41 @@ func newWorld(t *testing.T, n int) *world {
 			t.Fatal(err)
 		}
 	}
-	el := sink.NewElastic(w.es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias})
+	w.events = streams.Config().Events
+	w.awaitDrained()
+	return w
+}
+
+// awaitDrained waits until the projector has handled every event published so
+// far, then refreshes the index so that lists see the writes.
+func (w *world) awaitDrained() {
+	w.t.Helper()
+	ctx := context.Background()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		c, _ := js.Consumer(ctx, streams.Config().Events, stream.ConsumerName(def.Name))
+		c, _ := w.js.Consumer(ctx, w.events, stream.ConsumerName(w.def.Name))
 		info, err := c.Info(ctx)
 		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("projection did not drain in 60s")
+			w.t.Fatal("projection did not drain in 60s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	el := sink.NewElastic(w.es, sink.ElasticOptions{Alias: w.def.Elasticsearch.Alias})
 	if err := el.Refresh(ctx); err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
-	return w
 }
 
 var names = []string{"Pizza Nord", "Sushi Place", "Burger Barn", "Pasta Punto", "Taco Town"}
 
 func shopName(i int) string { return names[i%len(names)] + " " + itoa(i) }
 
-func itoa(i int) string { return string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10)) }
+func itoa(i int) string {
+	return string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))
+}
 
 // serve starts the query API over the world on the given clients (which may
 // go through a fault proxy).

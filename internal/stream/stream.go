@@ -160,6 +160,15 @@ type ConsumerConfig struct {
 // Messages are redelivered without limit: a dependency being down must never
 // drop an event, and bad events are dead-lettered explicitly instead.
 func (s *Setup) Consumer(ctx context.Context, name string, subjects []string, cc ConsumerConfig) (jetstream.Consumer, error) {
+	return s.consumer(ctx, ConsumerName(name), "Readside projection "+name, subjects, cc)
+}
+
+// ReplayConsumer is Consumer for the projection's re-issued events.
+func (s *Setup) ReplayConsumer(ctx context.Context, name, subject string, cc ConsumerConfig) (jetstream.Consumer, error) {
+	return s.consumer(ctx, ReplayConsumerName(name), "Readside replay of "+name, []string{subject}, cc)
+}
+
+func (s *Setup) consumer(ctx context.Context, durable, description string, subjects []string, cc ConsumerConfig) (jetstream.Consumer, error) {
 	if cc.AckWait == 0 {
 		cc.AckWait = 30 * time.Second
 	}
@@ -167,8 +176,8 @@ func (s *Setup) Consumer(ctx context.Context, name string, subjects []string, cc
 		cc.MaxAckPending = 20000
 	}
 	cfg := jetstream.ConsumerConfig{
-		Durable:       ConsumerName(name),
-		Description:   "Readside projection " + name,
+		Durable:       durable,
+		Description:   description,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cc.AckWait,
 		MaxDeliver:    -1,
@@ -189,6 +198,9 @@ func (s *Setup) Consumer(ctx context.Context, name string, subjects []string, cc
 
 // ConsumerName is the durable consumer name of a projection.
 func ConsumerName(projection string) string { return "readside_" + projection }
+
+// ReplayConsumerName is the durable consumer of a projection's re-issued events.
+func ReplayConsumerName(projection string) string { return "readside_" + projection + "_replay" }
 
 // DeadLetterSubject is the subject of a projection's dead-letter entries.
 func (s *Setup) DeadLetterSubject(projection string) string {
