@@ -41,7 +41,7 @@ type bench struct {
 	log    *slog.Logger
 	out    io.Writer // progress
 	base   string    // namespace prefix of this run, such as "bench3f9a1c"
-	seq    int       // projections made so far, for unique names
+	seq    int       // projections made so far, for unique names; 0: nothing to clean
 	rdb    *redis.Client
 	es     *elasticsearch.Client
 	srv    *server.Server
@@ -59,8 +59,9 @@ type bench struct {
 
 // baselines are the rates of 1a and 1b in the current round, 0 when not run.
 type baselines struct {
-	consume float64 // 1a: JetStream consume+ack, events/s
-	stores  float64 // 1b: both stores, docs/s
+	consume     float64 // 1a: JetStream consume+ack, distinct subjects, events/s
+	consumeDups float64 // 1a: the same over scenario 4's repeated subjects
+	stores      float64 // 1b: both stores, docs/s
 }
 
 // ceiling is the store-bound ceiling of the projector: the slower of the two
@@ -70,6 +71,15 @@ func (b baselines) ceiling() float64 {
 		return 0
 	}
 	return min(b.consume, b.stores)
+}
+
+// ceilingDups is ceiling for scenario 4's events. Its stores baseline is the
+// same: coalescing only lowers the writes an event costs.
+func (b baselines) ceilingDups() float64 {
+	if b.consumeDups == 0 || b.stores == 0 {
+		return 0
+	}
+	return min(b.consumeDups, b.stores)
 }
 
 // start checks the services and starts the embedded JetStream server. Close
@@ -104,6 +114,12 @@ func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*
 func (b *bench) connectStores(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	// Dial first: the client would retry and log every attempt.
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", b.s.redisAddr)
+	if err != nil {
+		return fmt.Errorf("Redis at %s does not answer (%v): %s", b.s.redisAddr, err, howToStart)
+	}
+	conn.Close()
 	// The settings of cmd/projector (internal/config.Backends).
 	b.rdb = redis.NewClient(&redis.Options{Addr: b.s.redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
 	b.rdb.AddHook(pipelineHook{&b.times.redis})
@@ -204,12 +220,14 @@ func (b *bench) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if b.rdb != nil {
-		if err := b.deleteKeys(ctx, b.base); err != nil {
-			b.progress("cleaning Redis: %v", err)
+		if b.seq > 0 {
+			if err := b.deleteKeys(ctx, b.base); err != nil {
+				b.progress("cleaning Redis: %v", err)
+			}
 		}
 		b.rdb.Close()
 	}
-	if b.es != nil {
+	if b.es != nil && b.seq > 0 {
 		if err := b.deleteIndices(ctx, b.base+"*"); err != nil {
 			b.progress("cleaning Elasticsearch: %v", err)
 		}
@@ -431,20 +449,20 @@ const pollEvery = 20 * time.Millisecond
 
 // waitDrained waits until cons has no pending and no unacked event and
 // returns when that was seen, and the consumer's last info. It calls poll,
-// when not nil, every time it asks.
-func (b *bench) waitDrained(ctx context.Context, cons jetstream.Consumer, poll func()) (time.Time, *jetstream.ConsumerInfo, error) {
+// when not nil, with every info it gets.
+func (b *bench) waitDrained(ctx context.Context, cons jetstream.Consumer, poll func(*jetstream.ConsumerInfo)) (time.Time, *jetstream.ConsumerInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.s.timeout)
 	defer cancel()
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
 	var last *jetstream.ConsumerInfo
 	for {
-		if poll != nil {
-			poll()
-		}
 		info, err := cons.Info(ctx)
 		if err == nil {
 			last = info
+			if poll != nil {
+				poll(info)
+			}
 			if info.NumPending == 0 && info.NumAckPending == 0 {
 				return time.Now(), info, nil
 			}

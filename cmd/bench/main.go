@@ -12,7 +12,8 @@
 // Scenarios, in the order they run (pick them with -scenarios):
 //
 //	js       1a. N zero-payload events published (async), then consumed by a
-//	             pull consumer in batches and acked one by one.
+//	             pull consumer like the projector's, in batches, acked one by
+//	             one; once over N distinct subjects, once over scenario 4's.
 //	stores   1b. N shop documents written straight to Redis and Elasticsearch
 //	             (both at once per batch) in batches of 256, 4 batches in flight.
 //	e2e      2.  N events for N distinct ids, published before the projector
@@ -105,7 +106,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.IntVar(&s.storeWorkers, "store-workers", 4, "writes in flight in the store baseline (the projector's default Workers)")
 	fs.BoolVar(&s.warmup, "warmup", true, "write a few thousand documents first, so Elasticsearch's JIT is warm for the first baseline")
 	fs.DurationVar(&s.timeout, "timeout", 3*time.Minute, "longest one scenario may take before the run fails")
-	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured scenarios to this file (it covers this process: projector, JetStream server, fake source; not Redis or Elasticsearch)")
+	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the run after the warm-up to this file (it covers this process: projector, JetStream server, fake source; not Redis or Elasticsearch); pick scenarios to profile one")
 	fs.BoolVar(&s.verbose, "v", false, "log the projector at debug level")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

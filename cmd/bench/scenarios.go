@@ -23,8 +23,8 @@ const (
 )
 
 // consumeBatch is how many messages the consumer baseline fetches at once:
-// what the projector asks for when it has room (2 × Batch).
-const consumeBatch = 2 * defaultBatch
+// the most the projector pulls at once (its maxPull, at the time of writing).
+const consumeBatch = 1024
 
 func (b *bench) scenario(ctx context.Context, name string, round int) ([]result, error) {
 	b.progress("round %d/%d: %s", round, b.s.runs, name)
@@ -51,26 +51,46 @@ func (b *bench) scenario(ctx context.Context, name string, round int) ([]result,
 }
 
 // jetStreamAlone is baseline 1a: N events published asynchronously, then
-// fetched by the projector's kind of durable consumer in batches and acked
-// one by one, timed until JetStream counts no event unacked.
+// fetched by the projector's kind of durable consumer (same filters, same
+// config) in batches and acked one by one, timed until JetStream counts no
+// event unacked. It runs twice: over N distinct subjects (scenarios 2 and 3)
+// and over scenario 4's subjects, dupFactor events each, shuffled.
 func (b *bench) jetStreamAlone(ctx context.Context) ([]result, error) {
-	n := b.s.events
-	p, err := b.newProjection(ctx, "js", nil)
+	distinct := ids(b.s.events)
+	pub, consume, err := b.consumeAlone(ctx, distinct)
 	if err != nil {
 		return nil, err
 	}
+	consume.row = fmt.Sprintf("1a. JetStream alone: pull consume + ack, batches of %d, distinct subjects", consumeBatch)
+	b.round.consume = consume.rate()
+	_, dups, err := b.consumeAlone(ctx, dupEvents(b.s.events, b.s.dupFactor))
+	if err != nil {
+		return nil, err
+	}
+	dups.row = fmt.Sprintf("1a. JetStream alone: pull consume + ack, batches of %d, %d events per subject (as in 4)", consumeBatch, b.s.dupFactor)
+	b.round.consumeDups = dups.rate()
+	return []result{pub, consume, dups}, nil
+}
+
+// consumeAlone publishes one event per id of events and consumes them.
+func (b *bench) consumeAlone(ctx context.Context, events []string) (pub, consume result, err error) {
+	n := len(events)
+	p, err := b.newProjection(ctx, "js", nil)
+	if err != nil {
+		return pub, consume, err
+	}
 	defer b.closeProjection(p)
 	subjects := make([]string, n)
-	for i, id := range ids(n) {
+	for i, id := range events {
 		subjects[i] = p.subject(id)
 	}
 
 	cpu := sampleCPU(b.pids)
 	began := time.Now()
 	if err := b.publishAll(ctx, subjects); err != nil {
-		return nil, err
+		return pub, consume, err
 	}
-	pub := result{
+	pub = result{
 		row: "1a. JetStream alone: async publish (context, not a baseline)", events: n, seconds: time.Since(began).Seconds(),
 		fetches: -1, cpu: cpu.since(),
 	}
@@ -81,7 +101,7 @@ func (b *bench) jetStreamAlone(ctx context.Context) ([]result, error) {
 	}
 	cons, err := p.streams.Consumer(ctx, p.def.Name, triggers, stream.ConsumerConfig{})
 	if err != nil {
-		return nil, err
+		return pub, consume, err
 	}
 	cpu = sampleCPU(b.pids)
 	began = time.Now()
@@ -89,31 +109,41 @@ func (b *bench) jetStreamAlone(ctx context.Context) ([]result, error) {
 	fetches := 0
 	for got := 0; got < n; {
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("consumed %d of %d events in %v", got, n, b.s.timeout)
+			return pub, consume, fmt.Errorf("consumed %d of %d events in %v", got, n, b.s.timeout)
 		}
 		batch, err := cons.Fetch(consumeBatch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("fetch: %w", err)
+			return pub, consume, fmt.Errorf("fetch: %w", err)
 		}
 		fetches++
 		for m := range batch.Messages() {
 			if err := m.Ack(); err != nil {
-				return nil, fmt.Errorf("ack: %w", err)
+				return pub, consume, fmt.Errorf("ack: %w", err)
 			}
 			got++
 		}
 	}
 	end, _, err := b.waitDrained(ctx, cons, nil)
 	if err != nil {
-		return nil, err
+		return pub, consume, err
 	}
-	consume := result{
-		row: fmt.Sprintf("1a. JetStream alone: pull consume + ack, batches of %d", consumeBatch), events: n,
-		seconds: end.Sub(began).Seconds(), fetches: -1, cpu: cpu.since(),
-		notes: []string{fmt.Sprintf("%d fetch requests", fetches)},
+	consume = result{
+		events: n, seconds: end.Sub(began).Seconds(), fetches: -1, cpu: cpu.since(),
+		notes: []string{fmt.Sprintf("%d fetch requests; consumer filters %s", fetches, strings.Join(triggers, ", "))},
 	}
-	b.round.consume = consume.rate()
-	return []result{pub, consume}, nil
+	return pub, consume, nil
+}
+
+// dupEvents are the ids of n events over n/factor ids, factor events each,
+// shuffled the same way in every run.
+func dupEvents(n, factor int) []string {
+	distinct := ids(n / factor)
+	events := make([]string, n)
+	for i := range events {
+		events[i] = distinct[i%len(distinct)]
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { events[i], events[j] = events[j], events[i] })
+	return events
 }
 
 // storesAlone is baseline 1b: N shop documents, built by the projection's
@@ -239,13 +269,8 @@ func (b *bench) latency(ctx context.Context) ([]result, error) {
 // all published before the projector starts, then published at a steady
 // rate while it runs.
 func (b *bench) duplicates(ctx context.Context) ([]result, error) {
-	n := b.s.events
-	distinct := ids(n / b.s.dupFactor)
-	events := make([]string, n)
-	for i := range events {
-		events[i] = distinct[i%len(distinct)]
-	}
-	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { events[i], events[j] = events[j], events[i] })
+	distinct := ids(b.s.events / b.s.dupFactor)
+	events := dupEvents(b.s.events, b.s.dupFactor)
 
 	upFront, err := b.projectorRun(ctx, projectorCase{
 		row:   fmt.Sprintf("4. projector, source 0 ms, %d events/id shuffled, all published up front", b.s.dupFactor),
@@ -254,7 +279,7 @@ func (b *bench) duplicates(ctx context.Context) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	upFront.ref, upFront.refRate = "min(1a, 1b)", b.round.ceiling()
+	upFront.ref, upFront.refRate = "min(1a dup, 1b)", b.round.ceilingDups()
 	steady, err := b.projectorRun(ctx, projectorCase{
 		row:   fmt.Sprintf("4. projector, source 0 ms, %d events/id shuffled, published at %d/s while running", b.s.dupFactor, b.s.dupRate),
 		label: "dups", ids: distinct, events: events, rate: b.s.dupRate,
@@ -322,11 +347,12 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 	}
 	// How many messages the projector holds, sampled at every poll: whether
 	// pulling keeps ahead of the workers (MaxHeld is 8 × Batch × Workers).
-	var heldSum, heldMax float64
+	var heldSum, heldMax, unacked float64
 	var polls int
-	end, info, err := b.waitDrained(ctx, cons, func() {
+	end, info, err := b.waitDrained(ctx, cons, func(info *jetstream.ConsumerInfo) {
 		h := run.stats().held
 		heldSum, heldMax, polls = heldSum+h, max(heldMax, h), polls+1
+		unacked += float64(info.NumAckPending)
 	})
 	if err != nil {
 		return result{}, err
@@ -349,7 +375,8 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 			st.batches, float64(fetches)/float64(st.batches), 1000*st.batchSeconds/float64(st.batches)))
 	}
 	if polls > 0 {
-		notes = append(notes, fmt.Sprintf("messages held: mean %.0f, peak %.0f", heldSum/float64(polls), heldMax))
+		notes = append(notes, fmt.Sprintf("messages held: mean %.0f, peak %.0f (JetStream's unacked: mean %.0f)",
+			heldSum/float64(polls), heldMax, unacked/float64(polls)))
 	}
 	notes = append(notes, fmt.Sprintf("mean source GET %.1f ms, Redis pipeline %.1f ms, Elasticsearch _bulk %.1f ms; peak source requests at once: %d",
 		ms(b.times.source.mean()), ms(b.times.redis.mean()), ms(b.times.bulk.mean()), p.api.PeakConcurrency()))
