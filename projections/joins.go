@@ -20,6 +20,14 @@ const ReprojectPrefix = "readside.reproject."
 // their own, so a replay never holds live events back.
 const ReplayPrefix = "readside.replay."
 
+// RetryPrefix starts the subjects of the retries of partial documents
+// ({"id": "42"}): a consumer of their own delays them, so documents waiting
+// for an optional source never hold live events back.
+const RetryPrefix = "readside.retry."
+
+// RetrySubject is the subject of this projection's partial-document retries.
+func (d *Definition) RetrySubject() string { return RetryPrefix + d.Name }
+
 // ReprojectSubject is the subject of this projection's own re-project events.
 func (d *Definition) ReprojectSubject() string { return ReprojectPrefix + d.Name }
 
@@ -36,9 +44,11 @@ func (d *Definition) Subjects() []string {
 	return append(out, d.ReprojectSubject())
 }
 
-// AllSubjects are the live subjects and the replay subject: what the events
-// stream must capture for this projection.
-func (d *Definition) AllSubjects() []string { return append(d.Subjects(), d.ReplaySubject()) }
+// AllSubjects are the live subjects, the replay subject and the retry
+// subject: what the events stream must capture for this projection.
+func (d *Definition) AllSubjects() []string {
+	return append(d.Subjects(), d.ReplaySubject(), d.RetrySubject())
+}
 
 // Event is what an event asks for: project document ID again, or, with
 // Lookup, every document that used entity ID of joined source Lookup.
@@ -50,7 +60,7 @@ type Event struct {
 // Route reads an event: which id it carries and whether it needs a reverse
 // lookup. The error wraps ErrBadEvent when the event is malformed.
 func (d *Definition) Route(subject string, body []byte) (Event, error) {
-	if subject == d.ReprojectSubject() || subject == d.ReplaySubject() {
+	if subject == d.ReprojectSubject() || subject == d.ReplaySubject() || subject == d.RetrySubject() {
 		id, err := Trigger{ID: "body.id"}.IDOf(subject, body)
 		return Event{ID: id}, err
 	}

@@ -154,17 +154,25 @@ func (b *syncBuffer) String() string {
 // start runs a projector of the definition until the test ends.
 func (e *env) start() {
 	e.t.Helper()
+	e.startWith(func(*projector.Options) {})
+}
+
+// startWith starts the projector with options changed by edit.
+func (e *env) startWith(edit func(*projector.Options)) {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	penv := projector.Env{
 		JetStream: e.js, Streams: e.streams, Redis: e.rdb, Elastic: e.es, Log: e.log,
 		SourceRetryBudget: 300 * time.Millisecond,
 	}
-	p, err := projector.ForDefinition(ctx, e.def, penv, projector.Options{
+	o := projector.Options{
 		Batch: 64, Workers: 3, FetchConcurrency: 16,
 		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
 		PartialRetry: 200 * time.Millisecond, ClockSkew: 20 * time.Millisecond,
 		ShutdownGrace: 5 * time.Second,
-	})
+	}
+	edit(&o)
+	p, err := projector.ForDefinition(ctx, e.def, penv, o)
 	if err != nil {
 		cancel()
 		e.t.Fatal(err)
@@ -683,6 +691,27 @@ func TestOptionalSourceDownGivesPartialThatHeals(t *testing.T) {
 		t.Errorf("the events stream moved from %d to %d while healing: something published events", seq, now)
 	}
 	e.waitDrained(15 * time.Second)
+	e.noDeadLetters()
+}
+
+// Documents waiting for an optional source never fill the live consumer's
+// ack-pending limit: with a limit of 50 and 300 shops whose optional sources
+// are down, every shop is written (partial), and a later change of a shop
+// still gets through.
+func TestPartialDocumentsDoNotStallLiveEvents(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.setDown(sampleapi.SourceMenu, 503)
+	e.setDown(sampleapi.SourceAds, 503)
+	e.startWith(func(o *projector.Options) { o.MaxAckPending = 50 })
+	ids := span(1, 300)
+	e.publish(shopChanged(ids)...)
+	e.waitFor(ids, e.partial("menu", "ads"), 60*time.Second, "300 partial documents past an ack-pending limit of 50")
+	e.publish(e.must(e.api.ChangeShop(7)))
+	e.waitFor([]int{7}, e.partial("menu", "ads"), 30*time.Second, "a shop change while 300 documents wait for their sources")
+	e.setDown(sampleapi.SourceMenu, 0)
+	e.setDown(sampleapi.SourceAds, 0)
+	e.waitFor(ids, e.complete, 60*time.Second, "healed documents")
 	e.noDeadLetters()
 }
 

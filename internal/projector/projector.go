@@ -18,6 +18,7 @@ package projector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,7 @@ type Options struct {
 	FetchConcurrency int           // source requests at once per batch [32]
 	MaxHeld          int           // messages held before pulling waits [8 × Batch × Workers]
 	AckWait          time.Duration // the consumer's ack wait; held messages get InProgress every third of it [30s]
+	MaxAckPending    int           // the consumer's limit of unacknowledged events, across replicas [20000]
 	RetryInitial     time.Duration // first retry delay of an id whose dependency failed [250ms]
 	RetryMax         time.Duration // longest retry delay [15s]
 	ShutdownGrace    time.Duration // how long in-flight batches may finish on shutdown [10s]
@@ -143,8 +145,14 @@ type Projector struct {
 	log    *slog.Logger
 	m      *Metrics
 	o      Options
-	label  string             // the projection's name, "/replay" for the replay consumer
-	replay *Projector         // run alongside on the replay consumer, if any
+	label  string     // the projection's name, "/replay" or "/retry" for those consumers
+	replay *Projector // run alongside on the replay consumer, if any
+	retry  *Projector // run alongside on the retry consumer, if any
+	// delays is true on the retry consumer: a partial document's newest event
+	// is redelivered after a backoff. Elsewhere it is acknowledged and a retry
+	// event published, so waiting documents never fill the live consumer's
+	// ack-pending limit.
+	delays bool
 	fanout chan jetstream.Msg // lookup events waiting to fan out
 
 	mu       sync.Mutex
@@ -201,9 +209,12 @@ func (p *Projector) Run(ctx context.Context) error {
 	defer stopGrace()
 
 	var g errgroup.Group
-	var pullErr, replayErr error
+	var pullErr, replayErr, retryErr error
 	if p.replay != nil {
 		g.Go(func() error { replayErr = p.replay.Run(ctx); return nil })
+	}
+	if p.retry != nil {
+		g.Go(func() error { retryErr = p.retry.Run(ctx); return nil })
 	}
 	g.Go(func() error { pullErr = p.pull(ctx); return nil })
 	for range p.o.Workers {
@@ -215,7 +226,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 	g.Wait()
 	p.nakHeld()
-	return errors.Join(pullErr, replayErr)
+	return errors.Join(pullErr, replayErr, retryErr)
 }
 
 // pull fetches messages while there is room and no dependency is failing.
@@ -369,7 +380,7 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 			if p.refs != nil {
 				built = append(built, sink.Built{ID: it.id, Version: it.version, Deleted: it.deleted, Refs: it.refs})
 			}
-			p.ack(it)
+			p.ack(work, it)
 			p.settle(it, nil)
 		case o.permanent:
 			for _, m := range it.msgs {
@@ -439,11 +450,25 @@ func (p *Projector) absorb(batch []item, started time.Time) {
 }
 
 // ack acknowledges the events a written document answers. A partial
-// document keeps its newest event, redelivered after a backoff, so the
-// document is built again when its optional sources may answer: the retry
-// is durable, it survives a crash.
-func (p *Projector) ack(it item) {
+// document is built again later, when its optional sources may answer: on
+// the retry consumer its newest event is redelivered after a backoff;
+// elsewhere a retry event is published first (falling back to the delayed
+// redelivery when it cannot be). Either way the retry is durable.
+func (p *Projector) ack(ctx context.Context, it item) {
 	msgs := it.msgs
+	if len(it.partial) > 0 && !p.delays && p.pub != nil {
+		body, _ := json.Marshal(map[string]string{"id": it.id})
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), body,
+			jetstream.WithMsgID(fmt.Sprintf("retry-%s-%s-%d", p.def.Name, it.id, it.version)))
+		cancel()
+		if err == nil {
+			p.m.Events.WithLabelValues(p.label, "partial").Inc()
+			it.partial = nil // the retry consumer has it now
+		} else {
+			p.log.Warn("publishing a partial document's retry failed; redelivering its event later instead", "id", it.id, "err", err)
+		}
+	}
 	if len(it.partial) > 0 {
 		newest := len(msgs) - 1
 		for i, m := range msgs {

@@ -55,19 +55,19 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 			"projection", def.Name, "alias", def.Elasticsearch.Alias, "fields", added)
 	}
 	rd := sink.NewRedis(env.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key, TombstoneTTL: env.TombstoneTTL})
-	cons, err := env.Streams.Consumer(ctx, def.Name, def.Subjects(), stream.ConsumerConfig{AckWait: o.AckWait})
+	cons, err := env.Streams.Consumer(ctx, def.Name, def.Subjects(), stream.ConsumerConfig{AckWait: o.AckWait, MaxAckPending: o.MaxAckPending})
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
 	parts := Parts{
-		Def: def, Consumer: cons, DLQ: env.Streams, Log: env.Log, Metrics: env.Metrics,
+		Def: def, Consumer: cons, DLQ: env.Streams, Log: env.Log, Metrics: env.Metrics, Publisher: env.JetStream,
 		Stores: []NamedStore{{Name: "redis", Store: rd}, {Name: "elasticsearch", Store: es}},
 	}
 	var ao assemble.Options
 	for i := range def.Sources {
 		if def.Looked(i) {
 			refs := sink.NewRefs(env.Redis, RefsPrefix(def), env.TombstoneTTL)
-			parts.Refs, parts.Publisher = refs, env.JetStream
+			parts.Refs = refs
 			ao.BeforeJoin = func(ctx context.Context, rs []assemble.Ref) error {
 				conv := make([]sink.Ref, len(rs))
 				for j, r := range rs {
@@ -85,7 +85,7 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 	// Re-issued events have a consumer of their own, served by a smaller
 	// projector alongside, so a replay never holds live events back; the
 	// replay tool's rate limit bounds what it asks of the sources.
-	rcons, err := env.Streams.ReplayConsumer(ctx, def.Name, def.ReplaySubject(), stream.ConsumerConfig{AckWait: o.AckWait})
+	rcons, err := env.Streams.ReplayConsumer(ctx, def.Name, def.ReplaySubject(), stream.ConsumerConfig{AckWait: o.AckWait, MaxAckPending: o.MaxAckPending})
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
@@ -96,5 +96,20 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 	live.replay = New(rparts, ro)
 	live.replay.label = def.Name + "/replay"
 	live.replay.log = live.log.With("consumer", "replay")
+
+	// Partial documents wait for their optional sources on a consumer of
+	// their own: a long outage fills only its ack-pending limit.
+	tcons, err := env.Streams.RetryConsumer(ctx, def.Name, def.RetrySubject(), stream.ConsumerConfig{AckWait: o.AckWait, MaxAckPending: o.MaxAckPending})
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
+	}
+	tparts, to := parts, o
+	tparts.Consumer = tcons
+	to.Workers = 1
+	to.MaxHeld = 4 * o.Batch
+	live.retry = New(tparts, to)
+	live.retry.label = def.Name + "/retry"
+	live.retry.log = live.log.With("consumer", "retry")
+	live.retry.delays = true
 	return live, nil
 }

@@ -168,6 +168,14 @@ func (s *Setup) ReplayConsumer(ctx context.Context, name, subject string, cc Con
 	return s.consumer(ctx, ReplayConsumerName(name), "Readside replay of "+name, []string{subject}, cc)
 }
 
+// RetryConsumerName is the durable consumer of a projection's partial-document retries.
+func RetryConsumerName(projection string) string { return "readside_" + projection + "_retry" }
+
+// RetryConsumer is Consumer for the projection's partial-document retries.
+func (s *Setup) RetryConsumer(ctx context.Context, name, subject string, cc ConsumerConfig) (jetstream.Consumer, error) {
+	return s.consumer(ctx, RetryConsumerName(name), "Readside retries of partial "+name+" documents", []string{subject}, cc)
+}
+
 func (s *Setup) consumer(ctx context.Context, durable, description string, subjects []string, cc ConsumerConfig) (jetstream.Consumer, error) {
 	if cc.AckWait == 0 {
 		cc.AckWait = 30 * time.Second
