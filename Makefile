@@ -10,7 +10,7 @@ export READSIDE_TEST_ES_URL ?= http://127.0.0.1:$(READSIDE_TEST_ES_PORT)
 
 TESTENV := bash scripts/testenv.sh
 
-.PHONY: test testenv testenv-down bench build demo
+.PHONY: test testenv testenv-down bench querybench build demo
 
 test: testenv
 	go vet ./...
@@ -22,12 +22,16 @@ testenv:
 testenv-down:
 	$(TESTENV) down
 
-bench: testenv
+bench: testenv querybench
 	go run ./cmd/bench
+
+querybench: testenv
+	go run ./cmd/querybench
 
 build:
 	go build ./...
 
-demo:
-	@echo "make demo arrives with issue 6 (embedded defaults); see README" >&2
-	@exit 1
+# The whole example on one machine: JetStream embedded, Redis and Elasticsearch
+# of the project's own (scripts/testenv.sh; fully embedded stores are issue 6).
+demo: testenv
+	go run ./examples/shopdisplay/cmd/demo

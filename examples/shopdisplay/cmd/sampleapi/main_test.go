@@ -23,7 +23,7 @@ func TestPublishRetriesUntilTheStreamExists(t *testing.T) {
 	_, js := testenv.StartJetStream(t).Connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	publish := retrying(js, discard())
+	publish := sampleapi.Retrying(js, discard())
 	done := make(chan error, 1)
 	go func() { done <- publish(ctx, "shop.changed.7") }()
 	select {
@@ -55,11 +55,11 @@ func TestAdminEndpoints(t *testing.T) {
 	var published []string
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
-	mux.Handle("POST /admin/change", changeHandler(api, func(_ context.Context, s string) error {
+	mux.Handle("POST /admin/change", sampleapi.ChangeHandler(api, func(_ context.Context, s string) error {
 		published = append(published, s)
 		return nil
 	}))
-	mux.Handle("POST /admin/down", downHandler(api, discard()))
+	mux.Handle("POST /admin/down", sampleapi.DownHandler(api, discard()))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	post := func(path string) (int, string) {
