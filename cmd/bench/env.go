@@ -121,7 +121,7 @@ func (b *bench) connectStores(ctx context.Context) error {
 	}
 	conn.Close()
 	// The settings of cmd/projector (internal/config.Backends).
-	b.rdb = redis.NewClient(&redis.Options{Addr: b.s.redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	b.rdb = redis.NewClient(&redis.Options{Addr: b.s.redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, ContextTimeoutEnabled: true})
 	b.rdb.AddHook(pipelineHook{&b.times.redis})
 	info, err := b.rdb.Info(ctx, "server").Result()
 	if err != nil {

@@ -72,7 +72,7 @@ func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*
 func (b *bench) connect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	b.rdb = redis.NewClient(&redis.Options{Addr: b.s.redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	b.rdb = redis.NewClient(&redis.Options{Addr: b.s.redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, ContextTimeoutEnabled: true})
 	info, err := b.rdb.Info(ctx, "server").Result()
 	if err != nil {
 		return fmt.Errorf("Redis at %s does not answer (%v): %s", b.s.redisAddr, err, howToStart)

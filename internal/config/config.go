@@ -120,6 +120,9 @@ func (b *Backends) Redis() redis.UniversalClient {
 	o := &redis.UniversalOptions{
 		Addrs: b.RedisAddrs, Username: b.RedisUsername, Password: string(b.RedisPassword),
 		PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second,
+		// Calls end at their context's deadline, not only at ReadTimeout: the
+		// query API gives Redis part of a request's deadline.
+		ContextTimeoutEnabled: true,
 	}
 	if b.RedisTLS {
 		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

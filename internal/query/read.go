@@ -21,7 +21,7 @@ import (
 // that could be given neither way.
 func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[string]doc, gone map[string]bool, err error) {
 	docs, gone = make(map[string]doc, len(ids)), map[string]bool{}
-	stored, rerr := v.redisCB.Execute(func() ([]*sink.Stored, error) { return v.Docs.GetMany(ctx, ids) })
+	stored, rerr := v.redisCB.Execute(func() ([]*sink.Stored, error) { return s.stored(ctx, v, ids) })
 	var build []string
 	for i, id := range ids {
 		switch {
@@ -65,6 +65,27 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[stri
 	return docs, gone, err
 }
 
+// stored reads ids from Redis, giving it half of the time the request has
+// left, so that a Redis that is slow or does not answer still leaves time to
+// build the documents from the sources. The error wraps
+// context.DeadlineExceeded when Redis took too long, and context.Canceled
+// when the caller went away (not Redis's fault).
+func (s *Server) stored(ctx context.Context, v *view, ids []string) ([]*sink.Stored, error) {
+	budget := s.o.RequestTimeout / 2
+	if d, ok := ctx.Deadline(); ok {
+		budget = time.Until(d) / 2
+	}
+	rctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	// The Redis client must honour deadlines (go-redis ContextTimeoutEnabled,
+	// as config.Backends sets it): then a slow Redis costs at most budget.
+	docs, err := v.Docs.GetMany(rctx, ids)
+	if err != nil && rctx.Err() != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("query: redis did not answer within %s: %w", budget.Round(time.Millisecond), err)
+	}
+	return docs, err
+}
+
 // build builds one document from the sources. Concurrent builds of one id
 // share one: the first caller's build runs detached from its request, bounded
 // by the request timeout, so a client hanging up does not fail the others.
@@ -92,7 +113,9 @@ func (s *Server) reproject(v *view, ids []string) {
 	for _, id := range ids {
 		body, _ := json.Marshal(map[string]string{"id": id})
 		msgID := fmt.Sprintf("reproject-%s-%s-%d", v.Def.Name, id, bucket)
-		if _, err := s.pub.PublishAsync(v.Def.ReprojectSubject(), body, jetstream.WithMsgID(msgID)); err != nil {
+		// A NATS outage must not slow a read: wait at most a millisecond.
+		_, err := s.pub.PublishAsync(v.Def.ReprojectSubject(), body, jetstream.WithMsgID(msgID), jetstream.WithStallWait(time.Millisecond))
+		if err != nil {
 			s.log.Debug("publishing a re-project event failed", "projection", v.Def.Name, "id", id, "err", err)
 		}
 	}

@@ -64,7 +64,7 @@ func Redis(t testing.TB) *redis.Client {
 // RedisAt is Redis for another address, such as a fault proxy in front of the test Redis.
 func RedisAt(t testing.TB, addr string) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: addr})
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

@@ -84,7 +84,7 @@ func run(ctx context.Context) error {
 
 	redisAddr := config.Env("READSIDE_TEST_REDIS_ADDR", "127.0.0.1:6391")
 	esURL := config.Env("READSIDE_TEST_ES_URL", "http://127.0.0.1:9251")
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("Redis at %s does not answer (%v): run `make demo`, which starts it", redisAddr, err)
