@@ -76,7 +76,11 @@ func (r *Reissuer) Reissue(ctx context.Context, ids []string) error {
 			return fmt.Errorf("replay: %w", err)
 		}
 		if err := r.lim.Wait(ctx); err != nil {
-			return err
+			if cerr := ctx.Err(); cerr != nil {
+				return cerr
+			}
+			// The wait would outlast ctx's deadline: as good as reached.
+			return fmt.Errorf("replay: %w (%v)", context.DeadlineExceeded, err)
 		}
 		if r.o.DryRun {
 			r.done.Add(1)
