@@ -110,3 +110,24 @@ func SubjectMatches(filter, subject string) bool {
 		filter, subject = frest, srest
 	}
 }
+
+// Covers reports whether subject filter a matches every subject filter b
+// matches (so b adds nothing next to a).
+func Covers(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i, t := range at {
+		switch {
+		case t == ">":
+			return i < len(bt)
+		case i >= len(bt):
+			return false
+		case t == "*":
+			if bt[i] == ">" {
+				return false
+			}
+		case t != bt[i]:
+			return false
+		}
+	}
+	return len(at) == len(bt)
+}

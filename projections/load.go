@@ -224,6 +224,11 @@ func (d *Definition) validate(v *validator, o Options) {
 		if err := validSubjectFilter(t.Subject); err != nil {
 			v.addf([]any{"triggers", i, "subject"}, "%v", err)
 		}
+		for j, o := range d.Triggers[:i] {
+			if Covers(o.Subject, t.Subject) || Covers(t.Subject, o.Subject) {
+				v.addf([]any{"triggers", i, "subject"}, "%q overlaps triggers[%d] %q: an event would match both; make the subjects distinct", t.Subject, j, o.Subject)
+			}
+		}
 		switch {
 		case t.ID == "", t.ID == "subject":
 		case strings.HasPrefix(t.ID, "body.") && len(t.ID) > len("body."):

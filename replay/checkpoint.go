@@ -209,7 +209,7 @@ func (e *Env) checkEvents(ctx context.Context, def *projections.Definition) erro
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(s.CachedInfo().Config.Subjects, func(f string) bool { return covers(f, def.ReplaySubject()) }) {
+	if !slices.ContainsFunc(s.CachedInfo().Config.Subjects, func(f string) bool { return projections.Covers(f, def.ReplaySubject()) }) {
 		return fmt.Errorf("replay: stream %s does not capture %s: start the projector with projection %s once (it adds the subject), then replay",
 			e.events(), def.ReplaySubject(), def.Name)
 	}
@@ -227,26 +227,6 @@ func (e *Env) stream(ctx context.Context, name string) (jetstream.Stream, error)
 		return nil, fmt.Errorf("replay: looking up stream %s: %w", name, err)
 	}
 	return s, nil
-}
-
-// covers reports whether subject filter a matches every subject filter b matches.
-func covers(a, b string) bool {
-	at, bt := strings.Split(a, "."), strings.Split(b, ".")
-	for i, t := range at {
-		switch {
-		case t == ">":
-			return i < len(bt)
-		case i >= len(bt):
-			return false
-		case t == "*":
-			if bt[i] == ">" {
-				return false
-			}
-		case t != bt[i]:
-			return false
-		}
-	}
-	return len(at) == len(bt)
 }
 
 // Options tune a run. The zero value re-issues DefaultRate ids per second,

@@ -194,7 +194,7 @@ func (e *Env) seqAt(ctx context.Context, stream string, t time.Time) (seq uint64
 func disjoint(filters []string) []string {
 	var out []string
 	for i, f := range filters {
-		covered := slices.ContainsFunc(filters, func(g string) bool { return g != f && covers(g, f) }) ||
+		covered := slices.ContainsFunc(filters, func(g string) bool { return g != f && projections.Covers(g, f) }) ||
 			slices.Contains(filters[:i], f)
 		if !covered {
 			out = append(out, f)

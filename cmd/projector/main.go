@@ -47,13 +47,10 @@ func main() {
 }
 
 type settings struct {
-	backends     config.Backends
-	definitions  string
+	config.Common
 	stream       string
 	dlqStream    string
 	metricsAddr  string
-	logLevel     string
-	logFormat    string
 	tombstoneTTL time.Duration
 	retryBudget  time.Duration
 	opts         projector.Options
@@ -61,21 +58,12 @@ type settings struct {
 
 func parse(args []string, out io.Writer) (*settings, error) {
 	s := &settings{}
-	fs := flag.NewFlagSet("projector", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: projector -definitions DIR|FILE [flags]\n\n"+
-			"Consumes change events from JetStream and writes the projections' documents\n"+
-			"to Redis and Elasticsearch. Every flag reads the environment variable in brackets.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	s.backends.Register(fs)
-	fs.StringVar(&s.definitions, "definitions", config.Env("READSIDE_DEFINITIONS", ""), "projection definition file, or directory of *.yaml files [$READSIDE_DEFINITIONS]")
+	fs := config.NewFlagSet("projector", "projector -definitions DIR|FILE [flags]",
+		"Consumes change events from JetStream and writes the projections' documents\nto Redis and Elasticsearch.\n", out)
+	s.Common.Register(fs)
 	fs.StringVar(&s.stream, "stream", config.Env("READSIDE_STREAM", "READSIDE_EVENTS"), "JetStream stream of change events [$READSIDE_STREAM]")
 	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics and /healthz; empty disables [$READSIDE_METRICS_ADDR]")
-	fs.StringVar(&s.logLevel, "log-level", config.Env("READSIDE_LOG_LEVEL", "info"), "debug, info, warn or error [$READSIDE_LOG_LEVEL]")
-	fs.StringVar(&s.logFormat, "log-format", config.Env("READSIDE_LOG_FORMAT", "text"), "text or json [$READSIDE_LOG_FORMAT]")
 	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
 	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
 	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", 256), "ids per write batch [$READSIDE_BATCH]")
@@ -93,14 +81,11 @@ func parse(args []string, out io.Writer) (*settings, error) {
 }
 
 func (s *settings) validate() error {
-	errs := []error{s.backends.Validate(), config.CheckEnv(
+	errs := []error{s.Common.Validate(), config.CheckEnv(
 		[]string{"READSIDE_BATCH", "READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY"},
 		[]string{"READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_ACK_WAIT", "READSIDE_SHUTDOWN_GRACE"})}
 	if s.opts.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("-ack-wait must be at least 1s, not %s", s.opts.AckWait))
-	}
-	if s.definitions == "" {
-		errs = append(errs, errors.New("-definitions is required: a projection definition file or a directory of them"))
 	}
 	for name, v := range map[string]int{"-batch": s.opts.Batch, "-workers": s.opts.Workers, "-fetch-concurrency": s.opts.FetchConcurrency} {
 		if v < 1 {
@@ -115,11 +100,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := config.Logger(stderr, s.logLevel, s.logFormat)
+	log, err := s.Common.Logger(stderr)
 	if err != nil {
 		return err
 	}
-	defs, err := projections.LoadDir(s.definitions, projections.Options{})
+	defs, err := projections.LoadDir(s.Definitions, projections.Options{})
 	if err != nil {
 		return fmt.Errorf("loading definitions:\n%w", err)
 	}
@@ -128,7 +113,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := projector.NewMetrics(reg)
 
-	nc, err := s.backends.NATS("readside-projector")
+	nc, err := s.Backends.NATS("readside-projector")
 	if err != nil {
 		return err
 	}
@@ -145,9 +130,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rdb := s.backends.Redis()
+	rdb := s.Backends.Redis()
 	defer rdb.Close()
-	es, err := s.backends.Elastic()
+	es, err := s.Backends.Elastic()
 	if err != nil {
 		return err
 	}
@@ -192,8 +177,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		})
 	}
 	log.Info("projector running", "projections", strings.Join(names, ","), "stream", s.stream,
-		"nats", s.backends.NATSURL, "redis", strings.Join(s.backends.RedisAddrs, ","),
-		"elasticsearch", strings.Join(s.backends.ElasticURLs, ","), "metrics", s.metricsAddr)
+		"nats", s.Backends.NATSURL, "redis", strings.Join(s.Backends.RedisAddrs, ","),
+		"elasticsearch", strings.Join(s.Backends.ElasticURLs, ","), "metrics", s.metricsAddr)
 	err = g.Wait()
 	log.Info("projector stopped", "err", err)
 	return err

@@ -98,7 +98,7 @@ func TestParseFlags(t *testing.T) {
 			name: "defaults",
 			args: []string{"-definitions", "defs"},
 			check: func(t *testing.T, s *settings) {
-				b := s.backends
+				b := s.Backends
 				if b.NATSURL != "nats://127.0.0.1:4222" || !slices.Equal(b.RedisAddrs, []string{"127.0.0.1:6379"}) ||
 					!slices.Equal(b.ElasticURLs, []string{"http://127.0.0.1:9200"}) {
 					t.Errorf("backends %+v: want the local defaults", b)
@@ -126,15 +126,15 @@ func TestParseFlags(t *testing.T) {
 			},
 			args: []string{},
 			check: func(t *testing.T, s *settings) {
-				b := s.backends
-				if s.definitions != "/etc/readside" || b.NATSURL != "nats://nats:4222" || !b.RedisTLS ||
+				b := s.Backends
+				if s.Definitions != "/etc/readside" || b.NATSURL != "nats://nats:4222" || !b.RedisTLS ||
 					!slices.Equal(b.RedisAddrs, []string{"r1:6379", "r2:6379"}) ||
 					!slices.Equal(b.ElasticURLs, []string{"https://es1:9200", "https://es2:9200"}) ||
 					b.ElasticUsername != "elastic" || b.ElasticPassword != "from-env" {
-					t.Errorf("definitions %q, backends %+v: want the environment's", s.definitions, b)
+					t.Errorf("definitions %q, backends %+v: want the environment's", s.Definitions, b)
 				}
-				if s.stream != "EVENTS" || s.metricsAddr != ":9000" || s.logLevel != "debug" || s.tombstoneTTL != time.Hour {
-					t.Errorf("stream %q, metrics %q, log level %q, tombstone TTL %v: want the environment's", s.stream, s.metricsAddr, s.logLevel, s.tombstoneTTL)
+				if s.stream != "EVENTS" || s.metricsAddr != ":9000" || s.LogLevel != "debug" || s.tombstoneTTL != time.Hour {
+					t.Errorf("stream %q, metrics %q, log level %q, tombstone TTL %v: want the environment's", s.stream, s.metricsAddr, s.LogLevel, s.tombstoneTTL)
 				}
 				if o := s.opts; o.Batch != 7 || o.Workers != 2 || o.ShutdownGrace != 3*time.Second {
 					t.Errorf("options %+v: want the environment's", o)
@@ -146,9 +146,9 @@ func TestParseFlags(t *testing.T) {
 			env:  map[string]string{"READSIDE_REDIS_ADDR": "r1:6379", "READSIDE_BATCH": "7", "READSIDE_ES_PASSWORD": "from-env"},
 			args: []string{"-definitions", "defs", "-redis-addr", "r9:6379", "-batch", "9", "-es-password", "from-flag"},
 			check: func(t *testing.T, s *settings) {
-				if !slices.Equal(s.backends.RedisAddrs, []string{"r9:6379"}) || s.opts.Batch != 9 || s.backends.ElasticPassword != "from-flag" {
+				if !slices.Equal(s.Backends.RedisAddrs, []string{"r9:6379"}) || s.opts.Batch != 9 || s.Backends.ElasticPassword != "from-flag" {
 					t.Errorf("redis %v, batch %d, es password set from flag %v: want the flags'",
-						s.backends.RedisAddrs, s.opts.Batch, s.backends.ElasticPassword == "from-flag")
+						s.Backends.RedisAddrs, s.opts.Batch, s.Backends.ElasticPassword == "from-flag")
 				}
 			},
 		},
@@ -210,7 +210,7 @@ func TestSecretsStayOutOfOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.backends.ElasticPassword != "es-pass-Zq1" || s.backends.RedisPassword != "redis-pass-Zq2" || s.backends.ElasticAPIKey != "api-key-Zq3" {
+	if s.Backends.ElasticPassword != "es-pass-Zq1" || s.Backends.RedisPassword != "redis-pass-Zq2" || s.Backends.ElasticAPIKey != "api-key-Zq3" {
 		t.Fatal("the secrets given by flag were not parsed")
 	}
 	for _, h := range []struct {
@@ -223,8 +223,8 @@ func TestSecretsStayOutOfOutput(t *testing.T) {
 		t.Run("slog "+h.format, func(t *testing.T) {
 			var buf bytes.Buffer
 			log := slog.New(h.new(&buf))
-			log.Info("config", "backends", s.backends)
-			log.Info("secrets", "es_password", s.backends.ElasticPassword, "redis_password", s.backends.RedisPassword, "es_api_key", s.backends.ElasticAPIKey)
+			log.Info("config", "backends", s.Backends)
+			log.Info("secrets", "es_password", s.Backends.ElasticPassword, "redis_password", s.Backends.RedisPassword, "es_api_key", s.Backends.ElasticAPIKey)
 			if !strings.Contains(buf.String(), "[redacted]") {
 				t.Errorf("log has no [redacted] value:\n%s", buf.String())
 			}

@@ -47,30 +47,20 @@ func main() {
 }
 
 type settings struct {
-	backends    config.Backends
-	definitions string
+	config.Common
 	addr        string
 	noPublish   bool
 	cursorKey   config.Secret
 	retryBudget time.Duration
-	logLevel    string
-	logFormat   string
 	accessLog   bool
 	opts        query.Options
 }
 
 func parse(args []string, out io.Writer) (*settings, error) {
 	s := &settings{}
-	fs := flag.NewFlagSet("queryapi", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: queryapi -definitions DIR|FILE [flags]\n\n"+
-			"Serves detail, multi-get, list and search over the projections, falling back to the\n"+
-			"source APIs when a store misses or fails. Every flag reads the environment variable in brackets.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	s.backends.Register(fs)
-	fs.StringVar(&s.definitions, "definitions", config.Env("READSIDE_DEFINITIONS", ""), "projection definition file, or directory of *.yaml files [$READSIDE_DEFINITIONS]")
+	fs := config.NewFlagSet("queryapi", "queryapi -definitions DIR|FILE [flags]",
+		"Serves detail, multi-get, list and search over the projections, falling back to the\nsource APIs when a store misses or fails.\n", out)
+	s.Common.Register(fs)
 	fs.StringVar(&s.addr, "addr", config.Env("READSIDE_QUERY_ADDR", "127.0.0.1:8080"), "address to serve on [$READSIDE_QUERY_ADDR]")
 	fs.DurationVar(&s.opts.RequestTimeout, "request-timeout", config.EnvDuration("READSIDE_REQUEST_TIMEOUT", 2*time.Second), "deadline of one request; every backend call gets what remains [$READSIDE_REQUEST_TIMEOUT]")
 	fs.IntVar(&s.opts.SourceConcurrency, "source-concurrency", config.EnvInt("READSIDE_SOURCE_CONCURRENCY", 16), "fallback requests at once to each source API [$READSIDE_SOURCE_CONCURRENCY]")
@@ -81,20 +71,15 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.Func("cursor-key", "base64 key signing list cursors; give every replica the same one [$READSIDE_CURSOR_KEY] (default: random per process)", func(v string) error { s.cursorKey = config.Secret(v); return nil })
 	fs.BoolVar(&s.noPublish, "no-reproject", config.Env("READSIDE_NO_REPROJECT", "") == "true", "do not publish re-project events for documents built from the sources [$READSIDE_NO_REPROJECT=true]")
 	fs.BoolVar(&s.accessLog, "access-log", config.Env("READSIDE_ACCESS_LOG", "true") == "true", "log every request [$READSIDE_ACCESS_LOG]")
-	fs.StringVar(&s.logLevel, "log-level", config.Env("READSIDE_LOG_LEVEL", "info"), "debug, info, warn or error [$READSIDE_LOG_LEVEL]")
-	fs.StringVar(&s.logFormat, "log-format", config.Env("READSIDE_LOG_FORMAT", "text"), "text or json [$READSIDE_LOG_FORMAT]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
 	}
-	errs := []error{s.backends.Validate(), config.CheckEnv(
+	errs := []error{s.Common.Validate(), config.CheckEnv(
 		[]string{"READSIDE_SOURCE_CONCURRENCY", "READSIDE_MAX_LIMIT", "READSIDE_MAX_IDS"},
 		[]string{"READSIDE_REQUEST_TIMEOUT", "READSIDE_SOURCE_RETRY_BUDGET"})}
-	if s.definitions == "" {
-		errs = append(errs, errors.New("-definitions is required: a projection definition file or a directory of them"))
-	}
 	if s.opts.RequestTimeout < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("-request-timeout %s is too short", s.opts.RequestTimeout))
 	}
@@ -120,17 +105,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	log, err := config.Logger(stderr, s.logLevel, s.logFormat)
+	log, err := s.Common.Logger(stderr)
 	if err != nil {
 		return err
 	}
-	defs, err := projections.LoadDir(s.definitions, projections.Options{})
+	defs, err := projections.LoadDir(s.Definitions, projections.Options{})
 	if err != nil {
 		return fmt.Errorf("loading definitions:\n%w", err)
 	}
-	rdb := s.backends.Redis()
+	rdb := s.Backends.Redis()
 	defer rdb.Close()
-	es, err := s.backends.Elastic()
+	es, err := s.Backends.Elastic()
 	if err != nil {
 		return err
 	}
@@ -138,10 +123,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	var nc *nats.Conn
 	if !s.noPublish {
 		// NATS is only for re-project events: the API serves without it.
-		nc, err = nats.Connect(s.backends.NATSURL, nats.Name("readside-queryapi"), nats.MaxReconnects(-1),
+		nc, err = nats.Connect(s.Backends.NATSURL, nats.Name("readside-queryapi"), nats.MaxReconnects(-1),
 			nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second))
 		if err != nil {
-			return fmt.Errorf("NATS at %s: %w", s.backends.NATSURL, err)
+			return fmt.Errorf("NATS at %s: %w", s.Backends.NATSURL, err)
 		}
 		defer nc.Close()
 		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
@@ -199,7 +184,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		names[i] = d.Name
 	}
 	log.Info("query API serving", "addr", ln.Addr().String(), "projections", strings.Join(names, ","),
-		"redis", strings.Join(s.backends.RedisAddrs, ","), "elasticsearch", strings.Join(s.backends.ElasticURLs, ","))
+		"redis", strings.Join(s.Backends.RedisAddrs, ","), "elasticsearch", strings.Join(s.Backends.ElasticURLs, ","))
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

@@ -234,3 +234,45 @@ func Logger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("-log-format: %q is neither text nor json", format)
 }
+
+// Common is what every Readside daemon reads: the backends, the projection
+// definitions, and how to log.
+type Common struct {
+	Backends
+	Definitions string
+	LogLevel    string
+	LogFormat   string
+}
+
+// Register declares the common flags on fs, each defaulting to its environment variable.
+func (c *Common) Register(fs *flag.FlagSet) {
+	c.Backends.Register(fs)
+	fs.StringVar(&c.Definitions, "definitions", Env("READSIDE_DEFINITIONS", ""), "projection definition file, or directory of *.yaml files [$READSIDE_DEFINITIONS]")
+	fs.StringVar(&c.LogLevel, "log-level", Env("READSIDE_LOG_LEVEL", "info"), "debug, info, warn or error [$READSIDE_LOG_LEVEL]")
+	fs.StringVar(&c.LogFormat, "log-format", Env("READSIDE_LOG_FORMAT", "text"), "text or json [$READSIDE_LOG_FORMAT]")
+}
+
+// Validate reports every problem of the common settings at once.
+func (c *Common) Validate() error {
+	errs := []error{c.Backends.Validate()}
+	if c.Definitions == "" {
+		errs = append(errs, errors.New("-definitions is required: a projection definition file or a directory of them"))
+	}
+	return errors.Join(errs...)
+}
+
+// Logger builds the process logger writing to w.
+func (c *Common) Logger(w io.Writer) (*slog.Logger, error) { return Logger(w, c.LogLevel, c.LogFormat) }
+
+// NewFlagSet returns a flag set for command name that prints usage (the
+// usage line and a description) and its flags to out, and returns errors
+// instead of exiting.
+func NewFlagSet(name, usage, description string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: %s\n\n%s\nEvery flag reads the environment variable in brackets.\n\nFlags:\n", usage, description)
+		fs.PrintDefaults()
+	}
+	return fs
+}

@@ -9,11 +9,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/readside/readside/projections"
 )
 
 // Dead-letter entry headers. The entry's data is the original event body.
@@ -121,31 +122,11 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 func uncovered(have, want []string) []string {
 	var out []string
 	for _, w := range want {
-		if !slices.ContainsFunc(have, func(h string) bool { return covers(h, w) }) && !slices.Contains(out, w) {
+		if !slices.ContainsFunc(have, func(h string) bool { return projections.Covers(h, w) }) && !slices.Contains(out, w) {
 			out = append(out, w)
 		}
 	}
 	return out
-}
-
-// covers reports whether filter a matches every subject filter b matches.
-func covers(a, b string) bool {
-	at, bt := strings.Split(a, "."), strings.Split(b, ".")
-	for i, t := range at {
-		switch {
-		case t == ">":
-			return i < len(bt)
-		case i >= len(bt):
-			return false
-		case t == "*":
-			if bt[i] == ">" {
-				return false
-			}
-		case t != bt[i]:
-			return false
-		}
-	}
-	return len(at) == len(bt)
 }
 
 // ConsumerConfig tunes a projection's durable consumer.
