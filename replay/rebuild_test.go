@@ -592,7 +592,7 @@ func TestRebuildShortStopsAndContinues(t *testing.T) {
 	if !strings.Contains(out.String(), "continuing the rebuild into "+alias+"-v7") {
 		t.Errorf("the output does not say it continues")
 	}
-	r.waitConverged(def, ids, 10*time.Second)
+	r.waitConverged(def, ids, 30*time.Second)
 	if got := r.liveCount(alias); got != int64(len(ids)) {
 		t.Errorf("%d live documents behind the alias, want %d", got, len(ids))
 	}

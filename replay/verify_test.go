@@ -202,15 +202,19 @@ func (r *rbRig) replayed(def *projections.Definition) []string {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(def.ReplaySubject()))
+	if err != nil {
+		r.t.Fatal(err)
+	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{def.ReplaySubject()}})
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	var ids []string
-	for {
-		m, err := c.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+	for range info.State.Subjects[def.ReplaySubject()] {
+		m, err := c.Next(jetstream.FetchMaxWait(10 * time.Second))
 		if err != nil {
-			return ids
+			r.t.Fatalf("reading the replay subject: %v", err)
 		}
 		var body struct{ ID string }
 		if err := json.Unmarshal(m.Data(), &body); err != nil {
@@ -218,6 +222,7 @@ func (r *rbRig) replayed(def *projections.Definition) []string {
 		}
 		ids = append(ids, body.ID)
 	}
+	return ids
 }
 
 // TestVerifyRechecks: a document that changes while it is checked (its
@@ -246,7 +251,7 @@ func TestVerifyRechecks(t *testing.T) {
 		case <-time.After(20 * time.Second):
 		}
 	}()
-	rep, err := r.env.Verify(context.Background(), def, replay.VerifyOptions{All: true, Rate: -1, Recheck: 3 * time.Second, Notes: notes})
+	rep, err := r.env.Verify(context.Background(), def, replay.VerifyOptions{All: true, Rate: -1, Recheck: 5 * time.Second, Notes: notes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,6 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/stream"
@@ -71,6 +70,7 @@ type world struct {
 	api     *testenv.ShopAPI
 	js      *testenv.JetStream
 	jsc     jetstream.JetStream
+	streams *stream.Setup // the projector binary's default streams (-stream, -dlq-stream)
 	def     *projections.Definition
 	defFile string
 	redis   *sink.Redis
@@ -95,11 +95,11 @@ func newWorld(t *testing.T) *world {
 	}
 	_, w.jsc = w.js.Connect(t)
 	// The stream exists before the projector starts, so events can wait for it.
-	if _, err := stream.Ensure(context.Background(), w.jsc, stream.Config{}, []string{w.ns + ".shop.changed.*", w.ns + ".shop.events"}); err != nil {
+	if w.streams, err = stream.Ensure(context.Background(), w.jsc, stream.Config{}, []string{w.ns + ".shop.changed.*", w.ns + ".shop.events"}); err != nil {
 		t.Fatal(err)
 	}
 	rdb := testenv.Redis(t)
-	t.Cleanup(func() { deleteKeys(rdb, w.ns+":*") })
+	testenv.CleanRedis(t, rdb, w.ns)
 	w.redis = sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: w.def.Redis.Key})
 	w.es = testenv.Elastic(t, w.ns)
 	t.Cleanup(func() {
@@ -110,14 +110,6 @@ func newWorld(t *testing.T) *world {
 		}
 	})
 	return w
-}
-
-func deleteKeys(c *redis.Client, match string) {
-	ctx := context.Background()
-	iter := c.Scan(ctx, 0, match, 1000).Iterator()
-	for iter.Next(ctx) {
-		c.Del(ctx, iter.Val())
-	}
 }
 
 // publish sends the change events of ids, count(i) events for ids[i], every
@@ -378,40 +370,20 @@ func (w *world) waitFor(d time.Duration, what string, cond func() (bool, string)
 // delivered yet and how many it has delivered without an ack.
 func (w *world) consumerState() (pending uint64, ackPending int) {
 	w.t.Helper()
-	c, err := w.jsc.Consumer(context.Background(), "READSIDE_EVENTS", stream.ConsumerName(w.def.Name))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	info, err := c.Info(context.Background())
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return info.NumPending, info.NumAckPending
+	return testenv.ConsumerState(w.t, w.jsc, w.streams.Config().Events, stream.ConsumerName(w.def.Name))
 }
 
-func (w *world) drained() (bool, string) {
-	p, a := w.consumerState()
-	return p == 0 && a == 0, fmt.Sprintf("%d pending, %d ack pending", p, a)
+// waitDrained waits until the projection's consumer has every event acked.
+func (w *world) waitDrained(d time.Duration) {
+	w.t.Helper()
+	testenv.WaitDrained(w.t, w.jsc, w.streams.Config().Events, stream.ConsumerName(w.def.Name), d)
 }
 
 // checkNoDeadLetters fails the test when the dead-letter stream holds an entry.
 func (w *world) checkNoDeadLetters() {
 	w.t.Helper()
-	ctx := context.Background()
-	s, err := w.jsc.Stream(ctx, "READSIDE_DLQ")
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	if n := info.State.Msgs; n > 0 {
-		m, err := s.GetMsg(ctx, info.State.FirstSeq)
-		if err != nil {
-			w.t.Fatalf("%d events dead-lettered, want none", n)
-		}
-		w.t.Errorf("%d events dead-lettered, want none; the first, %s: %s", n, m.Header.Get(stream.HeaderSubject), m.Header.Get(stream.HeaderReason))
+	if err := testenv.NoDeadLetters(w.t, w.jsc, w.streams.Config().DeadLetter); err != nil {
+		w.t.Error(err)
 	}
 }
 
@@ -496,7 +468,7 @@ func TestKilledMidBatchConverges(t *testing.T) {
 	})
 	t.Logf("%d events for %d ids (%d changed while down) converged %s after the restart",
 		events, n, len(changed), time.Since(restart).Round(time.Millisecond))
-	w.waitFor(10*time.Second, "the consumer drained", w.drained)
+	w.waitDrained(10 * time.Second)
 	w.checkNoDeadLetters()
 	if strings.Contains(second.logText(), "level=ERROR") {
 		t.Errorf("the restarted projector logged an error")
@@ -559,7 +531,7 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	// first held was acked or handed back.
 	w.start("second", append(flags, "-metrics-addr", "")...)
 	w.waitFor(15*time.Second, "every id converged after the restart", func() (bool, string) { return w.converged(ids) })
-	w.waitFor(10*time.Second, "the consumer drained", w.drained)
+	w.waitDrained(10 * time.Second)
 	w.checkNoDeadLetters()
 }
 

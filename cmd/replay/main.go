@@ -107,18 +107,7 @@ READSIDE_DEFINITIONS, ...).`,
 	root.SetErr(e.stderr)
 	a.registerGlobal(root)
 
-	root.AddCommand(newIDsCmd(a), newAllCmd(a), newSinceCmd(a), newDLQCmd(a))
-	root.AddCommand(newRebuildCmd(a))
-	root.AddCommand(newVerifyCmd(a))
-
-	// ── More subcommands ────────────────────────────────────────────────────
-	// rebuild and verify live in cmd/replay/rebuild.go and verify.go, and are
-	// added here, each built on the *app every subcommand shares (app.go):
-	//
-	//	root.AddCommand(newRebuildCmd(a))
-	//	root.AddCommand(newVerifyCmd(a))
-	//
-	// ────────────────────────────────────────────────────────────────────────
+	root.AddCommand(newIDsCmd(a), newAllCmd(a), newSinceCmd(a), newDLQCmd(a), newRebuildCmd(a), newVerifyCmd(a))
 
 	return root
 }

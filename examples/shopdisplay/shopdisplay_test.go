@@ -63,13 +63,13 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	rdb := testenv.Redis(t)
-	t.Cleanup(func() { cleanRedis(rdb, ns) })
+	testenv.CleanRedis(t, rdb, ns)
 	es := testenv.Elastic(t, ns)
 	return &env{
 		t: t, ns: ns, api: api, def: def, js: js, streams: streams, rdb: rdb, es: es,
 		redis:   sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}),
 		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
-		log:     testLogger(t),
+		log:     testenv.Logger(t, "projector"),
 	}
 }
 
@@ -109,48 +109,6 @@ func apiLookup(url string) func(string) (string, bool) {
 	}
 }
 
-func cleanRedis(c *redis.Client, ns string) {
-	ctx := context.Background()
-	for _, pattern := range []string{ns + "*", "readside:" + ns + "*"} {
-		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
-		for iter.Next(ctx) {
-			c.Del(ctx, iter.Val())
-		}
-	}
-}
-
-// testLogger keeps the projector's debug log and prints it when the test
-// fails (or prints it as it goes, with READSIDE_TEST_LOG set).
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("READSIDE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	buf := &syncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("projector log:\n%s", buf.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // start runs a projector of the definition until the test ends.
 func (e *env) start() {
 	e.t.Helper()
@@ -160,7 +118,6 @@ func (e *env) start() {
 // startWith starts the projector with options changed by edit.
 func (e *env) startWith(edit func(*projector.Options)) {
 	e.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	penv := projector.Env{
 		JetStream: e.js, Streams: e.streams, Redis: e.rdb, Elastic: e.es, Log: e.log,
 		SourceRetryBudget: 300 * time.Millisecond,
@@ -172,24 +129,11 @@ func (e *env) startWith(edit func(*projector.Options)) {
 		ShutdownGrace: 5 * time.Second,
 	}
 	edit(&o)
-	p, err := projector.ForDefinition(ctx, e.def, penv, o)
+	p, err := projector.ForDefinition(context.Background(), e.def, penv, o)
 	if err != nil {
-		cancel()
 		e.t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	e.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				e.t.Errorf("projector Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			e.t.Error("projector did not stop within 30s")
-		}
-	})
+	testenv.Start(e.t, "projector", p.Run)
 }
 
 // publish publishes zero-payload events and waits for JetStream to store them.
@@ -418,54 +362,22 @@ func (e *env) absent(ids []int) {
 // delivered, and delivered but not acknowledged.
 func (e *env) consumer() (pending uint64, unacked int) {
 	e.t.Helper()
-	c, err := e.js.Consumer(context.Background(), e.streams.Config().Events, stream.ConsumerName(e.def.Name))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := c.Info(context.Background())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return info.NumPending, info.NumAckPending
+	return testenv.ConsumerState(e.t, e.js, e.streams.Config().Events, stream.ConsumerName(e.def.Name))
 }
 
 // waitDrained waits until every event was acknowledged (or terminated).
 func (e *env) waitDrained(d time.Duration) {
 	e.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		p, u := e.consumer()
-		if p == 0 && u == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("events not drained after %s: %d pending, %d unacked", d, p, u)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.WaitDrained(e.t, e.js, e.streams.Config().Events, stream.ConsumerName(e.def.Name), d)
 }
 
 // noDeadLetters fails the test when the dead-letter stream holds anything,
-// showing the first entry's reason.
+// showing the first entry's subject and reason.
 func (e *env) noDeadLetters() {
 	e.t.Helper()
-	ctx := context.Background()
-	s, err := e.js.Stream(ctx, e.streams.Config().DeadLetter)
-	if err != nil {
+	if err := testenv.NoDeadLetters(e.t, e.js, e.streams.Config().DeadLetter); err != nil {
 		e.t.Fatal(err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if info.State.Msgs == 0 {
-		return
-	}
-	reason := "(unreadable)"
-	if m, err := s.GetMsg(ctx, info.State.FirstSeq); err == nil {
-		reason = fmt.Sprintf("%s: %s", m.Header.Get(stream.HeaderSubject), m.Header.Get(stream.HeaderReason))
-	}
-	e.t.Fatalf("%d events dead-lettered, want none; the first: %s", info.State.Msgs, reason)
 }
 
 // lastSeq is the events stream's last sequence: it moves when anything

@@ -5,10 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,20 +51,12 @@ func newHarness(t *testing.T, versioned bool) *harness {
 		t.Fatal(err)
 	}
 	es := testenv.Elastic(t, ns)
-	h := &harness{
+	rdb := testenv.Redis(t)
+	testenv.CleanRedis(t, rdb, ns)
+	return &harness{
 		t: t, ns: ns, def: def, api: api, nc: nc, js: js, streams: streams,
-		redis:   sink.NewRedis(testenv.Redis(t), sink.RedisOptions{KeyPattern: def.Redis.Key}),
+		redis:   sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}),
 		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
-	}
-	t.Cleanup(func() { cleanRedis(testenv.Redis(t), ns) })
-	return h
-}
-
-func cleanRedis(c *redis.Client, ns string) {
-	ctx := context.Background()
-	iter := c.Scan(ctx, 0, ns+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		c.Del(ctx, iter.Val())
 	}
 }
 
@@ -80,71 +69,19 @@ func testOptions() projector.Options {
 // given clients, which may point through a fault proxy.
 func (h *harness) start(rdb redis.UniversalClient, es *elasticsearch.Client) (stop func()) {
 	h.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	env := projector.Env{
-		JetStream: h.js, Streams: h.streams, Redis: rdb, Elastic: es, Log: testLogger(h.t), SourceRetryBudget: 300 * time.Millisecond,
+		JetStream: h.js, Streams: h.streams, Redis: rdb, Elastic: es, Log: testenv.Logger(h.t, "projector"), SourceRetryBudget: 300 * time.Millisecond,
 	}
-	p, err := projector.ForDefinition(ctx, h.def, env, testOptions())
+	p, err := projector.ForDefinition(context.Background(), h.def, env, testOptions())
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	var stopped bool
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				h.t.Errorf("projector Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			h.t.Error("projector did not stop within 30s")
-		}
-	}
-	h.t.Cleanup(stop)
-	return stop
+	return testenv.Start(h.t, "projector", p.Run)
 }
 
 // startDefault runs a projector on the test Redis and Elasticsearch.
 func (h *harness) startDefault() func() {
 	return h.start(testenv.Redis(h.t), testenv.Elastic(h.t, ""))
-}
-
-// testLogger keeps the projector's debug log and prints it when the test
-// fails (or always, with READSIDE_TEST_LOG set).
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("READSIDE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	buf := &syncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("projector log:\n%s", buf.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // changed publishes "shop <id> changed" with the id in the subject.
@@ -226,61 +163,25 @@ func (h *harness) waitConverged(ids []string, d time.Duration) {
 // deadLetters returns the dead-letter entries stored so far.
 func (h *harness) deadLetters() []jetstream.Msg {
 	h.t.Helper()
-	ctx := context.Background()
-	s, err := h.js.Stream(ctx, h.streams.Config().DeadLetter)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	batch, err := c.Fetch(int(info.State.Msgs), jetstream.FetchMaxWait(2*time.Second))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for m := range batch.Messages() {
-		out = append(out, m)
-	}
-	return out
+	return testenv.DeadLetters(h.t, h.js, h.streams.Config().DeadLetter)
+}
+
+// noDeadLetters is nil when nothing was dead-lettered, else an error showing the first entry.
+func (h *harness) noDeadLetters() error {
+	h.t.Helper()
+	return testenv.NoDeadLetters(h.t, h.js, h.streams.Config().DeadLetter)
 }
 
 // pendingEvents is how many events the projection's consumer has not acked.
 func (h *harness) pendingEvents() (pending uint64, unacked int) {
 	h.t.Helper()
-	c, err := h.js.Consumer(context.Background(), h.streams.Config().Events, stream.ConsumerName(h.def.Name))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := c.Info(context.Background())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return info.NumPending, info.NumAckPending
+	return testenv.ConsumerState(h.t, h.js, h.streams.Config().Events, stream.ConsumerName(h.def.Name))
 }
 
 // waitDrained waits until the consumer has no pending or unacked events.
 func (h *harness) waitDrained(d time.Duration) {
 	h.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		p, u := h.pendingEvents()
-		if p == 0 && u == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("events not drained after %s: %d pending, %d unacked", d, p, u)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.WaitDrained(h.t, h.js, h.streams.Config().Events, stream.ConsumerName(h.def.Name), d)
 }
 
 func ids(n int) []string {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
@@ -31,6 +33,18 @@ type ElasticOptions struct {
 // DeletedField is the field that marks a tombstone document in
 // Elasticsearch. Readers filter out documents where it is true.
 const DeletedField = "readside_deleted"
+
+// RebuildSuffix makes the rebuild alias of an alias: "<alias>-rebuild" names
+// the new index a rebuild (replay rebuild) fills while the alias still
+// serves the old one. Every Write also goes to it while it exists.
+const RebuildSuffix = "-rebuild"
+
+// RebuildDiscovery is how long a sink trusts its last answer to "is there a
+// rebuild alias?". A rebuild waits twice as long after creating the alias
+// before it re-issues anything, so by then every projector writes both
+// indices (a write that started with the old answer has had as long again
+// to land).
+const RebuildDiscovery = 2 * time.Second
 
 // maxIDBytes is the longest _id Elasticsearch accepts.
 const maxIDBytes = 512
@@ -62,17 +76,71 @@ func (o ElasticOptions) Validate() error {
 // (version_type=external_gte), which is the write guard. A tombstone is a
 // real document {"readside_deleted": true}: a deleted document's version is
 // forgotten after index.gc_deletes, a tombstone document's is not.
+//
+// While a rebuild runs, the alias "<alias>-rebuild" (RebuildSuffix) points
+// at the new index, and Write sends every document to both aliases in the
+// same bulk request, so the new index misses no live change. Reads, Refresh
+// and CheckMapping only ever use the alias itself.
+//
 // It is safe for concurrent use.
 type Elastic struct {
 	c   *elasticsearch.Client
 	o   ElasticOptions
 	err error // from ElasticOptions.Validate, returned by every call
+
+	rebuild     atomic.Pointer[rebuildSeen] // the last answer about the rebuild alias
+	rebuildLock chan struct{}               // one lookup at a time
+}
+
+// rebuildSeen is whether the rebuild alias existed, and when that was asked.
+type rebuildSeen struct {
+	exists bool
+	at     time.Time
 }
 
 // NewElastic returns a sink writing through c. When o is invalid, every call
 // returns the error that o.Validate reports.
 func NewElastic(c *elasticsearch.Client, o ElasticOptions) *Elastic {
-	return &Elastic{c: c, o: o, err: o.Validate()}
+	return &Elastic{c: c, o: o, err: o.Validate(), rebuildLock: make(chan struct{}, 1)}
+}
+
+// rebuilding reports whether the rebuild alias exists, asking Elasticsearch
+// at most once per RebuildDiscovery (HEAD _alias/<alias>-rebuild; 404: no).
+// When it cannot tell, it fails: writing only the old index could lose a
+// change from the new one.
+func (e *Elastic) rebuilding(ctx context.Context) (bool, error) {
+	if s := e.rebuild.Load(); s != nil && time.Since(s.at) < RebuildDiscovery {
+		return s.exists, nil
+	}
+	select {
+	case e.rebuildLock <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-e.rebuildLock }()
+	if s := e.rebuild.Load(); s != nil && time.Since(s.at) < RebuildDiscovery {
+		return s.exists, nil // another writer asked meanwhile
+	}
+	asked := time.Now()
+	alias := e.o.Alias + RebuildSuffix
+	res, err := e.c.Indices.ExistsAlias([]string{alias}, e.c.Indices.ExistsAlias.WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", alias, err)
+	}
+	b, err := readBody(res)
+	if err != nil {
+		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", alias, err)
+	}
+	var exists bool
+	switch res.StatusCode {
+	case 200:
+		exists = true
+	case 404:
+	default:
+		return false, fmt.Errorf("sink: elasticsearch alias %q: %s", alias, responseError(res, b))
+	}
+	e.rebuild.Store(&rebuildSeen{exists: exists, at: asked})
+	return exists, nil
 }
 
 // Ensure creates the index "<Alias>-v1" with the settings, the mapping and
@@ -182,18 +250,38 @@ func putBuf(b *bytes.Buffer) {
 // applied in order. A body with line breaks is compacted, since bulk bodies
 // are one line per document; the body is otherwise sent as it is.
 //
+// While the rebuild alias "<alias>-rebuild" exists (looked up at most once
+// per RebuildDiscovery), each doc is a second index action on it, in the same
+// request and under the same guard, and the doc's result merges both: it is
+// done when both are. A transient failure of the rebuild copy is retried like
+// any. A permanent one (the new mapping cannot hold the document) leaves the
+// document out of the new index without holding its events back or
+// dead-lettering them: the rebuild's count check then refuses the swap. The
+// rebuild alias turning out gone (404, as after the rebuild's swap, which
+// moves the alias onto the new index in the same step) is no failure: the
+// write through the alias reached the index the rebuild filled.
+//
 // Write returns nil; a *BatchError whose items are transient (429, 5xx, a
 // missing alias) or permanent (any other 4xx, such as a mapping error, with
 // Elasticsearch's error type and reason; or an invalid doc); or another error
 // when the request failed as a whole (unreachable, or an error status such as
-// 429 or 5xx for the whole request): transient, and some items may have been
-// written, which a retry makes good.
+// 429 or 5xx for the whole request, or the rebuild alias could not be looked
+// up): transient, and some items may have been written, which a retry makes
+// good.
 func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 	if e.err != nil {
 		return e.err
 	}
 	if len(docs) == 0 {
 		return nil
+	}
+	dual, err := e.rebuilding(ctx)
+	if err != nil {
+		return err
+	}
+	per := 1 // bulk items per doc
+	if dual {
+		per = 2
 	}
 	var failed failures
 	req := bufs.Get().(*bytes.Buffer)
@@ -203,7 +291,7 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 	for i := range docs {
 		size += 96 + len(docs[i].ID) + len(docs[i].Body)
 	}
-	req.Grow(size)
+	req.Grow(size * per)
 	sent := make([]int, 0, len(docs)) // sent[j] is the index in docs of bulk item j
 	var num [20]byte
 	for i := range docs {
@@ -236,6 +324,13 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 		}
 		req.WriteByte('\n')
 		sent = append(sent, i)
+		if dual { // the same action and body again, for the rebuild alias
+			line := req.Bytes()[mark:]
+			req.WriteString(`{"index":{"_index":`)
+			writeJSONString(req, e.o.Alias+RebuildSuffix)
+			req.WriteByte(',')
+			req.Write(line[len(`{"index":{`):])
+		}
 	}
 	if len(sent) == 0 {
 		return failed.err()
@@ -258,35 +353,56 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 	if res.IsError() {
 		return fmt.Errorf("sink: elasticsearch bulk: %s", responseError(res, resp.Bytes()))
 	}
-	if err := bulkFailures(resp.Bytes(), sent, &failed); err != nil {
+	gone, err := bulkFailures(resp.Bytes(), sent, per, &failed)
+	if err != nil {
 		return err
+	}
+	if gone { // ask again on the next write rather than trust the cached answer
+		e.rebuild.Store(&rebuildSeen{exists: false, at: time.Now()})
 	}
 	return failed.err()
 }
 
-// bulkFailures adds to failed the errors of the items of a bulk response;
-// sent[j] is the index in the docs of item j. It returns an error when the
-// response does not answer every item.
-func bulkFailures(resp []byte, sent []int, failed *failures) error {
+// bulkFailures adds to failed the errors of the items of a bulk response,
+// where each doc is per items (1, or 2 with the rebuild copy second):
+// sent[j/per] is the index in the docs of item j. A rebuild copy failing
+// transiently is a transient error of its doc unless the doc's own item
+// failed; failing for good, or finding no rebuild alias (rebuildGone reports
+// it), is none. It returns an
+// error when the response does not answer every item.
+func bulkFailures(resp []byte, sent []int, per int, failed *failures) (rebuildGone bool, err error) {
 	if !gjson.GetBytes(resp, "errors").Bool() {
-		return nil
+		return false, nil
 	}
 	j := 0
 	gjson.GetBytes(resp, "items").ForEach(func(_, item gjson.Result) bool {
-		if j < len(sent) {
+		if j < len(sent)*per {
 			var op gjson.Result
 			item.ForEach(func(_, v gjson.Result) bool { op = v; return false }) // {"index": {...}}
-			if err := itemError(op.Get("status").Int(), op.Get("error.type").Str, op.Get("error.reason").Str); err != nil {
-				failed.add(sent[j], err)
+			status, typ, reason := op.Get("status").Int(), op.Get("error.type").Str, op.Get("error.reason").Str
+			err := itemError(status, typ, reason)
+			i := sent[j/per]
+			switch {
+			case err == nil:
+			case j%per == 0:
+				failed.add(i, err)
+			case status == 404 && typ == "index_not_found_exception":
+				rebuildGone = true
+			case IsPermanent(err):
+				// The new index rejects the document for good (its mapping
+				// cannot hold it): the document stays out of it, and the
+				// rebuild's count check refuses the swap. Live events go on.
+			case (*failed)[i] == nil:
+				failed.add(i, fmt.Errorf("sink: elasticsearch rebuild index: %w", err))
 			}
 		}
 		j++
 		return true
 	})
-	if j != len(sent) {
-		return fmt.Errorf("sink: elasticsearch bulk: %d items answered for %d sent", j, len(sent))
+	if j != len(sent)*per {
+		return rebuildGone, fmt.Errorf("sink: elasticsearch bulk: %d items answered for %d sent", j, len(sent)*per)
 	}
-	return nil
+	return rebuildGone, nil
 }
 
 // itemError classifies the status of one bulk item.

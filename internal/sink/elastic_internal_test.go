@@ -64,7 +64,7 @@ func TestBulkFailures(t *testing.T) {
 	for _, tt := range tests {
 		var failed failures
 		failed.add(1, &PermanentError{}) // from validation, kept
-		err := bulkFailures([]byte(tt.resp), sent, &failed)
+		_, err := bulkFailures([]byte(tt.resp), sent, 1, &failed)
 		if (err != nil) != tt.wantErr {
 			t.Errorf("%s: err = %v, want error %v", tt.name, err, tt.wantErr)
 			continue
@@ -130,4 +130,45 @@ func FuzzWriteJSONString(f *testing.F) {
 			t.Fatalf("writeJSONString(%q) = %s, decodes to %q, %v", s, b.Bytes(), got, err)
 		}
 	})
+}
+
+// TestBulkFailuresRebuild: with the rebuild copy, items come in pairs; the
+// doc's own item decides first, a copy failing transiently is transient, a
+// copy the new index rejects for good or that finds no rebuild alias is no
+// failure.
+func TestBulkFailuresRebuild(t *testing.T) {
+	sent := []int{0, 1, 2, 3, 4}
+	const (
+		ok       = `{"index":{"status":201}}`
+		stale    = `{"index":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"v"}}}`
+		mapping  = `{"index":{"status":400,"error":{"type":"document_parsing_exception","reason":"bad"}}}`
+		busy     = `{"index":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"full"}}}`
+		noAlias  = `{"index":{"status":404,"error":{"type":"index_not_found_exception","reason":"no such index"}}}`
+		response = `{"errors":true,"items":[` +
+			ok + `,` + stale + `,` + // 0: done (stale in the new index)
+			ok + `,` + busy + `,` + // 1: the new index is busy: transient
+			mapping + `,` + busy + `,` + // 2: the alias rejects it: permanent
+			stale + `,` + noAlias + `,` + // 3: the rebuild alias is gone: done
+			ok + `,` + mapping + `]}` // 4: the new index rejects it for good: left out, done
+	)
+	var failed failures
+	gone, err := bulkFailures([]byte(response), sent, 2, &failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gone {
+		t.Errorf("rebuildGone = false, want true")
+	}
+	if len(failed) != 2 || failed[1] == nil || failed[2] == nil {
+		t.Fatalf("failed = %v, want items 1 and 2", failed)
+	}
+	if IsPermanent(failed[1]) || !strings.Contains(failed[1].Error(), "rebuild index") {
+		t.Errorf("item 1: %v, want a transient rebuild index error", failed[1])
+	}
+	if !IsPermanent(failed[2]) {
+		t.Errorf("item 2: %v, want the alias's permanent error", failed[2])
+	}
+	if _, err := bulkFailures([]byte(`{"errors":true,"items":[`+ok+`,`+ok+`,`+ok+`]}`), sent[:2], 2, &failed); err == nil {
+		t.Errorf("3 items answered for 2 docs × 2: no error")
+	}
 }

@@ -42,6 +42,12 @@ func (e *MappingConflictError) Error() string {
 // alias. Fields the indices lack are added to them (a compatible change; the
 // documents gain them as they are projected again) and returned. A field
 // whose mapping differs is a *MappingConflictError listing every such field.
+//
+// Only the indices behind the alias itself count, never the index a rebuild
+// fills behind "<alias>-rebuild": while a rebuild rolls out a new mapping, a
+// projector of the running definition still starts; once the rebuild has
+// swapped, the index behind the alias is the new one, and a projector of the
+// new definition starts.
 func (e *Elastic) CheckMapping(ctx context.Context) (added []string, err error) {
 	if e.err != nil {
 		return nil, e.err

@@ -3,6 +3,7 @@ package testenv
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,7 +21,13 @@ type Shop struct {
 	Rating  float64    `json:"rating"`
 	Open    bool       `json:"open"`
 	Tags    []string   `json:"tags"`
-	Loc     [2]float64 `json:"location"` // [lon, lat]
+	Loc     [2]float64 `json:"location"`        // [lon, lat]
+	Seats   *int       `json:"seats,omitempty"` // absent for some shops
+	Opened  any        `json:"opened"`          // "2019-03-14", an RFC 3339 time or epoch millis
+	Price   *float64   `json:"price,omitempty"` // absent for some shops
+	Cuisine string     `json:"cuisine"`         // free text
+	Hours   any        `json:"hours"`           // an object, kept as is
+	Serial  int64      `json:"serial"`          // a large integer, beyond float64's precision
 }
 
 // ShopAPI is a fake domain service: GET /shops/{id} answers a shop's current
@@ -88,13 +95,51 @@ func (a *ShopAPI) Put(id, name string) Shop {
 	s := a.shops[id]
 	a.last[id]++ // versions move on across a deletion, as a real source's do
 	s.ID, s.Name, s.Version = id, name, a.last[id]
-	s.City = []string{"Berlin", "Seoul", "Lisbon", "Austin"}[len(id)%4]
-	s.Rating = float64(len(name)%50) / 10
-	s.Open = len(name)%2 == 0
-	s.Tags = strings.Fields("pizza " + name)
-	s.Loc = [2]float64{13.4 + float64(len(id))/100, 52.5}
+	derive(&s)
 	a.shops[id] = s
 	return s
+}
+
+// derive fills a shop's other fields from its id and name: deterministic, and
+// spread enough that filters, sorts and distances tell shops apart.
+func derive(s *Shop) {
+	h := fnv.New64a()
+	h.Write([]byte(s.ID))
+	x := h.Sum64()
+	// FNV barely moves its high bits for ids that differ in the last byte: mix (splitmix64).
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	bits := func(n uint) uint64 { v := x % (1 << n); x >>= n; return v }
+	s.City = []string{"Berlin", "Seoul", "Lisbon", "Austin"}[bits(2)]
+	s.Rating = float64(bits(6)%51) / 10 // 0 to 5
+	s.Open = bits(1) == 0
+	s.Tags = append(strings.Fields(s.Name), []string{"vegan", "halal", "kosher", "late"}[bits(2)])
+	// Around Berlin, within about 7 km east-west and 11 km north-south.
+	s.Loc = [2]float64{13.4 + float64(int(bits(8)%201)-100)/1000, 52.5 + float64(int(bits(8)%201)-100)/1000}
+	s.Seats = nil
+	if seats := int(bits(7)); seats%6 != 0 {
+		s.Seats = &seats
+	}
+	day := time.Date(2015, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, int(bits(12)))
+	switch bits(2) {
+	case 0:
+		s.Opened = day.Format(time.DateOnly)
+	case 1:
+		s.Opened = day.Add(time.Duration(bits(10)) * time.Minute).Format(time.RFC3339)
+	default:
+		s.Opened = day.UnixMilli()
+	}
+	s.Price = nil
+	if p := bits(9); p%5 != 0 {
+		price := float64(p)/10 + 5
+		s.Price = &price
+	}
+	s.Cuisine = []string{"Neapolitan pizza", "Korean barbecue", "Vegan bowls", "Street tacos", "Sushi and ramen", "Burgers and fries"}[bits(3)%6]
+	s.Hours = map[string]string{"mon": "10-22", "sun": []string{"closed", "12-20"}[bits(1)]}
+	s.Serial = 1<<60 + int64(bits(10))
 }
 
 // Delete removes a shop: it answers 404 from now on.

@@ -4,7 +4,13 @@
 //
 // A missing service is a test failure that says how to start it, never a skip.
 // Tests share one Redis and one Elasticsearch across packages that `go test`
-// runs in parallel, so every test works under its own Namespace.
+// runs in parallel, so every test works under its own Namespace, and removes
+// what it wrote there when it ends (Elastic's prefix, CleanRedis).
+//
+// It also holds what tests of a running projector share: Start runs it until
+// the test ends, Logger keeps its log for a failure (or shows it as it goes,
+// with $READSIDE_TEST_LOG set), and ConsumerState, WaitDrained, DeadLetters
+// and NoDeadLetters look at its JetStream consumer and dead-letter stream.
 package testenv
 
 import (
@@ -72,6 +78,24 @@ func RedisAt(t testing.TB, addr string) *redis.Client {
 		t.Fatalf("Redis at %s does not answer (%v): %s", addr, err, howToStart)
 	}
 	return c
+}
+
+// CleanRedis deletes, when the test ends, the keys of namespace ns from c:
+// those starting with ns (documents under keys such as "<ns>:{id}") and with
+// "readside:<ns>" (a projection's reverse lookups; see projector.RefsPrefix).
+// Call it after c is made, so it runs before c is closed.
+func CleanRedis(t testing.TB, c *redis.Client, ns string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, pattern := range []string{ns + "*", "readside:" + ns + "*"} {
+			iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+			for iter.Next(ctx) {
+				c.Del(ctx, iter.Val())
+			}
+		}
+	})
 }
 
 // Elastic returns a client for the test Elasticsearch. It fails the test,

@@ -1,0 +1,113 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/readside/readside/internal/stream"
+)
+
+// The stream and consumer names are parameters: the caller has them from its
+// stream.Setup and stream.ConsumerName, or from the flags of the binary it
+// runs. testenv imports package stream only for the header names, and nothing
+// that imports package sink, whose internal tests import testenv.
+
+// ConsumerState returns how many events the durable consumer of the events
+// stream has not delivered yet, and how many it has delivered without an ack.
+// It fails the test when the consumer cannot be read.
+func ConsumerState(t testing.TB, js jetstream.JetStream, events, consumer string) (pending uint64, ackPending int) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := js.Consumer(ctx, events, consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumPending, info.NumAckPending
+}
+
+// WaitDrained waits until the durable consumer of the events stream has no
+// event pending or unacked (every event was acked or terminated), polling
+// every 100ms. It fails the test, with both counts, when d passes first.
+func WaitDrained(t testing.TB, js jetstream.JetStream, events, consumer string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		p, u := ConsumerState(t, js, events, consumer)
+		if p == 0 && u == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events not drained after %s: %d pending, %d unacked", d, p, u)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// DeadLetters returns the entries of the dead-letter stream dlq, oldest first,
+// read with an ordered consumer; nil when it holds none.
+func DeadLetters(t testing.TB, js jetstream.JetStream, dlq string) []jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	s, info := streamInfo(t, js, dlq)
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(int(info.State.Msgs), jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	return out
+}
+
+// NoDeadLetters returns nil when the dead-letter stream dlq is empty, and
+// otherwise an error that counts its entries and shows the first one's
+// original subject and reason (stream.HeaderSubject, stream.HeaderReason). It
+// fails the test when the stream cannot be read; what to do with the error,
+// t.Error or t.Fatal, is the caller's choice.
+func NoDeadLetters(t testing.TB, js jetstream.JetStream, dlq string) error {
+	t.Helper()
+	ctx := context.Background()
+	s, info := streamInfo(t, js, dlq)
+	n := info.State.Msgs
+	if n == 0 {
+		return nil
+	}
+	m, err := s.GetMsg(ctx, info.State.FirstSeq)
+	if err != nil {
+		return fmt.Errorf("%d events dead-lettered, want none; the first is unreadable: %v", n, err)
+	}
+	return fmt.Errorf("%d events dead-lettered, want none; the first: %s: %s",
+		n, m.Header.Get(stream.HeaderSubject), m.Header.Get(stream.HeaderReason))
+}
+
+// streamInfo returns the stream called name and its current state, failing
+// the test when it cannot be read.
+func streamInfo(t testing.TB, js jetstream.JetStream, name string) (jetstream.Stream, *jetstream.StreamInfo) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, info
+}
