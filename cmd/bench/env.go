@@ -2,29 +2,22 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
-	"github.com/tidwall/gjson"
 
+	"github.com/readside/readside/internal/benchkit"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
@@ -42,19 +35,16 @@ type bench struct {
 	out    io.Writer // progress
 	base   string    // namespace prefix of this run, such as "bench3f9a1c"
 	seq    int       // projections made so far, for unique names; 0: nothing to clean
-	rdb    *redis.Client
-	es     *elasticsearch.Client
+	stores *benchkit.Stores
 	srv    *server.Server
 	dir    string // JetStream store
 	pubNC  *nats.Conn
 	pubJS  jetstream.JetStream
 	projNC *nats.Conn
 	projJS jetstream.JetStream
-	round  baselines // measured in the current round
-	info   struct{ redis, es string }
-	pids   servicePIDs
-	times  timings // of the clients above and of the projector's source client
-	idle   cpuUse  // one second before the run
+	round  baselines       // measured in the current round
+	times  timings         // of the clients above and of the projector's source client
+	idle   benchkit.CPUUse // one second before the run
 }
 
 // baselines are the rates of 1a and 1b in the current round, 0 when not run.
@@ -85,97 +75,32 @@ func (b baselines) ceilingDups() float64 {
 // start checks the services and starts the embedded JetStream server. Close
 // the bench when done: it deletes everything the run made.
 func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*bench, error) {
-	var rnd [3]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
+	base, err := benchkit.Namespace("bench")
+	if err != nil {
 		return nil, err
 	}
-	b := &bench{s: s, log: log, out: out, base: "bench" + hex.EncodeToString(rnd[:])}
-	if err := b.connectStores(ctx); err != nil {
-		b.close()
+	b := &bench{s: s, log: log, out: out, base: base}
+	b.stores, err = benchkit.Connect(ctx, benchkit.StoresConfig{
+		RedisAddr: s.RedisAddr, ElasticURL: s.ElasticURL, HowToStart: howToStart,
+		WrapElastic: func(next http.RoundTripper) http.RoundTripper {
+			return timedTransport{t: &b.times.bulk, match: isBulk, next: next}
+		},
+	})
+	if err != nil {
 		return nil, err
 	}
+	b.stores.Redis.AddHook(pipelineHook{&b.times.redis})
 	if err := b.startJetStream(); err != nil {
 		b.close()
 		return nil, err
 	}
 	// How busy the machine is before we start: the others' share is noise
 	// that no baseline of ours will see coming.
-	cpu := sampleCPU(b.pids)
-	select {
-	case <-ctx.Done():
+	if b.idle, err = benchkit.MeasureIdle(ctx, b.stores.PIDs); err != nil {
 		b.close()
-		return nil, ctx.Err()
-	case <-time.After(time.Second):
+		return nil, err
 	}
-	b.idle = cpu.since()
 	return b, nil
-}
-
-func (b *bench) connectStores(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	// Dial first: the client would retry and log every attempt.
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", b.s.redisAddr)
-	if err != nil {
-		return fmt.Errorf("Redis at %s does not answer (%v): %s", b.s.redisAddr, err, howToStart)
-	}
-	conn.Close()
-	// The settings of cmd/projector (internal/config.Backends).
-	b.rdb = redis.NewClient(&redis.Options{Addr: b.s.redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, ContextTimeoutEnabled: true})
-	b.rdb.AddHook(pipelineHook{&b.times.redis})
-	info, err := b.rdb.Info(ctx, "server").Result()
-	if err != nil {
-		return fmt.Errorf("Redis at %s does not answer (%v): %s", b.s.redisAddr, err, howToStart)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		line = strings.TrimSpace(line)
-		if v, ok := strings.CutPrefix(line, "redis_version:"); ok {
-			b.info.redis = v
-		}
-		if v, ok := strings.CutPrefix(line, "process_id:"); ok && isLocal(b.s.redisAddr) {
-			b.pids.redis, _ = strconv.Atoi(v)
-		}
-	}
-	b.es, err = elasticsearch.NewClient(elasticsearch.Config{
-		Addresses: []string{b.s.esURL},
-		Transport: timedTransport{t: &b.times.bulk, match: isBulk,
-			next: &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: 30 * time.Second}},
-	})
-	if err != nil {
-		return fmt.Errorf("elasticsearch client: %w", err)
-	}
-	res, err := b.es.Nodes.Info(b.es.Nodes.Info.WithContext(ctx), b.es.Nodes.Info.WithNodeID("_local"),
-		b.es.Nodes.Info.WithFilterPath("nodes.*.version", "nodes.*.jvm.mem.heap_max_in_bytes", "nodes.*.process.id"))
-	if err != nil {
-		return fmt.Errorf("Elasticsearch at %s does not answer (%v): %s", b.s.esURL, err, howToStart)
-	}
-	body, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	if err != nil || res.IsError() {
-		return fmt.Errorf("Elasticsearch at %s answers %s: %s", b.s.esURL, res.Status(), howToStart)
-	}
-	gjson.GetBytes(body, "nodes").ForEach(func(_, n gjson.Result) bool {
-		b.info.es = fmt.Sprintf("%s, heap %d MB", n.Get("version").Str, n.Get("jvm.mem.heap_max_in_bytes").Int()>>20)
-		if u, err := url.Parse(b.s.esURL); err == nil && isLocal(u.Host) {
-			b.pids.es = int(n.Get("process.id").Int())
-		}
-		return false
-	})
-	return nil
-}
-
-// isLocal reports whether addr (host:port) is on this machine, where the
-// process id a service reports is one /proc knows.
-func isLocal(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (b *bench) startJetStream() error {
@@ -219,19 +144,12 @@ func connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
 func (b *bench) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if b.rdb != nil {
-		if b.seq > 0 {
-			if err := b.deleteKeys(ctx, b.base); err != nil {
-				b.progress("cleaning Redis: %v", err)
-			}
-		}
-		b.rdb.Close()
-	}
-	if b.es != nil && b.seq > 0 {
-		if err := b.deleteIndices(ctx, b.base+"*"); err != nil {
-			b.progress("cleaning Elasticsearch: %v", err)
+	if b.seq > 0 {
+		if err := b.stores.Clean(ctx, b.base); err != nil {
+			b.progress("%v", err)
 		}
 	}
+	b.stores.Close()
 	for _, nc := range []*nats.Conn{b.pubNC, b.projNC} {
 		if nc != nil {
 			nc.Close()
@@ -246,62 +164,16 @@ func (b *bench) close() {
 	}
 }
 
-// deleteKeys deletes the Redis keys starting with prefix.
-func (b *bench) deleteKeys(ctx context.Context, prefix string) error {
-	iter := b.rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	var keys []string
-	flush := func() error {
-		if len(keys) == 0 {
-			return nil
-		}
-		err := b.rdb.Unlink(ctx, keys...).Err()
-		keys = keys[:0]
-		return err
-	}
-	for iter.Next(ctx) {
-		if keys = append(keys, iter.Val()); len(keys) == 1000 {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := iter.Err(); err != nil {
-		return err
-	}
-	return flush()
-}
-
-// deleteIndices deletes the Elasticsearch indices matching pattern.
-func (b *bench) deleteIndices(ctx context.Context, pattern string) error {
-	del := b.es.Indices.Delete
-	res, err := del([]string{pattern}, del.WithContext(ctx), del.WithExpandWildcards("all"), del.WithAllowNoIndices(true))
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.IsError() {
-		return fmt.Errorf("deleting indices %s: %s", pattern, res.Status())
-	}
-	return nil
-}
-
 func (b *bench) progress(format string, args ...any) {
 	fmt.Fprintf(b.out, "bench: "+format+"\n", args...)
 }
 
 // describe is the report's header: where and how the figures were taken.
 func (b *bench) describe() []string {
-	host, _ := os.Hostname()
-	idle := "not measured (no /proc/stat)"
-	if b.idle.ok {
-		idle = fmt.Sprintf("%.2f of %d CPUs busy with other processes, %.0f%% stolen", b.idle.other, runtime.NumCPU(), 100*b.idle.steal)
-	}
-	return []string{
-		fmt.Sprintf("%s, %s, %d CPUs (GOMAXPROCS %d), host %s", time.Now().Format("2006-01-02 15:04"), runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0), host),
-		"in the second before the run: " + idle,
-		fmt.Sprintf("Redis %s at %s; Elasticsearch %s at %s; JetStream embedded (file store)", b.info.redis, b.s.redisAddr, b.info.es, b.s.esURL),
-		fmt.Sprintf("-events %d -runs %d -scenarios %s", b.s.events, b.s.runs, strings.Join(b.s.scenarios, ",")),
-	}
+	return append(benchkit.Machine(b.idle),
+		b.stores.Describe()+"; JetStream embedded (file store)",
+		fmt.Sprintf("-events %d -runs %d -scenarios %s", b.s.events, b.s.Runs, strings.Join(b.s.Scenarios, ",")),
+	)
 }
 
 // projection is one fresh projection of the fake shop API, with streams,
@@ -347,8 +219,8 @@ func (b *bench) closeProjection(p *projection) error {
 	errs := []error{
 		b.projJS.DeleteStream(ctx, cfg.Events),
 		b.projJS.DeleteStream(ctx, cfg.DeadLetter),
-		b.deleteKeys(ctx, p.ns+":"),
-		b.deleteIndices(ctx, p.ns+"-shops-*"),
+		b.stores.DeleteKeys(ctx, p.ns+":"),
+		b.stores.DeleteIndices(ctx, p.ns+"-shops-*"),
 	}
 	return errors.Join(errs...)
 }
@@ -490,7 +362,7 @@ type running struct {
 func (b *bench) runProjector(ctx context.Context, p *projection, o projector.Options) (*running, error) {
 	reg := prometheus.NewRegistry()
 	env := projector.Env{
-		JetStream: b.projJS, Streams: p.streams, Redis: b.rdb, Elastic: b.es, Log: b.log, Metrics: projector.NewMetrics(reg),
+		JetStream: b.projJS, Streams: p.streams, Redis: b.stores.Redis, Elastic: b.stores.Elastic, Log: b.log, Metrics: projector.NewMetrics(reg),
 		Transport: sourceTransport(&b.times.source),
 	}
 	pr, err := projector.ForDefinition(ctx, p.def, env, o)

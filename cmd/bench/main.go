@@ -32,42 +32,27 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"runtime/pprof"
 	"slices"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/internal/benchkit"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-		}
-		os.Exit(1)
-	}
+	os.Exit(benchkit.Main("bench", run, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // allScenarios are the scenario names in the order they run.
 var allScenarios = []string{"js", "stores", "e2e", "latency", "dups"}
 
 type settings struct {
-	redisAddr    string
-	esURL        string
+	benchkit.Flags
 	events       int
-	scenarios    []string
-	runs         int
 	latency      time.Duration
 	latencyFC    []int
 	dupFactor    int
@@ -76,28 +61,17 @@ type settings struct {
 	storeWorkers int
 	warmup       bool
 	timeout      time.Duration
-	cpuProfile   string
 	verbose      bool
 }
 
 func parse(args []string, out io.Writer) (*settings, error) {
 	s := &settings{}
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: go run ./cmd/bench [flags]\n\n"+
-			"Benchmarks the projector end to end against the test Redis and Elasticsearch\n"+
-			"(start them with `make testenv`) and an embedded JetStream, with baselines\n"+
-			"measured in the same run. Prints a Markdown table.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	scenarios := strings.Join(allScenarios, ",")
+	fs := benchkit.NewFlagSet("bench", "Benchmarks the projector end to end against the test Redis and Elasticsearch\n"+
+		"(start them with `make testenv`) and an embedded JetStream, with baselines\n"+
+		"measured in the same run. Prints a Markdown table.\n", out)
+	s.Register(fs, allScenarios, "write a CPU profile of the run after the warm-up to this file (it covers this process: projector, JetStream server, fake source; not Redis or Elasticsearch); pick scenarios to profile one")
 	latencyFC := "32,128"
-	fs.StringVar(&s.redisAddr, "redis", testenv.RedisAddr(), "Redis address [$READSIDE_TEST_REDIS_ADDR]")
-	fs.StringVar(&s.esURL, "es", testenv.ElasticURL(), "Elasticsearch URL [$READSIDE_TEST_ES_URL]")
 	fs.IntVar(&s.events, "events", 20000, "events per scenario (documents for the store baseline)")
-	fs.StringVar(&scenarios, "scenarios", scenarios, "comma-separated scenarios to run, of "+strings.Join(allScenarios, ","))
-	fs.IntVar(&s.runs, "runs", 1, "rounds of every scenario; with more than one, the table shows medians")
 	fs.DurationVar(&s.latency, "latency", 20*time.Millisecond, "source latency of the latency scenario")
 	fs.StringVar(&latencyFC, "latency-fetch-concurrency", latencyFC, "comma-separated FetchConcurrency values the latency scenario tries (32 is the projector's default)")
 	fs.IntVar(&s.dupFactor, "dup-factor", 10, "events per id in the duplicates scenario")
@@ -106,26 +80,12 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.IntVar(&s.storeWorkers, "store-workers", 4, "writes in flight in the store baseline (the projector's default Workers)")
 	fs.BoolVar(&s.warmup, "warmup", true, "write a few thousand documents first, so Elasticsearch's JIT is warm for the first baseline")
 	fs.DurationVar(&s.timeout, "timeout", 3*time.Minute, "longest one scenario may take before the run fails")
-	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the run after the warm-up to this file (it covers this process: projector, JetStream server, fake source; not Redis or Elasticsearch); pick scenarios to profile one")
 	fs.BoolVar(&s.verbose, "v", false, "log the projector at debug level")
-	if err := fs.Parse(args); err != nil {
+	errs, err := s.Parse(fs, args)
+	if err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
-	}
-	var errs []error
-	for _, sc := range split(scenarios) {
-		if !slices.Contains(allScenarios, sc) {
-			errs = append(errs, fmt.Errorf("-scenarios: unknown scenario %q (have %s)", sc, strings.Join(allScenarios, ",")))
-		} else if !slices.Contains(s.scenarios, sc) {
-			s.scenarios = append(s.scenarios, sc)
-		}
-	}
-	if len(s.scenarios) == 0 {
-		errs = append(errs, errors.New("-scenarios: name at least one"))
-	}
-	for _, v := range split(latencyFC) {
+	for _, v := range benchkit.List(latencyFC) {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			errs = append(errs, fmt.Errorf("-latency-fetch-concurrency: %q is not a positive integer", v))
@@ -133,13 +93,13 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		}
 		s.latencyFC = append(s.latencyFC, n)
 	}
-	if slices.Contains(s.scenarios, "latency") && len(s.latencyFC) == 0 {
+	if slices.Contains(s.Scenarios, "latency") && len(s.latencyFC) == 0 {
 		errs = append(errs, errors.New("-latency-fetch-concurrency: name at least one value"))
 	}
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"-events", s.events}, {"-runs", s.runs}, {"-dup-factor", s.dupFactor}, {"-dup-rate", s.dupRate}, {"-store-batch", s.storeBatch}, {"-store-workers", s.storeWorkers}} {
+	}{{"-events", s.events}, {"-dup-factor", s.dupFactor}, {"-dup-rate", s.dupRate}, {"-store-batch", s.storeBatch}, {"-store-workers", s.storeWorkers}} {
 		if f.v < 1 {
 			errs = append(errs, fmt.Errorf("%s must be at least 1, not %d", f.name, f.v))
 		}
@@ -154,16 +114,6 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		errs = append(errs, fmt.Errorf("-timeout must be positive, not %v", s.timeout))
 	}
 	return s, errors.Join(errs...)
-}
-
-func split(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -189,23 +139,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	if s.cpuProfile != "" {
-		f, err := os.Create(s.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := s.StartCPUProfile()
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 
 	var all []result
 	began := time.Now()
-	for round := 1; round <= s.runs; round++ {
+	for round := 1; round <= s.Runs; round++ {
 		b.round = baselines{}
-		for _, sc := range s.scenarios {
+		for _, sc := range s.Scenarios {
 			rs, err := b.scenario(ctx, sc, round)
 			if err != nil {
 				return fmt.Errorf("scenario %s, round %d: %w", sc, round, err)
@@ -213,7 +157,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			all = append(all, rs...)
 		}
 	}
-	pprof.StopCPUProfile()
+	stopProfile()
 	b.progress("done in %s", time.Since(began).Round(time.Second))
-	return writeReport(stdout, b.describe(), aggregate(all))
+	return writeReport(stdout, b.describe(), all)
 }

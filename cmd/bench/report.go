@@ -3,10 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/readside/readside/internal/benchkit"
 )
 
 // result is one scenario row measured once.
@@ -18,19 +18,13 @@ type result struct {
 	fetches int64   // source fetches; -1 when the row has no source
 	ref     string  // what the ratio compares with; empty when nothing
 	refRate float64 // the events/s of ref, measured in the same round; 0 when none
-	cpu     cpuUse
+	cpu     benchkit.CPUUse
 	notes   []string
 }
 
-func (r result) rate() float64 { return float64(r.events) / r.seconds }
+func (r result) name() string { return r.row }
 
-// noise is the share of the machine other processes took while r was timed.
-func (r result) noise() float64 {
-	if !r.cpu.ok || r.seconds == 0 {
-		return 0
-	}
-	return r.cpu.other / (float64(runtime.NumCPU()) * r.seconds)
-}
+func (r result) rate() float64 { return float64(r.events) / r.seconds }
 
 // ratio is rate ÷ refRate, or 0 when there is no reference.
 func (r result) ratio() float64 {
@@ -40,154 +34,83 @@ func (r result) ratio() float64 {
 	return r.rate() / r.refRate
 }
 
-// row is the rounds of one scenario row, in the order first seen.
-type row struct {
-	name   string
-	rounds []result
+// columns are the report's.
+var columns = []benchkit.Column{
+	{Name: "scenario", Text: true}, {Name: "events"}, {Name: "ids"}, {Name: "seconds"}, {Name: "events/s"},
+	{Name: "compared with", Text: true}, {Name: "ratio"}, {Name: "fetches/event"},
+	{Name: "CPU s: bench / Redis / ES / other"}, {Name: "others' share"}, {Name: "steal"},
 }
 
-func aggregate(all []result) []row {
-	var rows []row
-	for _, r := range all {
-		i := slices.IndexFunc(rows, func(x row) bool { return x.name == r.row })
-		if i < 0 {
-			rows = append(rows, row{name: r.row})
-			i = len(rows) - 1
-		}
-		rows[i].rounds = append(rows[i].rounds, r)
+// writeReport writes the Markdown table of the results, a row per scenario
+// row: every figure is the median of the rounds, and the ratio the median of
+// each round's ratio to the baseline of that same round.
+func writeReport(w io.Writer, header []string, all []result) error {
+	rows := benchkit.Aggregate(all, result.name)
+	t := &benchkit.Table{
+		Header: header, Rounds: benchkit.Rounds(rows), Rate: "events/s", Columns: columns,
+		Legend: "CPU s are CPU-seconds spent during the timed part, out of CPUs × seconds: by this process\n" +
+			"(projector, embedded JetStream, fake source, load generator), by Redis, by Elasticsearch, and by\n" +
+			"everything else on the machine (noise; Redis and Elasticsearch too when shown as ?). others' share\n" +
+			"is that last figure as a share of the machine (CPUs × seconds); steal, the share the hypervisor took.",
 	}
-	return rows
-}
-
-// median of xs (the mean of the middle two for an even count).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if n := len(s); n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return s[len(s)/2]
-}
-
-func medianOf(rs []result, f func(result) float64) float64 {
-	xs := make([]float64, len(rs))
-	for i, r := range rs {
-		xs[i] = f(r)
-	}
-	return median(xs)
-}
-
-// writeReport writes the Markdown table: every figure is the median of the
-// rounds, and the ratio the median of each round's ratio to the baseline of
-// that same round.
-func writeReport(w io.Writer, header []string, rows []row) error {
-	var b strings.Builder
-	for _, h := range header {
-		fmt.Fprintf(&b, "%s  \n", h)
-	}
-	rounds := 0
+	var noise benchkit.Noise
 	for _, r := range rows {
-		rounds = max(rounds, len(r.rounds))
-	}
-	if rounds > 1 {
-		fmt.Fprintf(&b, "Medians of %d rounds; events/s shows (min–max); each ratio is to the baseline of its own round.  \n", rounds)
-	}
-	b.WriteString("\n| scenario | events | ids | seconds | events/s | compared with | ratio | fetches/event | CPU s: bench / Redis / ES / other | others' share | steal |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n")
-	var notes []string
-	for _, r := range rows {
-		rs := r.rounds
+		rs := r.Rounds
 		first := rs[0]
 		rates := make([]float64, len(rs))
 		for i, x := range rs {
 			rates[i] = x.rate()
+			noise.Add(x.cpu, x.seconds)
 		}
-		rate := grouped(median(rates))
-		if len(rs) > 1 {
-			rate += fmt.Sprintf(" (%s–%s)", grouped(slices.Min(rates)), grouped(slices.Max(rates)))
-		}
-		ids, ratio, fpe, cpu, noise, steal := "–", "–", "–", "–", "–", "–"
+		ids, ratio, fpe, cpu, others, steal := "–", "–", "–", "–", "–", "–"
 		if first.ids > 0 {
-			ids = grouped(float64(first.ids))
+			ids = benchkit.Grouped(float64(first.ids))
 		}
 		ref := first.ref
 		if first.refRate > 0 {
-			ref = fmt.Sprintf("%s = %s/s", ref, grouped(medianOf(rs, func(x result) float64 { return x.refRate })))
-			ratio = fmt.Sprintf("%.2f", medianOf(rs, result.ratio))
+			ref = fmt.Sprintf("%s = %s/s", ref, benchkit.Grouped(benchkit.MedianOf(rs, func(x result) float64 { return x.refRate })))
+			ratio = fmt.Sprintf("%.2f", benchkit.MedianOf(rs, result.ratio))
 		} else if ref == "" {
 			ref = "–"
 		} else {
 			ref += " (not measured)"
 		}
 		if first.fetches >= 0 {
-			fpe = fmt.Sprintf("%.3f", medianOf(rs, func(x result) float64 { return float64(x.fetches) / float64(x.events) }))
+			fpe = fmt.Sprintf("%.3f", benchkit.MedianOf(rs, func(x result) float64 { return float64(x.fetches) / float64(x.events) }))
 		}
-		if first.cpu.ok {
-			f := func(v func(cpuUse) float64) string {
-				return fmt.Sprintf("%.1f", medianOf(rs, func(x result) float64 { return v(x.cpu) }))
-			}
-			redis, es := "?", "?"
-			if first.cpu.perProc {
-				redis, es = f(func(c cpuUse) float64 { return c.redis }), f(func(c cpuUse) float64 { return c.es })
-			}
-			cpu = strings.Join([]string{f(func(c cpuUse) float64 { return c.self }), redis, es,
-				f(func(c cpuUse) float64 { return c.other })}, " / ")
-			steal = fmt.Sprintf("%.0f%%", 100*medianOf(rs, func(x result) float64 { return x.cpu.steal }))
-			noise = fmt.Sprintf("%.0f%%", 100*medianOf(rs, func(x result) float64 { return x.noise() }))
+		if first.cpu.OK {
+			cpu = cpuSeconds(rs)
+			steal = fmt.Sprintf("%.0f%%", 100*benchkit.MedianOf(rs, func(x result) float64 { return x.cpu.Steal }))
+			others = fmt.Sprintf("%.0f%%", 100*benchkit.MedianOf(rs, func(x result) float64 { return x.cpu.OthersShare(x.seconds) }))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |\n",
-			r.name, grouped(float64(first.events)), ids, medianOf(rs, func(x result) float64 { return x.seconds }),
-			rate, ref, ratio, fpe, cpu, noise, steal)
+		t.AddRow(r.Name, benchkit.Grouped(float64(first.events)), ids,
+			fmt.Sprintf("%.2f", benchkit.MedianOf(rs, func(x result) float64 { return x.seconds })),
+			benchkit.Spread(rates), ref, ratio, fpe, cpu, others, steal)
 		// The notes of the round with the median rate.
-		mid := slices.IndexFunc(rs, func(x result) bool { return x.rate() == median(rates) })
+		mid := slices.IndexFunc(rs, func(x result) bool { return x.rate() == benchkit.Median(rates) })
 		if mid < 0 {
 			mid = 0
 		}
-		if n := rs[mid].notes; len(n) > 0 {
-			notes = append(notes, fmt.Sprintf("- %s: %s", r.name, strings.Join(n, "; ")))
-		}
+		t.AddNotes(r.Name, rs[mid].notes)
 	}
-	b.WriteString("\nCPU s are CPU-seconds spent during the timed part, out of CPUs × seconds: by this process\n" +
-		"(projector, embedded JetStream, fake source, load generator), by Redis, by Elasticsearch, and by\n" +
-		"everything else on the machine (noise; Redis and Elasticsearch too when shown as ?). others' share\n" +
-		"is that last figure as a share of the machine (CPUs × seconds); steal, the share the hypervisor took.\n")
-	var other, avail float64
-	for _, r := range rows {
-		for _, x := range r.rounds {
-			if x.cpu.ok {
-				other += x.cpu.other
-				avail += float64(runtime.NumCPU()) * x.seconds
-			}
-		}
+	if noise.Noisy() {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("**Noisy run:** other processes took %.0f%% of the machine while scenarios were timed; "+
+			"every figure is low and the ratios are only roughly comparable.", 100*noise.Share()))
 	}
-	if avail > 0 && other/avail > 0.25 {
-		fmt.Fprintf(&b, "\n**Noisy run:** other processes took %.0f%% of the machine while scenarios were timed; "+
-			"every figure is low and the ratios are only roughly comparable.\n", 100*other/avail)
-	}
-	if len(notes) > 0 {
-		b.WriteString("\n" + strings.Join(notes, "\n") + "\n")
-	}
-	_, err := io.WriteString(w, b.String())
+	_, err := t.WriteTo(w)
 	return err
 }
 
-// grouped formats n rounded to an integer with thousands separated by commas.
-func grouped(n float64) string {
-	s := strconv.FormatFloat(n, 'f', 0, 64)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
+// cpuSeconds is the CPU column of the rounds rs: the median CPU-seconds of
+// this process, Redis, Elasticsearch (? when not told apart) and the rest.
+func cpuSeconds(rs []result) string {
+	f := func(v func(benchkit.CPUUse) float64) string {
+		return fmt.Sprintf("%.1f", benchkit.MedianOf(rs, func(x result) float64 { return v(x.cpu) }))
 	}
-	if neg {
-		return "-" + b.String()
+	redis, es := "?", "?"
+	if rs[0].cpu.PerProc {
+		redis, es = f(func(c benchkit.CPUUse) float64 { return c.Redis }), f(func(c benchkit.CPUUse) float64 { return c.Elastic })
 	}
-	return b.String()
+	return strings.Join([]string{f(func(c benchkit.CPUUse) float64 { return c.Self }), redis, es,
+		f(func(c benchkit.CPUUse) float64 { return c.Other })}, " / ")
 }

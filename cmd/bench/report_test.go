@@ -6,30 +6,6 @@ import (
 	"testing"
 )
 
-func TestMedian(t *testing.T) {
-	for _, tc := range []struct {
-		in   []float64
-		want float64
-	}{
-		{nil, 0},
-		{[]float64{3}, 3},
-		{[]float64{5, 1, 3}, 3},
-		{[]float64{4, 1, 3, 2}, 2.5},
-	} {
-		if got := median(tc.in); got != tc.want {
-			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestGrouped(t *testing.T) {
-	for in, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 12345.6: "12,346", 1234567: "1,234,567", -4000: "-4,000"} {
-		if got := grouped(in); got != want {
-			t.Errorf("grouped(%v) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestReportRatiosAreToTheirOwnRound(t *testing.T) {
 	all := []result{
 		{row: "2. e2e", events: 1000, seconds: 1, fetches: 1000, ref: "min(1a, 1b)", refRate: 2000},
@@ -37,7 +13,7 @@ func TestReportRatiosAreToTheirOwnRound(t *testing.T) {
 		{row: "2. e2e", events: 1000, seconds: 0.5, fetches: 500, ref: "min(1a, 1b)", refRate: 4000},
 	}
 	var b strings.Builder
-	if err := writeReport(&b, []string{"header"}, aggregate(all)); err != nil {
+	if err := writeReport(&b, []string{"header"}, all); err != nil {
 		t.Fatal(err)
 	}
 	// Every round ran at half its own baseline, though the rates differ 4×.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/readside/readside/internal/benchkit"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/stream"
@@ -27,7 +28,7 @@ const (
 const consumeBatch = 1024
 
 func (b *bench) scenario(ctx context.Context, name string, round int) ([]result, error) {
-	b.progress("round %d/%d: %s", round, b.s.runs, name)
+	b.progress("round %d/%d: %s", round, b.s.Runs, name)
 	switch name {
 	case "js":
 		return b.jetStreamAlone(ctx)
@@ -85,14 +86,14 @@ func (b *bench) consumeAlone(ctx context.Context, events []string) (pub, consume
 		subjects[i] = p.subject(id)
 	}
 
-	cpu := sampleCPU(b.pids)
+	cpu := benchkit.SampleCPU(b.stores.PIDs)
 	began := time.Now()
 	if err := b.publishAll(ctx, subjects); err != nil {
 		return pub, consume, err
 	}
 	pub = result{
 		row: "1a. JetStream alone: async publish (context, not a baseline)", events: n, seconds: time.Since(began).Seconds(),
-		fetches: -1, cpu: cpu.since(),
+		fetches: -1, cpu: cpu.Since(),
 	}
 
 	var triggers []string
@@ -103,7 +104,7 @@ func (b *bench) consumeAlone(ctx context.Context, events []string) (pub, consume
 	if err != nil {
 		return pub, consume, err
 	}
-	cpu = sampleCPU(b.pids)
+	cpu = benchkit.SampleCPU(b.stores.PIDs)
 	began = time.Now()
 	deadline := began.Add(b.s.timeout)
 	fetches := 0
@@ -128,7 +129,7 @@ func (b *bench) consumeAlone(ctx context.Context, events []string) (pub, consume
 		return pub, consume, err
 	}
 	consume = result{
-		events: n, seconds: end.Sub(began).Seconds(), fetches: -1, cpu: cpu.since(),
+		events: n, seconds: end.Sub(began).Seconds(), fetches: -1, cpu: cpu.Since(),
 		notes: []string{fmt.Sprintf("%d fetch requests; consumer filters %s", fetches, strings.Join(triggers, ", "))},
 	}
 	return pub, consume, nil
@@ -174,7 +175,7 @@ func (b *bench) warmup(ctx context.Context) error {
 // storeWrite is how long writing N documents took.
 type storeWrite struct {
 	seconds   float64
-	cpu       cpuUse
+	cpu       benchkit.CPUUse
 	redisMean time.Duration // per batch
 	esMean    time.Duration // per batch
 	docBytes  int           // mean document size
@@ -188,11 +189,11 @@ func (b *bench) writeStores(ctx context.Context, label string, n int) (storeWrit
 	}
 	defer b.closeProjection(p)
 	// The stores ForDefinition makes.
-	es := sink.NewElastic(b.es, sink.ElasticOptions{Alias: p.def.Elasticsearch.Alias, Mapping: p.def.Mapping()})
+	es := sink.NewElastic(b.stores.Elastic, sink.ElasticOptions{Alias: p.def.Elasticsearch.Alias, Mapping: p.def.Mapping()})
 	if err := es.Ensure(ctx); err != nil {
 		return storeWrite{}, err
 	}
-	rd := sink.NewRedis(b.rdb, sink.RedisOptions{KeyPattern: p.def.Redis.Key})
+	rd := sink.NewRedis(b.stores.Redis, sink.RedisOptions{KeyPattern: p.def.Redis.Key})
 	docs := make([]sink.Doc, n)
 	size := 0
 	for i, id := range all {
@@ -212,7 +213,7 @@ func (b *bench) writeStores(ctx context.Context, label string, n int) (storeWrit
 	var g errgroup.Group
 	g.SetLimit(b.s.storeWorkers)
 	b.times.reset()
-	cpu := sampleCPU(b.pids)
+	cpu := benchkit.SampleCPU(b.stores.PIDs)
 	began := time.Now()
 	for start := 0; start < n; start += b.s.storeBatch {
 		batch := docs[start:min(n, start+b.s.storeBatch)]
@@ -227,7 +228,7 @@ func (b *bench) writeStores(ctx context.Context, label string, n int) (storeWrit
 		return storeWrite{}, err
 	}
 	return storeWrite{
-		seconds: time.Since(began).Seconds(), cpu: cpu.since(),
+		seconds: time.Since(began).Seconds(), cpu: cpu.Since(),
 		redisMean: b.times.redis.mean(),
 		esMean:    b.times.bulk.mean(),
 		docBytes:  size / n,
@@ -323,7 +324,7 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 	}
 
 	b.times.reset()
-	cpu := sampleCPU(b.pids)
+	cpu := benchkit.SampleCPU(b.stores.PIDs)
 	run, err := b.runProjector(ctx, p, c.opts)
 	if err != nil {
 		return result{}, err
@@ -357,7 +358,7 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 	if err != nil {
 		return result{}, err
 	}
-	use := cpu.since()
+	use := cpu.Since()
 	fetches := p.api.Fetches()
 	stopped = true
 	if err := run.stop(); err != nil {

@@ -136,8 +136,8 @@ func (b *bench) load(ctx context.Context) error {
 	d.meanSize = total / len(docs)
 	b.data = d
 
-	rd := sink.NewRedis(b.rdb, sink.RedisOptions{KeyPattern: def.Redis.Key})
-	el := sink.NewElastic(b.es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()})
+	rd := sink.NewRedis(b.stores.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key})
+	el := sink.NewElastic(b.stores.Elastic, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()})
 	if err := el.Ensure(ctx); err != nil {
 		return err
 	}

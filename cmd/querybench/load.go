@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/internal/benchkit"
 )
 
 // pageSize is the ids of a multi-get and the page of a list or search.
@@ -70,7 +72,7 @@ func (b *bench) group(name string) []scenario {
 // round measures every scenario once.
 func (b *bench) round(ctx context.Context, round int) ([]result, error) {
 	var out []result
-	for _, name := range b.s.scenarios {
+	for _, name := range b.s.Scenarios {
 		b.progress("round %d: %s", round, name)
 		rs, err := b.measure(ctx, b.group(name), b.s.warmup, b.s.duration)
 		if err != nil {
@@ -94,7 +96,7 @@ func (b *bench) warm(ctx context.Context) error {
 		return nil
 	}
 	b.progress("warming up")
-	for _, name := range b.s.scenarios {
+	for _, name := range b.s.Scenarios {
 		if _, err := b.measure(ctx, b.group(name), 0, b.s.warmup); err != nil {
 			return fmt.Errorf("warm-up, %s: %w", name, err)
 		}
@@ -136,14 +138,14 @@ func (b *bench) measure(ctx context.Context, group []scenario, warm, dur time.Du
 	for range turns {
 		for i, sc := range group {
 			r := &out[i]
-			cpu := sampleCPU(b.pids)
+			cpu := benchkit.SampleCPU(b.stores.PIDs)
 			began := time.Now()
 			ws, err := b.loop(ctx, clients[i], sc, dur/time.Duration(turns))
 			if err != nil {
 				return nil, err
 			}
 			r.seconds += time.Since(began).Seconds()
-			r.cpu = r.cpu.add(cpu.since())
+			r.cpu = r.cpu.Add(cpu.Since())
 			for _, w := range ws {
 				r.requests += len(w.lat)
 				r.errors += w.errs

@@ -41,94 +41,51 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"runtime/pprof"
 	"slices"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/internal/benchkit"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "querybench:", err)
-		}
-		os.Exit(1)
-	}
+	os.Exit(benchkit.Main("querybench", run, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // allScenarios are the scenario names in the order they run.
 var allScenarios = []string{"detail", "multiget", "list", "search"}
 
 type settings struct {
-	redisAddr  string
-	esURL      string
-	docs       int
-	conns      int
-	duration   time.Duration
-	warmup     time.Duration
-	slices     int
-	runs       int
-	accessLog  bool
-	scenarios  []string
-	cpuProfile string
-	args       []string // as given, for the report
+	benchkit.Flags
+	docs      int
+	conns     int
+	duration  time.Duration
+	warmup    time.Duration
+	slices    int
+	accessLog bool
+	args      []string // as given, for the report
 }
 
 func parse(args []string, out io.Writer) (*settings, error) {
 	s := &settings{args: args}
-	fs := flag.NewFlagSet("querybench", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: go run ./cmd/querybench [flags]\n\n"+
-			"Load-tests the query API against the test Redis and Elasticsearch (start them with\n"+
-			"`make testenv`), next to baseline servers measured in the same run. Prints a Markdown table.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	scenarios := strings.Join(allScenarios, ",")
-	fs.StringVar(&s.redisAddr, "redis", testenv.RedisAddr(), "Redis address [$READSIDE_TEST_REDIS_ADDR]")
-	fs.StringVar(&s.esURL, "es", testenv.ElasticURL(), "Elasticsearch URL [$READSIDE_TEST_ES_URL]")
+	fs := benchkit.NewFlagSet("querybench", "Load-tests the query API against the test Redis and Elasticsearch (start them with\n"+
+		"`make testenv`), next to baseline servers measured in the same run. Prints a Markdown table.\n", out)
+	s.Register(fs, allScenarios, "write a CPU profile of the rounds (warm-ups included) to this file; it covers this process: load generator, baselines and API, not Redis or Elasticsearch")
 	fs.IntVar(&s.docs, "docs", 30000, "documents written to Redis and Elasticsearch")
 	fs.IntVar(&s.conns, "conns", 48, "concurrent keep-alive connections of the closed-loop load generator")
 	fs.DurationVar(&s.duration, "duration", 8*time.Second, "measured time of each row (each server of a scenario)")
 	fs.DurationVar(&s.warmup, "warmup", 2*time.Second, "load of each server before it is measured, not counted (and once more before the first round)")
 	fs.IntVar(&s.slices, "slices", 8, "turns each row's -duration is measured in, alternating between baseline and API")
 	fs.BoolVar(&s.accessLog, "access-log", true, "also measure detail with cmd/queryapi's access log on")
-	fs.IntVar(&s.runs, "runs", 1, "rounds of every scenario; with more than one, the table shows medians")
-	fs.StringVar(&scenarios, "scenarios", scenarios, "comma-separated scenarios to run, of "+strings.Join(allScenarios, ","))
-	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the rounds (warm-ups included) to this file; it covers this process: load generator, baselines and API, not Redis or Elasticsearch")
-	if err := fs.Parse(args); err != nil {
+	errs, err := s.Parse(fs, args)
+	if err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
-	}
-	var errs []error
-	for _, sc := range strings.Split(scenarios, ",") {
-		sc = strings.TrimSpace(sc)
-		switch {
-		case sc == "":
-		case !slices.Contains(allScenarios, sc):
-			errs = append(errs, fmt.Errorf("-scenarios: unknown scenario %q (have %s)", sc, strings.Join(allScenarios, ",")))
-		case !slices.Contains(s.scenarios, sc):
-			s.scenarios = append(s.scenarios, sc)
-		}
-	}
-	if len(s.scenarios) == 0 {
-		errs = append(errs, errors.New("-scenarios: name at least one"))
-	}
 	// Run them in the documented order whatever the order given.
-	slices.SortFunc(s.scenarios, func(a, b string) int {
+	slices.SortFunc(s.Scenarios, func(a, b string) int {
 		return slices.Index(allScenarios, a) - slices.Index(allScenarios, b)
 	})
 	if s.docs < 1000 {
@@ -139,9 +96,6 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	}
 	if s.slices < 1 {
 		errs = append(errs, fmt.Errorf("-slices must be at least 1, not %d", s.slices))
-	}
-	if s.runs < 1 {
-		errs = append(errs, fmt.Errorf("-runs must be at least 1, not %d", s.runs))
 	}
 	if s.duration < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("-duration %v is too short", s.duration))
@@ -179,26 +133,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := b.warm(ctx); err != nil {
 		return err
 	}
-	if s.cpuProfile != "" {
-		f, err := os.Create(s.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := s.StartCPUProfile()
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	var all []result
-	for round := 1; round <= s.runs; round++ {
+	for round := 1; round <= s.Runs; round++ {
 		rs, err := b.round(ctx, round)
 		if err != nil {
 			return fmt.Errorf("round %d: %w", round, err)
 		}
 		all = append(all, rs...)
 	}
-	pprof.StopCPUProfile() // a no-op without -cpuprofile
+	stopProfile()
 	b.progress("done in %s", time.Since(began).Round(time.Second))
-	return writeReport(stdout, b.describe(), aggregate(all))
+	return writeReport(stdout, b.describe(), all)
 }

@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
-	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/readside/readside/internal/benchkit"
 )
 
 // result is one row measured once.
@@ -19,9 +19,11 @@ type result struct {
 	lat      []time.Duration // sorted
 	ref      string          // the row the ratio compares with; "" for a baseline
 	refRate  float64         // its rate in the same round
-	cpu      cpuUse
+	cpu      benchkit.CPUUse
 	notes    []string
 }
+
+func (r result) name() string { return r.row }
 
 func (r result) rate() float64 {
 	if r.seconds == 0 {
@@ -55,16 +57,8 @@ func (r result) perRequest(cpuSeconds float64) float64 {
 	return cpuSeconds / float64(r.requests) * 1e6
 }
 
-// noise is the share of the machine other processes took while r was timed.
-func (r result) noise() float64 {
-	if !r.cpu.ok || r.seconds == 0 {
-		return 0
-	}
-	return r.cpu.other / (float64(runtime.NumCPU()) * r.seconds)
-}
-
 func (r result) summary() string {
-	s := fmt.Sprintf("%s req/s, p50 %.2f ms, p99 %.2f ms, %d errors", grouped(r.rate()),
+	s := fmt.Sprintf("%s req/s, p50 %.2f ms, p99 %.2f ms, %d errors", benchkit.Grouped(r.rate()),
 		percentile(r.lat, 50), percentile(r.lat, 99), r.errors)
 	if r.refRate > 0 {
 		s += fmt.Sprintf(", %.2f of %s", r.ratio(), r.ref)
@@ -72,142 +66,73 @@ func (r result) summary() string {
 	return s
 }
 
-// row is the rounds of one table row, in the order first seen.
-type row struct {
-	name   string
-	rounds []result
+// columns are the report's.
+var columns = []benchkit.Column{
+	{Name: "scenario", Text: true}, {Name: "requests"}, {Name: "seconds"}, {Name: "req/s"}, {Name: "p50 ms"}, {Name: "p99 ms"},
+	{Name: "errors"}, {Name: "ratio to baseline"}, {Name: "CPU µs/req: this process / Redis / ES"}, {Name: "others' share"}, {Name: "steal"},
 }
 
-func aggregate(all []result) []row {
-	var rows []row
-	for _, r := range all {
-		i := slices.IndexFunc(rows, func(x row) bool { return x.name == r.row })
-		if i < 0 {
-			rows = append(rows, row{name: r.row})
-			i = len(rows) - 1
-		}
-		rows[i].rounds = append(rows[i].rounds, r)
+// writeReport writes the Markdown table of the results, a row per table row.
+// With several rounds every figure is the median of the rounds (req/s also
+// shows the range), errors are summed, and the ratio is the median of each
+// round's ratio to its own baseline.
+func writeReport(w io.Writer, header []string, all []result) error {
+	rows := benchkit.Aggregate(all, result.name)
+	t := &benchkit.Table{
+		Header: header, Rounds: benchkit.Rounds(rows), Rate: "req/s", Columns: columns,
+		Legend: "ratio: req/s ÷ the baseline's req/s in the same round. CPU µs/req: CPU time per request of this\n" +
+			"process (load generator + server), of Redis and of Elasticsearch. others' share: CPU taken by every\n" +
+			"other process, as a share of the machine; steal: the share the hypervisor took.",
 	}
-	return rows
-}
-
-// median of xs (the mean of the middle two for an even count).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if n := len(s); n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return s[len(s)/2]
-}
-
-func medianOf(rs []result, f func(result) float64) float64 {
-	xs := make([]float64, len(rs))
-	for i, r := range rs {
-		xs[i] = f(r)
-	}
-	return median(xs)
-}
-
-// writeReport writes the Markdown table. With several rounds every figure is
-// the median of the rounds (req/s also shows the range), errors are summed,
-// and the ratio is the median of each round's ratio to its own baseline.
-func writeReport(w io.Writer, header []string, rows []row) error {
-	var b strings.Builder
-	for _, h := range header {
-		fmt.Fprintf(&b, "%s  \n", h)
-	}
-	rounds := 0
+	var noise benchkit.Noise
 	for _, r := range rows {
-		rounds = max(rounds, len(r.rounds))
-	}
-	if rounds > 1 {
-		fmt.Fprintf(&b, "Medians of %d rounds; req/s shows (min–max); each ratio is to the baseline of its own round.  \n", rounds)
-	}
-	b.WriteString("\n| scenario | requests | seconds | req/s | p50 ms | p99 ms | errors | ratio to baseline | CPU µs/req: this process / Redis / ES | others' share | steal |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	var notes []string
-	for _, r := range rows {
-		rs := r.rounds
+		rs := r.Rounds
 		rates := make([]float64, len(rs))
 		errs := 0
 		for i, x := range rs {
 			rates[i] = x.rate()
 			errs += x.errors
+			noise.Add(x.cpu, x.seconds)
 		}
-		rate := grouped(median(rates))
-		if len(rs) > 1 {
-			rate += fmt.Sprintf(" (%s–%s)", grouped(slices.Min(rates)), grouped(slices.Max(rates)))
-		}
-		ratio, cpu, noise, steal := "–", "–", "–", "–"
+		ratio, cpu, others, steal := "–", "–", "–", "–"
 		if rs[0].ref != "" {
-			ratio = fmt.Sprintf("%.2f (of %s)", medianOf(rs, result.ratio), rs[0].ref)
+			ratio = fmt.Sprintf("%.2f (of %s)", benchkit.MedianOf(rs, result.ratio), rs[0].ref)
 		}
-		if rs[0].cpu.ok {
-			per := func(v func(cpuUse) float64) string {
-				return fmt.Sprintf("%.0f", medianOf(rs, func(x result) float64 { return x.perRequest(v(x.cpu)) }))
-			}
-			redis, es := "?", "?"
-			if rs[0].cpu.perProc {
-				redis, es = per(func(c cpuUse) float64 { return c.redis }), per(func(c cpuUse) float64 { return c.es })
-			}
-			cpu = strings.Join([]string{per(func(c cpuUse) float64 { return c.self }), redis, es}, " / ")
-			noise = fmt.Sprintf("%.0f%%", 100*medianOf(rs, result.noise))
-			steal = fmt.Sprintf("%.0f%%", 100*medianOf(rs, func(x result) float64 { return x.cpu.steal }))
+		if rs[0].cpu.OK {
+			cpu = cpuPerRequest(rs)
+			others = fmt.Sprintf("%.0f%%", 100*benchkit.MedianOf(rs, func(x result) float64 { return x.cpu.OthersShare(x.seconds) }))
+			steal = fmt.Sprintf("%.0f%%", 100*benchkit.MedianOf(rs, func(x result) float64 { return x.cpu.Steal }))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %.2f | %.2f | %d | %s | %s | %s | %s |\n",
-			r.name, grouped(medianOf(rs, func(x result) float64 { return float64(x.requests) })),
-			medianOf(rs, func(x result) float64 { return x.seconds }), rate,
-			medianOf(rs, func(x result) float64 { return percentile(x.lat, 50) }),
-			medianOf(rs, func(x result) float64 { return percentile(x.lat, 99) }),
-			errs, ratio, cpu, noise, steal)
+		t.AddRow(r.Name, benchkit.Grouped(benchkit.MedianOf(rs, func(x result) float64 { return float64(x.requests) })),
+			fmt.Sprintf("%.1f", benchkit.MedianOf(rs, func(x result) float64 { return x.seconds })), benchkit.Spread(rates),
+			fmt.Sprintf("%.2f", benchkit.MedianOf(rs, func(x result) float64 { return percentile(x.lat, 50) })),
+			fmt.Sprintf("%.2f", benchkit.MedianOf(rs, func(x result) float64 { return percentile(x.lat, 99) })),
+			strconv.Itoa(errs), ratio, cpu, others, steal)
+		// The notes of the first round that has any.
 		for _, x := range rs {
 			if len(x.notes) > 0 {
-				notes = append(notes, fmt.Sprintf("- %s: %s", r.name, strings.Join(x.notes, "; ")))
+				t.AddNotes(r.Name, x.notes)
 				break
 			}
 		}
 	}
-	b.WriteString("\nratio: req/s ÷ the baseline's req/s in the same round. CPU µs/req: CPU time per request of this\n" +
-		"process (load generator + server), of Redis and of Elasticsearch. others' share: CPU taken by every\n" +
-		"other process, as a share of the machine; steal: the share the hypervisor took.\n")
-	var other, avail float64
-	for _, r := range rows {
-		for _, x := range r.rounds {
-			if x.cpu.ok {
-				other += x.cpu.other
-				avail += float64(runtime.NumCPU()) * x.seconds
-			}
-		}
+	if noise.Noisy() {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("**Noisy run:** other processes took %.0f%% of the machine while rows were timed; "+
+			"absolute figures are low and the ratios only roughly comparable.", 100*noise.Share()))
 	}
-	if avail > 0 && other/avail > 0.25 {
-		fmt.Fprintf(&b, "\n**Noisy run:** other processes took %.0f%% of the machine while rows were timed; "+
-			"absolute figures are low and the ratios only roughly comparable.\n", 100*other/avail)
-	}
-	if len(notes) > 0 {
-		b.WriteString("\n" + strings.Join(notes, "\n") + "\n")
-	}
-	_, err := io.WriteString(w, b.String())
+	_, err := t.WriteTo(w)
 	return err
 }
 
-// grouped formats n rounded to an integer with thousands separated by commas.
-func grouped(n float64) string {
-	s := strconv.FormatFloat(n, 'f', 0, 64)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
+// cpuPerRequest is the CPU column of the rounds rs: the median CPU time per
+// request of this process, Redis and Elasticsearch (? when not told apart).
+func cpuPerRequest(rs []result) string {
+	per := func(v func(benchkit.CPUUse) float64) string {
+		return fmt.Sprintf("%.0f", benchkit.MedianOf(rs, func(x result) float64 { return x.perRequest(v(x.cpu)) }))
 	}
-	if neg {
-		return "-" + b.String()
+	redis, es := "?", "?"
+	if rs[0].cpu.PerProc {
+		redis, es = per(func(c benchkit.CPUUse) float64 { return c.Redis }), per(func(c benchkit.CPUUse) float64 { return c.Elastic })
 	}
-	return b.String()
+	return strings.Join([]string{per(func(c benchkit.CPUUse) float64 { return c.Self }), redis, es}, " / ")
 }

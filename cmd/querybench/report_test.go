@@ -39,11 +39,3 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("percentile of nothing = %v, want 0", got)
 	}
 }
-
-func TestGrouped(t *testing.T) {
-	for n, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 1234567.4: "1,234,567", -4321: "-4,321"} {
-		if got := grouped(n); got != want {
-			t.Errorf("grouped(%v) = %q, want %q", n, got, want)
-		}
-	}
-}

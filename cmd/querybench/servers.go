@@ -65,7 +65,7 @@ func (s *servers) listen(h http.Handler, log *slog.Logger) (string, error) {
 func (b *bench) serve() error {
 	var err error
 	prefix, suffix, _ := strings.Cut(b.def.Redis.Key, "{id}")
-	bl := &baseline{rdb: b.rdb, es: b.es, alias: b.def.Elasticsearch.Alias, prefix: prefix, suffix: suffix}
+	bl := &baseline{rdb: b.stores.Redis, es: b.stores.Elastic, alias: b.def.Elasticsearch.Alias, prefix: prefix, suffix: suffix}
 	if b.srv.baseline, err = b.srv.listen(bl.handler(), b.log); err != nil {
 		return err
 	}
@@ -73,8 +73,8 @@ func (b *bench) serve() error {
 	// and with -access-log=false.
 	views := []query.View{{
 		Def:     b.def,
-		Docs:    sink.NewRedis(b.rdb, sink.RedisOptions{KeyPattern: b.def.Redis.Key}),
-		Elastic: b.es,
+		Docs:    sink.NewRedis(b.stores.Redis, sink.RedisOptions{KeyPattern: b.def.Redis.Key}),
+		Elastic: b.stores.Elastic,
 		Sources: assemble.Clients(b.def, nil, 300*time.Millisecond),
 	}}
 	api := query.New(views, nil, b.log, nil, query.Options{})
