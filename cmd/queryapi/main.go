@@ -164,7 +164,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	api := query.New(views, pub, log, readiness, s.opts)
 	var handler http.Handler = api
 	if s.accessLog {
-		handler = accessLog(log, handler)
+		handler = query.AccessLog(log, handler)
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -200,28 +200,4 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	err = srv.Shutdown(shut) // lets in-flight requests finish
 	log.Info("query API stopped", "err", err)
 	return err
-}
-
-// accessLog logs one line per request.
-func accessLog(log *slog.Logger, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		log.Info("request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery, "status", rec.status,
-			"bytes", rec.bytes, "ms", float64(time.Since(start).Microseconds())/1000,
-			"source", rec.Header().Get("X-Readside-Source"), "remote", r.RemoteAddr)
-	})
-}
-
-type recorder struct {
-	http.ResponseWriter
-	status, bytes int
-}
-
-func (r *recorder) WriteHeader(code int) { r.status = code; r.ResponseWriter.WriteHeader(code) }
-func (r *recorder) Write(b []byte) (int, error) {
-	n, err := r.ResponseWriter.Write(b)
-	r.bytes += n
-	return n, err
 }

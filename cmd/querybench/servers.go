@@ -86,34 +86,9 @@ func (b *bench) serve() error {
 	if b.srv.logFile, err = os.CreateTemp("", "querybench-access-*.log"); err != nil {
 		return err
 	}
-	logged := accessLog(slog.New(slog.NewTextHandler(b.srv.logFile, &slog.HandlerOptions{Level: slog.LevelInfo})), api)
+	logged := query.AccessLog(slog.New(slog.NewTextHandler(b.srv.logFile, &slog.HandlerOptions{Level: slog.LevelInfo})), api)
 	b.srv.apiLogged, err = b.srv.listen(logged, b.log)
 	return err
-}
-
-// accessLog logs one line per request: a copy of cmd/queryapi's, which is
-// package main.
-func accessLog(log *slog.Logger, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		log.Info("request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery, "status", rec.status,
-			"bytes", rec.bytes, "ms", float64(time.Since(start).Microseconds())/1000,
-			"source", rec.Header().Get("X-Readside-Source"), "remote", r.RemoteAddr)
-	})
-}
-
-type recorder struct {
-	http.ResponseWriter
-	status, bytes int
-}
-
-func (r *recorder) WriteHeader(code int) { r.status = code; r.ResponseWriter.WriteHeader(code) }
-func (r *recorder) Write(b []byte) (int, error) {
-	n, err := r.ResponseWriter.Write(b)
-	r.bytes += n
-	return n, err
 }
 
 // baseline is the floor of each scenario: the store calls the API has to
