@@ -206,6 +206,10 @@ func lineOf(n *yaml.Node, path []any) int {
 	return line
 }
 
+// queryWords are the query API's parameters and special sort keys: a field
+// of the same name could not be filtered or sorted on.
+var queryWords = []string{"ids", "q", "sort", "limit", "cursor", "near", "within", "distance", "relevance"}
+
 var (
 	nameRE      = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 	fieldNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
@@ -335,6 +339,8 @@ func (d *Definition) validate(v *validator, o Options) {
 			v.addf([]any{"fields", i, "name"}, "%q is not a valid field name: letters, digits and '_'", f.Name)
 		case f.Name == "id" || strings.HasPrefix(f.Name, "readside_"):
 			v.addf([]any{"fields", i, "name"}, "%q is reserved: every document has \"id\", and \"readside_\" fields are Readside's", f.Name)
+		case slices.Contains(queryWords, f.Name):
+			v.addf([]any{"fields", i, "name"}, "%q is reserved by the query API (its parameters and sort keys are %s): rename the field", f.Name, strings.Join(queryWords, ", "))
 		case fields[f.Name]:
 			v.addf([]any{"fields", i, "name"}, "field %q is defined twice", f.Name)
 		}

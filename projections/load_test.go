@@ -121,9 +121,10 @@ func TestParseMistakes(t *testing.T) {
 		{
 			name: "duplicate and reserved field names",
 			edit: func(s string) string {
-				return strings.Replace(s, "redis:", "  - {name: name, from: shop.x, type: keyword}\n  - {name: id, from: shop.id, type: keyword}\nredis:", 1)
+				return strings.Replace(s, "redis:", "  - {name: name, from: shop.x, type: keyword}\n  - {name: id, from: shop.id, type: keyword}\n  - {name: distance, from: shop.d, type: float}\nredis:", 1)
 			},
-			want: []string{`shops.yaml:13: fields[2].name: field "name" is defined twice`, `shops.yaml:14: fields[3].name: "id" is reserved`},
+			want: []string{`shops.yaml:13: fields[2].name: field "name" is defined twice`, `shops.yaml:14: fields[3].name: "id" is reserved`,
+				`shops.yaml:15: fields[4].name: "distance" is reserved by the query API`},
 		},
 		{
 			name: "version without a source",

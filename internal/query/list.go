@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -76,6 +77,7 @@ func (s *Server) multiGet(w http.ResponseWriter, r *http.Request, v *view, param
 		issues = append(issues, ParameterIssue{Parameter: "ids", Message: fmt.Sprintf("%d ids; at most %d per request", len(ids), s.o.MaxIDs)})
 	}
 	if len(issues) > 0 {
+		slices.SortStableFunc(issues, func(a, b ParameterIssue) int { return strings.Compare(a.Parameter, b.Parameter) })
 		badRequest(w, r, issues)
 		return
 	}
@@ -202,13 +204,13 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 		if slices.Contains(reserved, p) {
 			continue
 		}
-		name, op, _ := strings.Cut(p, ".")
+		name, op, dotted := strings.Cut(p, ".")
 		f := v.fields[name]
 		switch {
-		case f == nil || !f.Filter:
+		case f == nil || !filterableField(*f):
 			bad(p, "is not a parameter: filter on %s; or use %s", strings.Join(filterable(v), ", "), strings.Join(reserved[1:], ", "))
 			continue
-		case op != "" && !slices.Contains(rangeOps, op):
+		case dotted && !slices.Contains(rangeOps, op):
 			bad(p, "%q is not a range operator: use %s", op, strings.Join(rangeOps, ", "))
 			continue
 		case op != "" && !ranged(f.Type):
@@ -238,7 +240,7 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 					continue
 				}
 				name = "_score"
-			case f == nil || !f.Sort:
+			case f == nil || !sortableField(*f):
 				bad("sort", "%q is not sortable: sort on %s", name, strings.Join(sortable(v), ", "))
 				continue
 			}
@@ -270,7 +272,7 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 func filterable(v *view) []string {
 	var out []string
 	for _, f := range v.Def.Fields {
-		if f.Filter {
+		if filterableField(f) {
 			out = append(out, f.Name)
 		}
 	}
@@ -280,11 +282,23 @@ func filterable(v *view) []string {
 func sortable(v *view) []string {
 	var out []string
 	for _, f := range v.Def.Fields {
-		if f.Sort {
+		if sortableField(f) {
 			out = append(out, f.Name)
 		}
 	}
 	return out
+}
+
+// filterableField reports whether the API takes a filter on f: a point or an
+// object has no value to compare (Elasticsearch would refuse the query).
+func filterableField(f projections.Field) bool {
+	return f.Filter && f.Type != projections.Object && f.Type != projections.GeoPoint
+}
+
+// sortableField reports whether the API sorts on f: a point sorts by
+// distance (sort=distance), never by its value.
+func sortableField(f projections.Field) bool {
+	return f.Sort && f.Type != projections.Object && f.Type != projections.GeoPoint
 }
 
 func ranged(t projections.FieldType) bool {
@@ -330,7 +344,7 @@ func typedValue(t projections.FieldType, raw string) (any, error) {
 		return n, nil
 	case projections.Float:
 		x, err := strconv.ParseFloat(raw, 64)
-		if err != nil || x != x {
+		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
 			return nil, fmt.Errorf("%q is not a number", raw)
 		}
 		return x, nil
@@ -341,10 +355,19 @@ func typedValue(t projections.FieldType, raw string) (any, error) {
 		}
 		return b, nil
 	case projections.Date:
-		if _, err := time.Parse(time.RFC3339, raw); err != nil {
+		ts, err := time.Parse(time.RFC3339, raw)
+		if err != nil {
 			if _, err := time.Parse(time.DateOnly, raw); err != nil {
 				return nil, fmt.Errorf("%q is not a date such as 2026-11-21 or 2026-11-21T10:00:00Z", raw)
 			}
+		}
+		// Go reads offsets up to ±23:59 and any number of fractional digits;
+		// Elasticsearch (java.time) refuses offsets beyond ±18:00 and more than 9 digits.
+		if _, off := ts.Zone(); off > 18*3600 || off < -18*3600 {
+			return nil, fmt.Errorf("%q has a time zone offset beyond ±18:00", raw)
+		}
+		if _, frac, ok := strings.Cut(raw, "."); ok && len(frac)-len(strings.TrimLeft(frac, "0123456789")) > 9 {
+			return nil, fmt.Errorf("%q has more than 9 fractional digits", raw)
 		}
 		return raw, nil
 	}
@@ -391,7 +414,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQ
 	ids, after, err := s.searchIDs(r.Context(), v, lq)
 	switch {
 	case errors.Is(err, errBadQuery):
-		badRequest(w, r, []ParameterIssue{{Parameter: "query", Message: err.Error()}})
+		badRequest(w, r, []ParameterIssue{{Parameter: "query", Message: strings.TrimPrefix(err.Error(), "query: ")}})
 		return
 	case err != nil && r.Context().Err() != nil:
 		timedOut(w, r)
@@ -429,7 +452,7 @@ func (s *Server) searchIDs(ctx context.Context, v *view, lq *listQuery) ([]strin
 			v.Elastic.Search.WithContext(ctx),
 			v.Elastic.Search.WithIndex(v.Def.Elasticsearch.Alias),
 			v.Elastic.Search.WithBody(bytes.NewReader(body)),
-			v.Elastic.Search.WithFilterPath("hits.hits._id", "hits.hits.sort", "error.reason"),
+			v.Elastic.Search.WithFilterPath("hits.hits._id", "hits.hits.sort", "error.reason", "error.root_cause.reason"),
 		)
 		if err != nil {
 			return nil, err
@@ -439,7 +462,11 @@ func (s *Server) searchIDs(ctx context.Context, v *view, lq *listQuery) ([]strin
 		buf.ReadFrom(res.Body)
 		switch {
 		case res.StatusCode == http.StatusBadRequest:
-			return nil, fmt.Errorf("%w: %s", errBadQuery, gjson.GetBytes(buf.Bytes(), "error.reason").Str)
+			reason := gjson.GetBytes(buf.Bytes(), "error.root_cause.0.reason").Str // "all shards failed" says less
+			if reason == "" {
+				reason = gjson.GetBytes(buf.Bytes(), "error.reason").Str
+			}
+			return nil, fmt.Errorf("%w: %s", errBadQuery, reason)
 		case res.IsError():
 			return nil, fmt.Errorf("elasticsearch: %s", res.Status())
 		}
@@ -453,10 +480,23 @@ func (s *Server) searchIDs(ctx context.Context, v *view, lq *listQuery) ([]strin
 	var after []any
 	for _, h := range hits {
 		ids = append(ids, h.Get("_id").Str)
-		after = nil
-		json.Unmarshal([]byte(h.Get("sort").Raw), &after)
+		after = decodeSortValues(h.Get("sort").Raw)
 	}
 	return ids, after, nil
+}
+
+// decodeSortValues reads a hit's sort values for search_after, keeping numbers
+// as Elasticsearch wrote them: a long beyond 2^53, or the Long.MAX_VALUE that
+// stands for a missing value, does not survive a float64, and a rounded
+// search_after skips or repeats documents.
+func decodeSortValues(raw string) []any {
+	var after []any
+	d := json.NewDecoder(strings.NewReader(raw))
+	d.UseNumber()
+	if d.Decode(&after) != nil {
+		return nil
+	}
+	return after
 }
 
 // searchBody builds the Elasticsearch query: tombstones out, the user's text
@@ -546,7 +586,9 @@ func (s *Server) openCursor(raw string, lq *listQuery) error {
 	payload, err := base64.RawURLEncoding.DecodeString(p)
 	var c cursorState
 	if err == nil {
-		err = json.Unmarshal(payload, &c)
+		d := json.NewDecoder(bytes.NewReader(payload))
+		d.UseNumber() // search_after values stay exact (see decodeSortValues)
+		err = d.Decode(&c)
 	}
 	if err != nil {
 		return errors.New("is malformed")

@@ -86,6 +86,7 @@ type Server struct {
 	o     Options
 	mux   *http.ServeMux
 	ready func(ctx context.Context) map[string]string
+	spec  []byte // the OpenAPI document, generated once by New
 }
 
 type view struct {
@@ -140,6 +141,7 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 		}
 		s.views[v.Def.Name] = vw
 	}
+	s.spec = buildOpenAPI(s)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /v1/{projection}/{id}", s.detail)
 	s.mux.HandleFunc("GET /v1/{projection}", s.collection)
