@@ -31,7 +31,6 @@ import (
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/stream"
-	"github.com/readside/readside/projections"
 )
 
 func main() {
@@ -100,13 +99,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := s.Common.Logger(stderr)
+	log, defs, err := s.Common.Start(stderr)
 	if err != nil {
 		return err
-	}
-	defs, err := projections.LoadDir(s.Definitions, projections.Options{})
-	if err != nil {
-		return fmt.Errorf("loading definitions:\n%w", err)
 	}
 
 	reg := prometheus.NewRegistry()

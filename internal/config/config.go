@@ -21,6 +21,8 @@ import (
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/readside/readside/projections"
 )
 
 // Secret is a string that prints as "[redacted]" in logs and %v.
@@ -263,6 +265,20 @@ func (c *Common) Validate() error {
 
 // Logger builds the process logger writing to w.
 func (c *Common) Logger(w io.Writer) (*slog.Logger, error) { return Logger(w, c.LogLevel, c.LogFormat) }
+
+// Start builds the logger writing to w and loads the definitions: what a
+// daemon does first. A broken definition fails it with every problem listed.
+func (c *Common) Start(w io.Writer) (*slog.Logger, []*projections.Definition, error) {
+	log, err := c.Logger(w)
+	if err != nil {
+		return nil, nil, err
+	}
+	defs, err := projections.LoadDir(c.Definitions, projections.Options{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading definitions:\n%w", err)
+	}
+	return log, defs, nil
+}
 
 // NewFlagSet returns a flag set for command name that prints usage (the
 // usage line and a description) and its flags to out, and returns errors

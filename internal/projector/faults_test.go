@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"testing"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/testenv"
@@ -22,68 +17,6 @@ import (
 // up listens again on the same address, and toxics slow the traffic. The
 // harness's own clients (h.redis, h.elastic) bypass the proxy, so the tests
 // look at the stores directly.
-
-// faultProxy is a toxiproxy proxy in front of one upstream. Its address stays
-// the same across down and up, so the clients behind it reconnect to it.
-type faultProxy struct {
-	t    *testing.T
-	p    *toxiproxy.Proxy
-	addr string // host:port the clients dial
-}
-
-// startProxy starts a proxy in front of upstream (host:port) on a free local
-// port; it is stopped when the test ends.
-func startProxy(t *testing.T, upstream string) *faultProxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, t.Name(), "127.0.0.1:0", upstream)
-	if err := p.Start(); err != nil {
-		t.Fatalf("fault proxy in front of %s: %v", upstream, err)
-	}
-	t.Cleanup(p.Stop)
-	// Start has returned, so the listening goroutine has set Listen to the
-	// port it got; later Starts listen on that address again.
-	return &faultProxy{t: t, p: p, addr: p.Listen}
-}
-
-// down closes the listener and every connection through the proxy: the
-// upstream is unreachable (connection refused) until up.
-func (f *faultProxy) down() { f.p.Stop() }
-
-// up listens again on the same address. It may be called from any goroutine;
-// it reports a failure with t.Errorf and returns false.
-func (f *faultProxy) up() bool {
-	// The port was free a moment ago; should another process take it
-	// meanwhile, try again briefly rather than fail at once.
-	var err error
-	for range 50 {
-		if err = f.p.Start(); err == nil || errors.Is(err, toxiproxy.ErrProxyAlreadyStarted) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	f.t.Errorf("fault proxy: listening again on %s: %v", f.addr, err)
-	return false
-}
-
-// latency delays every answer from the upstream by d.
-func (f *faultProxy) latency(d time.Duration) {
-	f.t.Helper()
-	toxic := fmt.Sprintf(`{"name": "latency", "type": "latency", "stream": "downstream", "attributes": {"latency": %d}}`, d.Milliseconds())
-	if _, err := f.p.Toxics.AddToxicJson(strings.NewReader(toxic)); err != nil {
-		f.t.Fatalf("fault proxy: adding a latency toxic: %v", err)
-	}
-}
-
-// elasticHost is host:port of the test Elasticsearch.
-func elasticHost(t *testing.T) string {
-	t.Helper()
-	u, err := url.Parse(testenv.ElasticURL())
-	if err != nil || u.Host == "" {
-		t.Fatalf("test Elasticsearch URL %q: want http://host:port (%v)", testenv.ElasticURL(), err)
-	}
-	return u.Host
-}
 
 // noDeadLetters fails the test when any event was dead-lettered.
 func noDeadLetters(t *testing.T, h *harness, when string) {
@@ -117,9 +50,9 @@ type getter interface {
 // storeDownThenBack takes a store away while events arrive: nothing may be
 // written to it, acked or dead-lettered; once it is back, every id converges
 // and every event is acked.
-func storeDownThenBack(t *testing.T, h *harness, proxy *faultProxy, direct getter, name string) {
+func storeDownThenBack(t *testing.T, h *harness, proxy *testenv.Proxy, direct getter, name string) {
 	all := ids(50)
-	proxy.down()
+	proxy.Down()
 	events := publishChanges(h, all)
 
 	// Wait until every id has been tried and retried against the missing
@@ -147,7 +80,7 @@ func storeDownThenBack(t *testing.T, h *harness, proxy *faultProxy, direct gette
 		t.Fatalf("%s down: %d events pending and %d unacked, want all %d not acked", name, pending, unacked, events)
 	}
 
-	if !proxy.up() {
+	if !proxy.Up() {
 		t.FailNow()
 	}
 	h.waitConverged(all, 60*time.Second)
@@ -160,9 +93,9 @@ func storeDownThenBack(t *testing.T, h *harness, proxy *faultProxy, direct gette
 func TestElasticsearchDownThenBack(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, true)
-	es := startProxy(t, elasticHost(t))
+	es := testenv.StartProxy(t, testenv.ElasticHostPort(t))
 	// The proxy is up at start: ForDefinition ensures the index and alias.
-	h.start(testenv.Redis(t), testenv.ElasticAt(t, "http://"+es.addr))
+	h.start(testenv.Redis(t), testenv.ElasticAt(t, "http://"+es.Addr))
 	storeDownThenBack(t, h, es, h.elastic, "elasticsearch")
 }
 
@@ -170,8 +103,8 @@ func TestElasticsearchDownThenBack(t *testing.T) {
 func TestRedisDownThenBack(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, true)
-	rd := startProxy(t, testenv.RedisAddr())
-	h.start(testenv.RedisAt(t, rd.addr), testenv.Elastic(t, ""))
+	rd := testenv.StartProxy(t, testenv.RedisAddr())
+	h.start(testenv.RedisAt(t, rd.Addr), testenv.Elastic(t, ""))
 	storeDownThenBack(t, h, rd, h.redis, "redis")
 }
 
@@ -180,13 +113,13 @@ func TestRedisDownThenBack(t *testing.T) {
 func TestSlowElasticsearch(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, true)
-	es := startProxy(t, elasticHost(t))
-	h.start(testenv.Redis(t), testenv.ElasticAt(t, "http://"+es.addr))
+	es := testenv.StartProxy(t, testenv.ElasticHostPort(t))
+	h.start(testenv.Redis(t), testenv.ElasticAt(t, "http://"+es.Addr))
 	const slow = 300 * time.Millisecond
-	es.latency(slow)
+	es.Latency(slow)
 
 	// The toxic is in effect: a request through the proxy takes that long.
-	c := testenv.ElasticAt(t, "http://"+es.addr)
+	c := testenv.ElasticAt(t, "http://"+es.Addr)
 	begin := time.Now()
 	res, err := c.Ping()
 	if err != nil {
@@ -211,12 +144,12 @@ func TestSlowElasticsearch(t *testing.T) {
 func TestConnectionsCutMidBatch(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, true)
-	rd := startProxy(t, testenv.RedisAddr())
-	es := startProxy(t, elasticHost(t))
-	h.start(testenv.RedisAt(t, rd.addr), testenv.ElasticAt(t, "http://"+es.addr))
+	rd := testenv.StartProxy(t, testenv.RedisAddr())
+	es := testenv.StartProxy(t, testenv.ElasticHostPort(t))
+	h.start(testenv.RedisAt(t, rd.Addr), testenv.ElasticAt(t, "http://"+es.Addr))
 	// Slower writes are more often in flight when a connection is cut.
-	rd.latency(20 * time.Millisecond)
-	es.latency(20 * time.Millisecond)
+	rd.Latency(20 * time.Millisecond)
+	es.Latency(20 * time.Millisecond)
 
 	all := ids(200)
 	done := make(chan struct{})
@@ -225,16 +158,16 @@ func TestConnectionsCutMidBatch(t *testing.T) {
 		// The clients retry on their own for a while, so short cuts are
 		// mostly hidden from the projector; the longer ones reach it.
 		for _, cut := range []struct {
-			p    *faultProxy
+			p    *testenv.Proxy
 			down time.Duration
 		}{
 			{rd, 500 * time.Millisecond}, {rd, 500 * time.Millisecond}, {rd, 2500 * time.Millisecond},
 			{es, 500 * time.Millisecond}, {es, 500 * time.Millisecond}, {es, 2500 * time.Millisecond},
 		} {
 			time.Sleep(time.Second)
-			cut.p.down()
+			cut.p.Down()
 			time.Sleep(cut.down)
-			if !cut.p.up() {
+			if !cut.p.Up() {
 				return
 			}
 		}

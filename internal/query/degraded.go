@@ -47,13 +47,13 @@ func (s *Server) listFromSource(w http.ResponseWriter, r *http.Request, v *view,
 	case srcNext != "":
 		next = s.sealCursor(lq.key, cursorState{Degr: true, Source: srcNext})
 	}
-	docs, _, _ := s.read(r.Context(), v, ids)
-	if r.Context().Err() != nil && len(docs) < len(ids) {
+	docs, gone, _ := s.read(r.Context(), v, ids)
+	if r.Context().Err() != nil && len(docs)+len(gone) < len(ids) {
 		timedOut(w, r)
 		return
 	}
 	w.Header().Set("X-Readside-Degraded", "list-endpoint")
-	s.writeItems(w, v, ids, docs, next, true)
+	s.writeItems(w, v, listed(ids, gone), docs, next, true)
 }
 
 // asmSource asks the primary source, through the same per-source bound as

@@ -19,10 +19,7 @@ import (
 	"testing"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 
 	"github.com/readside/readside/internal/query"
@@ -37,62 +34,6 @@ import (
 // the answers with what the projector really stored. The API reads the shop
 // API through a countingShopAPI, so the tests see the API's own source
 // traffic, apart from the world's projector's.
-
-// outageProxy is a toxiproxy proxy in front of one store. Its address stays
-// the same across down and up, so the clients behind it reconnect to it.
-type outageProxy struct {
-	t    *testing.T
-	p    *toxiproxy.Proxy
-	addr string // host:port the clients dial
-}
-
-// startOutageProxy starts a proxy in front of upstream (host:port) on a free
-// local port; it is stopped when the test ends.
-func startOutageProxy(t *testing.T, upstream string) *outageProxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, t.Name(), "127.0.0.1:0", upstream)
-	if err := p.Start(); err != nil {
-		t.Fatalf("fault proxy in front of %s: %v", upstream, err)
-	}
-	t.Cleanup(p.Stop)
-	return &outageProxy{t: t, p: p, addr: p.Listen}
-}
-
-// down closes the listener and every connection: the store is unreachable
-// (connection refused) until up.
-func (o *outageProxy) down() { o.p.Stop() }
-
-// blackhole makes the store accept connections and never answer, as a hung
-// or partitioned server does, until heal.
-func (o *outageProxy) blackhole() {
-	o.toxic(`{"name": "blackhole", "type": "timeout", "stream": "downstream", "attributes": {"timeout": 0}}`)
-}
-
-// latency delays every answer of the store by d.
-func (o *outageProxy) latency(d time.Duration) {
-	o.toxic(fmt.Sprintf(`{"name": "latency", "type": "latency", "stream": "downstream", "attributes": {"latency": %d}}`, d.Milliseconds()))
-}
-
-func (o *outageProxy) toxic(spec string) {
-	o.t.Helper()
-	if _, err := o.p.Toxics.AddToxicJson(strings.NewReader(spec)); err != nil {
-		o.t.Fatalf("fault proxy: adding a toxic: %v", err)
-	}
-}
-
-// heal removes every toxic.
-func (o *outageProxy) heal() { o.p.Toxics.ResetToxics(context.Background()) }
-
-// elasticHostPort is host:port of the test Elasticsearch.
-func elasticHostPort(t *testing.T) string {
-	t.Helper()
-	u, err := url.Parse(testenv.ElasticURL())
-	if err != nil || u.Host == "" {
-		t.Fatalf("test Elasticsearch URL %q: want http://host:port (%v)", testenv.ElasticURL(), err)
-	}
-	return u.Host
-}
 
 // countingShopAPI stands in front of a testenv.ShopAPI for the API under
 // test: it passes GET /shops/{id} on, counting those requests (how many, per
@@ -414,9 +355,9 @@ func TestRedisUnreachableServesFromSources(t *testing.T) {
 	stored := docsInRedis(t, w, all)
 	api := newCountingShopAPI(t, w.api, all, 10)
 	fw := w.through(api, false)
-	rd := startOutageProxy(t, testenv.RedisAddr())
-	rd.down()
-	srv := fw.serve(testenv.RedisAt(t, rd.addr), w.es, query.Options{SourceConcurrency: limit, RequestTimeout: 10 * time.Second})
+	rd := testenv.StartProxy(t, testenv.RedisAddr())
+	rd.Down()
+	srv := fw.serve(testenv.RedisAt(t, rd.Addr), w.es, query.Options{SourceConcurrency: limit, RequestTimeout: 10 * time.Second})
 	base := srv.URL + "/v1/" + w.ns
 	c := testClient(t)
 
@@ -521,9 +462,9 @@ func TestElasticsearchUnreachable(t *testing.T) {
 	all := idsUpTo(n)
 	stored := docsInRedis(t, w, all)
 	api := newCountingShopAPI(t, w.api, all, 7)
-	es := startOutageProxy(t, elasticHostPort(t))
-	es.down()
-	esDown := testenv.ElasticAt(t, "http://"+es.addr)
+	es := testenv.StartProxy(t, testenv.ElasticHostPort(t))
+	es.Down()
+	esDown := testenv.ElasticAt(t, "http://"+es.Addr)
 	listing := w.through(api, true).serve(w.redis, esDown, query.Options{RequestTimeout: 5 * time.Second})
 	plain := w.serve(w.redis, esDown, query.Options{RequestTimeout: 5 * time.Second})
 	c := testClient(t)
@@ -602,9 +543,9 @@ func TestSlowSourceDeadlineHolds(t *testing.T) {
 	w := newWorld(t, 12)
 	label := labelGoroutines(t)
 	api := newCountingShopAPI(t, w.api, nil, 1)
-	rd := startOutageProxy(t, testenv.RedisAddr())
-	rd.down()
-	srv := w.through(api, false).serve(testenv.RedisAt(t, rd.addr), w.es, query.Options{RequestTimeout: deadline})
+	rd := testenv.StartProxy(t, testenv.RedisAddr())
+	rd.Down()
+	srv := w.through(api, false).serve(testenv.RedisAt(t, rd.Addr), w.es, query.Options{RequestTimeout: deadline})
 	base := srv.URL + "/v1/" + w.ns
 	c := testClient(t)
 	w.api.SetLatency(5 * time.Second)
@@ -682,9 +623,9 @@ func TestRedisSlowUsesDeadline(t *testing.T) {
 	const deadline = 500 * time.Millisecond
 	w := newWorld(t, 10)
 	stored := docsInRedis(t, w, idsUpTo(10))
-	rd := startOutageProxy(t, testenv.RedisAddr())
-	rdb := testenv.RedisAt(t, rd.addr)
-	rd.latency(2 * time.Second)
+	rd := testenv.StartProxy(t, testenv.RedisAddr())
+	rdb := testenv.RedisAt(t, rd.Addr)
+	rd.Latency(2 * time.Second)
 	srv := w.serve(rdb, w.es, query.Options{RequestTimeout: deadline})
 	base := srv.URL + "/v1/" + w.ns
 	c := testClient(t)
@@ -736,13 +677,13 @@ func TestBreakerOpensOnRedisOutage(t *testing.T) {
 	w := newWorld(t, 20)
 	all := idsUpTo(20)
 	stored := docsInRedis(t, w, all)
-	rd := startOutageProxy(t, testenv.RedisAddr())
-	srv := w.serve(testenv.RedisAt(t, rd.addr), w.es, query.Options{RequestTimeout: deadline})
+	rd := testenv.StartProxy(t, testenv.RedisAddr())
+	srv := w.serve(testenv.RedisAt(t, rd.Addr), w.es, query.Options{RequestTimeout: deadline})
 	base := srv.URL + "/v1/" + w.ns
 	c := testClient(t)
 	wantDoc(t, "before the outage", timedGet(c, base+"/001"), stored["001"], "store")
 
-	rd.blackhole()
+	rd.Blackhole()
 	w.api.SetLatency(source)
 	defer w.api.SetLatency(0)
 	// The first requests each wait on Redis before falling back; they trip
@@ -772,7 +713,7 @@ func TestBreakerOpensOnRedisOutage(t *testing.T) {
 		t.Logf("with the breaker open: GET /%s in %s", id, a.took.Round(time.Millisecond))
 	}
 
-	rd.heal()
+	rd.Heal()
 	back := time.Now()
 	var last answer
 	if !eventually(10*time.Second, func() bool {

@@ -130,6 +130,23 @@ func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs m
 	w.Write(b.Bytes())
 }
 
+// listed leaves out of a page the ids whose documents are gone: Elasticsearch
+// is near-real-time, so a document deleted a moment ago can still be found
+// there while Redis already holds its tombstone. The page then has fewer
+// items; it is not missing anything.
+func listed(ids []string, gone map[string]bool) []string {
+	if len(gone) == 0 {
+		return ids
+	}
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if !gone[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // listQuery is a validated list or search request.
 type listQuery struct {
 	q       string
@@ -432,12 +449,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQ
 	if len(ids) == lq.limit && after != nil {
 		next = s.sealCursor(lq.key, cursorState{After: after})
 	}
-	docs, _, _ := s.read(r.Context(), v, ids)
-	if r.Context().Err() != nil && len(docs) < len(ids) {
+	docs, gone, _ := s.read(r.Context(), v, ids)
+	if r.Context().Err() != nil && len(docs)+len(gone) < len(ids) {
 		timedOut(w, r)
 		return
 	}
-	s.writeItems(w, v, ids, docs, next, true)
+	s.writeItems(w, v, listed(ids, gone), docs, next, true)
 }
 
 // searchIDs asks Elasticsearch for one page of ids, and the sort values of
