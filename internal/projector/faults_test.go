@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/testenv"
 )
