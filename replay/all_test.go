@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/replay"
 )
 
@@ -27,7 +28,7 @@ func TestAllRestoresStoresAfterOutage(t *testing.T) {
 	// The outage: Redis loses the namespace's keys (documents and reverse
 	// lookups), Elasticsearch the index behind the alias.
 	ctx := rigCtx(t)
-	rigCleanRedis(r.rdb, r.ns)
+	t.Run("outage", func(t *testing.T) { testenv.CleanRedis(t, r.rdb, r.ns) }) // deletes when the subtest ends
 	res, err := r.es.Indices.Delete([]string{r.def.Elasticsearch.Alias + "-v1"}, r.es.Indices.Delete.WithContext(ctx))
 	if err != nil || res.IsError() {
 		t.Fatalf("deleting the index: %v %v", err, res)

@@ -12,7 +12,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -105,7 +104,7 @@ type rig struct {
 	redis   *sink.Redis
 	elastic *sink.Elastic
 	env     *replay.Env
-	log     *rigLog
+	log     *slog.Logger
 	api     *testenv.ShopAPI // the fake shop API of a shop rig
 	// want returns the document each id should have now; nil for a tombstone.
 	want func(ids []string) map[string][]byte
@@ -196,25 +195,14 @@ func newRig(t testing.TB, ns string, def *projections.Definition) *rig {
 		t.Fatal(err)
 	}
 	rdb := testenv.Redis(t)
-	t.Cleanup(func() { rigCleanRedis(rdb, ns) })
+	testenv.CleanRedis(t, rdb, ns)
 	es := testenv.Elastic(t, ns)
 	return &rig{
 		t: t, ns: ns, def: def, js: js, streams: streams, rdb: rdb, es: es,
 		redis:   sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}),
 		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
 		env:     &replay.Env{JetStream: js, Redis: rdb, Elastic: es},
-		log:     newRigLog(t),
-	}
-}
-
-// rigCleanRedis deletes the namespace's keys: the documents and the reverse lookups.
-func rigCleanRedis(c *redis.Client, ns string) {
-	ctx := context.Background()
-	for _, pattern := range []string{ns + "*", "readside:" + ns + "*"} {
-		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
-		for iter.Next(ctx) {
-			c.Del(ctx, iter.Val())
-		}
+		log:     testenv.Logger(t, "projector"),
 	}
 }
 
@@ -233,29 +221,26 @@ func (r *rig) start() {
 // startWith runs a projector with o until the test ends.
 func (r *rig) startWith(o projector.Options) {
 	r.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	r.run(r.def, o)
+}
+
+// projector prepares a projector of def with o, as a deployment starts one.
+func (r *rig) projector(def *projections.Definition, o projector.Options) (*projector.Projector, error) {
 	env := projector.Env{
-		JetStream: r.js, Streams: r.streams, Redis: r.rdb, Elastic: r.es, Log: r.log.logger,
+		JetStream: r.js, Streams: r.streams, Redis: r.rdb, Elastic: r.es, Log: r.log,
 		SourceRetryBudget: 300 * time.Millisecond,
 	}
-	p, err := projector.ForDefinition(ctx, r.def, env, o)
+	return projector.ForDefinition(context.Background(), def, env, o)
+}
+
+// run runs a projector of def with o until stop is called or the test ends.
+func (r *rig) run(def *projections.Definition, o projector.Options) (stop func()) {
+	r.t.Helper()
+	p, err := r.projector(def, o)
 	if err != nil {
-		cancel()
 		r.t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	r.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				r.t.Errorf("projector Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			r.t.Error("projector did not stop within 30s")
-		}
-	})
+	return testenv.Start(r.t, "projector", p.Run)
 }
 
 // publish publishes zero-payload events and waits for JetStream to store them.
@@ -424,37 +409,6 @@ func (r *rig) deadLetters() uint64 {
 		r.t.Fatal(err)
 	}
 	return info.State.Msgs
-}
-
-// rigLog keeps the projector's log and prints it when the test fails (or as
-// it goes, with READSIDE_TEST_LOG set).
-type rigLog struct {
-	logger *slog.Logger
-	mu     sync.Mutex
-	buf    bytes.Buffer
-}
-
-func newRigLog(t testing.TB) *rigLog {
-	l := &rigLog{}
-	if os.Getenv("READSIDE_TEST_LOG") != "" {
-		l.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		return l
-	}
-	l.logger = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Logf("projector log:\n%s", l.buf.String())
-		}
-	})
-	return l
-}
-
-func (l *rigLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
 }
 
 // idSpan is the ids from..to, as strings.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/replay"
 )
 
@@ -71,7 +72,7 @@ func TestProgressOfARun(t *testing.T) {
 // rate and, when the total is known, the time left.
 func TestProgressLines(t *testing.T) {
 	r, _ := newShopRig(t)
-	var out syncWriter
+	var out testenv.Buffer
 	ids := replay.IDArgs(idSpan(1, 200))
 	if _, err := r.env.IDs(rigCtx(t), r.def, ids, replay.Options{Rate: 400, Progress: replay.Lines(&out, 100*time.Millisecond)}); err != nil {
 		t.Fatal(err)
@@ -94,28 +95,11 @@ func TestProgressLines(t *testing.T) {
 // On a terminal, a progress bar.
 func TestProgressBar(t *testing.T) {
 	r, _ := newShopRig(t)
-	var out syncWriter
+	var out testenv.Buffer
 	if _, err := r.env.IDs(rigCtx(t), r.def, replay.IDArgs(idSpan(1, 100)), replay.Options{Rate: -1, Progress: replay.Bar(&out)}); err != nil {
 		t.Fatal(err)
 	}
 	if s := out.String(); !strings.Contains(s, "ids "+r.def.Name) || !strings.Contains(s, "100/100") || !strings.Contains(s, "100%") {
 		t.Errorf("bar output %q", s)
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

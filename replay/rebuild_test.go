@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -18,9 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/elastic/go-elasticsearch/v8"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 
 	"github.com/readside/readside/internal/projector"
@@ -32,21 +28,13 @@ import (
 )
 
 // rbRig is a deployment of testenv's shop projection under a namespace of
-// its own: embedded JetStream, the test Redis and Elasticsearch, the fake
-// shop API behind a server that adds a list endpoint (GET /shops?cursor=),
-// and projectors started on demand. The rebuild and verify tests run
-// replay against it.
+// its own: a rig (embedded JetStream, the test Redis and Elasticsearch) on
+// the fake shop API behind a server that adds a list endpoint
+// (GET /shops?cursor=), and projectors started on demand. The rebuild and
+// verify tests run replay against it.
 type rbRig struct {
-	t       *testing.T
-	ns      string
-	api     *testenv.ShopAPI
-	url     string // of the API with the list endpoint
-	js      jetstream.JetStream
-	streams *stream.Setup
-	rdb     *redis.Client
-	es      *elasticsearch.Client
-	env     *replay.Env
-	logs    *rbLog
+	*rig
+	url string // of the API with the list endpoint
 
 	mu    sync.Mutex
 	known map[string]bool // the shops the API has, for its list endpoint
@@ -54,31 +42,18 @@ type rbRig struct {
 
 func newRBRig(t *testing.T) *rbRig {
 	t.Helper()
-	r := &rbRig{t: t, ns: testenv.Namespace(t), api: testenv.NewShopAPI(), known: map[string]bool{}}
-	t.Cleanup(r.api.Close)
+	// A bare rig first: r.def needs its t and ns, and the URL, to give newRig the definition.
+	r := &rbRig{rig: &rig{t: t, ns: testenv.Namespace(t)}, known: map[string]bool{}}
+	api := testenv.NewShopAPI()
+	t.Cleanup(api.Close)
 	mux := http.NewServeMux()
-	mux.Handle("GET /shops/{id}", r.api.Config.Handler)
+	mux.Handle("GET /shops/{id}", api.Config.Handler)
 	mux.HandleFunc("GET /shops", r.list)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	r.url = srv.URL
-	_, r.js = testenv.StartJetStream(t).Connect(t)
-	var err error
-	r.streams, err = stream.Ensure(context.Background(), r.js, stream.Config{}, r.def(false, false, "").AllSubjects())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.rdb = testenv.Redis(t)
-	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := r.rdb.Scan(ctx, 0, r.ns+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			r.rdb.Del(ctx, iter.Val())
-		}
-	})
-	r.es = testenv.Elastic(t, r.ns)
-	r.env = &replay.Env{JetStream: r.js, Redis: r.rdb, Elastic: r.es}
-	r.logs = newRBLog(t)
+	r.rig = newRig(t, r.ns, r.def(false, false, ""))
+	r.api = api
 	return r
 }
 
@@ -129,45 +104,17 @@ func (r *rbRig) def(versioned, listed bool, from string, to ...string) *projecti
 	return def
 }
 
+// rbOptions are the small, fast settings of the rebuild tests' projectors.
+var rbOptions = projector.Options{
+	Batch: 64, Workers: 3, FetchConcurrency: 16,
+	RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
+	ClockSkew: 20 * time.Millisecond, ShutdownGrace: 5 * time.Second,
+}
+
 // start runs a projector of def until stop is called or the test ends.
 func (r *rbRig) start(def *projections.Definition) (stop func()) {
 	r.t.Helper()
-	p, err := r.projector(def)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					r.t.Errorf("projector Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				r.t.Error("projector did not stop within 30s")
-			}
-		})
-	}
-	r.t.Cleanup(stop)
-	return stop
-}
-
-// projector prepares a projector of def, as a deployment starts one.
-func (r *rbRig) projector(def *projections.Definition) (*projector.Projector, error) {
-	env := projector.Env{
-		JetStream: r.js, Streams: r.streams, Redis: r.rdb, Elastic: r.es, Log: r.logs.logger,
-		SourceRetryBudget: 300 * time.Millisecond,
-	}
-	return projector.ForDefinition(context.Background(), def, env, projector.Options{
-		Batch: 64, Workers: 3, FetchConcurrency: 16,
-		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
-		ClockSkew: 20 * time.Millisecond, ShutdownGrace: 5 * time.Second,
-	})
+	return r.run(def, rbOptions)
 }
 
 // put changes shop id in the API and publishes its event.
@@ -252,24 +199,7 @@ func (r *rbRig) waitConverged(def *projections.Definition, ids []string, d time.
 // waitReplayDrained waits until the replay consumer has nothing pending.
 func (r *rbRig) waitReplayDrained(def *projections.Definition, d time.Duration) {
 	r.t.Helper()
-	c, err := r.js.Consumer(context.Background(), r.streams.Config().Events, stream.ReplayConsumerName(def.Name))
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	deadline := time.Now().Add(d)
-	for {
-		info, err := c.Info(context.Background())
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("replay consumer not drained after %s: %d pending, %d unacked", d, info.NumPending, info.NumAckPending)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.WaitDrained(r.t, r.js, r.streams.Config().Events, stream.ReplayConsumerName(def.Name), d)
 }
 
 // esJSON sends a request to Elasticsearch and returns the answer; an error
@@ -328,50 +258,6 @@ func (r *rbRig) liveShops() int64 {
 	return int64(len(r.known))
 }
 
-// rbLog keeps the projectors' log and prints it when the test fails.
-type rbLog struct {
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	logger *slog.Logger
-}
-
-func newRBLog(t *testing.T) *rbLog {
-	l := &rbLog{}
-	l.logger = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Logf("projector log:\n%s", l.buf.String())
-		}
-	})
-	return l
-}
-
-func (l *rbLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// rbOut collects what a run tells, safe for concurrent writes.
-type rbOut struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *rbOut) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *rbOut) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
 func rbIDs(from, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -421,7 +307,7 @@ func TestRebuildWhileLive(t *testing.T) {
 			time.Sleep(3 * time.Millisecond)
 		}
 	})
-	var out rbOut
+	var out testenv.Buffer
 	// Shops created and deleted during the count land in both indices, but
 	// each index refreshes on its own: the counts at the swap may differ by
 	// the changes of a moment, which the tolerance is for. Exact counts are
@@ -485,10 +371,10 @@ func TestRebuildRollsOutMappingChange(t *testing.T) {
 	r.waitConverged(oldDef, ids, 30*time.Second)
 
 	var conflict *sink.MappingConflictError
-	if _, err := r.projector(newDef); !errors.As(err, &conflict) {
+	if _, err := r.projector(newDef, rbOptions); !errors.As(err, &conflict) {
 		t.Fatalf("a projector of the new definition before the rebuild: %v, want a mapping conflict", err)
 	}
-	var out rbOut
+	var out testenv.Buffer
 	res, err := r.env.Rebuild(context.Background(), newDef, replay.RebuildOptions{Rate: -1, DeleteOld: true, Out: &out})
 	t.Logf("rebuild output:\n%s", out.String())
 	if err != nil {
@@ -545,7 +431,7 @@ func TestRebuildShortStopsAndContinues(t *testing.T) {
 	}
 	r.esJSON("PUT", "/"+alias+"-v6", `{"settings":{"number_of_shards":1,"number_of_replicas":0}}`) // a rebuild given up on
 
-	var out rbOut
+	var out testenv.Buffer
 	res, err := r.env.Rebuild(context.Background(), def, replay.RebuildOptions{DryRun: true, Out: &out})
 	if err != nil || res.Reissued != int64(len(ids)) || res.New != alias+"-v7" || res.Swapped {
 		t.Fatalf("dry run: %+v, %v; want %d ids counted for %s-v7", res, err, len(ids), alias)
@@ -554,7 +440,7 @@ func TestRebuildShortStopsAndContinues(t *testing.T) {
 		t.Fatalf("the dry run created the new index or the rebuild alias:\n%s", out.String())
 	}
 
-	out = rbOut{}
+	out = testenv.Buffer{}
 	res, err = r.env.Rebuild(context.Background(), def, replay.RebuildOptions{Rate: -1, Out: &out})
 	t.Logf("first run:\n%s", out.String())
 	if !errors.Is(err, replay.ErrRebuildShort) {
@@ -580,7 +466,7 @@ func TestRebuildShortStopsAndContinues(t *testing.T) {
 	}
 
 	r.put("3", "changed between the runs")
-	out = rbOut{}
+	out = testenv.Buffer{}
 	res, err = r.env.Rebuild(context.Background(), def, replay.RebuildOptions{Rate: -1, Tolerance: 0.2, Out: &out})
 	t.Logf("second run:\n%s", out.String())
 	if err != nil {

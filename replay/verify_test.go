@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 	"github.com/readside/readside/replay"
 )
@@ -167,7 +168,7 @@ func TestVerifyFindsDrift(t *testing.T) {
 	}
 
 	// --fix re-issues the drifted ids, and only those.
-	var notes rbOut
+	var notes testenv.Buffer
 	rep, err = r.env.Verify(ctx, def, replay.VerifyOptions{All: true, Fix: true, Rate: -1, Recheck: quick, Notes: &notes})
 	if err != nil {
 		t.Fatalf("Verify --fix: %v", err)
@@ -271,14 +272,14 @@ func TestVerifyRechecks(t *testing.T) {
 
 // rbSignal collects notes and closes seen once a line contains want.
 type rbSignal struct {
-	rbOut
+	testenv.Buffer
 	want string
 	seen chan struct{}
 	once sync.Once
 }
 
 func (s *rbSignal) Write(p []byte) (int, error) {
-	n, err := s.rbOut.Write(p)
+	n, err := s.Buffer.Write(p)
 	if strings.Contains(string(p), s.want) {
 		s.once.Do(func() { close(s.seen) })
 	}
