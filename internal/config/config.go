@@ -4,6 +4,7 @@
 package config
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -14,8 +15,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
@@ -291,4 +294,20 @@ func NewFlagSet(name, usage, description string, out io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// Run runs a daemon's body until SIGINT or SIGTERM (a second signal stops
+// the process at once) and returns its exit code, printing the error, if
+// any, prefixed with name. main passes the code to os.Exit.
+func Run(name string, body func(ctx context.Context) error) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
+	if err := body(ctx); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, name+":", err)
+		}
+		return 1
+	}
+	return 0
 }
