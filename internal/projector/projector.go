@@ -156,14 +156,14 @@ type Projector struct {
 	fanout chan jetstream.Msg // lookup events waiting to fan out
 
 	mu       sync.Mutex
-	ready    []string               // ids with pending messages, not in flight and not waiting to retry
-	pending  map[string]*entry      // id → messages not yet being processed
-	inflight map[string]bool        // ids a worker is processing
-	held     int                    // messages in pending and in flight
-	timers   map[string]*time.Timer // ids waiting to retry
-	wake     chan struct{}          // a worker may find ready ids
-	room     chan struct{}          // the puller may find room
-	failing  atomic.Bool            // the last batch failed for a dependency and nothing succeeded
+	ready    []string                   // ids with pending messages, not in flight and not waiting to retry
+	pending  map[string]*entry          // id → messages not yet being processed
+	inflight map[string][]jetstream.Msg // ids a worker is processing, with their messages
+	held     int                        // messages in pending and in flight
+	timers   map[string]*time.Timer     // ids waiting to retry
+	wake     chan struct{}              // a worker may find ready ids
+	room     chan struct{}              // the puller may find room
+	failing  atomic.Bool                // the last batch failed for a dependency and nothing succeeded
 	stopped  bool
 }
 
@@ -187,7 +187,7 @@ func New(p Parts, o Options) *Projector {
 		label:    p.Def.Name,
 		log:      p.Log.With("projection", p.Def.Name),
 		pending:  map[string]*entry{},
-		inflight: map[string]bool{},
+		inflight: map[string][]jetstream.Msg{},
 		timers:   map[string]*time.Timer{},
 		wake:     make(chan struct{}, 1),
 		room:     make(chan struct{}, 1),
@@ -301,7 +301,7 @@ func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	p.pending[id] = &entry{msgs: []jetstream.Msg{msg}}
-	if !p.inflight[id] { // in flight: dirty, queued again when the worker is done
+	if _, busy := p.inflight[id]; !busy { // in flight: dirty, queued again when the worker is done
 		p.ready = append(p.ready, id)
 		signal(p.wake)
 	}
@@ -341,7 +341,7 @@ func (p *Projector) take(ctx context.Context) []item {
 			for i, id := range p.ready[:n] {
 				e := p.pending[id]
 				delete(p.pending, id)
-				p.inflight[id] = true
+				p.inflight[id] = e.msgs
 				batch[i] = item{id: id, msgs: e.msgs, tries: e.tries}
 			}
 			p.ready = append(p.ready[:0], p.ready[n:]...)
@@ -446,6 +446,7 @@ func (p *Projector) absorb(batch []item, started time.Time) {
 		if e.msgs = keep; len(keep) == 0 {
 			delete(p.pending, batch[i].id)
 		}
+		p.inflight[batch[i].id] = batch[i].msgs // kept alive with the rest
 	}
 }
 
@@ -531,7 +532,8 @@ func (p *Projector) settle(it item, err error) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		delete(p.timers, id)
-		if _, ok := p.pending[id]; ok && !p.inflight[id] && !p.stopped {
+		_, busy := p.inflight[id]
+		if _, ok := p.pending[id]; ok && !busy && !p.stopped {
 			p.ready = append(p.ready, id)
 			signal(p.wake)
 		}
@@ -561,12 +563,13 @@ func (p *Projector) keepAlive(ctx context.Context) {
 		}
 		p.mu.Lock()
 		var msgs []jetstream.Msg
-		for _, e := range p.pending {
+		for _, e := range p.pending { // waiting, possibly behind a retry
 			msgs = append(msgs, e.msgs...)
 		}
+		for _, in := range p.inflight { // a batch may wait on a slow store
+			msgs = append(msgs, in...)
+		}
 		p.mu.Unlock()
-		// In-flight messages are few and short-lived next to AckWait; pending
-		// ones can wait behind a retry for long.
 		for _, m := range msgs {
 			m.InProgress()
 		}

@@ -64,18 +64,15 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		Stores: []NamedStore{{Name: "redis", Store: rd}, {Name: "elasticsearch", Store: es}},
 	}
 	var ao assemble.Options
-	for i := range def.Sources {
-		if def.Looked(i) {
-			refs := sink.NewRefs(env.Redis, RefsPrefix(def), env.TombstoneTTL)
-			parts.Refs = refs
-			ao.BeforeJoin = func(ctx context.Context, rs []assemble.Ref) error {
-				conv := make([]sink.Ref, len(rs))
-				for j, r := range rs {
-					conv[j] = sink.Ref(r)
-				}
-				return refs.Add(ctx, conv)
+	if def.HasLookups() {
+		refs := sink.NewRefs(env.Redis, RefsPrefix(def), env.TombstoneTTL)
+		parts.Refs = refs
+		ao.BeforeJoin = func(ctx context.Context, rs []assemble.Ref) error {
+			conv := make([]sink.Ref, len(rs))
+			for j, r := range rs {
+				conv[j] = sink.Ref(r)
 			}
-			break
+			return refs.Add(ctx, conv)
 		}
 	}
 	ao.Concurrency = o.FetchConcurrency
