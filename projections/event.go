@@ -48,18 +48,6 @@ func ValidateID(id string) error {
 	return nil
 }
 
-// IDOf returns the entity id an event carries, by the first trigger whose
-// subject filter matches the event's subject. The error wraps ErrBadEvent
-// when the event is malformed.
-func (d *Definition) IDOf(subject string, body []byte) (string, error) {
-	for _, t := range d.Triggers {
-		if SubjectMatches(t.Subject, subject) {
-			return t.IDOf(subject, body)
-		}
-	}
-	return "", fmt.Errorf("%w: subject %q matches no trigger of projection %s", ErrBadEvent, subject, d.Name)
-}
-
 // IDOf returns the id an event on this trigger carries.
 func (t Trigger) IDOf(subject string, body []byte) (string, error) {
 	var id string

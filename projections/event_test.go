@@ -37,7 +37,8 @@ func TestIDOf(t *testing.T) {
 		{subject: "owner.changed.1", err: "matches no trigger"},
 	}
 	for _, tt := range tests {
-		got, err := d.IDOf(tt.subject, []byte(tt.body))
+		ev, err := d.Route(tt.subject, []byte(tt.body))
+		got := ev.ID
 		switch {
 		case tt.err != "":
 			if err == nil || !strings.Contains(err.Error(), tt.err) || !errors.Is(err, projections.ErrBadEvent) {
@@ -80,7 +81,8 @@ func FuzzIDOf(f *testing.F) {
 	f.Add("shop.changed.x", []byte(nil))
 	f.Add("shop.events", []byte(`{"shopId": "a\tb"}`))
 	f.Fuzz(func(t *testing.T, subject string, body []byte) {
-		id, err := d.IDOf(subject, body)
+		ev, err := d.Route(subject, body)
+		id := ev.ID
 		if err != nil {
 			if !errors.Is(err, projections.ErrBadEvent) {
 				t.Fatalf("error is not ErrBadEvent: %v", err)
