@@ -52,23 +52,12 @@ var (
 	tagKindNames = []string{"cuisine", "feature", "diet", "payment", "price", "award", "area"}
 )
 
-// shop is the fake source answer, as the shop definition reads it
-// (testenv.ShopDefinition): shop.name, shop.version, shop.city, ...
-type shop struct {
-	ID      string     `json:"id"`
-	Name    string     `json:"name"`
-	Version int64      `json:"version"`
-	City    string     `json:"city"`
-	Rating  float64    `json:"rating"`
-	Open    bool       `json:"open"`
-	Tags    []string   `json:"tags"`
-	Loc     [2]float64 `json:"location"` // [lon, lat]
-}
-
-func fakeShop(r *rand.Rand, id string) shop {
+// fakeShop is the fake source answer the shop definition reads
+// (testenv.ShopDefinition), with varied names, cities and tags.
+func fakeShop(r *rand.Rand, id string) testenv.Shop {
 	pick := func(xs []string) string { return xs[r.IntN(len(xs))] }
 	title := func(s string) string { return strings.ToUpper(s[:1]) + s[1:] }
-	s := shop{
+	s := testenv.Shop{
 		ID:      id,
 		Name:    title(pick(adjectives)) + " " + title(pick(cuisines)) + " " + title(pick(nouns)),
 		Version: 1 + r.Int64N(20),
