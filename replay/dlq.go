@@ -303,21 +303,22 @@ func replaceToken(s, id string) string {
 		return s
 	}
 	var b strings.Builder
-	for {
-		i := strings.Index(s, id)
+	from := 0 // s[:from] is written
+	for at := 0; ; {
+		i := strings.Index(s[at:], id)
 		if i < 0 {
-			b.WriteString(s)
+			b.WriteString(s[from:])
 			return b.String()
 		}
+		i += at
 		j := i + len(id)
-		alone := (i == 0 || !isWord(s[i-1])) && (j == len(s) || !isWord(s[j]))
-		b.WriteString(s[:i])
-		if alone {
+		if (i == 0 || !isWord(s[i-1])) && (j == len(s) || !isWord(s[j])) {
+			b.WriteString(s[from:i])
 			b.WriteString("{id}")
-		} else {
-			b.WriteString(id)
+			from, at = j, j
+			continue
 		}
-		s = s[j:]
+		at = i + 1
 	}
 }
 
