@@ -31,7 +31,8 @@ querybench: testenv
 build:
 	go build ./...
 
-# The whole example on one machine: JetStream embedded, Redis and Elasticsearch
-# of the project's own (scripts/testenv.sh; fully embedded stores are issue 6).
-demo: testenv
-	go run ./examples/shopdisplay/cmd/demo
+# The whole example in one process on embedded backends (NATS JetStream,
+# bbolt, bleve; data under .demo/): needs only Go. DEMO_FLAGS passes flags,
+# e.g. DEMO_FLAGS="-redis-addr 127.0.0.1:6391 -es-urls http://127.0.0.1:9251".
+demo:
+	go run ./examples/shopdisplay/cmd/demo $(DEMO_FLAGS)

@@ -86,12 +86,12 @@ func (e *Env) All(ctx context.Context, def *projections.Definition, from Origin,
 		walk = e.allFromList
 	case FromRedis:
 		if e.Redis == nil {
-			return nil, errors.New("replay: all from redis needs a Redis client")
+			return nil, errors.New("replay: all from redis needs Redis (embedded stores are read only by their own process)")
 		}
 		walk = e.allFromRedis
 	case FromElasticsearch:
 		if e.Elastic == nil {
-			return nil, errors.New("replay: all from elasticsearch needs an Elasticsearch client")
+			return nil, errors.New("replay: all from elasticsearch needs Elasticsearch (embedded stores are read only by their own process)")
 		}
 		walk = e.allFromElastic
 	default:

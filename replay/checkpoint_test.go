@@ -23,6 +23,7 @@ import (
 
 	"github.com/readside/readside/examples/shopdisplay/sampleapi"
 	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/stream"
@@ -227,7 +228,7 @@ func (r *rig) startWith(o projector.Options) {
 // projector prepares a projector of def with o, as a deployment starts one.
 func (r *rig) projector(def *projections.Definition, o projector.Options) (*projector.Projector, error) {
 	env := projector.Env{
-		JetStream: r.js, Streams: r.streams, Redis: r.rdb, Elastic: r.es, Log: r.log,
+		JetStream: r.js, Streams: r.streams, Stores: &backend.Stores{Redis: r.rdb, Elastic: r.es}, Log: r.log,
 		SourceRetryBudget: 300 * time.Millisecond,
 	}
 	return projector.ForDefinition(context.Background(), def, env, o)

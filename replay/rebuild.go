@@ -97,7 +97,7 @@ type RebuildResult struct {
 // stops where it is, leaving the rebuild alias in place.
 func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o RebuildOptions) (_ *RebuildResult, err error) {
 	if e.Elastic == nil || e.JetStream == nil {
-		return nil, errors.New("replay: rebuild needs Elasticsearch and JetStream")
+		return nil, errors.New("replay: rebuild needs Elasticsearch and JetStream (the embedded search index re-indexes itself when its definition changes)")
 	}
 	out := o.Out
 	if out == nil {

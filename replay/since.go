@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/projections"
 )
@@ -223,7 +222,7 @@ func (e *Env) users(ctx context.Context, def *projections.Definition, ev project
 		return nil, fmt.Errorf("replay: lookup events (%s %s changed) need Redis, where the projector records which documents use it", ev.Lookup, ev.ID)
 	}
 	var out []string
-	refs := sink.NewRefs(e.Redis, projector.RefsPrefix(def), 0)
+	refs := sink.NewRefs(e.Redis, sink.RefsPrefix(def.Name), 0)
 	err := refs.Users(ctx, ev.Lookup, ev.ID, func(ids []string) error {
 		out = append(out, ids...)
 		return nil

@@ -174,7 +174,7 @@ func firstIDs(ids []string) string {
 // the run (a store unreachable, ctx ended), not about the drift found.
 func (e *Env) Verify(ctx context.Context, def *projections.Definition, o VerifyOptions) (*VerifyReport, error) {
 	if e.Redis == nil || e.Elastic == nil {
-		return nil, errors.New("replay: verify needs Redis and Elasticsearch")
+		return nil, errors.New("replay: verify needs Redis and Elasticsearch (embedded stores are read only by their own process)")
 	}
 	if o.Fix && e.JetStream == nil {
 		return nil, errors.New("replay: verify --fix needs JetStream")

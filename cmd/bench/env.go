@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/benchkit"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/stream"
@@ -362,7 +363,7 @@ type running struct {
 func (b *bench) runProjector(ctx context.Context, p *projection, o projector.Options) (*running, error) {
 	reg := prometheus.NewRegistry()
 	env := projector.Env{
-		JetStream: b.projJS, Streams: p.streams, Redis: b.stores.Redis, Elastic: b.stores.Elastic, Log: b.log, Metrics: projector.NewMetrics(reg),
+		JetStream: b.projJS, Streams: p.streams, Stores: &backend.Stores{Redis: b.stores.Redis, Elastic: b.stores.Elastic}, Log: b.log, Metrics: projector.NewMetrics(reg),
 		Transport: sourceTransport(&b.times.source),
 	}
 	pr, err := projector.ForDefinition(ctx, p.def, env, o)

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/stream"
@@ -97,10 +98,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := projector.NewMetrics(reg)
 
-	nc, err := s.Backends.NATS("readside-projector")
+	conn, err := backend.Open(ctx, s.Backends, "readside-projector", log)
 	if err != nil {
 		return err
 	}
+	nc := conn.NATS
 	defer func() {
 		// Drain flushes the acks of the last batches before closing.
 		if err := nc.Drain(); err == nil {
@@ -108,15 +110,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
-		nc.Close()
+		conn.Close()
 	}()
+	conn.Stores.TombstoneTTL = s.tombstoneTTL
 	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	rdb := s.Backends.Redis()
-	defer rdb.Close()
-	es, err := s.Backends.Elastic()
 	if err != nil {
 		return err
 	}
@@ -132,8 +129,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	env := projector.Env{
-		JetStream: js, Streams: streams, Redis: rdb, Elastic: es, Log: log, Metrics: metrics,
-		TombstoneTTL: s.tombstoneTTL, SourceRetryBudget: s.retryBudget,
+		JetStream: js, Streams: streams, Stores: conn.Stores, Log: log, Metrics: metrics,
+		SourceRetryBudget: s.retryBudget,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	var names []string

@@ -24,10 +24,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/query"
-	"github.com/readside/readside/internal/sink"
 )
 
 func main() {
@@ -83,6 +82,9 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		}
 		s.opts.CursorKey = key
 	}
+	if s.Backends.EmbeddedNATS() && !s.noPublish {
+		errs = append(errs, errors.New("-nats-url embedded: the query API publishes re-project events to the projector's NATS; give its URL (an embedded one listens on its -nats-listen address), or -no-publish"))
+	}
 	return s, errors.Join(errs...)
 }
 
@@ -97,12 +99,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	rdb := s.Backends.Redis()
-	defer rdb.Close()
-	es, err := s.Backends.Elastic()
-	if err != nil {
-		return err
+	stores := &backend.Stores{Log: log}
+	if s.Backends.EmbeddedDocs() || s.Backends.EmbeddedSearch() {
+		stores.Embedded = backend.NewEmbedded(s.Backends.DataDir, log)
 	}
+	if !s.Backends.EmbeddedDocs() {
+		stores.Redis = s.Backends.Redis()
+	}
+	if !s.Backends.EmbeddedSearch() {
+		if stores.Elastic, err = s.Backends.Elastic(); err != nil {
+			return err
+		}
+	}
+	defer stores.Close()
 	var pub query.Publisher
 	var nc *nats.Conn
 	if !s.noPublish {
@@ -119,27 +128,12 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		pub = js
 	}
-	var views []query.View
-	for _, d := range defs {
-		views = append(views, query.View{
-			Def:     d,
-			Docs:    sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: d.Redis.Key}),
-			Elastic: es,
-			Sources: assemble.Clients(d, nil, s.retryBudget),
-		})
+	views, err := backend.Views(ctx, defs, stores, s.retryBudget)
+	if err != nil {
+		return err
 	}
 	readiness := func(ctx context.Context) map[string]string {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		state := map[string]string{"redis": "up", "elasticsearch": "up"}
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			state["redis"] = "down"
-		}
-		if res, err := es.Ping(es.Ping.WithContext(ctx)); err != nil || res.IsError() {
-			state["elasticsearch"] = "down"
-		} else {
-			res.Body.Close()
-		}
+		state := stores.Ready(ctx)
 		if nc != nil {
 			state["nats"] = map[bool]string{true: "up", false: "down"}[nc.IsConnected()]
 		}

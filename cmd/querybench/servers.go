@@ -74,7 +74,7 @@ func (b *bench) serve() error {
 	views := []query.View{{
 		Def:     b.def,
 		Docs:    sink.NewRedis(b.stores.Redis, sink.RedisOptions{KeyPattern: b.def.Redis.Key}),
-		Elastic: b.stores.Elastic,
+		Search:  sink.NewElastic(b.stores.Elastic, sink.ElasticOptions{Alias: b.def.Elasticsearch.Alias, Fields: b.def.Fields}),
 		Sources: assemble.Clients(b.def, nil, 300*time.Millisecond),
 	}}
 	api := query.New(views, nil, b.log, nil, query.Options{})

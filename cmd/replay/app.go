@@ -190,6 +190,9 @@ func (a *app) connect() (*conns, error) {
 	if a.backends.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(a.backends.NATSCreds))
 	}
+	if a.backends.EmbeddedNATS() {
+		return nil, errors.New("--nats-url embedded: replay re-issues events to a running NATS, the projector's: give its URL (the demo's embedded NATS listens on nats://127.0.0.1:4222)")
+	}
 	nc, err := nats.Connect(a.backends.NATSURL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach NATS at %s (%v): replay needs the NATS server the projector uses, where its stream %s must exist; set --nats-url or READSIDE_NATS_URL",
@@ -200,20 +203,26 @@ func (a *app) connect() (*conns, error) {
 		nc.Close()
 		return nil, err
 	}
-	es, err := a.backends.Elastic()
-	if err != nil {
-		nc.Close()
-		return nil, err
+	env := &replay.Env{JetStream: js, Events: a.stream, DeadLetter: a.dlqStream}
+	// Embedded stores belong to the process that runs them: replay reads
+	// neither; the commands that need a store say so.
+	if !a.backends.EmbeddedSearch() {
+		if env.Elastic, err = a.backends.Elastic(); err != nil {
+			nc.Close()
+			return nil, err
+		}
 	}
-	return &conns{nc: nc, env: &replay.Env{
-		JetStream: js, Redis: a.backends.Redis(), Elastic: es,
-		Events: a.stream, DeadLetter: a.dlqStream,
-	}}, nil
+	if !a.backends.EmbeddedDocs() {
+		env.Redis = a.backends.Redis()
+	}
+	return &conns{nc: nc, env: env}, nil
 }
 
 // close drains NATS (flushing what was published) and closes Redis.
 func (c *conns) close() {
-	c.env.Redis.Close()
+	if c.env.Redis != nil {
+		c.env.Redis.Close()
+	}
 	if err := c.nc.Drain(); err == nil {
 		deadline := time.Now().Add(5 * time.Second)
 		for c.nc.IsDraining() && time.Now().Before(deadline) {

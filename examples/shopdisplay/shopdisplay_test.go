@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/readside/readside/examples/shopdisplay/sampleapi"
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/stream"
@@ -119,7 +120,7 @@ func (e *env) start() {
 func (e *env) startWith(edit func(*projector.Options)) {
 	e.t.Helper()
 	penv := projector.Env{
-		JetStream: e.js, Streams: e.streams, Redis: e.rdb, Elastic: e.es, Log: e.log,
+		JetStream: e.js, Streams: e.streams, Stores: &backend.Stores{Redis: e.rdb, Elastic: e.es}, Log: e.log,
 		SourceRetryBudget: 300 * time.Millisecond,
 	}
 	o := projector.Options{

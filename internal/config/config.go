@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,10 +48,22 @@ func redact(s string) string {
 	return "[redacted]"
 }
 
-// Backends are the addresses and credentials of NATS, Redis and Elasticsearch.
+// Embedded is the value of -nats-url, -redis-addr or -es-urls that runs that
+// backend inside the process instead: NATS JetStream through nats-server,
+// the doc store on bbolt, the search index on bleve, all keeping their data
+// under DataDir. Embedded stores belong to one process (the demo runs the
+// projector and the query API in one); real backends are shared by any
+// number of processes.
+const Embedded = "embedded"
+
+// Backends are the addresses and credentials of NATS, Redis and
+// Elasticsearch, each of which may be Embedded.
 type Backends struct {
-	NATSURL   string
-	NATSCreds string // a credentials file
+	NATSURL    string
+	NATSCreds  string // a credentials file
+	NATSListen string // where the embedded NATS server listens for other processes; "" for none
+
+	DataDir string // where embedded backends keep their data
 
 	RedisAddrs    []string // one address, or several for Redis Cluster
 	RedisUsername string
@@ -66,15 +79,17 @@ type Backends struct {
 
 // Register declares the flags on fs, each defaulting to its environment variable.
 func (b *Backends) Register(fs *flag.FlagSet) {
-	fs.StringVar(&b.NATSURL, "nats-url", Env("READSIDE_NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated [$READSIDE_NATS_URL]")
+	fs.StringVar(&b.NATSURL, "nats-url", Env("READSIDE_NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated, or embedded [$READSIDE_NATS_URL]")
+	fs.StringVar(&b.NATSListen, "nats-listen", Env("READSIDE_NATS_LISTEN", "127.0.0.1:4222"), "with -nats-url embedded: the address the embedded NATS server listens on, for replay and event producers; empty for none [$READSIDE_NATS_LISTEN]")
+	fs.StringVar(&b.DataDir, "data-dir", Env("READSIDE_DATA_DIR", "readside-data"), "where embedded backends keep their data [$READSIDE_DATA_DIR]")
 	fs.StringVar(&b.NATSCreds, "nats-creds", Env("READSIDE_NATS_CREDS", ""), "NATS credentials file [$READSIDE_NATS_CREDS]")
-	fs.Func("redis-addr", "Redis address; several, comma-separated, for Redis Cluster [$READSIDE_REDIS_ADDR] (default 127.0.0.1:6379)", listFlag(&b.RedisAddrs))
+	fs.Func("redis-addr", "Redis address; several, comma-separated, for Redis Cluster; or embedded [$READSIDE_REDIS_ADDR] (default 127.0.0.1:6379)", listFlag(&b.RedisAddrs))
 	b.RedisAddrs = split(Env("READSIDE_REDIS_ADDR", "127.0.0.1:6379"))
 	fs.StringVar(&b.RedisUsername, "redis-username", Env("READSIDE_REDIS_USERNAME", ""), "Redis ACL user name [$READSIDE_REDIS_USERNAME]")
 	b.RedisPassword = Secret(Env("READSIDE_REDIS_PASSWORD", ""))
 	fs.Func("redis-password", "Redis password [$READSIDE_REDIS_PASSWORD]", func(s string) error { b.RedisPassword = Secret(s); return nil })
 	fs.BoolVar(&b.RedisTLS, "redis-tls", Env("READSIDE_REDIS_TLS", "") == "true", "connect to Redis over TLS [$READSIDE_REDIS_TLS=true]")
-	fs.Func("es-urls", "Elasticsearch URL(s), comma-separated [$READSIDE_ES_URLS] (default http://127.0.0.1:9200)", listFlag(&b.ElasticURLs))
+	fs.Func("es-urls", "Elasticsearch URL(s), comma-separated; or embedded [$READSIDE_ES_URLS] (default http://127.0.0.1:9200)", listFlag(&b.ElasticURLs))
 	b.ElasticURLs = split(Env("READSIDE_ES_URLS", "http://127.0.0.1:9200"))
 	fs.StringVar(&b.ElasticUsername, "es-username", Env("READSIDE_ES_USERNAME", ""), "Elasticsearch basic auth user [$READSIDE_ES_USERNAME]")
 	b.ElasticPassword = Secret(Env("READSIDE_ES_PASSWORD", ""))
@@ -96,8 +111,17 @@ func (b *Backends) Validate() error {
 	if len(b.ElasticURLs) == 0 {
 		errs = append(errs, errors.New("-es-urls is empty"))
 	}
+	if slices.Contains(b.RedisAddrs, Embedded) && len(b.RedisAddrs) > 1 {
+		errs = append(errs, errors.New("-redis-addr: embedded stands alone, not in a list of addresses"))
+	}
+	if b.EmbeddedSearch() && len(b.ElasticURLs) > 1 {
+		errs = append(errs, errors.New("-es-urls: embedded stands alone, not in a list of URLs"))
+	}
+	if (b.EmbeddedNATS() || b.EmbeddedDocs() || b.EmbeddedSearch()) && b.DataDir == "" {
+		errs = append(errs, errors.New("-data-dir is empty: embedded backends keep their data there"))
+	}
 	for _, u := range b.ElasticURLs {
-		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		if u != Embedded && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 			errs = append(errs, fmt.Errorf("-es-urls: %q is not an http(s) URL", u))
 		}
 	}
@@ -105,6 +129,17 @@ func (b *Backends) Validate() error {
 		errs = append(errs, errors.New("-es-api-key and -es-username are exclusive: choose one way to authenticate"))
 	}
 	return errors.Join(errs...)
+}
+
+// EmbeddedNATS reports whether NATS JetStream runs inside the process.
+func (b *Backends) EmbeddedNATS() bool { return b.NATSURL == Embedded }
+
+// EmbeddedDocs reports whether the doc store runs inside the process.
+func (b *Backends) EmbeddedDocs() bool { return len(b.RedisAddrs) > 0 && b.RedisAddrs[0] == Embedded }
+
+// EmbeddedSearch reports whether the search index runs inside the process.
+func (b *Backends) EmbeddedSearch() bool {
+	return len(b.ElasticURLs) > 0 && b.ElasticURLs[0] == Embedded
 }
 
 // NATS connects to NATS, reconnecting forever: an outage is waited out.

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/stream"
@@ -70,7 +71,7 @@ func testOptions() projector.Options {
 func (h *harness) start(rdb redis.UniversalClient, es *elasticsearch.Client) (stop func()) {
 	h.t.Helper()
 	env := projector.Env{
-		JetStream: h.js, Streams: h.streams, Redis: rdb, Elastic: es, Log: testenv.Logger(h.t, "projector"), SourceRetryBudget: 300 * time.Millisecond,
+		JetStream: h.js, Streams: h.streams, Stores: &backend.Stores{Redis: rdb, Elastic: es}, Log: testenv.Logger(h.t, "projector"), SourceRetryBudget: 300 * time.Millisecond,
 	}
 	p, err := projector.ForDefinition(context.Background(), h.def, env, testOptions())
 	if err != nil {

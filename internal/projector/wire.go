@@ -7,9 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
@@ -19,53 +17,44 @@ import (
 
 // Env is what every projection of a process shares: connections, logs, metrics.
 type Env struct {
-	JetStream    jetstream.JetStream
-	Streams      *stream.Setup
-	Redis        redis.UniversalClient
-	Elastic      *elasticsearch.Client
-	Transport    http.RoundTripper // for source requests; nil: the source client's default
-	Log          *slog.Logger
-	Metrics      *Metrics
-	TombstoneTTL time.Duration // how long Redis keeps tombstones [the sink's default]
+	JetStream jetstream.JetStream
+	Streams   *stream.Setup
+	Stores    StoreOpener
+	Transport http.RoundTripper // for source requests; nil: the source client's default
+	Log       *slog.Logger
+	Metrics   *Metrics
 	// SourceRetryBudget bounds the retries of one source request before the
 	// id is retried later with backoff [3s]. Short, so a source outage is
 	// noticed fast and pulling pauses.
 	SourceRetryBudget time.Duration
 }
 
-// RefsPrefix is where a projection keeps its reverse lookups in Redis.
-func RefsPrefix(def *projections.Definition) string { return "readside:" + def.Name + ":" }
+// StoreOpener opens a projection's stores (see backend.Stores).
+type StoreOpener interface {
+	For(ctx context.Context, def *projections.Definition) (sink.Stores, error)
+}
 
-// ForDefinition prepares one projection: its Elasticsearch index and alias
-// (refusing an index whose mapping conflicts with the definition), its
-// durable consumer, its source clients and its stores, and returns the
+// ForDefinition prepares one projection: its stores (on Elasticsearch, the
+// index and alias, refusing an index whose mapping conflicts with the
+// definition), its durable consumers and its source clients, and returns the
 // Projector ready to Run.
 func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o Options) (*Projector, error) {
 	o.defaults()
-	es := sink.NewElastic(env.Elastic, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()})
-	if err := es.Ensure(ctx); err != nil {
-		return nil, fmt.Errorf("projection %s: elasticsearch: %w", def.Name, err)
-	}
-	added, err := es.CheckMapping(ctx)
+	stores, err := env.Stores.For(ctx, def)
 	if err != nil {
-		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
+		return nil, err
 	}
-	if len(added) > 0 {
-		env.Log.Warn("new fields added to the index mapping; documents gain them as they are projected again (replay all fills them now)",
-			"projection", def.Name, "alias", def.Elasticsearch.Alias, "fields", added)
-	}
-	rd := sink.NewRedis(env.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key, TombstoneTTL: env.TombstoneTTL})
 	cons, err := env.Streams.Consumer(ctx, def.Name, def.Subjects(), stream.ConsumerConfig{AckWait: o.AckWait, MaxAckPending: o.MaxAckPending})
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
 	parts := Parts{
 		Def: def, Consumer: cons, DLQ: env.Streams, Log: env.Log, Metrics: env.Metrics, Publisher: env.JetStream,
-		Stores: []NamedStore{{Name: "redis", Store: rd}, {Name: "elasticsearch", Store: es}},
+		Stores: []NamedStore{{Name: stores.DocsName, Store: stores.Docs}, {Name: stores.IndexName, Store: stores.Index}},
 	}
 	var ao assemble.Options
 	if def.HasLookups() {
-		refs := sink.NewRefs(env.Redis, RefsPrefix(def), env.TombstoneTTL)
+		refs := stores.Refs
 		parts.Refs = refs
 		ao.BeforeJoin = func(ctx context.Context, rs []assemble.Ref) error {
 			conv := make([]sink.Ref, len(rs))

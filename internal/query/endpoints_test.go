@@ -97,6 +97,16 @@ func closedElastic(t testing.TB) *elasticsearch.Client {
 	return testenv.ElasticAt(t, "http://"+addr)
 }
 
+// closedSearch is def's Elasticsearch search index on an address nobody listens on.
+func closedSearch(t testing.TB, def *projections.Definition) sink.Searcher {
+	return elasticIndex(closedElastic(t), def)
+}
+
+// elasticIndex is def's search index on es, as the query API uses it.
+func elasticIndex(es *elasticsearch.Client, def *projections.Definition) *sink.Elastic {
+	return sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields})
+}
+
 // shopsAPI is the query API over a world of rich shops, with what the tests
 // expect of it computed from the fake shop API's data.
 type shopsAPI struct {
@@ -851,7 +861,7 @@ func FuzzListParams(f *testing.F) {
 		f.Add(seed)
 	}
 	def := richDef(f, "shops", "http://127.0.0.1:1")
-	s := query.New([]query.View{{Def: def, Docs: downDocs{}, Elastic: closedElastic(f), Sources: []assemble.Fetcher{downSource{}}}},
+	s := query.New([]query.View{{Def: def, Docs: downDocs{}, Search: closedSearch(f, def), Sources: []assemble.Fetcher{downSource{}}}},
 		nil, logger(), nil, query.Options{RequestTimeout: 300 * time.Millisecond})
 	c := newContract(f, s)
 	f.Fuzz(func(t *testing.T, raw string) {

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/sink"
@@ -76,7 +77,7 @@ func newWorldWith(t *testing.T, n int, definition func(ns, apiURL string) string
 		}
 	})
 	pctx, cancel := context.WithCancel(ctx)
-	p, err := projector.ForDefinition(pctx, def, projector.Env{JetStream: js, Streams: streams, Redis: w.redis, Elastic: w.es, Log: logger()},
+	p, err := projector.ForDefinition(pctx, def, projector.Env{JetStream: js, Streams: streams, Stores: &backend.Stores{Redis: w.redis, Elastic: w.es}, Log: logger()},
 		projector.Options{Batch: 100, ClockSkew: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +133,7 @@ func itoa(i int) string {
 func (w *world) serve(rdb redis.UniversalClient, es *elasticsearch.Client, o query.Options) *httptest.Server {
 	w.t.Helper()
 	views := []query.View{{
-		Def: w.def, Docs: sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: w.def.Redis.Key}), Elastic: es,
+		Def: w.def, Docs: sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: w.def.Redis.Key}), Search: elasticIndex(es, w.def),
 		Sources: assemble.Clients(w.def, nil, 200*time.Millisecond),
 	}}
 	srv := httptest.NewServer(query.New(views, w.js, logger(), nil, o))

@@ -18,8 +18,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tidwall/gjson"
-
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/projections"
 )
@@ -31,8 +29,6 @@ var reserved = []string{"ids", "q", "sort", "limit", "cursor", "near", "within"}
 var rangeOps = []string{"gte", "gt", "lte", "lt"}
 
 const maxTerms = 50 // values of one filter
-
-var errBadQuery = errors.New("query: elasticsearch rejected the query")
 
 // collection answers GET /v1/{projection}: a multi-get with ids, else a list
 // (with q, a search).
@@ -150,20 +146,15 @@ func listed(ids []string, gone map[string]bool) []string {
 // listQuery is a validated list or search request.
 type listQuery struct {
 	q       string
-	filters []map[string]any // Elasticsearch filter clauses
-	sort    []sortKey
+	filters []sink.Filter
+	sort    []sink.SortKey
 	limit   int
-	near    *[2]float64 // lat, lon
-	within  string      // e.g. "3km"
-	after   []any       // search_after from the cursor
+	near    *sink.LatLon
+	within  float64     // metres
+	after   []any       // the search engine's Page.After, from the cursor
 	plain   bool        // no q, filter, sort or geo: a source's list endpoint can serve it
 	srcPage *sourcePage // the cursor of a degraded list served from the source
 	key     string      // identifies the query for its cursors
-}
-
-type sortKey struct {
-	field string // document field, "distance" or "_score"
-	desc  bool
 }
 
 func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterIssue) {
@@ -205,7 +196,7 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 		} else if lat, lon, ok := parseLatLon(params.Get("near")); !ok {
 			bad("near", "%q is not lat,lon (e.g. 52.52,13.40)", params.Get("near"))
 		} else {
-			lq.near = &[2]float64{lat, lon}
+			lq.near = &sink.LatLon{Lat: lat, Lon: lon}
 		}
 		if w := params.Get("within"); params.Has("within") {
 			if d, ok := parseDistance(w); ok {
@@ -234,19 +225,19 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 			bad(p, "%s is a %s field: ranges apply to integer, float and date fields", name, f.Type)
 			continue
 		}
-		clause, err := filterClause(f, op, vals[0])
+		filter, err := filterOf(f, op, vals[0])
 		if err != nil {
 			bad(p, "%v", err)
 			continue
 		}
-		lq.filters = append(lq.filters, clause)
+		lq.filters = append(lq.filters, filter)
 	}
 	if sp := params.Get("sort"); params.Has("sort") {
 		for key := range strings.SplitSeq(sp, ",") {
 			desc := strings.HasPrefix(key, "-")
 			name := strings.TrimPrefix(key, "-")
 			switch f := v.fields[name]; {
-			case name == "distance":
+			case name == sink.SortDistance:
 				if lq.near == nil {
 					bad("sort", "distance needs near=lat,lon")
 					continue
@@ -256,12 +247,12 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 					bad("sort", "relevance needs q")
 					continue
 				}
-				name = "_score"
+				name = sink.SortRelevance
 			case f == nil || !sortableField(*f):
 				bad("sort", "%q is not sortable: sort on %s", name, strings.Join(sortable(v), ", "))
 				continue
 			}
-			lq.sort = append(lq.sort, sortKey{field: name, desc: desc})
+			lq.sort = append(lq.sort, sink.SortKey{Field: name, Desc: desc})
 		}
 		if len(lq.sort) > 3 {
 			bad("sort", "at most 3 sort keys")
@@ -270,9 +261,9 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 	if len(lq.sort) == 0 {
 		switch {
 		case lq.q != "":
-			lq.sort = []sortKey{{field: "_score", desc: true}}
+			lq.sort = []sink.SortKey{{Field: sink.SortRelevance, Desc: true}}
 		case lq.near != nil:
-			lq.sort = []sortKey{{field: "distance"}}
+			lq.sort = []sink.SortKey{{Field: sink.SortDistance}}
 		}
 	}
 	lq.plain = lq.q == "" && len(lq.filters) == 0 && lq.near == nil && !params.Has("sort")
@@ -322,33 +313,29 @@ func ranged(t projections.FieldType) bool {
 	return t == projections.Integer || t == projections.Float || t == projections.Date
 }
 
-// filterClause turns one filter parameter into an Elasticsearch clause; the
-// user's text is always a value, never query syntax.
-func filterClause(f *projections.Field, op, raw string) (map[string]any, error) {
-	field := f.Name
-	if f.Type == projections.Text {
-		field += ".raw"
-	}
+// filterOf turns one filter parameter into a sink.Filter; the user's text is
+// always a value, never query syntax.
+func filterOf(f *projections.Field, op, raw string) (sink.Filter, error) {
 	if op != "" {
 		val, err := typedValue(f.Type, raw)
 		if err != nil {
-			return nil, err
+			return sink.Filter{}, err
 		}
-		return map[string]any{"range": map[string]any{field: map[string]any{op: val}}}, nil
+		return sink.Filter{Field: f.Name, Op: op, Values: []any{val}}, nil
 	}
 	parts := strings.Split(raw, ",")
 	if len(parts) > maxTerms {
-		return nil, fmt.Errorf("%d values; at most %d", len(parts), maxTerms)
+		return sink.Filter{}, fmt.Errorf("%d values; at most %d", len(parts), maxTerms)
 	}
 	vals := make([]any, 0, len(parts))
 	for _, p := range parts {
 		val, err := typedValue(f.Type, p)
 		if err != nil {
-			return nil, err
+			return sink.Filter{}, err
 		}
 		vals = append(vals, val)
 	}
-	return map[string]any{"terms": map[string]any{field: vals}}, nil
+	return sink.Filter{Field: f.Name, Values: vals}, nil
 }
 
 func typedValue(t projections.FieldType, raw string) (any, error) {
@@ -401,11 +388,11 @@ func parseLatLon(s string) (lat, lon float64, ok bool) {
 	return lat, lon, found && err1 == nil && err2 == nil && lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180
 }
 
-func parseDistance(s string) (string, bool) {
+func parseDistance(s string) (float64, bool) {
 	num, unit := strings.TrimRight(s, "kmKM"), strings.ToLower(strings.TrimLeft(s, "0123456789."))
 	x, err := strconv.ParseFloat(num, 64)
 	if err != nil {
-		return "", false
+		return 0, false
 	}
 	meters := x
 	switch unit {
@@ -413,16 +400,16 @@ func parseDistance(s string) (string, bool) {
 	case "km":
 		meters = x * 1000
 	default:
-		return "", false
+		return 0, false
 	}
 	if meters < 1 || meters > 500_000 {
-		return "", false
+		return 0, false
 	}
-	return strconv.FormatFloat(meters, 'f', -1, 64) + "m", true
+	return meters, true
 }
 
-// list answers a list or search page: ids from Elasticsearch, documents from
-// Redis (or the sources), in Elasticsearch's order.
+// list answers a list or search page: ids from the search engine, documents
+// from the doc store (or the sources), in the search engine's order.
 func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQuery) {
 	if lq.srcPage != nil {
 		s.listFromSource(w, r, v, lq)
@@ -430,19 +417,19 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQ
 	}
 	ids, after, err := s.searchIDs(r.Context(), v, lq)
 	switch {
-	case errors.Is(err, errBadQuery):
-		badRequest(w, r, []ParameterIssue{{Parameter: "query", Message: strings.TrimPrefix(err.Error(), "query: ")}})
+	case errors.Is(err, sink.ErrBadQuery):
+		badRequest(w, r, []ParameterIssue{{Parameter: "query", Message: err.Error()}})
 		return
 	case err != nil && r.Context().Err() != nil:
 		timedOut(w, r)
 		return
 	case err != nil && lq.plain && v.Def.Listable():
-		s.log.Warn("elasticsearch failed; listing from the source's list endpoint", "projection", v.Def.Name, "err", err)
+		s.log.Warn("search failed; listing from the source's list endpoint", "projection", v.Def.Name, "err", err)
 		lq.srcPage = &sourcePage{}
 		s.listFromSource(w, r, v, lq)
 		return
 	case err != nil:
-		unavailable(w, r, "search is unavailable (Elasticsearch does not answer); detail and multi-get still work", 5*time.Second)
+		unavailable(w, r, "search is unavailable (the search engine does not answer); detail and multi-get still work", 5*time.Second)
 		return
 	}
 	next := ""
@@ -457,123 +444,21 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQ
 	s.writeItems(w, v, listed(ids, gone), docs, next, true)
 }
 
-// searchIDs asks Elasticsearch for one page of ids, and the sort values of
-// the last hit for search_after.
+// searchIDs asks the search engine for one page of ids, and where the next
+// page starts.
 func (s *Server) searchIDs(ctx context.Context, v *view, lq *listQuery) ([]string, []any, error) {
-	body, err := json.Marshal(s.searchBody(v, lq))
-	if err != nil {
-		return nil, nil, err
-	}
-	resp, err := v.esCB.Execute(func() ([]byte, error) {
-		res, err := v.Elastic.Search(
-			v.Elastic.Search.WithContext(ctx),
-			v.Elastic.Search.WithIndex(v.Def.Elasticsearch.Alias),
-			v.Elastic.Search.WithBody(bytes.NewReader(body)),
-			v.Elastic.Search.WithFilterPath("hits.hits._id", "hits.hits.sort", "error.reason", "error.root_cause.reason"),
-		)
-		if err != nil {
-			return nil, err
-		}
-		defer res.Body.Close()
-		var buf bytes.Buffer
-		buf.ReadFrom(res.Body)
-		switch {
-		case res.StatusCode == http.StatusBadRequest:
-			reason := gjson.GetBytes(buf.Bytes(), "error.root_cause.0.reason").Str // "all shards failed" says less
-			if reason == "" {
-				reason = gjson.GetBytes(buf.Bytes(), "error.reason").Str
-			}
-			return nil, fmt.Errorf("%w: %s", errBadQuery, reason)
-		case res.IsError():
-			return nil, fmt.Errorf("elasticsearch: %s", res.Status())
-		}
-		return buf.Bytes(), nil
+	p, err := v.searchCB.Execute(func() (sink.Page, error) {
+		return v.Search.Search(ctx, sink.Query{
+			Text: lq.q, Filters: lq.filters, Near: lq.near, Within: lq.within,
+			Sort: lq.sort, Limit: lq.limit, After: lq.after,
+		})
 	})
-	if err != nil {
-		return nil, nil, err
-	}
-	hits := gjson.GetBytes(resp, "hits.hits").Array()
-	ids := make([]string, 0, len(hits))
-	var after []any
-	for _, h := range hits {
-		ids = append(ids, h.Get("_id").Str)
-		after = decodeSortValues(h.Get("sort").Raw)
-	}
-	return ids, after, nil
-}
-
-// decodeSortValues reads a hit's sort values for search_after, keeping numbers
-// as Elasticsearch wrote them: a long beyond 2^53, or the Long.MAX_VALUE that
-// stands for a missing value, does not survive a float64, and a rounded
-// search_after skips or repeats documents.
-func decodeSortValues(raw string) []any {
-	var after []any
-	d := json.NewDecoder(strings.NewReader(raw))
-	d.UseNumber()
-	if d.Decode(&after) != nil {
-		return nil
-	}
-	return after
-}
-
-// searchBody builds the Elasticsearch query: tombstones out, the user's text
-// as a match value (never query syntax), filters, geo, sort with the id as
-// the last tie-breaker, so search_after pages are stable.
-func (s *Server) searchBody(v *view, lq *listQuery) map[string]any {
-	filter := append([]map[string]any{}, lq.filters...)
-	if lq.near != nil && lq.within != "" {
-		filter = append(filter, map[string]any{"geo_distance": map[string]any{
-			"distance": lq.within, v.geoField: map[string]any{"lat": lq.near[0], "lon": lq.near[1]},
-		}})
-	}
-	boolQ := map[string]any{
-		"filter":   filter,
-		"must_not": []any{map[string]any{"term": map[string]any{sink.DeletedField: true}}},
-	}
-	if lq.q != "" {
-		var fields []string
-		for _, f := range v.Def.Fields {
-			if f.Search {
-				fields = append(fields, f.Name)
-			}
-		}
-		boolQ["must"] = []any{map[string]any{"multi_match": map[string]any{
-			"query": lq.q, "type": "bool_prefix", "fields": fields, "operator": "and",
-		}}}
-	}
-	var sort []any
-	for _, k := range lq.sort {
-		order := "asc"
-		if k.desc {
-			order = "desc"
-		}
-		switch f := v.fields[k.field]; {
-		case k.field == "distance":
-			sort = append(sort, map[string]any{"_geo_distance": map[string]any{
-				v.geoField: map[string]any{"lat": lq.near[0], "lon": lq.near[1]}, "order": order, "unit": "m",
-			}})
-		case k.field == "_score":
-			sort = append(sort, map[string]any{"_score": order})
-		case f != nil && f.Type == projections.Text:
-			sort = append(sort, map[string]any{k.field + ".raw": map[string]any{"order": order, "missing": "_last"}})
-		default:
-			sort = append(sort, map[string]any{k.field: map[string]any{"order": order, "missing": "_last"}})
-		}
-	}
-	sort = append(sort, map[string]any{"id": "asc"})
-	body := map[string]any{
-		"query": map[string]any{"bool": boolQ}, "size": lq.limit, "sort": sort,
-		"_source": false, "track_total_hits": false,
-	}
-	if lq.after != nil {
-		body["search_after"] = lq.after
-	}
-	return body
+	return p.IDs, p.After, err
 }
 
 // cursorState is what a cursor carries.
 type cursorState struct {
-	After  []any  `json:"a,omitempty"` // Elasticsearch's search_after
+	After  []any  `json:"a,omitempty"` // the search engine's Page.After
 	Source string `json:"s,omitempty"` // a degraded list: the source's cursor
 	Offset int    `json:"o,omitempty"` // and how far into that page
 	Degr   bool   `json:"d,omitempty"`
@@ -604,7 +489,7 @@ func (s *Server) openCursor(raw string, lq *listQuery) error {
 	var c cursorState
 	if err == nil {
 		d := json.NewDecoder(bytes.NewReader(payload))
-		d.UseNumber() // search_after values stay exact (see decodeSortValues)
+		d.UseNumber() // sort values stay exact (a long beyond 2^53 does not survive a float64)
 		err = d.Decode(&c)
 	}
 	if err != nil {

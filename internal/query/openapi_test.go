@@ -158,7 +158,7 @@ func (c *contract) parameters(path string) map[string]map[string]any {
 // the document) or fail at once.
 func specServer(t testing.TB, def *projections.Definition, o query.Options) *query.Server {
 	t.Helper()
-	return query.New([]query.View{{Def: def, Docs: downDocs{}, Elastic: closedElastic(t), Sources: []assemble.Fetcher{downSource{}}}}, nil, logger(), nil, o)
+	return query.New([]query.View{{Def: def, Docs: downDocs{}, Search: closedSearch(t, def), Sources: []assemble.Fetcher{downSource{}}}}, nil, logger(), nil, o)
 }
 
 func TestOpenAPIDocument(t *testing.T) {
@@ -389,7 +389,7 @@ elasticsearch: {alias: x}
 	partial, _ := def.Build("partial", map[string][]byte{"s": []byte(answers["full"])}, "extra")
 	docs["partial"] = partial
 
-	s := query.New([]query.View{{Def: def, Docs: docs, Elastic: closedElastic(t), Sources: []assemble.Fetcher{downSource{}, downSource{}}}}, nil, logger(), nil, query.Options{})
+	s := query.New([]query.View{{Def: def, Docs: docs, Search: closedSearch(t, def), Sources: []assemble.Fetcher{downSource{}, downSource{}}}}, nil, logger(), nil, query.Options{})
 	c := newContract(t, s)
 	var ids []string
 	for id := range docs {

@@ -22,7 +22,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
@@ -32,7 +31,7 @@ import (
 	"github.com/readside/readside/projections"
 )
 
-// Docs reads stored documents by id (see sink.Redis).
+// Docs reads stored documents by id (sink.Redis, sink.BoltDocs).
 type Docs interface {
 	GetMany(ctx context.Context, ids []string) ([]*sink.Stored, error)
 }
@@ -73,9 +72,9 @@ func (o *Options) defaults() {
 // View is one projection as the API serves it.
 type View struct {
 	Def     *projections.Definition
-	Docs    Docs                  // Redis
-	Elastic *elasticsearch.Client // list and search
-	Sources []assemble.Fetcher    // one per source of Def, for fallbacks
+	Docs    Docs               // the doc store
+	Search  sink.Searcher      // list and search (sink.Elastic, sink.Bleve)
+	Sources []assemble.Fetcher // one per source of Def, for fallbacks
 }
 
 // Server answers the read API. Build it with New; it is an http.Handler.
@@ -94,7 +93,7 @@ type view struct {
 	asm      *assemble.Assembler
 	builds   singleflight.Group
 	redisCB  *gobreaker.CircuitBreaker[[]*sink.Stored]
-	esCB     *gobreaker.CircuitBreaker[[]byte]
+	searchCB *gobreaker.CircuitBreaker[sink.Page]
 	geoField string
 	fields   map[string]*projections.Field
 	// limitedPrimary is the primary source under the per-source bound.
@@ -124,11 +123,11 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 				ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
 				IsSuccessful: func(err error) bool { return err == nil || errors.Is(err, context.Canceled) },
 			}),
-			esCB: gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
-				Name: v.Def.Name + "/elasticsearch", Timeout: 2 * time.Second,
+			searchCB: gobreaker.NewCircuitBreaker[sink.Page](gobreaker.Settings{
+				Name: v.Def.Name + "/search", Timeout: 2 * time.Second,
 				ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
 				IsSuccessful: func(err error) bool {
-					return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, errBadQuery)
+					return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, sink.ErrBadQuery)
 				},
 			}),
 		}

@@ -16,6 +16,8 @@ import (
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/projections"
 )
 
 // ElasticOptions configures an Elasticsearch sink.
@@ -28,6 +30,9 @@ type ElasticOptions struct {
 	Mapping map[string]any
 	// Settings are optional index settings.
 	Settings map[string]any
+	// Fields are the definition's fields; Search needs them (which fields
+	// are searched, which text field has a keyword copy, the geo_point).
+	Fields []projections.Field
 }
 
 // DeletedField is the field that marks a tombstone document in

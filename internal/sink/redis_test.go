@@ -183,48 +183,12 @@ func TestRedisTombstoneExpires(t *testing.T) {
 	}
 }
 
-func TestRedisGetMany(t *testing.T) {
+func TestRedisDocs(t *testing.T) {
 	t.Parallel()
-	r, _ := openRedis(t, sink.RedisOptions{})
-	ctx := testCtx(t)
-	if err := r.Write(ctx, []sink.Doc{jsonDoc("a", 1), jsonDoc("c", 3), {ID: "t", Version: 4, Deleted: true}}); err != nil {
-		t.Fatal(err)
-	}
-	ids := []string{"missing-1", "c", "a", "missing-2", "t", "a", "missing-3"}
-	got, err := r.GetMany(ctx, ids)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != len(ids) {
-		t.Fatalf("GetMany returned %d results for %d ids", len(got), len(ids))
-	}
-	for i, id := range ids {
-		var want string
-		switch id {
-		case "a", "c":
-			d := jsonDoc(id, int64(id[0]-'a'+1))
-			want = fmt.Sprintf("v%d %s", d.Version, d.Body)
-		case "t":
-			want = "v4 deleted"
-		}
-		var have string
-		switch s := got[i]; {
-		case s == nil:
-		case s.Deleted:
-			have = fmt.Sprintf("v%d deleted", s.Version)
-			if s.Body != nil {
-				have += " with a body"
-			}
-		default:
-			have = fmt.Sprintf("v%d %s", s.Version, s.Body)
-		}
-		if have != want {
-			t.Errorf("GetMany[%d] (%q) = %q, want %q", i, id, have, want)
-		}
-	}
-	if got, err := r.GetMany(ctx, nil); err != nil || len(got) != 0 {
-		t.Errorf("GetMany(nil) = %v, %v", got, err)
-	}
+	sinktest.RunDocs(t, func(t *testing.T) sinktest.DocStore {
+		r, _ := openRedis(t, sink.RedisOptions{})
+		return r
+	})
 }
 
 func TestDecodeValue(t *testing.T) {

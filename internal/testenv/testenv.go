@@ -82,7 +82,7 @@ func RedisAt(t testing.TB, addr string) *redis.Client {
 
 // CleanRedis deletes, when the test ends, the keys of namespace ns from c:
 // those starting with ns (documents under keys such as "<ns>:{id}") and with
-// "readside:<ns>" (a projection's reverse lookups; see projector.RefsPrefix).
+// "readside:<ns>" (a projection's reverse lookups; see sink.RefsPrefix).
 // Call it after c is made, so it runs before c is closed.
 func CleanRedis(t testing.TB, c *redis.Client, ns string) {
 	t.Helper()

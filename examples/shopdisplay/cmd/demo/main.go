@@ -1,39 +1,37 @@
-// Command demo runs the whole shop display example in one process: NATS
-// JetStream embedded (its data under -data), the sample source APIs with
-// their change generator, the projector and the query API, on the project's
-// own Redis and Elasticsearch (started by `make demo` through
-// scripts/testenv.sh). At first start it re-issues every shop, so the stores
-// fill; Ctrl-C stops it cleanly, and starting it again keeps the data.
+// Command demo runs the whole shop display example in one process, on
+// embedded backends by default: NATS JetStream (nats-server), the doc store
+// (bbolt) and the search index (bleve), their data under -data-dir; the
+// sample source APIs with their change generator; the projector and the query
+// API. At first start it re-issues every shop, so the stores fill; Ctrl-C
+// stops it cleanly, and starting it again keeps the data.
+//
+// The projector and the query API are the same code the production commands
+// run: -nats-url, -redis-addr and -es-urls point the demo at real backends
+// instead (each flag on its own; the rest stay embedded).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
-	"syscall"
+	"strings"
 	"time"
 
-	"github.com/elastic/go-elasticsearch/v8"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/readside/readside/examples/shopdisplay/sampleapi"
-	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
-	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
@@ -41,64 +39,83 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	context.AfterFunc(ctx, stop)
-	if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		os.Exit(1)
-	}
+	os.Exit(config.Run("demo", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}))
 }
 
-func run(ctx context.Context) error {
-	data := flag.String("data", ".demo", "directory for JetStream's data")
-	shops := flag.Int("shops", sampleapi.DefaultShops, "number of shops")
-	rate := flag.Float64("rate", 5, "random changes per second in the sample APIs")
-	apiAddr := flag.String("api-addr", "127.0.0.1:8081", "address of the sample source APIs")
-	queryAddr := flag.String("query-addr", "127.0.0.1:8080", "address of the query API")
-	natsPort := flag.Int("nats-port", 4222, "port of the embedded NATS server")
-	defFile := flag.String("definition", "examples/shopdisplay/shopdisplay.yaml", "the projection definition")
-	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+// settings are the demo's flags.
+type settings struct {
+	backends  config.Backends
+	shops     int
+	rate      float64
+	apiAddr   string
+	queryAddr string
+	defFile   string
+	logLevel  string
+}
 
-	// NATS JetStream, embedded, keeping its data across restarts.
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: *natsPort, JetStream: true,
-		StoreDir: filepath.Join(*data, "jetstream"), NoSigs: true, NoLog: true})
+func parse(args []string, stderr io.Writer) (*settings, error) {
+	s := &settings{}
+	fs := config.NewFlagSet("demo", "demo [flags]",
+		"Runs the shop display example: sample source APIs, projector and query API, on embedded backends unless told otherwise.", stderr)
+	s.backends.Register(fs)
+	// Embedded by default whatever the environment says: the demo must run
+	// on a fresh machine; the flags point it elsewhere.
+	s.backends.NATSURL, s.backends.RedisAddrs, s.backends.ElasticURLs = config.Embedded, []string{config.Embedded}, []string{config.Embedded}
+	s.backends.DataDir, s.backends.NATSListen = ".demo", "127.0.0.1:4222"
+	fs.IntVar(&s.shops, "shops", sampleapi.DefaultShops, "number of shops")
+	fs.Float64Var(&s.rate, "rate", 5, "random changes per second in the sample APIs")
+	fs.StringVar(&s.apiAddr, "api-addr", "127.0.0.1:8081", "address of the sample source APIs")
+	fs.StringVar(&s.queryAddr, "query-addr", "127.0.0.1:8080", "address of the query API")
+	fs.StringVar(&s.defFile, "definition", "examples/shopdisplay/shopdisplay.yaml", "the projection definition")
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag (see -help)", fs.Args())
+	}
+	return s, s.backends.Validate()
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, err := parse(args, stderr)
 	if err != nil {
 		return err
 	}
-	go ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		return fmt.Errorf("the embedded NATS server did not start on port %d (is it taken? use -nats-port)", *natsPort)
-	}
-	nc, err := nats.Connect(ns.ClientURL(), nats.Name("readside-demo"))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	log, err := config.Logger(stderr, s.logLevel, "text")
 	if err != nil {
 		return err
 	}
 
-	redisAddr := config.Env("READSIDE_TEST_REDIS_ADDR", "127.0.0.1:6391")
-	esURL := config.Env("READSIDE_TEST_ES_URL", "http://127.0.0.1:9251")
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("Redis at %s does not answer (%v): run `make demo`, which starts it", redisAddr, err)
-	}
-	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{esURL}})
-	if err != nil {
-		return err
-	}
-
-	// The sample source APIs.
-	api := sampleapi.New(sampleapi.Options{Shops: *shops})
-	ln, err := net.Listen("tcp", *apiAddr)
+	// The sample source APIs listen first: the definition needs their URL.
+	api := sampleapi.New(sampleapi.Options{Shops: s.shops})
+	ln, err := net.Listen("tcp", s.apiAddr)
 	if err != nil {
 		return fmt.Errorf("the sample APIs' address: %w (use -api-addr)", err)
+	}
+	apiURL := "http://" + ln.Addr().String()
+	def, err := projections.Load(s.defFile, projections.Options{Lookup: func(n string) (string, bool) {
+		if n == "SHOPDISPLAY_API" {
+			return apiURL, true
+		}
+		return os.LookupEnv(n)
+	}})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+
+	conn, err := backend.Open(ctx, s.backends, "readside-demo", log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer conn.Close()
+	js, err := jetstream.New(conn.NATS)
+	if err != nil {
+		return err
 	}
 	publish := sampleapi.Retrying(js, log)
 	mux := http.NewServeMux()
@@ -106,67 +123,78 @@ func run(ctx context.Context) error {
 	mux.Handle("POST /admin/change", sampleapi.ChangeHandler(api, publish))
 	mux.Handle("POST /admin/down", sampleapi.DownHandler(api, log))
 	apiSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	apiURL := "http://" + ln.Addr().String()
 
-	def, err := projections.Load(*defFile, projections.Options{Lookup: func(n string) (string, bool) {
-		if n == "SHOPDISPLAY_API" {
-			return apiURL, true
-		}
-		return os.LookupEnv(n)
-	}})
-	if err != nil {
-		return err
-	}
 	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.AllSubjects())
 	if err != nil {
 		return err
 	}
-	proj, err := projector.ForDefinition(ctx, def, projector.Env{JetStream: js, Streams: streams, Redis: rdb, Elastic: es, Log: log},
-		projector.Options{})
+	proj, err := projector.ForDefinition(ctx, def, projector.Env{JetStream: js, Streams: streams, Stores: conn.Stores, Log: log}, projector.Options{})
 	if err != nil {
 		return err
 	}
-	qln, err := net.Listen("tcp", *queryAddr)
+	views, err := backend.Views(ctx, []*projections.Definition{def}, conn.Stores, 300*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	qln, err := net.Listen("tcp", s.queryAddr)
 	if err != nil {
 		return fmt.Errorf("the query API's address: %w (use -query-addr)", err)
 	}
-	qapi := query.New([]query.View{{
-		Def: def, Docs: sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}), Elastic: es,
-		Sources: assemble.Clients(def, nil, 300*time.Millisecond),
-	}}, js, log, nil, query.Options{})
-	qSrv := &http.Server{Handler: qapi, ReadHeaderTimeout: 5 * time.Second}
+	qSrv := &http.Server{Handler: query.New(views, js, log, conn.Stores.Ready, query.Options{}), ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serve(gctx, apiSrv, ln) })
 	g.Go(func() error { return serve(gctx, qSrv, qln) })
 	g.Go(func() error { return proj.Run(gctx) })
-	if *rate > 0 {
-		g.Go(func() error { return sampleapi.NewChanger(api, *rate, publish, 0).Run(gctx) })
+	if s.rate > 0 {
+		g.Go(func() error { return sampleapi.NewChanger(api, s.rate, publish, 0).Run(gctx) })
 	}
-	g.Go(func() error { return fill(gctx, js, rdb, def, log) })
+	g.Go(func() error { return fill(gctx, js, def, filepath.Join(s.backends.DataDir, "filled"), log) })
 	q := "http://" + qln.Addr().String() + "/v1/" + def.Name
-	fmt.Printf(`
-Readside demo: %d shops, changing at %g/s. Try:
+	natsURL := s.backends.NATSURL
+	if conn.NATSServer != nil {
+		natsURL = conn.NATSServer.ClientURL() // the port it took
+	}
+	fmt.Fprintf(stdout, `
+Readside demo: %d shops, changing at %g/s; backends: %s. Try:
 
   curl -i %s/42
   curl '%s?ids=1,2,3'
   curl '%s?near=52.52,13.40&within=5km&sort=distance&limit=5'
   curl '%s?q=piz&open=true&sort=-rating&limit=5'
-  curl %s/../../openapi.json
+  curl http://%s/openapi.json
   curl -X POST '%s/admin/change?kind=owner&id=4'    # owner 4's shops change name
   curl -X POST '%s/admin/down?source=ads&status=503' # ads down: partial documents
 
-Operators:
-  go run ./cmd/replay --help          (NATS at %s; definitions in %s)
+Operators (another terminal; replay talks to the demo's NATS):
+  go run ./cmd/replay ids %s 42 43 --nats-url %s --definitions %s
+  go run ./cmd/replay all %s --nats-url %s --definitions %s
+  go run ./cmd/replay dlq %s --list --nats-url %s --definitions %s
 
-Ctrl-C stops it; the data stays.
-`, *shops, *rate, q, q, q, q, q, apiURL, apiURL, ns.ClientURL(), *defFile)
+Ctrl-C stops it; the data stays in %s.
+`, s.shops, s.rate, describe(s.backends), q, q, q, q, qln.Addr(), apiURL, apiURL,
+		def.Name, natsURL, s.defFile, def.Name, natsURL, s.defFile, def.Name, natsURL, s.defFile, s.backends.DataDir)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		log.Info("demo stopped")
 		return nil
 	}
 	return err
+}
+
+// describe names the backends in use.
+func describe(b config.Backends) string {
+	name := func(embedded bool, what, real string) string {
+		if embedded {
+			return what + " embedded"
+		}
+		return real
+	}
+	return strings.Join([]string{
+		name(b.EmbeddedNATS(), "NATS JetStream", "NATS at "+b.NATSURL),
+		name(b.EmbeddedDocs(), "doc store (bbolt)", "Redis at "+strings.Join(b.RedisAddrs, ",")),
+		name(b.EmbeddedSearch(), "search (bleve)", "Elasticsearch at "+strings.Join(b.ElasticURLs, ",")),
+	}, ", ")
 }
 
 func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
@@ -182,10 +210,11 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	return nil
 }
 
-// fill re-issues every shop once, when the store is still empty, so the
-// demo starts with a full read model (later starts keep it).
-func fill(ctx context.Context, js jetstream.JetStream, rdb *redis.Client, def *projections.Definition, log *slog.Logger) error {
-	if n, _ := rdb.Exists(ctx, sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}).Key("1")).Result(); n > 0 {
+// fill re-issues every shop once, so the demo starts with a full read model;
+// the marker file says it was done (later starts keep the data). A fill cut
+// short by Ctrl-C starts over next time: re-issuing is harmless.
+func fill(ctx context.Context, js jetstream.JetStream, def *projections.Definition, marker string, log *slog.Logger) error {
+	if _, err := os.Stat(marker); err == nil {
 		return nil
 	}
 	src := source.New(source.Options{})
@@ -210,6 +239,9 @@ func fill(ctx context.Context, js jetstream.JetStream, rdb *redis.Client, def *p
 		if cursor = next; cursor == "" {
 			break
 		}
+	}
+	if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("the fill's marker: %w", err)
 	}
 	log.Info("every shop re-issued; the projector fills the stores", "shops", strconv.FormatInt(r.Done(), 10),
 		"took", time.Since(start).Round(time.Millisecond))

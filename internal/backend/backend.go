@@ -1,0 +1,299 @@
+// Package backend opens what the Readside commands run on, as the
+// configuration says: NATS JetStream, the doc store and the search index,
+// each either a real cluster (NATS, Redis, Elasticsearch) or embedded in the
+// process (nats-server, bbolt, bleve) with its data under a data directory.
+// Everything above the store drivers — the projector, the query API — is the
+// same code either way.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/config"
+	"github.com/readside/readside/internal/query"
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/projections"
+)
+
+// Conn is an open set of backends. Close it when done.
+type Conn struct {
+	NATS *nats.Conn
+	// NATSServer is the embedded NATS server, nil with a real one.
+	NATSServer *server.Server
+	Stores     *Stores
+}
+
+// Open connects to the backends cfg names, starting the embedded ones. name
+// identifies the process to NATS.
+func Open(ctx context.Context, cfg config.Backends, name string, log *slog.Logger) (c *Conn, err error) {
+	c = &Conn{Stores: &Stores{Log: log}}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if cfg.EmbeddedNATS() {
+		if c.NATSServer, err = startNATS(cfg); err != nil {
+			return nil, err
+		}
+		c.NATS, err = nats.Connect("", nats.Name(name), nats.InProcessServer(c.NATSServer))
+		if err != nil {
+			return nil, fmt.Errorf("connecting to the embedded NATS server: %w", err)
+		}
+	} else if c.NATS, err = cfg.NATS(name); err != nil {
+		return nil, err
+	}
+	if cfg.EmbeddedDocs() || cfg.EmbeddedSearch() {
+		c.Stores.Embedded = NewEmbedded(cfg.DataDir, log)
+	}
+	if !cfg.EmbeddedDocs() {
+		c.Stores.Redis = cfg.Redis()
+	}
+	if !cfg.EmbeddedSearch() {
+		if c.Stores.Elastic, err = cfg.Elastic(); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// startNATS starts JetStream in the process, its data under the data
+// directory, listening on cfg.NATSListen (when set) for the replay tool and
+// for event producers.
+func startNATS(cfg config.Backends) (*server.Server, error) {
+	o := &server.Options{JetStream: true, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), NoSigs: true, NoLog: true, ServerName: "readside-embedded"}
+	if cfg.NATSListen == "" {
+		o.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(cfg.NATSListen)
+		if err != nil {
+			return nil, fmt.Errorf("-nats-listen %q: %w", cfg.NATSListen, err)
+		}
+		if o.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("-nats-listen %q: the port is not a number", cfg.NATSListen)
+		}
+		o.Host = host
+	}
+	ns, err := server.NewServer(o)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("the embedded NATS server did not start listening on %s within 10s: is the address taken? (-nats-listen)", cfg.NATSListen)
+	}
+	return ns, nil
+}
+
+// Close closes every connection and embedded backend.
+func (c *Conn) Close() error {
+	var errs []error
+	if c.NATS != nil {
+		c.NATS.Close()
+	}
+	if c.Stores != nil {
+		errs = append(errs, c.Stores.Close())
+	}
+	if c.NATSServer != nil {
+		c.NATSServer.Shutdown()
+		c.NATSServer.WaitForShutdown()
+	}
+	return errors.Join(errs...)
+}
+
+// Stores opens projections' stores: on Redis when Redis is set, else
+// embedded; on Elasticsearch when Elastic is set, else embedded.
+type Stores struct {
+	Redis    redis.UniversalClient
+	Elastic  *elasticsearch.Client
+	Embedded *Embedded
+	// TombstoneTTL is how long the doc store keeps tombstones and a deleted
+	// document's refs [sink.DefaultTombstoneTTL].
+	TombstoneTTL time.Duration
+	Log          *slog.Logger
+}
+
+// For opens def's stores to project into. On Elasticsearch it creates the
+// index and alias when they do not exist and checks the mapping: new fields
+// are added (and logged), a conflicting one is refused.
+func (s *Stores) For(ctx context.Context, def *projections.Definition) (sink.Stores, error) {
+	return s.open(ctx, def, true)
+}
+
+// Views are the query API's views of defs: their stores, opened to read
+// only (Elasticsearch is not touched until a request comes), and their source
+// clients for fallbacks, each request's retries bounded by retryBudget.
+func Views(ctx context.Context, defs []*projections.Definition, s *Stores, retryBudget time.Duration) ([]query.View, error) {
+	views := make([]query.View, 0, len(defs))
+	for _, d := range defs {
+		st, err := s.open(ctx, d, false)
+		if err != nil {
+			return nil, err
+		}
+		views = append(views, query.View{Def: d, Docs: st.Docs, Search: st.Index, Sources: assemble.Clients(d, nil, retryBudget)})
+	}
+	return views, nil
+}
+
+func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare bool) (sink.Stores, error) {
+	var out sink.Stores
+	switch {
+	case s.Redis != nil:
+		out.Docs, out.DocsName = sink.NewRedis(s.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key, TombstoneTTL: s.TombstoneTTL}), "redis"
+		out.Refs = sink.NewRefs(s.Redis, sink.RefsPrefix(def.Name), s.TombstoneTTL)
+	case s.Embedded != nil:
+		db, err := s.Embedded.bolt()
+		if err != nil {
+			return out, err
+		}
+		out.Docs, out.DocsName = db.Docs(def.Name, s.TombstoneTTL), "embedded-docs"
+		out.Refs = db.Refs(def.Name, s.TombstoneTTL)
+	default:
+		return out, errors.New("backend: no doc store: set Redis or Embedded")
+	}
+	switch {
+	case s.Elastic != nil && !prepare:
+		out.Index, out.IndexName = sink.NewElastic(s.Elastic, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields}), "elasticsearch"
+	case s.Elastic != nil:
+		es := sink.NewElastic(s.Elastic, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields})
+		if err := es.Ensure(ctx); err != nil {
+			return out, fmt.Errorf("projection %s: elasticsearch: %w", def.Name, err)
+		}
+		added, err := es.CheckMapping(ctx)
+		if err != nil {
+			return out, fmt.Errorf("projection %s: %w", def.Name, err)
+		}
+		if len(added) > 0 && s.Log != nil {
+			s.Log.Warn("new fields added to the index mapping; documents gain them as they are projected again (replay all fills them now)",
+				"projection", def.Name, "alias", def.Elasticsearch.Alias, "fields", added)
+		}
+		out.Index, out.IndexName = es, "elasticsearch"
+	case s.Embedded != nil:
+		idx, err := s.Embedded.index(def)
+		if err != nil {
+			return out, err
+		}
+		out.Index, out.IndexName = idx, "embedded-search"
+	default:
+		return out, errors.New("backend: no search index: set Elastic or Embedded")
+	}
+	return out, nil
+}
+
+// Ready reports each store's state for a readiness probe: "up", or why not.
+func (s *Stores) Ready(ctx context.Context) map[string]string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	state := map[string]string{}
+	if s.Redis != nil {
+		state["redis"] = "up"
+		if err := s.Redis.Ping(ctx).Err(); err != nil {
+			state["redis"] = err.Error()
+		}
+	}
+	if s.Elastic != nil {
+		state["elasticsearch"] = "up"
+		if res, err := s.Elastic.Ping(s.Elastic.Ping.WithContext(ctx)); err != nil {
+			state["elasticsearch"] = err.Error()
+		} else {
+			res.Body.Close()
+			if res.IsError() {
+				state["elasticsearch"] = res.Status()
+			}
+		}
+	}
+	if s.Embedded != nil {
+		state["embedded"] = "up"
+	}
+	return state
+}
+
+// Close closes the clients and the embedded stores.
+func (s *Stores) Close() error {
+	var errs []error
+	if s.Redis != nil {
+		errs = append(errs, s.Redis.Close())
+	}
+	if s.Embedded != nil {
+		errs = append(errs, s.Embedded.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Embedded are the stores kept in the process under one data directory: a
+// bbolt file for every projection's documents and refs ("docs.db"), and a
+// bleve index per projection ("search/<projection>"). They are opened on
+// first use and shared by everything in the process that asks for them:
+// bbolt locks its file, so a second process using the same directory fails
+// with a clear error instead of corrupting it.
+type Embedded struct {
+	dir string
+	log *slog.Logger
+
+	mu      sync.Mutex
+	db      *sink.Bolt
+	indices map[string]*sink.Bleve
+}
+
+// NewEmbedded keeps the stores under dir.
+func NewEmbedded(dir string, log *slog.Logger) *Embedded {
+	return &Embedded{dir: dir, log: log, indices: map[string]*sink.Bleve{}}
+}
+
+func (e *Embedded) bolt() (*sink.Bolt, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.db == nil {
+		db, err := sink.OpenBolt(filepath.Join(e.dir, "docs.db"), sink.BoltOptions{})
+		if err != nil {
+			return nil, err
+		}
+		e.db = db
+	}
+	return e.db, nil
+}
+
+func (e *Embedded) index(def *projections.Definition) (*sink.Bleve, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if idx := e.indices[def.Name]; idx != nil {
+		return idx, nil
+	}
+	idx, err := sink.OpenBleve(filepath.Join(e.dir, "search", def.Name), sink.BleveOptions{Name: def.Name, Fields: def.Fields, Log: e.log})
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: embedded search index: %w", def.Name, err)
+	}
+	e.indices[def.Name] = idx
+	return idx, nil
+}
+
+// Close closes the stores opened so far.
+func (e *Embedded) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	for name, idx := range e.indices {
+		errs = append(errs, idx.Close())
+		delete(e.indices, name)
+	}
+	if e.db != nil {
+		errs = append(errs, e.db.Close())
+		e.db = nil
+	}
+	return errors.Join(errs...)
+}

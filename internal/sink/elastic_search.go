@@ -1,0 +1,146 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/projections"
+)
+
+// Search asks Elasticsearch for one page of ids through the alias, with
+// _source off: the documents themselves are read from the doc store. It needs
+// ElasticOptions.Fields. A query Elasticsearch refuses (a 400) wraps
+// ErrBadQuery.
+func (e *Elastic) Search(ctx context.Context, q Query) (Page, error) {
+	if e.err != nil {
+		return Page{}, e.err
+	}
+	body, err := json.Marshal(e.searchBody(q))
+	if err != nil {
+		return Page{}, err
+	}
+	s := e.c.Search
+	res, err := s(s.WithContext(ctx), s.WithIndex(e.o.Alias), s.WithBody(bytes.NewReader(body)),
+		s.WithFilterPath("hits.hits._id", "hits.hits.sort", "error.reason", "error.root_cause.reason"))
+	if err != nil {
+		return Page{}, fmt.Errorf("sink: elasticsearch search: %w", err)
+	}
+	resp, err := readBody(res)
+	if err != nil {
+		return Page{}, fmt.Errorf("sink: elasticsearch search: %w", err)
+	}
+	switch {
+	case res.StatusCode == http.StatusBadRequest:
+		reason := gjson.GetBytes(resp, "error.root_cause.0.reason").Str // "all shards failed" says less
+		if reason == "" {
+			reason = gjson.GetBytes(resp, "error.reason").Str
+		}
+		return Page{}, fmt.Errorf("%w: %s", ErrBadQuery, reason)
+	case res.IsError():
+		return Page{}, fmt.Errorf("sink: elasticsearch search: %s", res.Status())
+	}
+	hits := gjson.GetBytes(resp, "hits.hits").Array()
+	p := Page{IDs: make([]string, 0, len(hits))}
+	for _, h := range hits {
+		p.IDs = append(p.IDs, h.Get("_id").Str)
+		p.After = decodeSortValues(h.Get("sort").Raw)
+	}
+	return p, nil
+}
+
+// decodeSortValues reads a hit's sort values for search_after, keeping numbers
+// as Elasticsearch wrote them: a long beyond 2^53, or the Long.MAX_VALUE that
+// stands for a missing value, does not survive a float64, and a rounded
+// search_after skips or repeats documents.
+func decodeSortValues(raw string) []any {
+	var after []any
+	d := json.NewDecoder(strings.NewReader(raw))
+	d.UseNumber()
+	if d.Decode(&after) != nil {
+		return nil
+	}
+	return after
+}
+
+// searchBody builds the Elasticsearch query: tombstones out, the user's text
+// as a match value (never query syntax), filters, geo, sort with the id as
+// the last tie-breaker, so search_after pages are stable.
+func (e *Elastic) searchBody(q Query) map[string]any {
+	fields := map[string]*projections.Field{}
+	var searchable []string
+	geo := ""
+	for i := range e.o.Fields {
+		f := &e.o.Fields[i]
+		fields[f.Name] = f
+		if f.Search {
+			searchable = append(searchable, f.Name)
+		}
+		if f.Type == projections.GeoPoint && geo == "" {
+			geo = f.Name
+		}
+	}
+	// keyword is the field a filter or sort on f uses: a text field's
+	// keyword copy.
+	keyword := func(name string) string {
+		if f := fields[name]; f != nil && f.Type == projections.Text {
+			return name + ".raw"
+		}
+		return name
+	}
+	filter := make([]any, 0, len(q.Filters)+1)
+	for _, f := range q.Filters {
+		if f.Op == "" {
+			filter = append(filter, map[string]any{"terms": map[string]any{keyword(f.Field): f.Values}})
+		} else {
+			filter = append(filter, map[string]any{"range": map[string]any{keyword(f.Field): map[string]any{f.Op: f.Values[0]}}})
+		}
+	}
+	if q.Near != nil && q.Within > 0 {
+		filter = append(filter, map[string]any{"geo_distance": map[string]any{
+			"distance": strconv.FormatFloat(q.Within, 'f', -1, 64) + "m",
+			geo:        map[string]any{"lat": q.Near.Lat, "lon": q.Near.Lon},
+		}})
+	}
+	boolQ := map[string]any{
+		"filter":   filter,
+		"must_not": []any{map[string]any{"term": map[string]any{DeletedField: true}}},
+	}
+	if q.Text != "" {
+		boolQ["must"] = []any{map[string]any{"multi_match": map[string]any{
+			"query": q.Text, "type": "bool_prefix", "fields": searchable, "operator": "and",
+		}}}
+	}
+	sort := make([]any, 0, len(q.Sort)+1)
+	for _, k := range q.Sort {
+		order := "asc"
+		if k.Desc {
+			order = "desc"
+		}
+		switch k.Field {
+		case SortDistance:
+			sort = append(sort, map[string]any{"_geo_distance": map[string]any{
+				geo: map[string]any{"lat": q.Near.Lat, "lon": q.Near.Lon}, "order": order, "unit": "m",
+			}})
+		case SortRelevance:
+			sort = append(sort, map[string]any{"_score": order})
+		default:
+			sort = append(sort, map[string]any{keyword(k.Field): map[string]any{"order": order, "missing": "_last"}})
+		}
+	}
+	sort = append(sort, map[string]any{"id": "asc"})
+	body := map[string]any{
+		"query": map[string]any{"bool": boolQ}, "size": q.Limit, "sort": sort,
+		"_source": false, "track_total_hits": false,
+	}
+	if q.After != nil {
+		body["search_after"] = q.After
+	}
+	return body
+}

@@ -1,0 +1,24 @@
+package sink_test
+
+import (
+	"testing"
+
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/sinktest"
+	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/projections"
+)
+
+func TestElasticSearchConformance(t *testing.T) {
+	t.Parallel()
+	sinktest.RunSearch(t, func(t *testing.T, def *projections.Definition) sinktest.SearchStore {
+		ns := testenv.Namespace(t)
+		e := sink.NewElastic(testenv.Elastic(t, ns), sink.ElasticOptions{
+			Alias: ns + "-" + def.Name, Mapping: def.Mapping(), Fields: def.Fields, Settings: testSettings,
+		})
+		if err := e.Ensure(testCtx(t)); err != nil {
+			t.Fatalf("Ensure: %v", err)
+		}
+		return e
+	})
+}

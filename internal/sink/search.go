@@ -1,0 +1,77 @@
+package sink
+
+import (
+	"context"
+	"errors"
+)
+
+// Query is one page of a list or a search, in the terms of a projection
+// definition's fields, for any search engine (Elasticsearch, the embedded
+// bleve index). The query API validates every part before it builds one:
+// a field named here exists and allows what is asked of it.
+//
+// Every engine answers with the same semantics:
+//   - tombstones are never listed;
+//   - Text: every word must be found in one searchable field, the last word
+//     as a prefix ("piz" finds "Pizza"); words are split and lower-cased
+//     like Elasticsearch's standard analyzer does;
+//   - Filters all apply (AND); the values of one filter are alternatives (OR);
+//   - Near with Within keeps documents whose geo_point field is at most
+//     Within metres away;
+//   - Sort keys apply in order, documents without a value last, then the id
+//     ascending, so paging by After is stable.
+type Query struct {
+	Text    string
+	Filters []Filter
+	Near    *LatLon
+	Within  float64 // metres; 0 keeps every distance
+	Sort    []SortKey
+	Limit   int // > 0
+	// After is the Page.After of the previous page: the next page starts
+	// after that hit. Engines keep it JSON-safe, so it can travel in a cursor
+	// (decoded with json.Decoder.UseNumber).
+	After []any
+}
+
+// Filter keeps documents whose Field matches. Op "" means the field equals
+// one of Values; "gte", "gt", "lte" and "lt" compare with Values[0] (numbers
+// and dates). Values hold the field's type: int64 (integer), float64
+// (float), bool (boolean), string (keyword, text — the whole value —, and
+// date, as RFC 3339 or 2006-01-02).
+type Filter struct {
+	Field  string
+	Op     string
+	Values []any
+}
+
+// LatLon is a point on Earth in degrees.
+type LatLon struct{ Lat, Lon float64 }
+
+// SortKey orders by a sortable field, or by SortDistance (from Query.Near)
+// or SortRelevance (how well Query.Text matches).
+type SortKey struct {
+	Field string
+	Desc  bool
+}
+
+// Sort keys that are not fields.
+const (
+	SortDistance  = "distance"
+	SortRelevance = "_score"
+)
+
+// Page is one page of ids in order, and where the next one starts (nil when
+// the page was empty).
+type Page struct {
+	IDs   []string
+	After []any
+}
+
+// Searcher lists and searches a projection's documents.
+type Searcher interface {
+	Search(ctx context.Context, q Query) (Page, error)
+}
+
+// ErrBadQuery marks a query the engine refused as invalid (a 400, not an
+// outage): the caller's request is wrong, retrying cannot help.
+var ErrBadQuery = errors.New("the search engine refused the query")
