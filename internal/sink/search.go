@@ -19,7 +19,9 @@ import (
 //   - Near with Within keeps documents whose geo_point field is at most
 //     Within metres away;
 //   - Sort keys apply in order, documents without a value last, then the id
-//     ascending, so paging by After is stable.
+//     ascending, so paging by After is stable. One exception: Elasticsearch
+//     sorts a document without a point as infinitely far, so farthest-first
+//     (SortDistance, Desc) lists it first; bleve lists it last.
 type Query struct {
 	Text    string
 	Filters []Filter

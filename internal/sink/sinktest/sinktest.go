@@ -1,7 +1,12 @@
-// Package sinktest is the conformance suite of the write-guard contract that
-// every sink store keeps: idempotent upserts, the highest version wins (an
-// equal one overwrites), tombstones block older writes and yield to newer
-// ones, and a batch is judged item by item.
+// Package sinktest holds the conformance suites every store passes, Redis,
+// Elasticsearch and the embedded ones alike:
+//   - Run: the write guard every store keeps: idempotent upserts, the
+//     highest version wins (an equal one overwrites), tombstones block older
+//     writes and yield to newer ones, and a batch is judged item by item;
+//   - RunDocs: the doc store's reads by id (GetMany keeps order);
+//   - RunRefs: the reverse lookup of joined entities;
+//   - RunSearch: the list and search behaviour the query API relies on
+//     (filters, sorts, text, geo, paging by After).
 package sinktest
 
 import (

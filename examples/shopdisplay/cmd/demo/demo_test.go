@@ -229,8 +229,9 @@ func (d *demo) listedAt(id string, s shop, open bool) (bool, error) {
 
 // A new user runs `make demo` on a fresh machine: within 60 seconds the
 // query API answers detail, list near a location and search correctly from
-// the embedded stores; a change in the sample API reaches the query API;
-// Ctrl-C stops it cleanly and a restart keeps the data.
+// the embedded stores; a change in the sample API (of a shop, of its owner —
+// a joined source —, a deletion) reaches the query API; Ctrl-C stops it
+// cleanly and a restart keeps the data.
 func TestDemoAsANewUser(t *testing.T) {
 	root, err := filepath.Abs("../../../..")
 	if err != nil {
@@ -337,6 +338,24 @@ func TestDemoAsANewUser(t *testing.T) {
 			s42 = got
 		}
 		return err
+	})
+	// A deleted shop is gone from detail and from lists.
+	s43, err := d.fromStore("43")
+	if err != nil {
+		t.Fatal(err)
+	}
+	change("delete", "43")
+	eventually(t, 30*time.Second, "deleted shop 43 gone", func() error {
+		res, body, err := get(d.query + "/43")
+		if err != nil || res.StatusCode != http.StatusNotFound {
+			return fmt.Errorf("detail: %v %v %s", err, res.Status, body)
+		}
+		for _, open := range []bool{true, false} {
+			if listed, err := d.listedAt("43", s43, open); err != nil || listed {
+				return fmt.Errorf("still listed (open=%t): %v", open, err)
+			}
+		}
+		return nil
 	})
 	t.Logf("the changes reached the query API in %s", time.Since(changed).Round(time.Millisecond))
 

@@ -143,9 +143,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	qSrv := &http.Server{Handler: query.New(views, js, log, conn.Stores.Ready, query.Options{}), ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serve(gctx, apiSrv, ln) })
+	// The sample APIs stop after the projector, whose last batches still
+	// fetch from them.
+	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
+	g.Go(func() error { return serve(apiCtx, apiSrv, ln) })
 	g.Go(func() error { return serve(gctx, qSrv, qln) })
-	g.Go(func() error { return proj.Run(gctx) })
+	g.Go(func() error { defer stopAPI(); return proj.Run(gctx) })
 	if s.rate > 0 {
 		g.Go(func() error { return sampleapi.NewChanger(api, s.rate, publish, 0).Run(gctx) })
 	}
