@@ -115,9 +115,9 @@ type shopsAPI struct {
 	base string // .../v1/<projection>
 }
 
-func newShopsAPI(t *testing.T, n int) *shopsAPI {
-	w := newWorldWith(t, n, richDefinition)
-	srv := w.serve(w.redis, w.es, query.Options{})
+func newShopsAPI(t *testing.T, n int, emb embedded) *shopsAPI {
+	w := newWorldOn(t, n, richDefinition, emb)
+	srv := w.serveStores(query.Options{})
 	return &shopsAPI{w: w, c: newContract(t, srv.Config.Handler), base: srv.URL + "/v1/" + w.ns}
 }
 
@@ -364,8 +364,15 @@ func shopDistance(s testenv.Shop, lat, lon float64) float64 {
 
 const nShops = 90
 
+// The query API's behaviour is the same on Redis and Elasticsearch and on
+// the embedded stores.
 func TestEndpoints(t *testing.T) {
-	a := newShopsAPI(t, nShops)
+	t.Run("redis+elasticsearch", func(t *testing.T) { testEndpoints(t, false) })
+	t.Run("embedded", func(t *testing.T) { testEndpoints(t, true) })
+}
+
+func testEndpoints(t *testing.T, emb embedded) {
+	a := newShopsAPI(t, nShops, emb)
 	shops := a.shops(nShops)
 	byID := map[string]testenv.Shop{}
 	for _, s := range shops {
@@ -377,13 +384,13 @@ func TestEndpoints(t *testing.T) {
 	}
 
 	t.Run("detail", func(t *testing.T) {
-		rdb := sink.NewRedis(a.w.redis, sink.RedisOptions{KeyPattern: a.w.def.Redis.Key})
+		docs := a.w.docs()
 		for _, id := range []string{"001", "017", "042", itoa(nShops)} {
 			res, body := a.c.get(t, a.base+"/"+id)
 			if res.StatusCode != 200 {
 				t.Fatalf("%s: %d %s", id, res.StatusCode, body)
 			}
-			stored, err := rdb.GetMany(context.Background(), []string{id})
+			stored, err := docs.GetMany(context.Background(), []string{id})
 			if err != nil || stored[0] == nil {
 				t.Fatalf("%s: not stored: %v", id, err)
 			}
@@ -730,7 +737,7 @@ func seatsOf(shops []testenv.Shop, n int) string {
 // TestBadParameters: every bad request is a 400 problem naming the parameter;
 // where the OpenAPI document can say so, it rejects the request too.
 func TestBadParameters(t *testing.T) {
-	a := newShopsAPI(t, 12)
+	a := newShopsAPI(t, 12, false)
 	cursorOf := func(query string) string {
 		p := a.list(t, query+"&limit=2")
 		if p.Next == nil {

@@ -34,9 +34,15 @@ type world struct {
 	js    jetstream.JetStream
 	redis *redis.Client
 	es    *elasticsearch.Client
+	// stores are what the projector writes: Redis and es, or embedded.
+	stores *backend.Stores
 	// events is the events stream the projector consumes.
 	events string
 }
+
+// embedded runs a world's stores embedded (bbolt and bleve) instead of on
+// Redis and Elasticsearch.
+type embedded bool
 
 func logger() *slog.Logger {
 	if os.Getenv("READSIDE_TEST_LOG") != "" {
@@ -56,6 +62,12 @@ func newWorld(t *testing.T, n int) *world {
 // ns, triggered by "<ns>.shop.changed.<id>".
 func newWorldWith(t *testing.T, n int, definition func(ns, apiURL string) string) *world {
 	t.Helper()
+	return newWorldOn(t, n, definition, false)
+}
+
+// newWorldOn is newWorldWith on embedded stores, when asked.
+func newWorldOn(t *testing.T, n int, definition func(ns, apiURL string) string, emb embedded) *world {
+	t.Helper()
 	ns := testenv.Namespace(t)
 	api := testenv.NewShopAPI()
 	t.Cleanup(api.Close)
@@ -70,6 +82,11 @@ func newWorldWith(t *testing.T, n int, definition func(ns, apiURL string) string
 		t.Fatal(err)
 	}
 	w := &world{t: t, ns: ns, def: def, api: api, js: js, redis: testenv.Redis(t), es: testenv.Elastic(t, ns)}
+	w.stores = &backend.Stores{Redis: w.redis, Elastic: w.es}
+	if emb {
+		w.stores = &backend.Stores{Embedded: backend.NewEmbedded(t.TempDir(), nil)}
+		t.Cleanup(func() { w.stores.Close() }) // after the projector stops (cleanups run last first)
+	}
 	t.Cleanup(func() {
 		iter := w.redis.Scan(ctx, 0, ns+":*", 1000).Iterator()
 		for iter.Next(ctx) {
@@ -77,7 +94,7 @@ func newWorldWith(t *testing.T, n int, definition func(ns, apiURL string) string
 		}
 	})
 	pctx, cancel := context.WithCancel(ctx)
-	p, err := projector.ForDefinition(pctx, def, projector.Env{JetStream: js, Streams: streams, Stores: &backend.Stores{Redis: w.redis, Elastic: w.es}, Log: logger()},
+	p, err := projector.ForDefinition(pctx, def, projector.Env{JetStream: js, Streams: streams, Stores: w.stores, Log: logger()},
 		projector.Options{Batch: 100, ClockSkew: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +131,36 @@ func (w *world) awaitDrained() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if w.stores.Elastic == nil {
+		return // the embedded index is searchable at once
+	}
 	el := sink.NewElastic(w.es, sink.ElasticOptions{Alias: w.def.Elasticsearch.Alias})
 	if err := el.Refresh(ctx); err != nil {
 		w.t.Fatal(err)
 	}
+}
+
+// serveStores starts the query API over the world's own stores, as
+// cmd/queryapi builds it.
+func (w *world) serveStores(o query.Options) *httptest.Server {
+	w.t.Helper()
+	views, err := backend.Views(context.Background(), []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	srv := httptest.NewServer(query.New(views, w.js, logger(), nil, o))
+	w.t.Cleanup(srv.Close)
+	return srv
+}
+
+// docs is the world's doc store.
+func (w *world) docs() sink.DocStore {
+	w.t.Helper()
+	st, err := w.stores.For(context.Background(), w.def)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return st.Docs
 }
 
 var names = []string{"Pizza Nord", "Sushi Place", "Burger Barn", "Pasta Punto", "Taco Town"}

@@ -724,7 +724,14 @@ func (b *Bleve) filter(f Filter) (query.Query, error) {
 			t := query.NewBoolFieldQuery(x)
 			t.SetField(field)
 			fq = t
-		case projections.Integer, projections.Float:
+		case projections.Integer:
+			_, text := v.(string) // a document may hold "12"; a filter holds numbers
+			n, ok := intOf(v)
+			if !ok || text {
+				return nil, badQuery("filter on %q: %v is not an integer", f.Field, v)
+			}
+			fq = intRange(bleveIntPrefix+f.Field, f.Op, n)
+		case projections.Float:
 			x, ok := numberValue(v)
 			if !ok {
 				return nil, badQuery("filter on %q: %v is not a number", f.Field, v)
@@ -786,6 +793,30 @@ func numberRange(field, op string, x float64) query.Query {
 		q = query.NewNumericRangeInclusiveQuery(nil, &x, nil, &yes)
 	default: // "lt"
 		q = query.NewNumericRangeInclusiveQuery(nil, &x, nil, &no)
+	}
+	q.SetField(field)
+	return q
+}
+
+// intRange compares an integer field's exact copy (see intTerm) with n:
+// equality for op "".
+func intRange(field, op string, n int64) query.Query {
+	if op == "" {
+		t := query.NewTermQuery(intTerm(n))
+		t.SetField(field)
+		return t
+	}
+	yes, no := true, false
+	var q *query.TermRangeQuery
+	switch op {
+	case "gte":
+		q = query.NewTermRangeInclusiveQuery(intTerm(n), "", &yes, nil)
+	case "gt":
+		q = query.NewTermRangeInclusiveQuery(intTerm(n), "", &no, nil)
+	case "lte":
+		q = query.NewTermRangeInclusiveQuery("", intTerm(n), nil, &yes)
+	default: // "lt"
+		q = query.NewTermRangeInclusiveQuery("", intTerm(n), nil, &no)
 	}
 	q.SetField(field)
 	return q
@@ -861,7 +892,9 @@ func (b *Bleve) sortOrder(q Query) (order search.SortOrder, scored bool, err err
 			switch f.Type {
 			case projections.Text:
 				sf.Field += rawSuffix
-			case projections.Integer, projections.Float, projections.Date:
+			case projections.Integer:
+				sf.Field = bleveIntPrefix + k.Field // exact, in byte order
+			case projections.Float, projections.Date:
 				// Auto keeps the full-precision term of a number, and
 				// leaves SearchAfter's values as they are (AsNumber would
 				// parse them as decimals).

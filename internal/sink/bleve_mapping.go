@@ -45,11 +45,56 @@ const (
 	bleveIgnoreAbove = "readside_ignore_above"
 	rawMaxChars      = 256
 	rawSuffix        = ".raw"
+	// bleveIntPrefix names an integer field's exact copy: bleve's numbers
+	// are float64, exact only up to 2^53, so filters and sorts on an integer
+	// use "readside_int_<field>", a keyword holding the int64 in a form
+	// whose byte order is the numbers' order (see intTerm).
+	bleveIntPrefix = "readside_int_"
 	// bleveLayout is the version of how this file maps fields to the index.
 	// Changing the mapping code must change it, so that every index built
 	// the old way is re-indexed.
-	bleveLayout = 1
+	bleveLayout = 2
 )
+
+// exactInt reports whether f has an exact integer copy.
+func exactInt(f projections.Field) bool {
+	return f.Type == projections.Integer && (f.Filter || f.Sort)
+}
+
+// intTerm encodes n so that the terms sort as the numbers do: the sign bit
+// flipped makes the order of uint64 that of int64, and fixed-width hex keeps
+// it in byte order.
+func intTerm(n int64) string {
+	return fmt.Sprintf("%016x", uint64(n)^(1<<63))
+}
+
+// intOf reads an integer exactly, from a JSON number (a decimal is
+// truncated, as Elasticsearch does in a long field), or from a filter's
+// value.
+func intOf(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int64:
+		return x, true
+	case int:
+		return int64(x), true
+	case float64:
+		if x == math.Trunc(x) && x >= math.MinInt64 && x < math.MaxInt64 {
+			return int64(x), true
+		}
+		return 0, false
+	}
+	n, ok := numberOf(v)
+	if !ok {
+		return 0, false
+	}
+	if i, err := strconv.ParseInt(n, 10, 64); err == nil {
+		return i, true
+	}
+	if x, err := strconv.ParseFloat(n, 64); err == nil && x >= math.MinInt64 && x < math.MaxInt64 {
+		return int64(math.Trunc(x)), true
+	}
+	return 0, false
+}
 
 // bleveSchema is what the sink knows of a projection's fields: how to index
 // them and how to query them.
@@ -125,6 +170,12 @@ func bleveMapping(fields []projections.Field) (*mapping.IndexMappingImpl, error)
 			sub.AddFieldMapping(fm)
 		}
 		dm.AddSubDocumentMapping(f.Name, sub)
+		if exactInt(f) {
+			fm := bleve.NewKeywordFieldMapping()
+			fm.Store, fm.IncludeInAll, fm.IncludeTermVectors, fm.DocValues = false, false, false, f.Sort
+			fm.Analyzer = keyword.Name
+			dm.AddFieldMappingsAt(bleveIntPrefix+f.Name, fm)
+		}
 	}
 	im.DefaultMapping = dm
 	if err := im.Validate(); err != nil {
@@ -224,8 +275,12 @@ func (s *bleveSchema) data(body []byte, lenient bool) (map[string]any, int, erro
 			dropped++
 			continue
 		}
-		if v != nil {
-			out[f.Name] = v
+		if v == nil {
+			continue
+		}
+		out[f.Name] = v
+		if exactInt(f) {
+			out[bleveIntPrefix+f.Name] = intTerms(doc[f.Name])
 		}
 	}
 	return out, dropped, nil
@@ -316,6 +371,22 @@ func scalarValue(t projections.FieldType, v any) (any, error) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("%s is not a %s", shortJSON(v), t)
+}
+
+// intTerms is the exact copy of an integer field's JSON value (a number or
+// a list of them), as intTerm encodes them; fieldValue has checked it.
+func intTerms(v any) any {
+	if list, ok := v.([]any); ok {
+		out := make([]any, 0, len(list))
+		for _, e := range list {
+			if n, ok := intOf(e); ok {
+				out = append(out, intTerm(n))
+			}
+		}
+		return out
+	}
+	n, _ := intOf(v)
+	return intTerm(n)
 }
 
 // numberOf returns the text of a JSON number, or of a string holding one.

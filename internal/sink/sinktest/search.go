@@ -37,6 +37,7 @@ fields:
   - {name: tags, from: p.tags, type: keyword, array: true, filter: true}
   - {name: rating, from: p.rating, type: float, filter: true, sort: true}
   - {name: seats, from: p.seats, type: integer, filter: true, sort: true}
+  - {name: serial, from: p.serial, type: integer, filter: true, sort: true}
   - {name: open, from: p.open, type: boolean, filter: true}
   - {name: opened, from: p.opened, type: date, filter: true, sort: true}
   - {name: location, from: p.location, type: geo_point}
@@ -52,7 +53,8 @@ type place struct {
 	Cuisine string   `json:"cuisine"`
 	Tags    []string `json:"tags"`
 	Rating  float64  `json:"rating"`
-	Seats   *int64   `json:"seats"` // nil: missing, sorted last
+	Seats   *int64   `json:"seats"`  // nil: missing, sorted last
+	Serial  int64    `json:"serial"` // beyond 2^53, where a float64 is not exact
 	Open    bool     `json:"open"`
 	Opened  string   `json:"opened"`
 	Loc     geoPoint `json:"location"`
@@ -85,6 +87,7 @@ func places() []*place {
 			Cuisine: cuisines[k],
 			Rating:  float64((i*7)%40)/10 + 1, // 1.0 .. 4.9, all distinct
 			Open:    i%3 != 0,
+			Serial:  1<<60 + int64((i*17)%40), // distinct, apart by less than a float64's precision there
 			Opened:  fmt.Sprintf("20%02d-%02d-%02d", 10+i%15, 1+i%12, 1+i%28),
 			// a spiral out of the centre: distances distinct, from ~0.3 to ~12 km
 			Loc: geoPoint{Lat: 52.52 + float64(i+1)*0.0027*math.Cos(float64(i)), Lon: 13.40 + float64(i+1)*0.0044*math.Sin(float64(i))},
@@ -221,6 +224,12 @@ func searchCases() []searchCase {
 			keep: func(p *place) bool { return p.Seats != nil && *p.Seats > 60 }},
 		{name: "integer equals", q: sink.Query{Filters: []sink.Filter{{Field: "seats", Values: []any{int64(23), int64(49)}}}},
 			keep: func(p *place) bool { return p.Seats != nil && (*p.Seats == 23 || *p.Seats == 49) }},
+		{name: "integer beyond 2^53: range", q: sink.Query{Filters: []sink.Filter{{Field: "serial", Op: "gte", Values: []any{int64(1<<60 + 20)}}, {Field: "serial", Op: "lt", Values: []any{int64(1<<60 + 30)}}}},
+			keep: func(p *place) bool { return p.Serial >= 1<<60+20 && p.Serial < 1<<60+30 }},
+		{name: "integer beyond 2^53: equals", q: sink.Query{Filters: []sink.Filter{{Field: "serial", Values: []any{int64(1<<60 + 7)}}}},
+			keep: func(p *place) bool { return p.Serial == 1<<60+7 }},
+		{name: "integer beyond 2^53: sort descending", q: sink.Query{Sort: []sink.SortKey{{Field: "serial", Desc: true}}}, keep: all,
+			order: then(func(a, b *place) int { return cmp.Compare(b.Serial, a.Serial) })},
 		{name: "date range", q: sink.Query{Filters: []sink.Filter{{Field: "opened", Op: "gte", Values: []any{"2015-01-01"}}, {Field: "opened", Op: "lte", Values: []any{"2020-06-30T00:00:00Z"}}}},
 			keep: func(p *place) bool { return p.Opened >= "2015-01-01" && p.Opened <= "2020-06-30" }},
 		{name: "date equals", q: sink.Query{Filters: []sink.Filter{{Field: "opened", Values: []any{"2013-04-04"}}}},
