@@ -23,7 +23,7 @@ import (
 )
 
 // harness is one projection wired to a fresh embedded JetStream, the test
-// Redis and Elasticsearch, and a fake shop API.
+// Redis and Elasticsearch (or the embedded stores), and a fake shop API.
 type harness struct {
 	t       *testing.T
 	ns      string
@@ -34,9 +34,23 @@ type harness struct {
 	streams *stream.Setup
 	redis   *sink.Redis
 	elastic *sink.Elastic
+	// stores are where startDefault projects; docs and index read them
+	// back (redis and elastic, or the embedded ones).
+	stores *backend.Stores
+	docs   sink.DocStore
+	index  sink.Index
 }
 
+// backends names the stores a test runs on.
+var backends = []string{"redis+elasticsearch", "embedded"}
+
 func newHarness(t *testing.T, versioned bool) *harness {
+	t.Helper()
+	return newHarnessOn(t, versioned, backends[0])
+}
+
+// newHarnessOn is newHarness on the stores named (one of backends).
+func newHarnessOn(t *testing.T, versioned bool, stores string) *harness {
 	t.Helper()
 	ns := testenv.Namespace(t)
 	api := testenv.NewShopAPI()
@@ -54,11 +68,23 @@ func newHarness(t *testing.T, versioned bool) *harness {
 	es := testenv.Elastic(t, ns)
 	rdb := testenv.Redis(t)
 	testenv.CleanRedis(t, rdb, ns)
-	return &harness{
+	h := &harness{
 		t: t, ns: ns, def: def, api: api, nc: nc, js: js, streams: streams,
 		redis:   sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}),
 		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
+		stores:  &backend.Stores{Redis: rdb, Elastic: es},
 	}
+	h.docs, h.index = h.redis, h.elastic
+	if stores == "embedded" {
+		h.stores = &backend.Stores{Embedded: backend.NewEmbedded(t.TempDir(), nil)}
+		t.Cleanup(func() { h.stores.Close() }) // after the projectors stop (cleanups run last first)
+		st, err := h.stores.For(ctx, def)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.docs, h.index = st.Docs, st.Index
+	}
+	return h
 }
 
 // options are small, fast settings for tests.
@@ -70,8 +96,14 @@ func testOptions() projector.Options {
 // given clients, which may point through a fault proxy.
 func (h *harness) start(rdb redis.UniversalClient, es *elasticsearch.Client) (stop func()) {
 	h.t.Helper()
+	return h.startOn(&backend.Stores{Redis: rdb, Elastic: es})
+}
+
+// startOn runs a projector until the test ends (or stop is called) on stores.
+func (h *harness) startOn(stores *backend.Stores) (stop func()) {
+	h.t.Helper()
 	env := projector.Env{
-		JetStream: h.js, Streams: h.streams, Stores: &backend.Stores{Redis: rdb, Elastic: es}, Log: testenv.Logger(h.t, "projector"), SourceRetryBudget: 300 * time.Millisecond,
+		JetStream: h.js, Streams: h.streams, Stores: stores, Log: testenv.Logger(h.t, "projector"), SourceRetryBudget: 300 * time.Millisecond,
 	}
 	p, err := projector.ForDefinition(context.Background(), h.def, env, testOptions())
 	if err != nil {
@@ -80,9 +112,9 @@ func (h *harness) start(rdb redis.UniversalClient, es *elasticsearch.Client) (st
 	return testenv.Start(h.t, "projector", p.Run)
 }
 
-// startDefault runs a projector on the test Redis and Elasticsearch.
+// startDefault runs a projector on the harness's stores.
 func (h *harness) startDefault() func() {
-	return h.start(testenv.Redis(h.t), testenv.Elastic(h.t, ""))
+	return h.startOn(h.stores)
 }
 
 // changed publishes "shop <id> changed" with the id in the subject.
@@ -122,7 +154,7 @@ func (h *harness) converged(ids []string) (bool, string) {
 			s    interface {
 				Get(context.Context, string) (sink.Stored, error)
 			}
-		}{{"redis", h.redis}, {"elasticsearch", h.elastic}} {
+		}{{"docs", h.docs}, {"index", h.index}} {
 			got, err := st.s.Get(ctx, id)
 			switch {
 			case err != nil && !errors.Is(err, sink.ErrNotFound):

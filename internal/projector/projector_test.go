@@ -17,37 +17,39 @@ import (
 // body: every document equals the source's state, and duplicates coalesce.
 func TestManyEventsConvergeAndCoalesce(t *testing.T) {
 	for _, versioned := range []bool{true, false} {
-		t.Run(fmt.Sprintf("versioned=%v", versioned), func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, versioned)
-			all := ids(300)
-			var events []func()
-			for _, id := range all {
-				h.api.Put(id, "shop "+id)
-				for k := range 1 + rand.IntN(10) {
-					if k%3 == 2 {
-						events = append(events, func() { h.changedBody(`{"shopId": ` + id + `}`) })
-					} else {
-						events = append(events, func() { h.changed(id) })
+		for _, stores := range backends {
+			t.Run(fmt.Sprintf("versioned=%v/%s", versioned, stores), func(t *testing.T) {
+				t.Parallel()
+				h := newHarnessOn(t, versioned, stores)
+				all := ids(300)
+				var events []func()
+				for _, id := range all {
+					h.api.Put(id, "shop "+id)
+					for k := range 1 + rand.IntN(10) {
+						if k%3 == 2 {
+							events = append(events, func() { h.changedBody(`{"shopId": ` + id + `}`) })
+						} else {
+							events = append(events, func() { h.changed(id) })
+						}
 					}
 				}
-			}
-			rand.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
-			for _, publish := range events {
-				publish()
-			}
-			h.startDefault()
-			h.waitConverged(all, 60*time.Second)
-			h.waitDrained(30 * time.Second)
-			fetches := h.api.Fetches()
-			t.Logf("%d events for %d ids cost %d fetches (%.2f per event)", len(events), len(all), fetches, float64(fetches)/float64(len(events)))
-			if fetches*2 > int64(len(events)) {
-				t.Errorf("%d fetches for %d events: duplicates did not coalesce", fetches, len(events))
-			}
-			if dl := h.deadLetters(); len(dl) != 0 {
-				t.Errorf("%d events dead-lettered, want none: %s", len(dl), dl[0].Headers().Get(stream.HeaderReason))
-			}
-		})
+				rand.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
+				for _, publish := range events {
+					publish()
+				}
+				h.startDefault()
+				h.waitConverged(all, 60*time.Second)
+				h.waitDrained(30 * time.Second)
+				fetches := h.api.Fetches()
+				t.Logf("%d events for %d ids cost %d fetches (%.2f per event)", len(events), len(all), fetches, float64(fetches)/float64(len(events)))
+				if fetches*2 > int64(len(events)) {
+					t.Errorf("%d fetches for %d events: duplicates did not coalesce", fetches, len(events))
+				}
+				if dl := h.deadLetters(); len(dl) != 0 {
+					t.Errorf("%d events dead-lettered, want none: %s", len(dl), dl[0].Headers().Get(stream.HeaderReason))
+				}
+			})
+		}
 	}
 }
 
@@ -76,34 +78,36 @@ func TestEventDuringFetchRefetches(t *testing.T) {
 // store ends older than the source's last state.
 func TestTwoProjectorsShareWorkAndNeverGoBack(t *testing.T) {
 	for _, versioned := range []bool{true, false} {
-		t.Run(fmt.Sprintf("versioned=%v", versioned), func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, versioned)
-			h.api.SetLatency(2 * time.Millisecond)
-			all := ids(60)
-			for _, id := range all {
-				h.api.Put(id, "v0")
-				h.changed(id)
-			}
-			h.startDefault()
-			h.startDefault()
-			var wg sync.WaitGroup
-			for w := range 4 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range 150 {
-						id := all[rand.IntN(len(all))]
-						h.api.Put(id, fmt.Sprintf("w%d-%d", w, i))
-						h.changed(id)
-						time.Sleep(time.Millisecond)
-					}
-				}()
-			}
-			wg.Wait()
-			h.waitConverged(all, 60*time.Second)
-			h.waitDrained(30 * time.Second)
-		})
+		for _, stores := range backends {
+			t.Run(fmt.Sprintf("versioned=%v/%s", versioned, stores), func(t *testing.T) {
+				t.Parallel()
+				h := newHarnessOn(t, versioned, stores)
+				h.api.SetLatency(2 * time.Millisecond)
+				all := ids(60)
+				for _, id := range all {
+					h.api.Put(id, "v0")
+					h.changed(id)
+				}
+				h.startDefault()
+				h.startDefault()
+				var wg sync.WaitGroup
+				for w := range 4 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := range 150 {
+							id := all[rand.IntN(len(all))]
+							h.api.Put(id, fmt.Sprintf("w%d-%d", w, i))
+							h.changed(id)
+							time.Sleep(time.Millisecond)
+						}
+					}()
+				}
+				wg.Wait()
+				h.waitConverged(all, 60*time.Second)
+				h.waitDrained(30 * time.Second)
+			})
+		}
 	}
 }
 
@@ -111,44 +115,46 @@ func TestTwoProjectorsShareWorkAndNeverGoBack(t *testing.T) {
 // does not bring the document back; a newer state re-creates it.
 func TestNotFoundLeavesTombstone(t *testing.T) {
 	for _, versioned := range []bool{true, false} {
-		t.Run(fmt.Sprintf("versioned=%v", versioned), func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, versioned)
-			h.startDefault()
-			h.api.Put("1", "alive")
-			h.api.Put("2", "stays")
-			h.changed("1")
-			h.changed("2")
-			h.waitConverged([]string{"1", "2"}, 20*time.Second)
-			old, err := h.redis.Get(context.Background(), "1")
-			if err != nil {
-				t.Fatal(err)
-			}
-
-			h.api.Delete("1")
-			h.changed("1")
-			h.waitConverged([]string{"1", "2"}, 20*time.Second)
-
-			// A stale writer (a slow replica) writes the old state late.
-			late := sink.Doc{ID: "1", Version: old.Version, Body: old.Body}
-			ctx := context.Background()
-			for _, st := range []interface {
-				Write(context.Context, []sink.Doc) error
-				Get(context.Context, string) (sink.Stored, error)
-			}{h.redis, h.elastic} {
-				if err := st.Write(ctx, []sink.Doc{late}); err != nil {
+		for _, stores := range backends {
+			t.Run(fmt.Sprintf("versioned=%v/%s", versioned, stores), func(t *testing.T) {
+				t.Parallel()
+				h := newHarnessOn(t, versioned, stores)
+				h.startDefault()
+				h.api.Put("1", "alive")
+				h.api.Put("2", "stays")
+				h.changed("1")
+				h.changed("2")
+				h.waitConverged([]string{"1", "2"}, 20*time.Second)
+				old, err := h.docs.Get(context.Background(), "1")
+				if err != nil {
 					t.Fatal(err)
 				}
-				got, err := st.Get(ctx, "1")
-				if err != nil || !got.Deleted {
-					t.Fatalf("after a late stale write: %+v, %v; want the tombstone", got, err)
-				}
-			}
 
-			h.api.Put("1", "re-created")
-			h.changed("1")
-			h.waitConverged([]string{"1", "2"}, 20*time.Second)
-		})
+				h.api.Delete("1")
+				h.changed("1")
+				h.waitConverged([]string{"1", "2"}, 20*time.Second)
+
+				// A stale writer (a slow replica) writes the old state late.
+				late := sink.Doc{ID: "1", Version: old.Version, Body: old.Body}
+				ctx := context.Background()
+				for _, st := range []interface {
+					Write(context.Context, []sink.Doc) error
+					Get(context.Context, string) (sink.Stored, error)
+				}{h.docs, h.index} {
+					if err := st.Write(ctx, []sink.Doc{late}); err != nil {
+						t.Fatal(err)
+					}
+					got, err := st.Get(ctx, "1")
+					if err != nil || !got.Deleted {
+						t.Fatalf("after a late stale write: %+v, %v; want the tombstone", got, err)
+					}
+				}
+
+				h.api.Put("1", "re-created")
+				h.changed("1")
+				h.waitConverged([]string{"1", "2"}, 20*time.Second)
+			})
+		}
 	}
 }
 
