@@ -170,13 +170,14 @@ Readside demo: %d shops, changing at %g/s; backends: %s. Try:
   curl -X POST '%s/admin/down?source=ads&status=503' # ads down: partial documents
 
 Operators (another terminal; replay talks to the demo's NATS):
-  go run ./cmd/replay ids %s 42 43 --nats-url %s --definitions %s
-  go run ./cmd/replay all %s --nats-url %s --definitions %s
-  go run ./cmd/replay dlq %s --list --nats-url %s --definitions %s
+  export READSIDE_NATS_URL=%s READSIDE_DEFINITIONS=%s SHOPDISPLAY_API=%s
+  go run ./cmd/replay ids %s 42 43
+  go run ./cmd/replay all %s          # every shop, from the sample API's list endpoint
+  go run ./cmd/replay dlq %s --list
 
 Ctrl-C stops it; the data stays in %s.
 `, s.shops, s.rate, describe(s.backends), q, q, q, q, qln.Addr(), apiURL, apiURL,
-		def.Name, natsURL, s.defFile, def.Name, natsURL, s.defFile, def.Name, natsURL, s.defFile, s.backends.DataDir)
+		natsURL, s.defFile, apiURL, def.Name, def.Name, def.Name, s.backends.DataDir)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		log.Info("demo stopped")
