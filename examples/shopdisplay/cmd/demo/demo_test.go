@@ -12,12 +12,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/internal/testenv"
 )
 
 // demo is a running demo process and what it printed.
@@ -25,25 +26,8 @@ type demo struct {
 	cmd    *exec.Cmd
 	query  string // the query API's base URL of the projection, from the printed curl lines
 	api    string // the sample APIs' base URL
-	stderr *syncBuffer
+	stderr *testenv.Buffer
 	exited chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 var (
@@ -64,7 +48,7 @@ func start(t *testing.T, bin, root, dataDir string) *demo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &demo{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	d := &demo{cmd: cmd, stderr: &testenv.Buffer{}, exited: make(chan error, 1)}
 	cmd.Stderr = d.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
