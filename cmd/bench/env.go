@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/benchkit"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/stream"
@@ -33,10 +33,10 @@ const howToStart = "start the test services with `make testenv` (or run `make be
 type bench struct {
 	s      *settings
 	log    *slog.Logger
-	out    io.Writer // progress
-	base   string    // namespace prefix of this run, such as "bench3f9a1c"
-	seq    int       // projections made so far, for unique names; 0: nothing to clean
-	stores *benchkit.Stores
+	out    io.Writer        // progress
+	base   string           // namespace prefix of this run, such as "bench3f9a1c"
+	seq    int              // projections made so far, for unique names; 0: nothing to clean
+	stores *benchkit.Stores // the servers; nil when -backends has no need of them
 	srv    *server.Server
 	dir    string // JetStream store
 	pubNC  *nats.Conn
@@ -50,54 +50,59 @@ type bench struct {
 
 // baselines are the rates of 1a and 1b in the current round, 0 when not run.
 type baselines struct {
-	consume     float64 // 1a: JetStream consume+ack, distinct subjects, events/s
-	consumeDups float64 // 1a: the same over scenario 4's repeated subjects
-	stores      float64 // 1b: both stores, docs/s
+	consume     float64              // 1a: JetStream consume+ack, distinct subjects, events/s
+	consumeDups float64              // 1a: the same over scenario 4's repeated subjects
+	stores      map[storeSet]float64 // 1b: both stores, docs/s, on each set of stores
 }
 
-// ceiling is the store-bound ceiling of the projector: the slower of the two
-// baselines, or 0 when either is missing.
-func (b baselines) ceiling() float64 {
-	if b.consume == 0 || b.stores == 0 {
+func newBaselines() baselines { return baselines{stores: map[storeSet]float64{}} }
+
+// ceiling is the store-bound ceiling of the projector on set: the slower of
+// the two baselines, or 0 when either is missing.
+func (b baselines) ceiling(set storeSet) float64 {
+	if b.consume == 0 || b.stores[set] == 0 {
 		return 0
 	}
-	return min(b.consume, b.stores)
+	return min(b.consume, b.stores[set])
 }
 
 // ceilingDups is ceiling for scenario 4's events. Its stores baseline is the
 // same: coalescing only lowers the writes an event costs.
-func (b baselines) ceilingDups() float64 {
-	if b.consumeDups == 0 || b.stores == 0 {
+func (b baselines) ceilingDups(set storeSet) float64 {
+	if b.consumeDups == 0 || b.stores[set] == 0 {
 		return 0
 	}
-	return min(b.consumeDups, b.stores)
+	return min(b.consumeDups, b.stores[set])
 }
 
-// start checks the services and starts the embedded JetStream server. Close
-// the bench when done: it deletes everything the run made.
+// start checks the services (unless -backends is embedded only) and starts
+// the embedded JetStream server. Close the bench when done: it deletes
+// everything the run made.
 func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*bench, error) {
 	base, err := benchkit.Namespace("bench")
 	if err != nil {
 		return nil, err
 	}
 	b := &bench{s: s, log: log, out: out, base: base}
-	b.stores, err = benchkit.Connect(ctx, benchkit.StoresConfig{
-		RedisAddr: s.RedisAddr, ElasticURL: s.ElasticURL, HowToStart: howToStart,
-		WrapElastic: func(next http.RoundTripper) http.RoundTripper {
-			return timedTransport{t: &b.times.bulk, match: isBulk, next: next}
-		},
-	})
-	if err != nil {
-		return nil, err
+	if slices.Contains(s.backends, servers) {
+		b.stores, err = benchkit.Connect(ctx, benchkit.StoresConfig{
+			RedisAddr: s.RedisAddr, ElasticURL: s.ElasticURL, HowToStart: howToStart,
+			WrapElastic: func(next http.RoundTripper) http.RoundTripper {
+				return timedTransport{t: &b.times.index, match: isBulk, next: next}
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		b.stores.Redis.AddHook(pipelineHook{&b.times.docs})
 	}
-	b.stores.Redis.AddHook(pipelineHook{&b.times.redis})
 	if err := b.startJetStream(); err != nil {
 		b.close()
 		return nil, err
 	}
 	// How busy the machine is before we start: the others' share is noise
 	// that no baseline of ours will see coming.
-	if b.idle, err = benchkit.MeasureIdle(ctx, b.stores.PIDs); err != nil {
+	if b.idle, err = benchkit.MeasureIdle(ctx, b.pids()); err != nil {
 		b.close()
 		return nil, err
 	}
@@ -140,17 +145,27 @@ func connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
 	return nc, js, nil
 }
 
+// pids are those of Redis and Elasticsearch, for SampleCPU; none without the servers.
+func (b *bench) pids() benchkit.PIDs {
+	if b.stores == nil {
+		return benchkit.PIDs{}
+	}
+	return b.stores.PIDs
+}
+
 // close deletes every Redis key and Elasticsearch index of the run, stops the
 // JetStream server and removes its store.
 func (b *bench) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if b.seq > 0 {
-		if err := b.stores.Clean(ctx, b.base); err != nil {
-			b.progress("%v", err)
+	if b.stores != nil {
+		if b.seq > 0 {
+			if err := b.stores.Clean(ctx, b.base); err != nil {
+				b.progress("%v", err)
+			}
 		}
+		b.stores.Close()
 	}
-	b.stores.Close()
 	for _, nc := range []*nats.Conn{b.pubNC, b.projNC} {
 		if nc != nil {
 			nc.Close()
@@ -171,10 +186,20 @@ func (b *bench) progress(format string, args ...any) {
 
 // describe is the report's header: where and how the figures were taken.
 func (b *bench) describe() []string {
-	return append(benchkit.Machine(b.idle),
-		b.stores.Describe()+"; JetStream embedded (file store)",
-		fmt.Sprintf("-events %d -runs %d -scenarios %s", b.s.events, b.s.Runs, strings.Join(b.s.Scenarios, ",")),
-	)
+	where := "JetStream embedded (file store)"
+	if b.stores != nil {
+		where = b.stores.Describe() + "; " + where
+	}
+	flags := fmt.Sprintf("-events %d -runs %d -scenarios %s", b.s.events, b.s.Runs, strings.Join(b.s.Scenarios, ","))
+	if slices.Contains(b.s.backends, embedded) {
+		dir := b.s.embeddedDir
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		where += fmt.Sprintf("; embedded stores: bbolt ‖ bleve in a fresh directory under %s per scenario", dir)
+		flags += " -backends " + b.s.backendsFlag
+	}
+	return append(benchkit.Machine(b.idle), where, flags)
 }
 
 // projection is one fresh projection of the fake shop API, with streams,
@@ -184,6 +209,10 @@ type projection struct {
 	def     *projections.Definition
 	api     *testenv.ShopAPI
 	streams *stream.Setup
+	// stores opens the projection's stores (see openStores); nil when it
+	// has none. closeStores, when not nil, closes them.
+	stores      projector.StoreOpener
+	closeStores func() error
 }
 
 // newProjection makes a projection named after label, whose source knows
@@ -211,7 +240,8 @@ func (b *bench) newProjection(ctx context.Context, label string, ids []string) (
 	return &projection{ns: ns, def: def, api: api, streams: streams}, nil
 }
 
-// close deletes the projection's streams, keys and index.
+// closeProjection deletes the projection's streams, keys and index, and
+// closes its stores.
 func (b *bench) closeProjection(p *projection) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -220,8 +250,12 @@ func (b *bench) closeProjection(p *projection) error {
 	errs := []error{
 		b.projJS.DeleteStream(ctx, cfg.Events),
 		b.projJS.DeleteStream(ctx, cfg.DeadLetter),
-		b.stores.DeleteKeys(ctx, p.ns+":"),
-		b.stores.DeleteIndices(ctx, p.ns+"-shops-*"),
+	}
+	if p.closeStores != nil {
+		errs = append(errs, p.closeStores())
+	}
+	if b.stores != nil {
+		errs = append(errs, b.stores.DeleteKeys(ctx, p.ns+":"), b.stores.DeleteIndices(ctx, p.ns+"-shops-*"))
 	}
 	return errors.Join(errs...)
 }
@@ -363,7 +397,7 @@ type running struct {
 func (b *bench) runProjector(ctx context.Context, p *projection, o projector.Options) (*running, error) {
 	reg := prometheus.NewRegistry()
 	env := projector.Env{
-		JetStream: b.projJS, Streams: p.streams, Stores: &backend.Stores{Redis: b.stores.Redis, Elastic: b.stores.Elastic}, Log: b.log, Metrics: projector.NewMetrics(reg),
+		JetStream: b.projJS, Streams: p.streams, Stores: p.stores, Log: b.log, Metrics: projector.NewMetrics(reg),
 		Transport: sourceTransport(&b.times.source),
 	}
 	pr, err := projector.ForDefinition(ctx, p.def, env, o)

@@ -5,6 +5,13 @@
 // shared and its figures move by up to 4× with stolen CPU, so the figures to
 // read are the ratios to those baselines, not the absolute rates.
 //
+// With -backends embedded, the scenarios that write documents (stores, e2e,
+// latency, dups) keep them in the embedded stores instead (bbolt ‖ bleve, as
+// internal/backend opens them, in a fresh directory per scenario); the
+// servers are then not needed. With -backends both, every round runs each
+// of those scenarios on the servers, then embedded, and the table gives each
+// embedded row its ratio to the servers row of the same round.
+//
 // Usage:
 //
 //	go run ./cmd/bench [flags]
@@ -24,8 +31,8 @@
 //	             then published at a steady rate while the projector runs.
 //
 // It prints a Markdown table on stdout and its progress on stderr, and
-// deletes its Redis keys, Elasticsearch indices and JetStream store at the
-// end. Redis and Elasticsearch are found at $READSIDE_TEST_REDIS_ADDR and
+// deletes its Redis keys, Elasticsearch indices, embedded stores and
+// JetStream store at the end. Redis and Elasticsearch are found at $READSIDE_TEST_REDIS_ADDR and
 // $READSIDE_TEST_ES_URL (the defaults of `make testenv`).
 package main
 
@@ -62,6 +69,9 @@ type settings struct {
 	warmup       bool
 	timeout      time.Duration
 	verbose      bool
+	backends     []storeSet // in the order a round runs them
+	backendsFlag string     // -backends as given
+	embeddedDir  string     // where the embedded stores' directories are made; "": the system's temp dir
 }
 
 func parse(args []string, out io.Writer) (*settings, error) {
@@ -81,9 +91,16 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.BoolVar(&s.warmup, "warmup", true, "write a few thousand documents first, so Elasticsearch's JIT is warm for the first baseline")
 	fs.DurationVar(&s.timeout, "timeout", 3*time.Minute, "longest one scenario may take before the run fails")
 	fs.BoolVar(&s.verbose, "v", false, "log the projector at debug level")
+	fs.StringVar(&s.backendsFlag, "backends", "servers", "where the stores, e2e, latency and dups scenarios keep documents: servers (Redis ‖ Elasticsearch), "+
+		"embedded (bbolt ‖ bleve in a fresh directory per scenario; no servers needed), or both (in every round, servers then embedded, "+
+		"with each embedded row's ratio to its servers row)")
+	fs.StringVar(&s.embeddedDir, "embedded-dir", "", "directory under which each scenario's embedded stores are made and deleted (default: the system's temp dir)")
 	errs, err := s.Parse(fs, args)
 	if err != nil {
 		return nil, err
+	}
+	if s.backends, err = parseBackends(s.backendsFlag); err != nil {
+		errs = append(errs, err)
 	}
 	for _, v := range benchkit.List(latencyFC) {
 		n, err := strconv.Atoi(v)
@@ -133,7 +150,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer b.close()
 
-	if s.warmup {
+	if s.warmup && b.stores != nil {
 		b.progress("warming up the stores")
 		if err := b.warmup(ctx); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
@@ -148,9 +165,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var all []result
 	began := time.Now()
 	for round := 1; round <= s.Runs; round++ {
-		b.round = baselines{}
+		b.round = newBaselines()
 		for _, sc := range s.Scenarios {
-			rs, err := b.scenario(ctx, sc, round)
+			rs, err := b.onEachBackend(ctx, sc, round)
 			if err != nil {
 				return fmt.Errorf("scenario %s, round %d: %w", sc, round, err)
 			}

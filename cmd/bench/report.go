@@ -20,6 +20,9 @@ type result struct {
 	refRate float64 // the events/s of ref, measured in the same round; 0 when none
 	cpu     benchkit.CPUUse
 	notes   []string
+	// serversRate is the events/s of the same row on the servers in the same
+	// round, for a row on the embedded stores; 0 otherwise.
+	serversRate float64
 }
 
 func (r result) name() string { return r.row }
@@ -34,24 +37,45 @@ func (r result) ratio() float64 {
 	return r.rate() / r.refRate
 }
 
-// columns are the report's.
-var columns = []benchkit.Column{
-	{Name: "scenario", Text: true}, {Name: "events"}, {Name: "ids"}, {Name: "seconds"}, {Name: "events/s"},
-	{Name: "compared with", Text: true}, {Name: "ratio"}, {Name: "fetches/event"},
-	{Name: "CPU s: bench / Redis / ES / other"}, {Name: "others' share"}, {Name: "steal"},
+// vsServers is rate ÷ serversRate, or 0 when the row has no servers row.
+func (r result) vsServers() float64 {
+	if r.serversRate == 0 {
+		return 0
+	}
+	return r.rate() / r.serversRate
 }
+
+// columns are the report's. vsServersColumn comes after "ratio" when some
+// row has a servers row to compare with.
+var (
+	columns = []benchkit.Column{
+		{Name: "scenario", Text: true}, {Name: "events"}, {Name: "ids"}, {Name: "seconds"}, {Name: "events/s"},
+		{Name: "compared with", Text: true}, {Name: "ratio"}, {Name: "fetches/event"},
+		{Name: "CPU s: bench / Redis / ES / other"}, {Name: "others' share"}, {Name: "steal"},
+	}
+	vsServersColumn = benchkit.Column{Name: "embedded / servers"}
+)
 
 // writeReport writes the Markdown table of the results, a row per scenario
 // row: every figure is the median of the rounds, and the ratio the median of
-// each round's ratio to the baseline of that same round.
+// each round's ratio to the baseline of that same round; likewise an
+// embedded row's ratio to its servers row.
 func writeReport(w io.Writer, header []string, all []result) error {
 	rows := benchkit.Aggregate(all, result.name)
+	legend := "CPU s are CPU-seconds spent during the timed part, out of CPUs × seconds: by this process\n" +
+		"(projector, embedded JetStream, fake source, load generator), by Redis, by Elasticsearch, and by\n" +
+		"everything else on the machine (noise; Redis and Elasticsearch too when shown as ?). others' share\n" +
+		"is that last figure as a share of the machine (CPUs × seconds); steal, the share the hypervisor took."
+	cols := columns
+	vsAt := -1 // the index of vsServersColumn; -1: not shown
+	if slices.ContainsFunc(all, func(r result) bool { return r.serversRate > 0 }) {
+		vsAt = slices.IndexFunc(columns, func(c benchkit.Column) bool { return c.Name == "ratio" }) + 1
+		cols = slices.Insert(slices.Clone(columns), vsAt, vsServersColumn)
+		legend += "\nembedded / servers is an embedded row's events/s over those of the same row on the servers,\n" +
+			"measured just before it in the same round (the embedded stores' CPU is in this process's)."
+	}
 	t := &benchkit.Table{
-		Header: header, Rounds: benchkit.Rounds(rows), Rate: "events/s", Columns: columns,
-		Legend: "CPU s are CPU-seconds spent during the timed part, out of CPUs × seconds: by this process\n" +
-			"(projector, embedded JetStream, fake source, load generator), by Redis, by Elasticsearch, and by\n" +
-			"everything else on the machine (noise; Redis and Elasticsearch too when shown as ?). others' share\n" +
-			"is that last figure as a share of the machine (CPUs × seconds); steal, the share the hypervisor took.",
+		Header: header, Rounds: benchkit.Rounds(rows), Rate: "events/s", Columns: cols, Legend: legend,
 	}
 	var noise benchkit.Noise
 	for _, r := range rows {
@@ -83,9 +107,17 @@ func writeReport(w io.Writer, header []string, all []result) error {
 			steal = fmt.Sprintf("%.0f%%", 100*benchkit.MedianOf(rs, func(x result) float64 { return x.cpu.Steal }))
 			others = fmt.Sprintf("%.0f%%", 100*benchkit.MedianOf(rs, func(x result) float64 { return x.cpu.OthersShare(x.seconds) }))
 		}
-		t.AddRow(r.Name, benchkit.Grouped(float64(first.events)), ids,
+		cells := []string{r.Name, benchkit.Grouped(float64(first.events)), ids,
 			fmt.Sprintf("%.2f", benchkit.MedianOf(rs, func(x result) float64 { return x.seconds })),
-			benchkit.Spread(rates), ref, ratio, fpe, cpu, others, steal)
+			benchkit.Spread(rates), ref, ratio, fpe, cpu, others, steal}
+		if vsAt >= 0 {
+			vs := "–"
+			if first.serversRate > 0 {
+				vs = fmt.Sprintf("%.2f", benchkit.MedianOf(rs, result.vsServers))
+			}
+			cells = slices.Insert(cells, vsAt, vs)
+		}
+		t.AddRow(cells...)
 		// The notes of the round with the median rate.
 		mid := slices.IndexFunc(rs, func(x result) bool { return x.rate() == benchkit.Median(rates) })
 		if mid < 0 {

@@ -27,26 +27,55 @@ const (
 // the most the projector pulls at once (its maxPull, at the time of writing).
 const consumeBatch = 1024
 
-func (b *bench) scenario(ctx context.Context, name string, round int) ([]result, error) {
-	b.progress("round %d/%d: %s", round, b.s.Runs, name)
-	switch name {
-	case "js":
+// onEachBackend runs scenario name of one round on every set of stores of
+// -backends, in order (js, which writes no document, once), and gives each
+// embedded row the rate of the same row on the servers just before.
+func (b *bench) onEachBackend(ctx context.Context, name string, round int) ([]result, error) {
+	if name == "js" {
+		b.progress("round %d/%d: %s", round, b.s.Runs, name)
 		return b.jetStreamAlone(ctx)
+	}
+	var all, onServers []result
+	for _, set := range b.s.backends {
+		if set == servers {
+			b.progress("round %d/%d: %s", round, b.s.Runs, name)
+		} else {
+			b.progress("round %d/%d: %s, %s", round, b.s.Runs, name, set)
+		}
+		rs, err := b.scenario(ctx, name, set)
+		if err != nil {
+			return nil, fmt.Errorf("on %s: %w", set, err)
+		}
+		if set == servers {
+			onServers = rs
+		} else if len(onServers) == len(rs) { // the same rows, in the same order
+			for i := range rs {
+				rs[i].serversRate = onServers[i].rate()
+			}
+		}
+		all = append(all, rs...)
+	}
+	return all, nil
+}
+
+// scenario runs scenario name (any but js) on set.
+func (b *bench) scenario(ctx context.Context, name string, set storeSet) ([]result, error) {
+	switch name {
 	case "stores":
-		r, err := b.storesAlone(ctx)
+		r, err := b.storesAlone(ctx, set)
 		return []result{r}, err
 	case "e2e":
 		all := ids(b.s.events)
 		r, err := b.projectorRun(ctx, projectorCase{
-			row:   fmt.Sprintf("2. projector, source 0 ms, %d distinct ids, all published up front", len(all)),
-			label: "e2e", ids: all, events: all,
+			row:   fmt.Sprintf("2. projector, source 0 ms, %d distinct ids, all published up front%s", len(all), set.rowSuffix()),
+			label: "e2e", ids: all, events: all, set: set,
 		})
-		r.ref, r.refRate = "min(1a, 1b)", b.round.ceiling()
+		r.ref, r.refRate = set.ceilingRef("1a"), b.round.ceiling(set)
 		return []result{r}, err
 	case "latency":
-		return b.latency(ctx)
+		return b.latency(ctx, set)
 	case "dups":
-		return b.duplicates(ctx)
+		return b.duplicates(ctx, set)
 	}
 	return nil, fmt.Errorf("unknown scenario %q", name)
 }
@@ -86,7 +115,7 @@ func (b *bench) consumeAlone(ctx context.Context, events []string) (pub, consume
 		subjects[i] = p.subject(id)
 	}
 
-	cpu := benchkit.SampleCPU(b.stores.PIDs)
+	cpu := benchkit.SampleCPU(b.pids())
 	began := time.Now()
 	if err := b.publishAll(ctx, subjects); err != nil {
 		return pub, consume, err
@@ -104,7 +133,7 @@ func (b *bench) consumeAlone(ctx context.Context, events []string) (pub, consume
 	if err != nil {
 		return pub, consume, err
 	}
-	cpu = benchkit.SampleCPU(b.stores.PIDs)
+	cpu = benchkit.SampleCPU(b.pids())
 	began = time.Now()
 	deadline := began.Add(b.s.timeout)
 	fetches := 0
@@ -148,27 +177,31 @@ func dupEvents(n, factor int) []string {
 }
 
 // storesAlone is baseline 1b: N shop documents, built by the projection's
-// Build from the fake API's bodies, written with sink.Redis.Write and
-// sink.Elastic.Write, both stores at once per batch, as the projector does.
-func (b *bench) storesAlone(ctx context.Context) (result, error) {
-	w, err := b.writeStores(ctx, "stores", b.s.events)
+// Build from the fake API's bodies, written to the doc store and the index
+// that ForDefinition opens on set (sink.Redis and sink.Elastic, or
+// sink.BoltDocs and sink.Bleve), both stores at once per batch, as the
+// projector does.
+func (b *bench) storesAlone(ctx context.Context, set storeSet) (result, error) {
+	w, err := b.writeStores(ctx, "stores", b.s.events, set)
 	if err != nil {
 		return result{}, err
 	}
+	docsCall, indexCall := set.calls()
 	r := result{
-		row:    fmt.Sprintf("1b. stores alone: Redis ‖ Elasticsearch, batches of %d, %d in flight", b.s.storeBatch, b.s.storeWorkers),
+		row:    fmt.Sprintf("1b. stores alone: %s, batches of %d, %d in flight", set.stores(), b.s.storeBatch, b.s.storeWorkers),
 		events: b.s.events, seconds: w.seconds, fetches: -1, cpu: w.cpu,
-		notes: []string{fmt.Sprintf("mean Redis pipeline %.1f ms, Elasticsearch _bulk %.1f ms; documents %d B on average",
-			ms(w.redisMean), ms(w.esMean), w.docBytes)},
+		notes: []string{fmt.Sprintf("mean %s %.1f ms, %s %.1f ms; documents %d B on average",
+			docsCall, ms(w.docsMean), indexCall, ms(w.indexMean), w.docBytes)},
 	}
-	b.round.stores = r.rate()
+	b.round.stores[set] = r.rate()
 	return r, nil
 }
 
-// warmup writes a few thousand documents and throws them away, so that the
-// first baseline does not pay for Elasticsearch's JIT and index creation.
+// warmup writes a few thousand documents to the servers and throws them
+// away, so that the first baseline does not pay for Elasticsearch's JIT and
+// index creation.
 func (b *bench) warmup(ctx context.Context) error {
-	_, err := b.writeStores(ctx, "warmup", 4096)
+	_, err := b.writeStores(ctx, "warmup", 4096, servers)
 	return err
 }
 
@@ -176,24 +209,26 @@ func (b *bench) warmup(ctx context.Context) error {
 type storeWrite struct {
 	seconds   float64
 	cpu       benchkit.CPUUse
-	redisMean time.Duration // per batch
-	esMean    time.Duration // per batch
+	docsMean  time.Duration // per batch: see timings
+	indexMean time.Duration // per batch
 	docBytes  int           // mean document size
 }
 
-func (b *bench) writeStores(ctx context.Context, label string, n int) (storeWrite, error) {
+func (b *bench) writeStores(ctx context.Context, label string, n int, set storeSet) (storeWrite, error) {
 	all := ids(n)
 	p, err := b.newProjection(ctx, label, all)
 	if err != nil {
 		return storeWrite{}, err
 	}
 	defer b.closeProjection(p)
-	// The stores ForDefinition makes.
-	es := sink.NewElastic(b.stores.Elastic, sink.ElasticOptions{Alias: p.def.Elasticsearch.Alias, Mapping: p.def.Mapping()})
-	if err := es.Ensure(ctx); err != nil {
+	// The stores ForDefinition opens.
+	if err := b.openStores(p, set); err != nil {
 		return storeWrite{}, err
 	}
-	rd := sink.NewRedis(b.stores.Redis, sink.RedisOptions{KeyPattern: p.def.Redis.Key})
+	stores, err := p.stores.For(ctx, p.def)
+	if err != nil {
+		return storeWrite{}, err
+	}
 	docs := make([]sink.Doc, n)
 	size := 0
 	for i, id := range all {
@@ -213,14 +248,14 @@ func (b *bench) writeStores(ctx context.Context, label string, n int) (storeWrit
 	var g errgroup.Group
 	g.SetLimit(b.s.storeWorkers)
 	b.times.reset()
-	cpu := benchkit.SampleCPU(b.stores.PIDs)
+	cpu := benchkit.SampleCPU(b.pids())
 	began := time.Now()
 	for start := 0; start < n; start += b.s.storeBatch {
 		batch := docs[start:min(n, start+b.s.storeBatch)]
 		g.Go(func() error {
 			var both errgroup.Group
-			both.Go(func() error { return rd.Write(ctx, batch) })
-			both.Go(func() error { return es.Write(ctx, batch) })
+			both.Go(func() error { return stores.Docs.Write(ctx, batch) })
+			both.Go(func() error { return stores.Index.Write(ctx, batch) })
 			return both.Wait()
 		})
 	}
@@ -229,8 +264,8 @@ func (b *bench) writeStores(ctx context.Context, label string, n int) (storeWrit
 	}
 	return storeWrite{
 		seconds: time.Since(began).Seconds(), cpu: cpu.Since(),
-		redisMean: b.times.redis.mean(),
-		esMean:    b.times.bulk.mean(),
+		docsMean:  b.times.docs.mean(),
+		indexMean: b.times.index.mean(),
 		docBytes:  size / n,
 	}, nil
 }
@@ -238,7 +273,7 @@ func (b *bench) writeStores(ctx context.Context, label string, n int) (storeWrit
 func ms(d time.Duration) float64 { return d.Seconds() * 1000 }
 
 // latency is scenario 3: scenario 2 with a slow source, once per FetchConcurrency.
-func (b *bench) latency(ctx context.Context) ([]result, error) {
+func (b *bench) latency(ctx context.Context, set storeSet) ([]result, error) {
 	all := ids(b.s.events)
 	var out []result
 	for _, fc := range b.s.latencyFC {
@@ -247,8 +282,8 @@ func (b *bench) latency(ctx context.Context) ([]result, error) {
 			name += " (default)"
 		}
 		r, err := b.projectorRun(ctx, projectorCase{
-			row:   fmt.Sprintf("3. projector, source %v, %s, %d distinct ids, up front", b.s.latency, name, len(all)),
-			label: "latency", ids: all, events: all, latency: b.s.latency,
+			row:   fmt.Sprintf("3. projector, source %v, %s, %d distinct ids, up front%s", b.s.latency, name, len(all), set.rowSuffix()),
+			label: "latency", ids: all, events: all, latency: b.s.latency, set: set,
 			opts: projector.Options{FetchConcurrency: fc},
 		})
 		if err != nil {
@@ -258,8 +293,8 @@ func (b *bench) latency(ctx context.Context) ([]result, error) {
 		// latency, and Workers batches are in flight.
 		bound := float64(defaultWorkers*min(fc, defaultBatch)) / b.s.latency.Seconds()
 		r.ref, r.refRate = fmt.Sprintf("fetch bound %d×%d/%v", defaultWorkers, min(fc, defaultBatch), b.s.latency), bound
-		if c := b.round.ceiling(); c > 0 && c < bound {
-			r.ref, r.refRate = "min(1a, 1b)", c
+		if c := b.round.ceiling(set); c > 0 && c < bound {
+			r.ref, r.refRate = set.ceilingRef("1a"), c
 		}
 		out = append(out, r)
 	}
@@ -269,21 +304,21 @@ func (b *bench) latency(ctx context.Context) ([]result, error) {
 // duplicates is scenario 4: N events over N/dupFactor ids, shuffled, first
 // all published before the projector starts, then published at a steady
 // rate while it runs.
-func (b *bench) duplicates(ctx context.Context) ([]result, error) {
+func (b *bench) duplicates(ctx context.Context, set storeSet) ([]result, error) {
 	distinct := ids(b.s.events / b.s.dupFactor)
 	events := dupEvents(b.s.events, b.s.dupFactor)
 
 	upFront, err := b.projectorRun(ctx, projectorCase{
-		row:   fmt.Sprintf("4. projector, source 0 ms, %d events/id shuffled, all published up front", b.s.dupFactor),
-		label: "dups", ids: distinct, events: events,
+		row:   fmt.Sprintf("4. projector, source 0 ms, %d events/id shuffled, all published up front%s", b.s.dupFactor, set.rowSuffix()),
+		label: "dups", ids: distinct, events: events, set: set,
 	})
 	if err != nil {
 		return nil, err
 	}
-	upFront.ref, upFront.refRate = "min(1a dup, 1b)", b.round.ceilingDups()
+	upFront.ref, upFront.refRate = set.ceilingRef("1a dup"), b.round.ceilingDups(set)
 	steady, err := b.projectorRun(ctx, projectorCase{
-		row:   fmt.Sprintf("4. projector, source 0 ms, %d events/id shuffled, published at %d/s while running", b.s.dupFactor, b.s.dupRate),
-		label: "dups", ids: distinct, events: events, rate: b.s.dupRate,
+		row:   fmt.Sprintf("4. projector, source 0 ms, %d events/id shuffled, published at %d/s while running%s", b.s.dupFactor, b.s.dupRate, set.rowSuffix()),
+		label: "dups", ids: distinct, events: events, rate: b.s.dupRate, set: set,
 	})
 	if err != nil {
 		return nil, err
@@ -301,6 +336,7 @@ type projectorCase struct {
 	latency time.Duration
 	opts    projector.Options
 	rate    int // events/s published while the projector runs; 0: all before it starts
+	set     storeSet
 }
 
 // projectorRun publishes the events of c (before the projector starts, or
@@ -312,6 +348,9 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 		return result{}, err
 	}
 	defer b.closeProjection(p)
+	if err := b.openStores(p, c.set); err != nil {
+		return result{}, err
+	}
 	p.api.SetLatency(c.latency)
 	subjects := make([]string, len(c.events))
 	for i, id := range c.events {
@@ -324,7 +363,7 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 	}
 
 	b.times.reset()
-	cpu := benchkit.SampleCPU(b.stores.PIDs)
+	cpu := benchkit.SampleCPU(b.pids())
 	run, err := b.runProjector(ctx, p, c.opts)
 	if err != nil {
 		return result{}, err
@@ -379,8 +418,9 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 		notes = append(notes, fmt.Sprintf("messages held: mean %.0f, peak %.0f (JetStream's unacked: mean %.0f)",
 			heldSum/float64(polls), heldMax, unacked/float64(polls)))
 	}
-	notes = append(notes, fmt.Sprintf("mean source GET %.1f ms, Redis pipeline %.1f ms, Elasticsearch _bulk %.1f ms; peak source requests at once: %d",
-		ms(b.times.source.mean()), ms(b.times.redis.mean()), ms(b.times.bulk.mean()), p.api.PeakConcurrency()))
+	docsCall, indexCall := c.set.calls()
+	notes = append(notes, fmt.Sprintf("mean source GET %.1f ms, %s %.1f ms, %s %.1f ms; peak source requests at once: %d",
+		ms(b.times.source.mean()), docsCall, ms(b.times.docs.mean()), indexCall, ms(b.times.index.mean()), p.api.PeakConcurrency()))
 	if !published.IsZero() {
 		notes = append(notes, fmt.Sprintf("drained %.2f s after the last event was stored", end.Sub(published).Seconds()))
 	}

@@ -22,6 +22,9 @@ func (t *timer) add(d time.Duration) {
 	t.ns.Add(int64(d))
 }
 
+// since adds the time from began until now.
+func (t *timer) since(began time.Time) { t.add(time.Since(began)) }
+
 func (t *timer) reset() {
 	t.n.Store(0)
 	t.ns.Store(0)
@@ -40,14 +43,14 @@ func (t *timer) mean() time.Duration {
 // the clients the bench hands it: what each batch waits for.
 type timings struct {
 	source timer // GET of one entity
-	redis  timer // one pipeline: the guarded writes of a batch
-	bulk   timer // one Elasticsearch _bulk request
+	docs   timer // the doc store's write of a batch: one Redis pipeline of guarded writes, or one bbolt Write
+	index  timer // the index's write of a batch: one Elasticsearch _bulk request, or one bleve Write
 }
 
 func (t *timings) reset() {
 	t.source.reset()
-	t.redis.reset()
-	t.bulk.reset()
+	t.docs.reset()
+	t.index.reset()
 }
 
 // timedTransport times the requests of next whose path matches.
