@@ -76,9 +76,19 @@ type Bleve struct {
 	mapping mapping.IndexMapping // what documents are built with
 	text    analysis.Analyzer    // of Query.Text, as of the text fields
 
-	mu     sync.Mutex   // one Write at a time: the guard reads, then writes
+	mu     sync.Mutex   // one writer at a time: the guard reads, then writes
 	life   sync.RWMutex // Close waits for every call under way
 	closed bool         // under life
+
+	queued  sync.Mutex
+	waiting []*bleveWrite // Writes waiting for the writer, under queued
+}
+
+// bleveWrite is one Write waiting to be written, and its outcome.
+type bleveWrite struct {
+	docs []Doc
+	err  error
+	done chan struct{} // closed when err is set
 }
 
 var _ Index = (*Bleve)(nil)
@@ -357,7 +367,12 @@ func (b *Bleve) open() (done func(), err error) {
 // than the stored version of its id is dropped; an equal or newer one, or a
 // tombstone, replaces it. Items with the same id are applied in order. A
 // tombstone takes the document out of every search and keeps its version.
-// One Write runs at a time; the batch is durable when Write returns.
+// The batch is durable when Write returns.
+//
+// Writes that come while another is being written wait, and the next of
+// them writes all that waited in one bleve batch (a group commit): each
+// batch costs bleve a segment, its files and their fsyncs, whatever its
+// size, so the projector's concurrent batches share that cost.
 //
 // Write returns nil; a *BatchError whose items are permanent (an invalid doc,
 // a body that is not a JSON object, or a value that does not fit its
@@ -376,51 +391,86 @@ func (b *Bleve) Write(ctx context.Context, docs []Doc) error {
 		return err
 	}
 	defer done()
+	w := &bleveWrite{docs: docs, done: make(chan struct{})}
+	b.queued.Lock()
+	b.waiting = append(b.waiting, w)
+	b.queued.Unlock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	select {
+	case <-w.done: // the writer before took it along
+		return w.err
+	default:
+	}
+	b.queued.Lock()
+	ws := b.waiting // w among them: it was queued before b.mu was taken
+	b.waiting = nil
+	b.queued.Unlock()
+	b.writeAll(ws)
+	return w.err
+}
+
+// writeAll writes ws in one bleve batch, in order, and settles each.
+func (b *Bleve) writeAll(ws []*bleveWrite) {
+	settle := func(err error) {
+		for _, w := range ws {
+			if w.err == nil {
+				w.err = err
+			}
+			close(w.done)
+		}
+	}
 	r, err := reader(b.idx)
 	if err != nil {
-		return fmt.Errorf("sink: bleve %s: write: %w", b.name, err)
+		settle(fmt.Errorf("sink: bleve %s: write: %w", b.name, err))
+		return
 	}
 	defer r.Close()
-	var failed failures
+	failed := make([]failures, len(ws))
 	batch := b.idx.NewBatch()
 	written := map[string]int64{} // the version this batch writes, by id
-	for i := range docs {
-		d := &docs[i]
-		if err := d.check(); err != nil {
-			failed.add(i, err)
-			continue
-		}
-		cur, ok := written[d.ID]
-		if !ok {
-			value, err := storedValue(r, d.ID)
-			if err != nil {
-				return fmt.Errorf("sink: bleve %s: write: %w", b.name, err)
+	for k, w := range ws {
+		for i := range w.docs {
+			d := &w.docs[i]
+			if err := d.check(); err != nil {
+				failed[k].add(i, err)
+				continue
 			}
-			if s, err := DecodeValue(value); value != nil && err == nil {
-				cur, ok = s.Version, true
-			} // a value that does not decode is overwritten, as in Redis
+			cur, ok := written[d.ID]
+			if !ok {
+				value, err := storedValue(r, d.ID)
+				if err != nil {
+					settle(fmt.Errorf("sink: bleve %s: write: %w", b.name, err))
+					return
+				}
+				if s, err := DecodeValue(value); value != nil && err == nil {
+					cur, ok = s.Version, true
+				} // a value that does not decode is overwritten, as in Redis
+			}
+			if ok && d.Version < cur {
+				continue // stale
+			}
+			doc, _, err := b.document(d.ID, appendValue(nil, d), d.Deleted, d.Body, false)
+			if err == nil {
+				err = batch.IndexAdvanced(doc)
+			}
+			if err != nil {
+				failed[k].add(i, &PermanentError{Err: fmt.Errorf("sink: bleve %s: doc %q: %w", b.name, d.ID, err)})
+				continue
+			}
+			written[d.ID] = d.Version
 		}
-		if ok && d.Version < cur {
-			continue // stale
-		}
-		doc, _, err := b.document(d.ID, appendValue(nil, d), d.Deleted, d.Body, false)
-		if err == nil {
-			err = batch.IndexAdvanced(doc)
-		}
-		if err != nil {
-			failed.add(i, &PermanentError{Err: fmt.Errorf("sink: bleve %s: doc %q: %w", b.name, d.ID, err)})
-			continue
-		}
-		written[d.ID] = d.Version
 	}
 	if batch.Size() > 0 {
 		if err := b.idx.Batch(batch); err != nil {
-			return fmt.Errorf("sink: bleve %s: write: %w", b.name, err)
+			settle(fmt.Errorf("sink: bleve %s: write: %w", b.name, err))
+			return
 		}
 	}
-	return failed.err()
+	for k, w := range ws {
+		w.err = failed[k].err()
+	}
+	settle(nil)
 }
 
 // document is the bleve document of id: value stored for Get, and unless
