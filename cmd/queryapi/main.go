@@ -83,7 +83,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		s.opts.CursorKey = key
 	}
 	if s.Backends.EmbeddedNATS() && !s.noPublish {
-		errs = append(errs, errors.New("-nats-url embedded: the query API publishes re-project events to the projector's NATS; give its URL (an embedded one listens on its -nats-listen address), or -no-publish"))
+		errs = append(errs, errors.New("-nats-url embedded: the query API publishes re-project events to the projector's NATS; give its URL (an embedded one listens on its -nats-listen address), or -no-reproject"))
 	}
 	return s, errors.Join(errs...)
 }
@@ -99,17 +99,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	stores := &backend.Stores{Log: log}
-	if s.Backends.EmbeddedDocs() || s.Backends.EmbeddedSearch() {
-		stores.Embedded = backend.NewEmbedded(s.Backends.DataDir, log)
-	}
-	if !s.Backends.EmbeddedDocs() {
-		stores.Redis = s.Backends.Redis()
-	}
-	if !s.Backends.EmbeddedSearch() {
-		if stores.Elastic, err = s.Backends.Elastic(); err != nil {
-			return err
-		}
+	stores, err := backend.OpenStores(s.Backends, log)
+	if err != nil {
+		return err
 	}
 	defer stores.Close()
 	var pub query.Publisher

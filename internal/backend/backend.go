@@ -40,7 +40,7 @@ type Conn struct {
 // Open connects to the backends cfg names, starting the embedded ones. name
 // identifies the process to NATS.
 func Open(ctx context.Context, cfg config.Backends, name string, log *slog.Logger) (c *Conn, err error) {
-	c = &Conn{Stores: &Stores{Log: log}}
+	c = &Conn{}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -57,18 +57,32 @@ func Open(ctx context.Context, cfg config.Backends, name string, log *slog.Logge
 	} else if c.NATS, err = cfg.NATS(name); err != nil {
 		return nil, err
 	}
-	if cfg.EmbeddedDocs() || cfg.EmbeddedSearch() {
-		c.Stores.Embedded = NewEmbedded(cfg.DataDir, log)
-	}
-	if !cfg.EmbeddedDocs() {
-		c.Stores.Redis = cfg.Redis()
-	}
-	if !cfg.EmbeddedSearch() {
-		if c.Stores.Elastic, err = cfg.Elastic(); err != nil {
-			return nil, err
-		}
+	if c.Stores, err = OpenStores(cfg, log); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// OpenStores prepares the stores cfg names: clients of Redis and
+// Elasticsearch (which connect when first used), or the embedded stores
+// under cfg.DataDir (opened when a projection first asks for them).
+func OpenStores(cfg config.Backends, log *slog.Logger) (*Stores, error) {
+	s := &Stores{Log: log}
+	if cfg.EmbeddedDocs() || cfg.EmbeddedSearch() {
+		s.Embedded = NewEmbedded(cfg.DataDir, log)
+	}
+	if !cfg.EmbeddedDocs() {
+		s.Redis = cfg.Redis()
+	}
+	if !cfg.EmbeddedSearch() {
+		es, err := cfg.Elastic()
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.Elastic = es
+	}
+	return s, nil
 }
 
 // startNATS starts JetStream in the process, its data under the data

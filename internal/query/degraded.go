@@ -69,9 +69,20 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.ready != nil {
 		state = s.ready(r.Context())
 	}
-	code := http.StatusOK
-	if state["redis"] != "up" && state["elasticsearch"] != "up" && len(state) > 0 {
-		code = http.StatusServiceUnavailable
+	// Ready while any store answers: with one of them, or with the source
+	// APIs, reads still work. NATS only carries re-project events.
+	code := http.StatusServiceUnavailable
+	stores := 0
+	for name, st := range state {
+		if name != "nats" {
+			stores++
+			if st == "up" {
+				code = http.StatusOK
+			}
+		}
+	}
+	if stores == 0 {
+		code = http.StatusOK
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/internal/backend"
+	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/projections"
+)
+
+// The query API serves from embedded stores by configuration alone: what a
+// projector wrote under the data directory is read back, from the doc store
+// and the search index; a second process on the same directory is refused.
+func TestServesEmbeddedStores(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	defFile := filepath.Join(dir, "shops.yaml")
+	if err := os.WriteFile(defFile, []byte(testenv.ShopDefinition("shops", "http://127.0.0.1:1", true)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	def, err := projections.Load(defFile, projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+
+	// What a projector would have written.
+	stores := &backend.Stores{Embedded: backend.NewEmbedded(data, nil)}
+	st, err := stores.For(ctx, def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := []sink.Doc{
+		{ID: "1", Version: 1, Body: []byte(`{"id":"1","name":"Pizza One","city":"Berlin"}`), BuiltAt: time.Now()},
+		{ID: "2", Version: 1, Body: []byte(`{"id":"2","name":"Sushi Two","city":"Paris"}`), BuiltAt: time.Now()},
+	}
+	for _, s := range []interface {
+		Write(context.Context, []sink.Doc) error
+	}{st.Docs, st.Index} {
+		if err := s.Write(ctx, docs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stores.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	args := []string{"-definitions", defFile, "-addr", "127.0.0.1:0", "-redis-addr", "embedded", "-es-urls", "embedded",
+		"-data-dir", data, "-no-reproject", "-access-log=false"}
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, args, io.Discard, ready) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		t.Fatalf("run: %v", err)
+	}
+	get := func(path string) (int, []byte) {
+		res, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, b
+	}
+	if code, body := get("/v1/shops/2"); code != 200 || gjson.GetBytes(body, "name").Str != "Sushi Two" {
+		t.Errorf("detail: %d %s", code, body)
+	}
+	if code, body := get("/v1/shops?q=pizz"); code != 200 || gjson.GetBytes(body, "items.#.id").Raw != `["1"]` {
+		t.Errorf("search: %d %s", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 || gjson.GetBytes(body, "embedded").Str != "up" {
+		t.Errorf("readyz: %d %s", code, body)
+	}
+
+	// A second process on the same data directory.
+	err = run(ctx, append(args[:len(args):len(args)], "-addr", "127.0.0.1:0"), io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Errorf("a second query API on the data directory: %v, want an error naming another process", err)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("run after cancel: %v", err)
+	}
+}
+
+// Embedded NATS belongs to the projector: the query API publishing
+// re-project events needs that NATS's URL.
+func TestEmbeddedNATSNeedsNoReproject(t *testing.T) {
+	_, err := parse([]string{"-definitions", "x.yaml", "-nats-url", "embedded"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-no-reproject") {
+		t.Fatalf("parse: %v, want the -nats-url embedded problem", err)
+	}
+}
