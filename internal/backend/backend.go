@@ -209,33 +209,39 @@ func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare 
 	return out, nil
 }
 
-// Ready reports each store's state for a readiness probe: "up", or why not.
+// Ready reports each store's state for a readiness probe: "up" or "down"
+// (why, at debug level in the log).
 func (s *Stores) Ready(ctx context.Context) map[string]string {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	state := map[string]string{}
-	if s.Redis != nil {
-		state["redis"] = "up"
-		if err := s.Redis.Ping(ctx).Err(); err != nil {
-			state["redis"] = err.Error()
-		}
-	}
-	if s.Elastic != nil {
-		state["elasticsearch"] = "up"
-		// Cluster health, not a ping: HEAD / is missing from some
-		// distributions (the integration-test zip answers 405).
-		h := s.Elastic.Cluster.Health
-		if res, err := h(h.WithContext(ctx), h.WithLocal(true)); err != nil {
-			state["elasticsearch"] = err.Error()
-		} else {
-			res.Body.Close()
-			if res.IsError() {
-				state["elasticsearch"] = res.Status()
+	check := func(name string, err error) {
+		state[name] = "up"
+		if err != nil {
+			state[name] = "down"
+			if s.Log != nil {
+				s.Log.Debug("readiness: a store does not answer", "store", name, "err", err)
 			}
 		}
 	}
+	if s.Redis != nil {
+		check("redis", s.Redis.Ping(ctx).Err())
+	}
+	if s.Elastic != nil {
+		// Cluster health, not a ping: HEAD / is missing from some
+		// distributions (the integration-test zip answers 405).
+		h := s.Elastic.Cluster.Health
+		res, err := h(h.WithContext(ctx), h.WithLocal(true))
+		if err == nil {
+			res.Body.Close()
+			if res.IsError() {
+				err = errors.New(res.Status())
+			}
+		}
+		check("elasticsearch", err)
+	}
 	if s.Embedded != nil {
-		state["embedded"] = "up"
+		check("embedded", nil) // in the process: up while it runs
 	}
 	return state
 }

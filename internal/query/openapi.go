@@ -114,7 +114,7 @@ func buildOpenAPI(s *Server) []byte {
 			"responses", o("200", o("description", "alive", "content", o("text/plain", o("schema", o("type", "string", "const", "ok\n"))))),
 		))},
 		member{"/readyz", o("get", o("operationId", "readyz", "summary", "Readiness: the state of each backend",
-			"description", "503 only when neither Redis nor Elasticsearch answers: with one of them, or with the source APIs, reads still work.",
+			"description", "Each store (redis, elasticsearch, embedded) and nats: up or down. 503 only when no store answers: with one of them, or with the source APIs, reads still work.",
 			"responses", o(
 				"200", o("description", "ready", "headers", o("Cache-Control", ref("headers", "Cache-Control")), "content", o("application/json", o("schema", ref("schemas", "Readiness")))),
 				"503", o("description", "no store answers", "headers", o("Cache-Control", ref("headers", "Cache-Control")), "content", o("application/json", o("schema", ref("schemas", "Readiness")))),
@@ -122,7 +122,7 @@ func buildOpenAPI(s *Server) []byte {
 		))},
 	)
 	schemas = append(schemas, member{"Readiness", o("type", "object",
-		"description", "each backend (redis, elasticsearch, nats) and its state",
+		"description", "each backend (redis, elasticsearch, embedded, nats) and its state",
 		"additionalProperties", o("type", "string", "enum", []string{"up", "down"}))})
 	doc := o(
 		"openapi", "3.1.0",
