@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -28,7 +30,9 @@ import (
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/projections"
 )
 
 func main() {
@@ -40,6 +44,7 @@ type settings struct {
 	stream       string
 	dlqStream    string
 	metricsAddr  string
+	queryAddr    string
 	tombstoneTTL time.Duration
 	retryBudget  time.Duration
 	opts         projector.Options
@@ -53,6 +58,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.StringVar(&s.stream, "stream", config.Env("READSIDE_STREAM", "READSIDE_EVENTS"), "JetStream stream of change events [$READSIDE_STREAM]")
 	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics and /healthz; empty disables [$READSIDE_METRICS_ADDR]")
+	fs.StringVar(&s.queryAddr, "query-addr", config.Env("READSIDE_PROJECTOR_QUERY_ADDR", ""), "also serve the query API here, from this process, with its default settings: how a single machine on embedded stores serves reads (cmd/queryapi has every setting); empty: no [$READSIDE_PROJECTOR_QUERY_ADDR]")
 	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
 	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
 	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", 256), "ids per write batch [$READSIDE_BATCH]")
@@ -157,6 +163,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return srv.Shutdown(shut)
 		})
 	}
+	if s.queryAddr != "" {
+		if err := serveQuery(gctx, g, s.queryAddr, defs, conn.Stores, js, log); err != nil {
+			return err
+		}
+	}
 	log.Info("projector running", "projections", strings.Join(names, ","), "stream", s.stream,
 		"nats", s.Backends.NATSURL, "redis", strings.Join(s.Backends.RedisAddrs, ","),
 		"elasticsearch", strings.Join(s.Backends.ElasticURLs, ","), "metrics", s.metricsAddr)
@@ -176,4 +187,23 @@ func adminMux(reg *prometheus.Registry, nc interface{ IsConnected() bool }) *htt
 		io.WriteString(w, "ok\n")
 	})
 	return mux
+}
+
+// serveQuery serves the query API on addr in g until ctx ends, over the
+// projector's own stores: with embedded stores, which belong to one
+// process, this is how reads are served.
+func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*projections.Definition, stores *backend.Stores, js jetstream.JetStream, log *slog.Logger) error {
+	views, err := backend.Views(ctx, defs, stores, 300*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-query-addr: %w", err)
+	}
+	o := query.Options{RequestTimeout: 2 * time.Second} // cmd/queryapi's default
+	api := query.New(views, js, log, stores.Ready, o)
+	log.Info("query API serving", "addr", ln.Addr().String())
+	g.Go(func() error { return query.Serve(ctx, ln, query.AccessLog(log, api), o.RequestTimeout, log) })
+	return nil
 }

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -136,15 +135,6 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if s.accessLog {
 		handler = query.AccessLog(log, handler)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      s.opts.RequestTimeout + 5*time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return err
@@ -158,16 +148,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shut, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout+5*time.Second)
-	defer cancel()
-	err = srv.Shutdown(shut) // lets in-flight requests finish
+	err = query.Serve(ctx, ln, handler, s.opts.RequestTimeout, log)
 	log.Info("query API stopped", "err", err)
 	return err
 }

@@ -140,14 +140,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("the query API's address: %w (use -query-addr)", err)
 	}
-	qSrv := &http.Server{Handler: query.New(views, js, log, conn.Stores.Ready, query.Options{}), ReadHeaderTimeout: 5 * time.Second}
+	qo := query.Options{RequestTimeout: 2 * time.Second}
+	qapi := query.New(views, js, log, conn.Stores.Ready, qo)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// The sample APIs stop after the projector, whose last batches still
 	// fetch from them.
 	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
 	g.Go(func() error { return serve(apiCtx, apiSrv, ln) })
-	g.Go(func() error { return serve(gctx, qSrv, qln) })
+	g.Go(func() error { return query.Serve(gctx, qln, qapi, qo.RequestTimeout, log) })
 	g.Go(func() error { defer stopAPI(); return proj.Run(gctx) })
 	if s.rate > 0 {
 		g.Go(func() error { return sampleapi.NewChanger(api, s.rate, publish, 0).Run(gctx) })
