@@ -1,13 +1,15 @@
 // Package query is the read API storefront apps call: detail, multi-get,
 // list and search over every loaded projection.
 //
-// Reads are nonblocking for the stores: documents come from Redis and are
-// spliced into answers as the stored JSON; list and search ask Elasticsearch
-// for ids only. When Redis misses, fails, times out or its breaker is open,
-// a document is built from the source APIs with the same code the projector
-// uses (internal/assemble), so its shape is identical; concurrent misses for
-// one id share one build, and each source gets a bounded number of requests
-// at once, so a Redis outage cannot flood the domain services. The API never
+// Reads are nonblocking for the stores: documents come from the doc store
+// (Redis, or the embedded bbolt one) and are spliced into answers as the
+// stored JSON; list and search ask the search engine (a sink.Searcher:
+// Elasticsearch, or the embedded bleve index) for ids only. When the doc
+// store misses, fails, times out or its breaker is open, a document is built
+// from the source APIs with the same code the projector uses
+// (internal/assemble), so its shape is identical; concurrent misses for one
+// id share one build, and each source gets a bounded number of requests at
+// once, so a store outage cannot flood the domain services. The API never
 // writes a store: for a document it had to build, it publishes a re-project
 // event, and the projector heals the store.
 package query
