@@ -39,11 +39,11 @@ type Conn struct {
 
 // Open connects to the backends cfg names, starting the embedded ones. name
 // identifies the process to NATS.
-func Open(ctx context.Context, cfg config.Backends, name string, log *slog.Logger) (c *Conn, err error) {
-	c = &Conn{}
+func Open(ctx context.Context, cfg config.Backends, name string, log *slog.Logger) (_ *Conn, err error) {
+	c := &Conn{}
 	defer func() {
 		if err != nil {
-			c.Close()
+			c.Close() // what was opened before the failure
 		}
 	}()
 	if cfg.EmbeddedNATS() {
@@ -101,6 +101,13 @@ func startNATS(cfg config.Backends) (*server.Server, error) {
 			return nil, fmt.Errorf("-nats-listen %q: the port is not a number", cfg.NATSListen)
 		}
 		o.Host = host
+		if o.Port > 0 { // -1 picks a free port
+			ln, err := net.Listen("tcp", cfg.NATSListen)
+			if err != nil {
+				return nil, fmt.Errorf("-nats-listen %s: %w (another NATS running? give the embedded one another address)", cfg.NATSListen, err)
+			}
+			ln.Close()
+		}
 	}
 	ns, err := server.NewServer(o)
 	if err != nil {

@@ -2,6 +2,7 @@ package backend_test
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,22 @@ func TestMixedBackends(t *testing.T) {
 	}
 	if _, err := (&backend.Stores{}).For(ctx, def); err == nil || !strings.Contains(err.Error(), "no doc store") {
 		t.Fatalf("no stores configured: %v", err)
+	}
+}
+
+// An embedded NATS whose address is taken fails at once, saying which flag
+// to change.
+func TestEmbeddedNATSAddressTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := embedded(t.TempDir())
+	cfg.NATSListen = ln.Addr().String()
+	start := time.Now()
+	_, err = backend.Open(t.Context(), cfg, "test", nil)
+	if err == nil || !strings.Contains(err.Error(), "-nats-listen") || time.Since(start) > 5*time.Second {
+		t.Fatalf("Open on a taken address: %v after %s, want a quick error naming -nats-listen", err, time.Since(start))
 	}
 }
