@@ -110,7 +110,8 @@ const reindexBatch = 1000
 
 // OpenBleve opens the index in dir, or creates it (and dir's parents) when
 // dir is absent or empty; a non-empty dir that holds no bleve index is
-// refused.
+// refused. A new index is built beside dir ("<dir>.reindex") and moved in
+// once complete, so a creation cut short leaves nothing in dir.
 //
 // An index keeps the signature of the fields it was built for. When the
 // fields differ in what is indexed (a field added, removed, retyped, or made
@@ -142,7 +143,7 @@ func OpenBleve(dir string, o BleveOptions) (*Bleve, error) {
 		return nil, fmt.Errorf("sink: bleve %s: %w", o.Name, err)
 	}
 	sig := bleveSignature(o.Fields)
-	idx, created, err := openBleveIndex(dir, m)
+	idx, err := openBleveIndex(dir, m, sig)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("sink: bleve %s: %w", o.Name, err)
@@ -151,8 +152,6 @@ func OpenBleve(dir string, o BleveOptions) (*Bleve, error) {
 	switch {
 	case err != nil:
 		err = fmt.Errorf("read the fields' signature: %w", err)
-	case created:
-		err = idx.SetInternal(bleveSignatureKey, sig)
 	case !bytes.Equal(had, sig):
 		log.Info("embedded search index: the projection's fields changed; re-indexing", "was", string(had), "now", string(sig))
 		idx, err = b.reindex(idx, dir, m, sig, log)
@@ -186,31 +185,57 @@ func lockBleve(dir string) (*bolt.DB, error) {
 	return lock, nil
 }
 
-// openBleveIndex opens the index in dir, or creates it with m.
-func openBleveIndex(dir string, m mapping.IndexMapping) (idx bleve.Index, created bool, err error) {
+// openBleveIndex opens the index in dir, or creates it with m and the
+// fields' signature sig.
+func openBleveIndex(dir string, m mapping.IndexMapping, sig []byte) (idx bleve.Index, err error) {
 	_, err = os.Stat(filepath.Join(dir, "index_meta.json"))
 	switch {
 	case err == nil:
 		idx, err = bleve.OpenUsing(dir, bleveConfig())
 	case errors.Is(err, fs.ErrNotExist):
 		if entries, rerr := os.ReadDir(dir); rerr == nil && len(entries) > 0 {
-			return nil, false, fmt.Errorf("%s holds no bleve index (no index_meta.json): move it away or choose another directory", dir)
+			return nil, fmt.Errorf("%s holds no bleve index (no index_meta.json): move it away or choose another directory", dir)
 		}
 		if err = os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, false, err
+			return nil, err
 		}
-		idx, err = bleve.NewUsing(dir, m, scorch.Name, bleve.Config.DefaultKVStore, bleveConfig())
-		created = true
+		idx, err = createBleveIndex(dir, m, sig)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: %w", dir, err)
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	return idx, created, nil
+	return idx, nil
+}
+
+// createBleveIndex creates an empty index with m and signature sig in dir,
+// which does not exist. bleve writes index_meta.json first and the mapping
+// last, and never opens an index that lacks its mapping; so the index is
+// built beside dir and moved in once complete, and a creation cut short (a
+// crash, a full disk) leaves only "<dir>.reindex", which the next open
+// removes (see recoverSwap).
+func createBleveIndex(dir string, m mapping.IndexMapping, sig []byte) (bleve.Index, error) {
+	tmp := dir + ".reindex"
+	fresh, err := bleve.NewUsing(tmp, m, scorch.Name, bleve.Config.DefaultKVStore, bleveConfig())
+	if err == nil {
+		err = fresh.SetInternal(bleveSignatureKey, sig)
+		if cerr := fresh.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, dir)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	return bleve.OpenUsing(dir, bleveConfig())
 }
 
 // recoverSwap finishes what a re-index cut short: when it stopped between
 // moving dir away and moving the fresh index in, the old index goes back
-// (OpenBleve re-indexes it again); leftovers are removed.
+// (OpenBleve re-indexes it again); leftovers, and an index whose creation
+// was cut short, are removed.
 func recoverSwap(dir string) error {
 	old, fresh := dir+".old", dir+".reindex"
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
