@@ -1082,12 +1082,9 @@ type geoSort struct {
 	buf   []byte
 }
 
-// The sort values of a document without a point: after every distance
-// ascending, before every distance descending (which the order turns).
-var (
-	noPointAsc  = string(numeric.MustNewPrefixCodedInt64(math.MaxInt64, 0))
-	noPointDesc = string(numeric.MustNewPrefixCodedInt64(math.MinInt64, 0))
-)
+// noPoint is the sort value of a document without a point: infinitely far,
+// as Elasticsearch sorts it, so last nearest first and first farthest first.
+var noPoint = string(numeric.MustNewPrefixCodedInt64(math.MaxInt64, 0))
 
 func (s *geoSort) UpdateVisitor(field string, term []byte) {
 	if field == s.field {
@@ -1108,11 +1105,8 @@ func (s *geoSort) Value(*search.DocumentMatch) string {
 		}
 	}
 	s.terms = s.terms[:0]
-	switch {
-	case !found && s.desc:
-		return noPointDesc
-	case !found:
-		return noPointAsc
+	if !found {
+		return noPoint
 	}
 	s.buf = numeric.MustNewPrefixCodedInt64Prealloc(numeric.Float64ToInt64(best), 0, s.buf)
 	return string(s.buf)

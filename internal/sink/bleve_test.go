@@ -189,7 +189,7 @@ var bleveCases = []struct {
 	{"list descending by its most", sink.Query{Sort: sortBy("-sizes")}, "dabcef"},
 	{"two keys", sink.Query{Sort: sortBy("city", "-seats")}, "aecbdf"},
 	{"distance", sink.Query{Near: bleveCentre, Sort: sortBy(sink.SortDistance)}, "abcfed"},
-	{"distance descending, missing last", sink.Query{Near: bleveCentre, Sort: sortBy("-" + sink.SortDistance)}, "efcbad"},
+	{"distance descending, missing first (infinitely far)", sink.Query{Near: bleveCentre, Sort: sortBy("-" + sink.SortDistance)}, "defcba"},
 	{"distance within, filtered", sink.Query{Near: bleveCentre, Within: 7000, Sort: sortBy("-" + sink.SortDistance), Filters: []sink.Filter{filterEq("open", true)}}, "fca"},
 	{"text sorted by a field", sink.Query{Text: "piz", Sort: sortBy("-rating")}, "abd"},
 	{"relevance without text ties by id", sink.Query{Sort: sortBy("-" + sink.SortRelevance), Filters: []sink.Filter{filterEq("city", "Berlin")}}, "ace"},
@@ -349,7 +349,7 @@ func TestBleveGeoList(t *testing.T) {
 		{sink.Query{Near: bleveCentre, Within: 1000}, []string{"two"}},
 		{sink.Query{Near: bleveCentre, Within: 2500}, []string{"one", "pair", "two"}},
 		{sink.Query{Near: bleveCentre, Sort: sortBy(sink.SortDistance)}, []string{"two", "one", "pair", "mid", "none"}},
-		{sink.Query{Near: bleveCentre, Sort: sortBy("-" + sink.SortDistance)}, []string{"two", "mid", "pair", "one", "none"}},
+		{sink.Query{Near: bleveCentre, Sort: sortBy("-" + sink.SortDistance)}, []string{"none", "two", "mid", "pair", "one"}},
 	} {
 		c.q.Limit = 10
 		if got := blevePage(t, b, c.q, nil).IDs; !slices.Equal(got, c.want) {

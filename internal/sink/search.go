@@ -19,9 +19,9 @@ import (
 //   - Near with Within keeps documents whose geo_point field is at most
 //     Within metres away;
 //   - Sort keys apply in order, documents without a value last, then the id
-//     ascending, so paging by After is stable. One exception: Elasticsearch
-//     sorts a document without a point as infinitely far, so farthest-first
-//     (SortDistance, Desc) lists it first; bleve lists it last.
+//     ascending, so paging by After is stable. SortDistance counts a
+//     document without a point as infinitely far (as Elasticsearch does):
+//     last nearest first, first farthest first.
 type Query struct {
 	Text    string
 	Filters []Filter

@@ -47,18 +47,18 @@ elasticsearch: {alias: places}
 
 // place is one document of the suite, and the suite's model of it.
 type place struct {
-	ID      string   `json:"id"`
-	Name    string   `json:"name"`
-	About   string   `json:"about"`
-	Cuisine string   `json:"cuisine"`
-	Tags    []string `json:"tags"`
-	Rating  float64  `json:"rating"`
-	Seats   *int64   `json:"seats"`  // nil: missing, sorted last
-	Serial  int64    `json:"serial"` // beyond 2^53, where a float64 is not exact
-	Open    bool     `json:"open"`
-	Opened  string   `json:"opened"`
-	Loc     geoPoint `json:"location"`
-	deleted bool     // a tombstone
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	About   string    `json:"about"`
+	Cuisine string    `json:"cuisine"`
+	Tags    []string  `json:"tags"`
+	Rating  float64   `json:"rating"`
+	Seats   *int64    `json:"seats"`  // nil: missing, sorted last
+	Serial  int64     `json:"serial"` // beyond 2^53, where a float64 is not exact
+	Open    bool      `json:"open"`
+	Opened  string    `json:"opened"`
+	Loc     *geoPoint `json:"location"` // nil: no location, infinitely far
+	deleted bool      // a tombstone
 }
 
 type geoPoint struct {
@@ -90,7 +90,10 @@ func places() []*place {
 			Serial:  1<<60 + int64((i*17)%40), // distinct, apart by less than a float64's precision there
 			Opened:  fmt.Sprintf("20%02d-%02d-%02d", 10+i%15, 1+i%12, 1+i%28),
 			// a spiral out of the centre: distances distinct, from ~0.3 to ~12 km
-			Loc: geoPoint{Lat: 52.52 + float64(i+1)*0.0027*math.Cos(float64(i)), Lon: 13.40 + float64(i+1)*0.0044*math.Sin(float64(i))},
+			Loc: &geoPoint{Lat: 52.52 + float64(i+1)*0.0027*math.Cos(float64(i)), Lon: 13.40 + float64(i+1)*0.0044*math.Sin(float64(i))},
+		}
+		if i%10 == 9 {
+			p.Loc = nil
 		}
 		if i%5 != 4 {
 			seats := int64(10 + (i*13)%97)
@@ -150,8 +153,16 @@ func (p *place) matches(text string) bool {
 	return false
 }
 
-// distance in metres (haversine), as both engines compute it (near enough:
-// the suite keeps places away from the edges).
+// distance from the centre in metres (haversine), as both engines compute
+// it (near enough: the suite keeps places away from the edges); a place
+// without a location is infinitely far.
+func (p *place) distance() float64 {
+	if p.Loc == nil {
+		return math.Inf(1)
+	}
+	return distance(centre, *p.Loc)
+}
+
 func distance(a, b geoPoint) float64 {
 	const r = 6371008.8
 	rad := func(d float64) float64 { return d * math.Pi / 180 }
@@ -254,13 +265,15 @@ func searchCases() []searchCase {
 		{name: "text sorted by relevance, with a filter", q: sink.Query{Text: "pizz", Sort: []sink.SortKey{{Field: sink.SortRelevance, Desc: true}},
 			Filters: []sink.Filter{{Field: "open", Values: []any{true}}}},
 			keep: func(p *place) bool { return p.matches("pizz") && p.Open }, unordered: true},
-		{name: "within a distance", q: sink.Query{Near: near, Within: 5000}, keep: func(p *place) bool { return distance(centre, p.Loc) <= 5000 }},
-		{name: "sort by distance", q: sink.Query{Near: near, Sort: []sink.SortKey{{Field: sink.SortDistance}}}, keep: all,
-			order: then(func(a, b *place) int { return cmp.Compare(distance(centre, a.Loc), distance(centre, b.Loc)) })},
+		{name: "within a distance", q: sink.Query{Near: near, Within: 5000}, keep: func(p *place) bool { return p.distance() <= 5000 }},
+		{name: "sort by distance, no location last", q: sink.Query{Near: near, Sort: []sink.SortKey{{Field: sink.SortDistance}}}, keep: all,
+			order: then(func(a, b *place) int { return cmp.Compare(a.distance(), b.distance()) })},
+		{name: "farthest first, no location first (infinitely far)", q: sink.Query{Near: near, Sort: []sink.SortKey{{Field: sink.SortDistance, Desc: true}}}, keep: all,
+			order: then(func(a, b *place) int { return cmp.Compare(b.distance(), a.distance()) })},
 		{name: "within a distance, farthest first, filtered", q: sink.Query{Near: near, Within: 8000, Sort: []sink.SortKey{{Field: sink.SortDistance, Desc: true}},
 			Filters: []sink.Filter{{Field: "cuisine", Values: []any{"italian"}}}},
-			keep:  func(p *place) bool { return distance(centre, p.Loc) <= 8000 && p.Cuisine == "italian" },
-			order: then(func(a, b *place) int { return cmp.Compare(distance(centre, b.Loc), distance(centre, a.Loc)) })},
+			keep:  func(p *place) bool { return p.distance() <= 8000 && p.Cuisine == "italian" },
+			order: then(func(a, b *place) int { return cmp.Compare(b.distance(), a.distance()) })},
 	}
 }
 
@@ -304,7 +317,7 @@ func RunSearch(t *testing.T, open func(t *testing.T, def *projections.Definition
 	// The radius cases are only fair when no place is near their edge.
 	for _, p := range ps {
 		for _, r := range []float64{5000, 8000} {
-			if d := distance(centre, p.Loc); math.Abs(d-r) < 50 {
+			if d := p.distance(); math.Abs(d-r) < 50 {
 				t.Fatalf("suite data: %s is %.0f m from the centre, too near the %g m edge", p.ID, d, r)
 			}
 		}
