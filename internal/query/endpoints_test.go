@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/http/httptest"
 	"net/url"
@@ -16,7 +15,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode"
 
 	"github.com/elastic/go-elasticsearch/v8"
 
@@ -318,48 +316,12 @@ func cmpFloat(a, b float64) int {
 	return 0
 }
 
-// words splits text as Elasticsearch's standard analyzer does for these
-// names: lower case, letters and digits.
-func words(text string) []string {
-	return strings.FieldsFunc(strings.ToLower(text), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
-}
-
-// matches reports whether q matches s as multi_match bool_prefix with
-// operator and does: within one searchable field, every word of q but the
-// last is a word of the field, and the last is a prefix of one.
-func matches(s testenv.Shop, q string) bool {
-	qw := words(q)
-	if len(qw) == 0 {
-		return false
-	}
-	for _, field := range []string{s.Name, s.Cuisine} {
-		fw := words(field)
-		ok := true
-		for i, w := range qw {
-			if i < len(qw)-1 {
-				ok = ok && slices.Contains(fw, w)
-			} else {
-				ok = ok && slices.ContainsFunc(fw, func(f string) bool { return strings.HasPrefix(f, w) })
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
-
-// distance is the arc distance in meters, as Elasticsearch computes it.
-func distance(lat1, lon1, lat2, lon2 float64) float64 {
-	const r = 6371008.7714
-	rad := math.Pi / 180
-	dlat, dlon := (lat2-lat1)*rad, (lon2-lon1)*rad
-	h := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
-	return 2 * r * math.Asin(math.Min(1, math.Sqrt(h)))
-}
+// matches reports whether q matches s's searchable fields (see
+// testenv.TextMatches).
+func matches(s testenv.Shop, q string) bool { return testenv.TextMatches(q, s.Name, s.Cuisine) }
 
 func shopDistance(s testenv.Shop, lat, lon float64) float64 {
-	return distance(s.Loc[1], s.Loc[0], lat, lon)
+	return testenv.Distance(s.Loc[1], s.Loc[0], lat, lon)
 }
 
 const nShops = 90

@@ -10,9 +10,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"unicode"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
 
@@ -123,52 +123,17 @@ func (p *place) doc(v int64) sink.Doc {
 	return sink.Doc{ID: p.ID, Version: v, Body: b}
 }
 
-// tokens splits text as the standard analyzer does (near enough for the
-// suite's plain words): lower-cased runs of letters and digits.
-func tokens(s string) []string {
-	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
-}
+// matches is the model of Query.Text (see testenv.TextMatches).
+func (p *place) matches(text string) bool { return testenv.TextMatches(text, p.Name, p.About) }
 
-// matches is the model of Query.Text: every word in one searchable field,
-// the last as a prefix.
-func (p *place) matches(text string) bool {
-	words := tokens(text)
-	if len(words) == 0 {
-		return false
-	}
-	for _, field := range []string{p.Name, p.About} {
-		have := tokens(field)
-		ok := true
-		for i, w := range words {
-			last := i == len(words)-1
-			if !slices.ContainsFunc(have, func(h string) bool { return h == w || last && strings.HasPrefix(h, w) }) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
-
-// distance from the centre in metres (haversine), as both engines compute
-// it (near enough: the suite keeps places away from the edges); a place
-// without a location is infinitely far.
+// distance from the centre in metres, as both engines compute it (the
+// suite keeps places away from the edges); a place without a location is
+// infinitely far.
 func (p *place) distance() float64 {
 	if p.Loc == nil {
 		return math.Inf(1)
 	}
-	return distance(centre, *p.Loc)
-}
-
-func distance(a, b geoPoint) float64 {
-	const r = 6371008.8
-	rad := func(d float64) float64 { return d * math.Pi / 180 }
-	dlat, dlon := rad(b.Lat-a.Lat), rad(b.Lon-a.Lon)
-	h := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(rad(a.Lat))*math.Cos(rad(b.Lat))*math.Sin(dlon/2)*math.Sin(dlon/2)
-	return 2 * r * math.Asin(math.Sqrt(h))
+	return testenv.Distance(centre.Lat, centre.Lon, p.Loc.Lat, p.Loc.Lon)
 }
 
 var centre = geoPoint{Lat: 52.52, Lon: 13.40}

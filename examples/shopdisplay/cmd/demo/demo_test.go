@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -253,7 +252,7 @@ func TestDemoAsANewUser(t *testing.T) {
 		}
 		last := -1.0
 		for _, it := range items {
-			dist := haversine(52.52, 13.40, it.Get("location.lat").Float(), it.Get("location.lon").Float())
+			dist := testenv.Distance(52.52, 13.40, it.Get("location.lat").Float(), it.Get("location.lon").Float())
 			if dist > 5000 || dist < last {
 				return fmt.Errorf("item %s is %.0f m away after one %.0f m away (within 5 km, nearest first): %s", it.Get("id"), dist, last, body)
 			}
@@ -362,13 +361,4 @@ func TestDemoAsANewUser(t *testing.T) {
 	if strings.Contains(d.stderr.String(), "re-issued") {
 		t.Fatalf("the restart re-issued every shop again, though the store kept them:\n%s", d.stderr.String())
 	}
-}
-
-func haversine(lat1, lon1, lat2, lon2 float64) float64 {
-	const r = 6371008.8
-	rad := func(d float64) float64 { return d * math.Pi / 180 }
-	dlat, dlon := rad(lat2-lat1), rad(lon2-lon1)
-	s1, s2 := math.Sin(dlat/2), math.Sin(dlon/2)
-	h := s1*s1 + math.Cos(rad(lat1))*math.Cos(rad(lat2))*s2*s2
-	return 2 * r * math.Asin(math.Sqrt(h))
 }
