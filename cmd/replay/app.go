@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/projections"
 	"github.com/readside/readside/replay"
@@ -172,8 +173,9 @@ func (a *app) needsSources(def *projections.Definition, what string) error {
 
 // conns are the connections of one command.
 type conns struct {
-	nc  *nats.Conn
-	env *replay.Env
+	nc     *nats.Conn
+	stores *backend.Stores
+	env    *replay.Env
 }
 
 // connect reaches NATS, failing within --connect-timeout when it does not
@@ -203,26 +205,21 @@ func (a *app) connect() (*conns, error) {
 		nc.Close()
 		return nil, err
 	}
-	env := &replay.Env{JetStream: js, Events: a.stream, DeadLetter: a.dlqStream}
-	// Embedded stores belong to the process that runs them: replay reads
-	// neither; the commands that need a store say so.
-	if !a.backends.EmbeddedSearch() {
-		if env.Elastic, err = a.backends.Elastic(); err != nil {
-			nc.Close()
-			return nil, err
-		}
+	stores, err := backend.OpenStores(a.backends, nil)
+	if err != nil {
+		nc.Close()
+		return nil, err
 	}
-	if !a.backends.EmbeddedDocs() {
-		env.Redis = a.backends.Redis()
-	}
-	return &conns{nc: nc, env: env}, nil
+	// Embedded stores belong to the process that runs them: replay never
+	// opens them (Redis and Elastic stay nil); the commands that need a
+	// store say so.
+	env := &replay.Env{JetStream: js, Redis: stores.Redis, Elastic: stores.Elastic, Events: a.stream, DeadLetter: a.dlqStream}
+	return &conns{nc: nc, stores: stores, env: env}, nil
 }
 
 // close drains NATS (flushing what was published) and closes Redis.
 func (c *conns) close() {
-	if c.env.Redis != nil {
-		c.env.Redis.Close()
-	}
+	c.stores.Close()
 	if err := c.nc.Drain(); err == nil {
 		deadline := time.Now().Add(5 * time.Second)
 		for c.nc.IsDraining() && time.Now().Before(deadline) {
