@@ -114,7 +114,7 @@ func (b *Backends) Validate() error {
 	if slices.Contains(b.RedisAddrs, Embedded) && len(b.RedisAddrs) > 1 {
 		errs = append(errs, errors.New("-redis-addr: embedded stands alone, not in a list of addresses"))
 	}
-	if b.EmbeddedSearch() && len(b.ElasticURLs) > 1 {
+	if slices.Contains(b.ElasticURLs, Embedded) && len(b.ElasticURLs) > 1 {
 		errs = append(errs, errors.New("-es-urls: embedded stands alone, not in a list of URLs"))
 	}
 	if (b.EmbeddedNATS() || b.EmbeddedDocs() || b.EmbeddedSearch()) && b.DataDir == "" {

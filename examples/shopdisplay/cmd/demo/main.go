@@ -122,7 +122,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mux.Handle("/", api)
 	mux.Handle("POST /admin/change", sampleapi.ChangeHandler(api, publish))
 	mux.Handle("POST /admin/down", sampleapi.DownHandler(api, log))
-	apiSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.AllSubjects())
 	if err != nil {
@@ -147,7 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// The sample APIs stop after the projector, whose last batches still
 	// fetch from them.
 	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
-	g.Go(func() error { return serve(apiCtx, apiSrv, ln) })
+	g.Go(func() error { return query.Serve(apiCtx, ln, mux, qo.RequestTimeout, log) })
 	g.Go(func() error { return query.Serve(gctx, qln, qapi, qo.RequestTimeout, log) })
 	g.Go(func() error { defer stopAPI(); return proj.Run(gctx) })
 	if s.rate > 0 {
@@ -200,19 +199,6 @@ func describe(b config.Backends) string {
 		name(b.EmbeddedDocs(), "doc store (bbolt)", "Redis at "+strings.Join(b.RedisAddrs, ",")),
 		name(b.EmbeddedSearch(), "search (bleve)", "Elasticsearch at "+strings.Join(b.ElasticURLs, ",")),
 	}, ", ")
-}
-
-func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 // fill re-issues every shop once, so the demo starts with a full read model;
