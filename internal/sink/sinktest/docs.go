@@ -1,7 +1,6 @@
 package sinktest
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,12 +9,8 @@ import (
 	"github.com/readside/readside/internal/sink"
 )
 
-// DocStore is what RunDocs tests: a Store that the query API also reads many
-// ids from at once.
-type DocStore interface {
-	Store
-	GetMany(ctx context.Context, ids []string) ([]*sink.Stored, error)
-}
+// DocStore is what RunDocs tests: the doc store contract.
+type DocStore = sink.DocStore
 
 // RunDocs runs the suite of the reads the query API relies on: GetMany
 // answers in the order of the ids it was given, with nil for an absent id

@@ -1,7 +1,6 @@
 package sinktest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,13 +14,8 @@ import (
 	"github.com/readside/readside/internal/sink"
 )
 
-// RefIndex is what RunRefs tests: the reverse lookup of joined entities
-// (see sink.Refs).
-type RefIndex interface {
-	Add(ctx context.Context, refs []sink.Ref) error
-	Commit(ctx context.Context, built []sink.Built) error
-	Users(ctx context.Context, source, key string, fn func(ids []string) error) error
-}
+// RefIndex is what RunRefs tests: the reverse lookup contract.
+type RefIndex = sink.RefIndex
 
 // RunRefs runs the suite of the reverse lookup: Add records a document in
 // an entity's set at a version that only grows; Commit keeps the refs of
