@@ -76,9 +76,9 @@ type Bleve struct {
 	mapping mapping.IndexMapping // what documents are built with
 	text    analysis.Analyzer    // of Query.Text, as of the text fields
 
-	mu     sync.Mutex   // one writer at a time: the guard reads, then writes
-	life   sync.RWMutex // Close waits for every call under way
-	closed bool         // under life
+	writer chan struct{} // holds a token while one Write writes: the guard reads, then writes
+	life   sync.RWMutex  // Close waits for every call under way
+	closed bool          // under life
 
 	queued  sync.Mutex
 	waiting []*bleveWrite // Writes waiting for the writer, under queued
@@ -137,7 +137,8 @@ func OpenBleve(dir string, o BleveOptions) (*Bleve, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sink: bleve %s: %w", o.Name, err)
 	}
-	b := &Bleve{lock: lock, name: o.Name, schema: newBleveSchema(o.Fields), mapping: m, text: m.AnalyzerNamed(bleveText)}
+	b := &Bleve{lock: lock, name: o.Name, schema: newBleveSchema(o.Fields), mapping: m, text: m.AnalyzerNamed(bleveText),
+		writer: make(chan struct{}, 1)}
 	if err := recoverSwap(dir); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("sink: bleve %s: %w", o.Name, err)
@@ -420,15 +421,20 @@ func (b *Bleve) Write(ctx context.Context, docs []Doc) error {
 	b.queued.Lock()
 	b.waiting = append(b.waiting, w)
 	b.queued.Unlock()
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	// Wait for the writer's turn, or for a writer to take w along.
 	select {
-	case <-w.done: // the writer before took it along
+	case <-w.done:
+		return w.err
+	case b.writer <- struct{}{}:
+	}
+	defer func() { <-b.writer }()
+	select {
+	case <-w.done: // taken along while the turn came
 		return w.err
 	default:
 	}
 	b.queued.Lock()
-	ws := b.waiting // w among them: it was queued before b.mu was taken
+	ws := b.waiting // w among them: it was queued before the turn was taken
 	b.waiting = nil
 	b.queued.Unlock()
 	b.writeAll(ws)
