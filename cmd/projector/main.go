@@ -201,7 +201,7 @@ func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*pro
 	if err != nil {
 		return fmt.Errorf("-query-addr: %w", err)
 	}
-	o := query.Options{RequestTimeout: 2 * time.Second} // cmd/queryapi's default
+	o := query.Options{RequestTimeout: query.DefaultRequestTimeout}
 	api := query.New(views, js, log, stores.Ready, o)
 	log.Info("query API serving", "addr", ln.Addr().String())
 	g.Go(func() error { return query.Serve(ctx, ln, query.AccessLog(log, api), o.RequestTimeout, log) })

@@ -48,7 +48,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		"Serves detail, multi-get, list and search over the projections, falling back to the\nsource APIs when a store misses or fails.\n", out)
 	s.Common.Register(fs)
 	fs.StringVar(&s.addr, "addr", config.Env("READSIDE_QUERY_ADDR", "127.0.0.1:8080"), "address to serve on [$READSIDE_QUERY_ADDR]")
-	fs.DurationVar(&s.opts.RequestTimeout, "request-timeout", config.EnvDuration("READSIDE_REQUEST_TIMEOUT", 2*time.Second), "deadline of one request; every backend call gets what remains [$READSIDE_REQUEST_TIMEOUT]")
+	fs.DurationVar(&s.opts.RequestTimeout, "request-timeout", config.EnvDuration("READSIDE_REQUEST_TIMEOUT", query.DefaultRequestTimeout), "deadline of one request; every backend call gets what remains [$READSIDE_REQUEST_TIMEOUT]")
 	fs.IntVar(&s.opts.SourceConcurrency, "source-concurrency", config.EnvInt("READSIDE_SOURCE_CONCURRENCY", 16), "fallback requests at once to each source API [$READSIDE_SOURCE_CONCURRENCY]")
 	fs.IntVar(&s.opts.MaxLimit, "max-limit", config.EnvInt("READSIDE_MAX_LIMIT", 100), "largest page of list and search [$READSIDE_MAX_LIMIT]")
 	fs.IntVar(&s.opts.MaxIDs, "max-ids", config.EnvInt("READSIDE_MAX_IDS", 100), "most ids of one multi-get [$READSIDE_MAX_IDS]")

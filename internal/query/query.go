@@ -43,6 +43,9 @@ type Publisher interface {
 	PublishAsync(subject string, data []byte, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
 }
 
+// DefaultRequestTimeout is the deadline of one request when Options set none.
+const DefaultRequestTimeout = 2 * time.Second
+
 // Options tune the API. Zero values take the defaults in brackets.
 type Options struct {
 	RequestTimeout    time.Duration // deadline of one request [2s]
@@ -55,7 +58,7 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.RequestTimeout <= 0 {
-		o.RequestTimeout = 2 * time.Second
+		o.RequestTimeout = DefaultRequestTimeout
 	}
 	if o.SourceConcurrency <= 0 {
 		o.SourceConcurrency = 16

@@ -139,7 +139,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("the query API's address: %w (use -query-addr)", err)
 	}
-	qo := query.Options{RequestTimeout: 2 * time.Second}
+	qo := query.Options{RequestTimeout: query.DefaultRequestTimeout}
 	qapi := query.New(views, js, log, conn.Stores.Ready, qo)
 
 	g, gctx := errgroup.WithContext(ctx)
