@@ -60,6 +60,9 @@ type RebuildResult struct {
 	New      string   // the index the rebuild filled
 	Resumed  bool     // the rebuild alias was there: an earlier run was continued
 	Reissued int64
+	// Tombstones are the ids of the old indices' tombstones re-issued after
+	// every id, so the new index keeps those deletions too.
+	Tombstones int64
 	// OldCount and NewCount are the live documents (tombstones left out) of
 	// the old indices and the new one, once the replay consumer had drained.
 	OldCount, NewCount int64
@@ -223,6 +226,18 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	if err != nil {
 		return res, err
 	}
+	// An entity deleted before every projector wrote the new index too is
+	// in no list and no Redis scan, but the old index keeps its tombstone,
+	// which keeps a late stale write from bringing it back. Re-issued, the
+	// source's 404 writes that tombstone to the new index as well.
+	if err := e.refresh(ctx, old); err != nil {
+		return res, err
+	}
+	res.Tombstones, err = e.reissueTombstones(ctx, def, old, ReissueOptions{Rate: o.Rate, DryRun: o.DryRun, RunID: newRunID()})
+	if err != nil {
+		return res, err
+	}
+	say("re-issued the %d tombstones of %s", res.Tombstones, strings.Join(old, ", "))
 	if o.DryRun {
 		say("dry run: would re-issue %d ids, wait for consumer %s to drain, compare the live documents of %s with %s's (%d) with tolerance %g, and swap alias %s onto %s",
 			res.Reissued, stream.ReplayConsumerName(def.Name), res.New, strings.Join(old, ", "), oldLive, o.Tolerance, alias, res.New)
@@ -440,6 +455,17 @@ func (e *Env) createRebuildIndex(ctx context.Context, def *projections.Definitio
 			index, def.Elasticsearch.Alias, sink.RebuildSuffix)
 	}
 	return fmt.Errorf("replay: creating index %s: %s: %s", index, res.Status(), gjson.GetBytes(answer, "error.reason").Str)
+}
+
+// reissueTombstones re-issues the ids of the tombstones in indices, a page
+// at a time, and returns how many.
+func (e *Env) reissueTombstones(ctx context.Context, def *projections.Definition, indices []string, o ReissueOptions) (int64, error) {
+	r := NewReissuer(e.JetStream, def, o)
+	err := e.pitIDs(ctx, indices, map[string]any{"term": map[string]any{sink.DeletedField: true}}, func(ids []string) error {
+		valid := slices.DeleteFunc(ids, func(id string) bool { return projections.ValidateID(id) != nil })
+		return r.Reissue(ctx, valid)
+	})
+	return r.Done(), err
 }
 
 // liveQuery matches the documents that are not tombstones.

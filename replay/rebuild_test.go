@@ -282,6 +282,12 @@ func TestRebuildWhileLive(t *testing.T) {
 	}
 	r.start(def)
 	r.waitConverged(def, ids, 30*time.Second)
+	// Deleted before the rebuild: in no Redis scan, only the old index's
+	// tombstones say so; the new index must keep them too.
+	for _, id := range ids[:3] {
+		r.remove(id)
+	}
+	r.waitConverged(def, ids, 30*time.Second)
 
 	// Live changes during the whole rebuild: renames, new shops, deletions.
 	ctx, stopChanges := context.WithCancel(context.Background())
@@ -319,7 +325,10 @@ func TestRebuildWhileLive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Rebuild: %v", err)
 	}
-	t.Logf("%d changes during the rebuild; %d ids re-issued", changes, res.Reissued)
+	t.Logf("%d changes during the rebuild; %d ids and %d tombstones re-issued", changes, res.Reissued, res.Tombstones)
+	if res.Tombstones < 3 {
+		t.Errorf("%d tombstones re-issued, want at least the 3 deleted before the rebuild", res.Tombstones)
+	}
 	if changes < 100 {
 		t.Errorf("only %d changes during the rebuild: the test proves little", changes)
 	}

@@ -573,18 +573,26 @@ func (v *verifier) redisIDs(ctx context.Context, fn func([]string) error) error 
 }
 
 // elasticIDs calls fn with the id of every document behind the alias,
-// tombstones included, page by page: a point in time, sorted by _shard_doc.
+// tombstones included, page by page.
 func (v *verifier) elasticIDs(ctx context.Context, fn func([]string) error) error {
-	alias := v.def.Elasticsearch.Alias
-	open := v.e.Elastic.OpenPointInTime
-	body, err := esAnswer("point in time", alias)(open([]string{alias}, "2m", open.WithContext(ctx)))
+	return v.e.pitIDs(ctx, []string{v.def.Elasticsearch.Alias}, nil, fn)
+}
+
+// pitIDs calls fn with the ids of the documents of indices that query
+// matches (nil: all, tombstones included), page by page: a point in time,
+// sorted by _shard_doc, which pages through any document, with or without
+// fields.
+func (e *Env) pitIDs(ctx context.Context, indices []string, query any, fn func([]string) error) error {
+	name := strings.Join(indices, ",")
+	open := e.Elastic.OpenPointInTime
+	body, err := esAnswer("point in time", name)(open(indices, "2m", open.WithContext(ctx)))
 	if err != nil {
 		return err
 	}
 	pit := gjson.GetBytes(body, "id").Str
 	defer func() {
 		b, _ := json.Marshal(map[string]string{"id": pit})
-		c := v.e.Elastic.ClosePointInTime
+		c := e.Elastic.ClosePointInTime
 		if res, err := c(c.WithContext(context.WithoutCancel(ctx)), c.WithBody(bytes.NewReader(b))); err == nil {
 			res.Body.Close()
 		}
@@ -596,6 +604,9 @@ func (v *verifier) elasticIDs(ctx context.Context, fn func([]string) error) erro
 			"pit":  map[string]any{"id": pit, "keep_alive": "2m"},
 			"sort": []any{map[string]any{"_shard_doc": "asc"}},
 		}
+		if query != nil {
+			q["query"] = query
+		}
 		if after != nil {
 			q["search_after"] = after
 		}
@@ -603,8 +614,8 @@ func (v *verifier) elasticIDs(ctx context.Context, fn func([]string) error) erro
 		if err != nil {
 			return err
 		}
-		s := v.e.Elastic.Search
-		body, err := esAnswer("search", alias)(s(s.WithContext(ctx), s.WithBody(bytes.NewReader(b))))
+		s := e.Elastic.Search
+		body, err := esAnswer("search", name)(s(s.WithContext(ctx), s.WithBody(bytes.NewReader(b))))
 		if err != nil {
 			return err
 		}
@@ -623,7 +634,7 @@ func (v *verifier) elasticIDs(ctx context.Context, fn func([]string) error) erro
 			pit = p
 		}
 		if err := json.Unmarshal([]byte(hits[len(hits)-1].Get("sort").Raw), &after); err != nil {
-			return fmt.Errorf("replay: elasticsearch search %s: sort values: %w", alias, err)
+			return fmt.Errorf("replay: elasticsearch search %s: sort values: %w", name, err)
 		}
 	}
 }
