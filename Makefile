@@ -1,12 +1,26 @@
-# Readside. `make test` starts the test services (scripts/testenv.sh: a Redis and an
-# Elasticsearch 8.19 of the project's own, no Docker) and runs vet and the whole suite.
-# Ports can be moved with READSIDE_TEST_REDIS_PORT and READSIDE_TEST_ES_PORT (env or make vars).
+# Readside. `make test` starts the test services (scripts/testenv.sh, no Docker; instant when they
+# already run) and runs vet and the whole suite against them:
+#   a Redis (6391) and an Elasticsearch 8.19 node (9251) of the project's own;
+#   a Redis Cluster of 3 masters + 3 replicas (7101-7106) and a 2-node Elasticsearch cluster
+#   (9261 master+data, 9262 data only), which fault tests kill, stop and restart
+#   (internal/testenv/cluster.go). `bash scripts/testenv.sh status` tells how each is.
+# Ports can be moved with READSIDE_TEST_REDIS_PORT, READSIDE_TEST_ES_PORT,
+# READSIDE_TEST_REDIS_CLUSTER_PORT (first of 6) and READSIDE_TEST_ES_CLUSTER_PORT (first of 2),
+# the state dir with READSIDE_TEST_STATE (env or make vars).
 
+READSIDE_TEST_STATE ?= /var/lib/readside
 READSIDE_TEST_REDIS_PORT ?= 6391
 READSIDE_TEST_ES_PORT ?= 9251
-export READSIDE_TEST_REDIS_PORT READSIDE_TEST_ES_PORT
+READSIDE_TEST_REDIS_CLUSTER_PORT ?= 7101
+READSIDE_TEST_ES_CLUSTER_PORT ?= 9261
+export READSIDE_TEST_STATE READSIDE_TEST_REDIS_PORT READSIDE_TEST_ES_PORT
+export READSIDE_TEST_REDIS_CLUSTER_PORT READSIDE_TEST_ES_CLUSTER_PORT
 export READSIDE_TEST_REDIS_ADDR ?= 127.0.0.1:$(READSIDE_TEST_REDIS_PORT)
 export READSIDE_TEST_ES_URL ?= http://127.0.0.1:$(READSIDE_TEST_ES_PORT)
+# The cluster's addresses, as the tests get them (comma-separated).
+export READSIDE_TEST_REDIS_CLUSTER ?= $(shell p=$(READSIDE_TEST_REDIS_CLUSTER_PORT); \
+	for i in 0 1 2 3 4 5; do echo 127.0.0.1:$$((p + i)); done | paste -sd, -)
+export READSIDE_TEST_ES_CLUSTER ?= http://127.0.0.1:$(READSIDE_TEST_ES_CLUSTER_PORT),http://127.0.0.1:$(shell echo $$(($(READSIDE_TEST_ES_CLUSTER_PORT) + 1)))
 
 TESTENV := bash scripts/testenv.sh
 

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
 )
 
@@ -15,6 +16,14 @@ import (
 // started), writes the documents to every store at once, and returns one
 // outcome per item. Items learn what was built (version, tombstone, partial,
 // refs) and may gain events their fetch answers (absorb).
+//
+// With a source version, a deletion carries no version of its own, so it is
+// confirmed before it is written (see confirmDeletions), and an item whose
+// write the guard found racing another replica's is fetched again (recheck):
+// a tombstone dropped because a document of a higher version was stored
+// meanwhile, or a document stored over a tombstone. Either may be the entity
+// re-created, or a fetch made before the deletion written after it; a new
+// fetch tells which.
 func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time) []outcome {
 	ids := make([]string, len(batch))
 	var versions []int64
@@ -28,6 +37,10 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 		}
 	}
 	res := p.asm.AssembleAt(ctx, ids, versions)
+	var floor map[int]int64 // with a source version: confirmed deletions → tombstone version
+	if p.def.Versioned() {
+		floor = p.confirmDeletions(ctx, ids, res)
+	}
 	built := time.Now()
 	p.absorb(batch, started)
 
@@ -43,12 +56,10 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 			continue
 		case r.Deleted:
 			p.m.Fetches.WithLabelValues(p.label, "not_found").Inc()
-			v, err := p.tombstoneVersion(ctx, *it)
-			if err != nil {
-				out[i] = outcome{err: err}
-				continue
+			it.version, it.deleted = maxSeq(*it), true
+			if p.def.Versioned() {
+				it.version = floor[i]
 			}
-			it.version, it.deleted = v, true
 		default:
 			p.m.Fetches.WithLabelValues(p.label, "ok").Inc()
 			it.version = r.Version
@@ -68,15 +79,29 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 		return out
 	}
 	errs := make([]error, len(p.stores))
+	reports := make([][]sink.Outcome, len(p.stores)) // from the stores that are Reporters
 	var wg errgroup.Group
 	for s, st := range p.stores {
 		wg.Go(func() error {
-			errs[s] = st.Store.Write(ctx, write)
+			if r, ok := st.Store.(sink.Reporter); ok {
+				reports[s], errs[s] = r.WriteReport(ctx, write)
+			} else {
+				errs[s] = st.Store.Write(ctx, write)
+			}
 			p.m.Writes.WithLabelValues(p.label, st.Name, result(errs[s])).Inc()
 			return nil
 		})
 	}
 	wg.Wait()
+	if p.def.Versioned() {
+		for _, rep := range reports {
+			for j, o := range rep {
+				if o == sink.Revived || (o == sink.Dropped && write[j].Deleted) {
+					out[idx[j]].recheck = true
+				}
+			}
+		}
+	}
 	for s, err := range errs {
 		if err == nil {
 			continue
@@ -116,18 +141,52 @@ func result(err error) string {
 	return "error"
 }
 
-// tombstoneVersion is the version a deletion is written with. Without a
-// source version it is the event's stream sequence. With one, the source has
-// no version left to give, so the tombstone takes one more than the newest
-// version any store holds: every older write is blocked, and a re-created
-// entity (whose version moves on) replaces it.
-func (p *Projector) tombstoneVersion(ctx context.Context, it item) (int64, error) {
-	if !p.def.Versioned() {
-		return maxSeq(it), nil
+// confirmDeletions confirms, for a projection with a source version, each
+// deletion in res (the source answered 404 or 410) and returns the version of
+// its tombstone by index. A deletion has no version of its own: it happened
+// after the newest version stored, but a version stored after the fetch may
+// be the entity re-created (by another replica). So the stored version is
+// read first and the entity fetched again: when it is still gone, every
+// version stored before that fetch is older than the deletion, and the
+// tombstone takes one more than the newest of them, which blocks every older
+// write and never hides a re-creation (see sink.Doc.Deleted). An entity found
+// again replaces its result in res; a failure of either step does too, so
+// the id is retried.
+func (p *Projector) confirmDeletions(ctx context.Context, ids []string, res []assemble.Result) map[int]int64 {
+	var idx []int
+	var again []string
+	floor := map[int]int64{}
+	for i, r := range res {
+		if r.Err != nil || !r.Deleted {
+			continue
+		}
+		v, err := p.tombstoneVersion(ctx, ids[i])
+		if err != nil {
+			res[i] = assemble.Result{Err: err}
+			continue
+		}
+		floor[i] = v
+		idx = append(idx, i)
+		again = append(again, ids[i])
 	}
+	if len(again) == 0 {
+		return floor
+	}
+	for j, r := range p.asm.AssembleAt(ctx, again, nil) {
+		if !r.Deleted {
+			res[idx[j]] = r // re-created meanwhile, or failing now
+		}
+	}
+	return floor
+}
+
+// tombstoneVersion is the version a deletion of id is written with when the
+// stores hold what they hold now: one more than the newest version any store
+// holds (a tombstone's own version when it is the newest).
+func (p *Projector) tombstoneVersion(ctx context.Context, id string) (int64, error) {
 	var newest int64
 	for _, st := range p.stores {
-		s, err := st.Store.Get(ctx, it.id)
+		s, err := st.Store.Get(ctx, id)
 		switch {
 		case errors.Is(err, sink.ErrNotFound):
 		case err != nil:

@@ -100,7 +100,7 @@ func (h *harness) start(rdb redis.UniversalClient, es *elasticsearch.Client) (st
 }
 
 // startOn runs a projector until the test ends (or stop is called) on stores.
-func (h *harness) startOn(stores *backend.Stores) (stop func()) {
+func (h *harness) startOn(stores projector.StoreOpener) (stop func()) {
 	h.t.Helper()
 	env := projector.Env{
 		JetStream: h.js, Streams: h.streams, Stores: stores, Log: testenv.Logger(h.t, "projector"), SourceRetryBudget: 300 * time.Millisecond,

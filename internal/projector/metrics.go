@@ -4,12 +4,13 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the projector's Prometheus metrics, labelled by projection.
 type Metrics struct {
-	Events       *prometheus.CounterVec   // events by outcome: acked, dead_lettered, retried, naked
+	Events       *prometheus.CounterVec   // events by outcome: acked, dead_lettered, retried, naked, partial, rechecked
 	Fetches      *prometheus.CounterVec   // source fetches by result: ok, not_found, bad, unavailable
 	Writes       *prometheus.CounterVec   // batch writes by store and result
 	BatchSeconds *prometheus.HistogramVec // time to fetch, build and write one batch
 	Held         *prometheus.GaugeVec     // messages held: pending and in flight
 	Paused       *prometheus.GaugeVec     // 1 while pulling is paused because a dependency fails
+	PullErrors   *prometheus.CounterVec   // pulls from JetStream that failed
 }
 
 // NewMetrics creates the metrics and registers them on reg when it is not nil.
@@ -34,9 +35,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "readside_projector_paused", Help: "1 while pulling is paused because a dependency fails.",
 		}, []string{"projection"}),
+		PullErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "readside_projector_pull_errors_total", Help: "Pulls from the JetStream consumer that failed (stream or consumer unavailable, NATS down).",
+		}, []string{"projection"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.BatchSeconds, m.Held, m.Paused)
+		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.BatchSeconds, m.Held, m.Paused, m.PullErrors)
 	}
 	return m
 }

@@ -167,10 +167,12 @@ type Projector struct {
 	stopped  bool
 }
 
-// entry is the messages held for one id, and how often it failed in a row.
+// entry is the messages held for one id, how often it failed in a row, and
+// how often in a row it was fetched again to recheck a race.
 type entry struct {
-	msgs  []jetstream.Msg
-	tries int
+	msgs     []jetstream.Msg
+	tries    int
+	rechecks int
 }
 
 // New builds a Projector from its parts.
@@ -197,7 +199,8 @@ func New(p Parts, o Options) *Projector {
 // Run pulls and processes events until ctx ends, then shuts down: it stops
 // pulling, lets in-flight batches finish within the grace period, and Naks
 // every message still held so another process gets it at once. It returns
-// nil after a clean shutdown and an error only when the consumer is gone.
+// nil after a clean shutdown and an error when a consumer (live, replay or
+// retry) is gone; then every part stops the same way.
 func (p *Projector) Run(ctx context.Context) error {
 	// Work outlives ctx by the grace period so in-flight batches can finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -208,31 +211,41 @@ func (p *Projector) Run(ctx context.Context) error {
 	})
 	defer stopGrace()
 
-	var g errgroup.Group
-	var pullErr, replayErr, retryErr error
+	// The first part to fail (a consumer gone) stops every other part.
+	g, gctx := errgroup.WithContext(ctx)
+	stopGraceOnFail := context.AfterFunc(gctx, func() {
+		if ctx.Err() == nil { // failed, not shut down: the same grace applies
+			t := time.AfterFunc(p.o.ShutdownGrace, cancelWork)
+			context.AfterFunc(work, func() { t.Stop() })
+		}
+	})
+	defer stopGraceOnFail()
 	if p.replay != nil {
-		g.Go(func() error { replayErr = p.replay.Run(ctx); return nil })
+		g.Go(func() error { return p.replay.Run(gctx) })
 	}
 	if p.retry != nil {
-		g.Go(func() error { retryErr = p.retry.Run(ctx); return nil })
+		g.Go(func() error { return p.retry.Run(gctx) })
 	}
-	g.Go(func() error { pullErr = p.pull(ctx); return nil })
+	g.Go(func() error { return p.pull(gctx) })
 	for range p.o.Workers {
-		g.Go(func() error { p.work(ctx, work); return nil })
+		g.Go(func() error { p.work(gctx, work); return nil })
 	}
-	g.Go(func() error { p.keepAlive(ctx); return nil })
+	g.Go(func() error { p.keepAlive(gctx); return nil })
 	for range 2 {
-		g.Go(func() error { p.fanOut(ctx); return nil })
+		g.Go(func() error { p.fanOut(gctx); return nil })
 	}
-	g.Wait()
+	err := g.Wait()
 	p.nakHeld()
-	return errors.Join(pullErr, replayErr, retryErr)
+	return err
 }
 
 // pull fetches messages while there is room and no dependency is failing.
+// It returns an error when the consumer is gone (deleted by someone): the
+// process then stops, and its restart creates the consumer again.
 func (p *Projector) pull(ctx context.Context) error {
 	delay := time.Second
 	var lastPull time.Time
+	var pullFailing bool
 	for ctx.Err() == nil {
 		// While a dependency fails, pull only a probe batch now and then: the
 		// events stay in JetStream, and a lone id that keeps failing cannot
@@ -258,21 +271,60 @@ func (p *Projector) pull(ctx context.Context) error {
 		// Pull well ahead of the workers: the further ahead, the more
 		// duplicate events for one id coalesce into one fetch.
 		batch, err := p.cons.Fetch(min(room, maxPull), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				return fmt.Errorf("projector %s: %w", p.def.Name, err)
+		if err == nil {
+			for msg := range batch.Messages() {
+				p.accept(ctx, msg)
 			}
-			p.log.Warn("pulling events failed; retrying", "err", err, "in", delay)
+			err = batch.Error() // a failure after the request was sent
+		}
+		if err != nil && ctx.Err() == nil {
+			if gone := p.consumerGone(ctx, err); gone != nil {
+				return gone
+			}
+			p.m.PullErrors.WithLabelValues(p.label).Inc()
+			if !pullFailing {
+				p.log.Warn("pulling events failed; retrying with backoff", "consumer", p.consumerName(), "err", err, "in", delay)
+			} else {
+				p.log.Debug("pulling events still fails", "err", err, "in", delay)
+			}
+			pullFailing = true
 			sleep(ctx, delay)
 			delay = min(2*delay, 30*time.Second)
 			continue
 		}
-		delay = time.Second
-		for msg := range batch.Messages() {
-			p.accept(ctx, msg)
+		if pullFailing && err == nil {
+			p.log.Info("pulling events works again", "consumer", p.consumerName())
+			pullFailing = false
 		}
+		delay = time.Second
 	}
 	return nil
+}
+
+// consumerGone returns an error when err, from pulling, means the durable
+// consumer no longer exists. A pull to a deleted consumer may also just find
+// no responders, as during a leader election, so then the consumer is looked
+// up to tell the two apart.
+func (p *Projector) consumerGone(ctx context.Context, err error) error {
+	if !errors.Is(err, jetstream.ErrConsumerDeleted) && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, ierr := p.cons.Info(ictx)
+		cancel()
+		if !errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		err = ierr
+	}
+	p.log.Error("the durable consumer is gone: stopping (a restart creates it again)", "consumer", p.consumerName(), "err", err)
+	return fmt.Errorf("projector %s: consumer %s: %w", p.def.Name, p.consumerName(), err)
+}
+
+// consumerName is the name of the durable consumer, for logs.
+func (p *Projector) consumerName() string {
+	if info := p.cons.CachedInfo(); info != nil {
+		return info.Name
+	}
+	return ""
 }
 
 // accept reads the id of one event and queues it, hands a lookup event to
@@ -321,9 +373,10 @@ func (p *Projector) work(ctx, work context.Context) {
 // item is one id in flight with the messages it answers, and what its
 // attempt built.
 type item struct {
-	id    string
-	msgs  []jetstream.Msg
-	tries int
+	id       string
+	msgs     []jetstream.Msg
+	tries    int
+	rechecks int
 
 	version int64
 	deleted bool
@@ -342,7 +395,7 @@ func (p *Projector) take(ctx context.Context) []item {
 				e := p.pending[id]
 				delete(p.pending, id)
 				p.inflight[id] = e.msgs
-				batch[i] = item{id: id, msgs: e.msgs, tries: e.tries}
+				batch[i] = item{id: id, msgs: e.msgs, tries: e.tries, rechecks: e.rechecks}
 			}
 			p.ready = append(p.ready[:0], p.ready[n:]...)
 			if len(p.ready) > 0 {
@@ -364,18 +417,34 @@ func (p *Projector) take(ctx context.Context) []item {
 type outcome struct {
 	err       error // nil: written
 	permanent bool  // dead-letter its events
+	// recheck: written, but the guard found it racing another replica's
+	// write (see attempt): fetch the id again before its events are acked.
+	recheck bool
 }
+
+// maxRechecks bounds the fetches of one id in a row that recheck a race;
+// past it the events are acked (an entity that keeps flipping between
+// deleted and re-created also keeps sending events).
+const maxRechecks = 4
 
 // process fetches, builds and writes one batch and settles its messages.
 func (p *Projector) process(ctx, work context.Context, batch []item) {
 	start := time.Now()
 	out := p.attempt(work, batch, start)
-	var written, retried int
+	var written, retried, rechecked int
 	var firstErr error
 	var built []sink.Built
 	for i, it := range batch {
 		switch o := out[i]; {
+		case o.err == nil && o.recheck && it.rechecks < maxRechecks:
+			rechecked++
+			p.m.Events.WithLabelValues(p.label, "rechecked").Add(float64(len(it.msgs)))
+			p.log.Debug("a write raced another replica's; fetching the id again", "id", it.id, "rechecks", it.rechecks+1)
+			p.requeue(it)
 		case o.err == nil:
+			if o.recheck {
+				p.log.Warn("an id raced other writes on every recheck; acking its events, the next event fetches it again", "id", it.id, "rechecks", it.rechecks)
+			}
 			written++
 			if p.refs != nil {
 				built = append(built, sink.Built{ID: it.id, Version: it.version, Deleted: it.deleted, Refs: it.refs})
@@ -404,8 +473,8 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 	}
 	took := time.Since(start)
 	p.m.BatchSeconds.WithLabelValues(p.label).Observe(took.Seconds())
-	p.log.Debug("batch done", "ids", len(batch), "written", written, "retried", retried, "took", took)
-	failing := retried > 0 && written == 0
+	p.log.Debug("batch done", "ids", len(batch), "written", written, "retried", retried, "rechecked", rechecked, "took", took)
+	failing := retried > 0 && written == 0 && rechecked == 0
 	if was := p.failing.Swap(failing); was != failing {
 		if failing {
 			p.log.Warn("a dependency is failing: pulling paused, retrying with backoff", "err", firstErr)
@@ -538,6 +607,25 @@ func (p *Projector) settle(it item, err error) {
 			signal(p.wake)
 		}
 	})
+}
+
+// requeue ends an id's flight without acking its messages and makes it ready
+// again at once, to be fetched again (a recheck).
+func (p *Projector) requeue(it item) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.inflight, it.id)
+	e := p.pending[it.id]
+	if e == nil {
+		e = &entry{}
+		p.pending[it.id] = e
+	}
+	e.msgs = append(it.msgs, e.msgs...)
+	e.rechecks = it.rechecks + 1
+	if !p.stopped {
+		p.ready = append(p.ready, it.id)
+		signal(p.wake)
+	}
 }
 
 // backoff is the delay before the n-th retry: exponential with full jitter

@@ -21,7 +21,20 @@ import (
 // that could be given neither way.
 func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[string]doc, gone map[string]bool, err error) {
 	docs, gone = make(map[string]doc, len(ids)), map[string]bool{}
-	stored, rerr := v.redisCB.Execute(func() ([]*sink.Stored, error) { return s.stored(ctx, v, ids) })
+	var partial error // some ids could not be read (a Redis Cluster node lost); the store answers
+	stored, rerr := v.redisCB.Execute(func() ([]*sink.Stored, error) {
+		got, err := s.stored(ctx, v, ids)
+		var be *sink.BatchError
+		if errors.As(err, &be) {
+			partial, err = err, nil
+		}
+		return got, err
+	})
+	if partial != nil && ctx.Err() == nil {
+		v.partialWarn.Do(func() {
+			s.log.Warn("redis could not give some documents; building them from the sources (logged at most every 5s)", "projection", v.Def.Name, "err", partial)
+		})
+	}
 	var build []string
 	for i, id := range ids {
 		switch {
@@ -41,6 +54,7 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[stri
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var heal []string // ids the source has and the store could not give
 	for _, id := range build {
 		wg.Add(1)
 		go func() {
@@ -57,11 +71,14 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[stri
 				err = r.Err
 			default:
 				docs[id] = doc{body: r.Doc, version: r.Version, builtAt: time.Now(), versioned: v.Def.Versioned()}
+				heal = append(heal, id)
 			}
 		}()
 	}
 	wg.Wait()
-	s.reproject(v, build)
+	// Only an id the source has is re-projected: a read of an id the source
+	// does not know (a made-up one) must never make the projector write.
+	s.reproject(v, heal)
 	return docs, gone, err
 }
 

@@ -459,7 +459,7 @@ func (b *Bleve) writeAll(ws []*bleveWrite) {
 	defer r.Close()
 	failed := make([]failures, len(ws))
 	batch := b.idx.NewBatch()
-	written := map[string]int64{} // the version this batch writes, by id
+	written := map[string]Stored{} // the version and kind this batch writes, by id
 	for k, w := range ws {
 		for i := range w.docs {
 			d := &w.docs[i]
@@ -475,10 +475,10 @@ func (b *Bleve) writeAll(ws []*bleveWrite) {
 					return
 				}
 				if s, err := DecodeValue(value); value != nil && err == nil {
-					cur, ok = s.Version, true
+					cur, ok = Stored{Version: s.Version, Deleted: s.Deleted}, true
 				} // a value that does not decode is overwritten, as in Redis
 			}
-			if ok && d.Version < cur {
+			if ok && outranks(cur, d) {
 				continue // stale
 			}
 			doc, _, err := b.document(d.ID, appendValue(nil, d), d.Deleted, d.Body, false)
@@ -489,7 +489,7 @@ func (b *Bleve) writeAll(ws []*bleveWrite) {
 				failed[k].add(i, &PermanentError{Err: fmt.Errorf("sink: bleve %s: doc %q: %w", b.name, d.ID, err)})
 				continue
 			}
-			written[d.ID] = d.Version
+			written[d.ID] = Stored{Version: d.Version, Deleted: d.Deleted}
 		}
 	}
 	if batch.Size() > 0 {

@@ -130,8 +130,9 @@ func checkProjection(name string) error {
 }
 
 // Write writes docs in one bbolt transaction, each under the write guard:
-// it is dropped when the id holds a higher version, and replaces what is
-// there otherwise, an expired tombstone counting as nothing. Items in docs
+// it is dropped when what the id holds outranks it (a higher version, or for
+// a tombstone a document of the same version; see Doc.Deleted), and replaces
+// what is there otherwise, an expired tombstone counting as nothing. Items in docs
 // with the same id are applied in order. The transaction also removes some
 // expired tombstones (see sweep).
 //
@@ -140,12 +141,19 @@ func checkProjection(name string) error {
 // call failed as a whole (ctx done, the file closed or failing), and then
 // nothing was written.
 func (s *BoltDocs) Write(ctx context.Context, docs []Doc) error {
+	_, err := s.WriteReport(ctx, docs)
+	return err
+}
+
+// WriteReport is Write, reporting what the guard did with each doc.
+func (s *BoltDocs) WriteReport(ctx context.Context, docs []Doc) ([]Outcome, error) {
 	if s.err != nil {
-		return s.err
+		return nil, s.err
 	}
 	if len(docs) == 0 {
-		return nil
+		return []Outcome{}, nil
 	}
+	out := make([]Outcome, len(docs))
 	now := time.Now()
 	deadline := now.Add(s.ttl).UnixMilli()
 	var failed failures
@@ -160,11 +168,14 @@ func (s *BoltDocs) Write(ctx context.Context, docs []Doc) error {
 		vals[i] = appendBoltValue(nil, d, deadline)
 		valid++
 	}
+	for i := range out {
+		out[i] = Dropped // until written
+	}
 	if valid == 0 {
-		return failed.err()
+		return out, failed.err()
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sink: bolt write %s: %w", s.projection, err)
+		return nil, fmt.Errorf("sink: bolt write %s: %w", s.projection, err)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		ids, err := createBuckets(tx, s.ids)
@@ -184,12 +195,18 @@ func (s *BoltDocs) Write(ctx context.Context, docs []Doc) error {
 			}
 			d := &docs[i]
 			id := []byte(d.ID)
+			outcome := Written
 			if cur := ids.Get(id); cur != nil {
 				// A value that does not decode carries no version to guard:
 				// it is overwritten, as Redis does.
 				stored, until, err := decodeBoltValue(cur)
-				if err == nil && !expired(until, now.UnixMilli()) && stored.Version > d.Version {
+				live := err == nil && !expired(until, now.UnixMilli())
+				if live && outranks(stored, d) {
+					out[i] = Dropped
 					continue
+				}
+				if live && stored.Deleted && !d.Deleted {
+					outcome = Revived
 				}
 				if until != 0 {
 					if err := exp.Delete(expiryKey(until, id)); err != nil {
@@ -200,6 +217,7 @@ func (s *BoltDocs) Write(ctx context.Context, docs []Doc) error {
 			if err := ids.Put(id, vals[i]); err != nil {
 				return err
 			}
+			out[i] = outcome
 			if d.Deleted {
 				if err := exp.Put(expiryKey(deadline, id), nil); err != nil {
 					return err
@@ -209,9 +227,17 @@ func (s *BoltDocs) Write(ctx context.Context, docs []Doc) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("sink: bolt write %s: %w", s.projection, err)
+		return nil, fmt.Errorf("sink: bolt write %s: %w", s.projection, err)
 	}
-	return failed.err()
+	return out, failed.err()
+}
+
+// outranks reports whether what is stored wins over the write d under the
+// guard: a higher version, or the same version when d is a tombstone and a
+// document is stored (see Doc.Deleted). Redis's guard script and
+// Elasticsearch's version types keep the same order.
+func outranks(stored Stored, d *Doc) bool {
+	return stored.Version > d.Version || (stored.Version == d.Version && d.Deleted && !stored.Deleted)
 }
 
 // checkBolt is Doc.check, and the limits of bbolt.

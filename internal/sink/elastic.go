@@ -250,8 +250,9 @@ func putBuf(b *bytes.Buffer) {
 }
 
 // Write sends docs in one _bulk request through the alias: an "index" action
-// per doc with version=Version and version_type=external_gte, so a stale
-// write is refused (409) and counts as done. Items with the same id are
+// per doc with version=Version and version_type=external_gte (external, so
+// strictly newer, for a tombstone: see Doc.Deleted), so a stale write is
+// refused (409) and counts as done. Items with the same id are
 // applied in order. A body with line breaks is compacted, since bulk bodies
 // are one line per document; the body is otherwise sent as it is.
 //
@@ -314,7 +315,13 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 		writeJSONString(req, d.ID)
 		req.WriteString(`,"version":`)
 		req.Write(strconv.AppendInt(num[:0], d.Version, 10))
-		req.WriteString(`,"version_type":"external_gte"}}` + "\n")
+		if d.Deleted {
+			// Strictly newer: a tombstone never hides a document of its own
+			// version, which may be the entity re-created (see Doc.Deleted).
+			req.WriteString(`,"version_type":"external"}}` + "\n")
+		} else {
+			req.WriteString(`,"version_type":"external_gte"}}` + "\n")
+		}
 		switch {
 		case d.Deleted:
 			req.WriteString(`{"` + DeletedField + `":true}`)

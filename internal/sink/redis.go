@@ -68,25 +68,38 @@ func NewRedis(c redis.UniversalClient, o RedisOptions) *Redis {
 func (r *Redis) Key(id string) string { return r.prefix + id + r.suffix }
 
 // guardScript writes ARGV[1], a value in the layout of DecodeValue, to
-// KEYS[1] unless the key holds a higher version. Fixed-width version prefixes
-// compare as strings in numeric order, which avoids Lua's doubles. A value
-// whose prefix is not a version is overwritten. A tombstone gets the TTL
-// ARGV[2] in milliseconds; a document is SET without one, which clears the
-// TTL of a tombstone it replaces. It returns 1 when written, 0 when dropped.
+// KEYS[1] unless what the key holds outranks it: a higher version, or, for a
+// tombstone, a document of the same version (see Doc.Deleted). Fixed-width
+// version prefixes compare as strings in numeric order, which avoids Lua's
+// doubles. A value whose prefix is not a version is overwritten. A tombstone
+// (kind t or T) gets the TTL ARGV[2] in milliseconds; a document is SET
+// without one, which clears the TTL of a tombstone it replaces. It returns 0
+// when dropped, 1 when written, 2 when a document replaced a tombstone.
 const guardScript = `local new = ARGV[1]
+local kind = string.sub(new, 21, 21)
+local tomb = kind == 't' or kind == 'T'
 local cur = redis.call('GET', KEYS[1])
+local revived = 0
 if cur then
   local v = string.sub(cur, 1, 20)
-  if #v == 20 and not string.find(v, '%D') and v > string.sub(new, 1, 20) then
-    return 0
+  if #v == 20 and not string.find(v, '%D') then
+    local nv = string.sub(new, 1, 20)
+    local ck = string.sub(cur, 21, 21)
+    local curTomb = ck == 't' or ck == 'T'
+    if v > nv or (tomb and v == nv and not curTomb) then
+      return 0
+    end
+    if curTomb and not tomb then
+      revived = 1
+    end
   end
 end
-if string.sub(new, 21, 21) == 't' then
+if tomb then
   redis.call('SET', KEYS[1], new, 'PX', ARGV[2])
 else
   redis.call('SET', KEYS[1], new)
 end
-return 1
+return 1 + revived
 `
 
 func scriptSHA(src string) string {
@@ -106,15 +119,23 @@ type redisItem struct {
 // restart or a failover) it is loaded again and those items retried once.
 //
 // Write returns nil, a *BatchError (a WRONGTYPE key or an invalid doc is a
-// permanent item error, any other Redis error reply a transient one), or
+// permanent item error; any other Redis error reply, or a node of a Redis
+// Cluster that cannot be reached while others can, a transient one), or
 // another error when the call failed as a whole (Redis unreachable, ctx
 // done); some items may have been written then, which a retry makes good.
 func (r *Redis) Write(ctx context.Context, docs []Doc) error {
+	_, err := r.WriteReport(ctx, docs)
+	return err
+}
+
+// WriteReport is Write, reporting what the guard did with each doc.
+func (r *Redis) WriteReport(ctx context.Context, docs []Doc) ([]Outcome, error) {
 	if r.err != nil {
-		return r.err
+		return nil, r.err
 	}
+	out := make([]Outcome, len(docs))
 	if len(docs) == 0 {
-		return nil
+		return out, nil
 	}
 	var failed failures
 	size := 0
@@ -136,30 +157,33 @@ func (r *Redis) Write(ctx context.Context, docs []Doc) error {
 		buf = appendValue(buf, d)
 		items = append(items, redisItem{i: i, key: r.Key(d.ID), val: buf[start:len(buf):len(buf)]})
 	}
+	for i := range out {
+		out[i] = Dropped // until the script says otherwise
+	}
 	if len(items) == 0 {
-		return failed.err()
+		return out, failed.err()
 	}
 	if !r.loaded.Load() {
 		if err := r.load(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	again, err := r.exec(ctx, items, &failed)
+	again, err := r.exec(ctx, items, out, &failed)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(again) > 0 {
 		if err := r.load(ctx); err != nil {
-			return err
+			return nil, err
 		}
-		if again, err = r.exec(ctx, again, &failed); err != nil {
-			return err
+		if again, err = r.exec(ctx, again, out, &failed); err != nil {
+			return nil, err
 		}
 		for _, it := range again {
 			failed.add(it.i, fmt.Errorf("sink: redis %q: script missing right after loading it", it.key))
 		}
 	}
-	return failed.err()
+	return out, failed.err()
 }
 
 func (r *Redis) load(ctx context.Context) error {
@@ -170,10 +194,14 @@ func (r *Redis) load(ctx context.Context) error {
 	return nil
 }
 
-// exec runs the guard for items in one pipeline. It adds item errors to
-// failed, returns the items Redis answered NOSCRIPT for, and returns an error
-// when the pipeline failed as a whole.
-func (r *Redis) exec(ctx context.Context, items []redisItem, failed *failures) (noscript []redisItem, err error) {
+// exec runs the guard for items in one pipeline. It sets the outcome of each
+// item the script ran for, adds item errors to failed, returns the items
+// Redis answered NOSCRIPT for, and returns an error when the pipeline failed
+// as a whole: every item failed to reach Redis. On Redis Cluster an item
+// whose node cannot be reached (a master just lost, until its replica takes
+// over) is a transient item error while the items of the other masters are
+// written.
+func (r *Redis) exec(ctx context.Context, items []redisItem, out []Outcome, failed *failures) (noscript []redisItem, err error) {
 	keys := make([]string, len(items))
 	cmds := make([]*redis.Cmd, len(items))
 	pipe := r.c.Pipeline()
@@ -182,11 +210,20 @@ func (r *Redis) exec(ctx context.Context, items []redisItem, failed *failures) (
 		cmds[j] = pipe.EvalSha(ctx, r.sha, keys[j:j+1:j+1], items[j].val, r.ttl)
 	}
 	_, execErr := pipe.Exec(ctx)
+	var unreachable []int // indices in items
+	var firstUnreachable error
 	for j, cmd := range cmds {
 		err := cmd.Err()
 		switch {
 		case err == nil:
-			if _, ok := cmd.Val().(int64); !ok {
+			switch cmd.Val() {
+			case int64(0):
+				out[items[j].i] = Dropped
+			case int64(1):
+				out[items[j].i] = Written
+			case int64(2):
+				out[items[j].i] = Revived
+			default:
 				return nil, fmt.Errorf("sink: redis write: unexpected reply %v (%v)", cmd.Val(), execErr)
 			}
 		case redis.HasErrorPrefix(err, "NOSCRIPT"):
@@ -196,8 +233,17 @@ func (r *Redis) exec(ctx context.Context, items []redisItem, failed *failures) (
 		case isReply(err):
 			failed.add(items[j].i, fmt.Errorf("sink: redis %q: %w", items[j].key, err))
 		default:
-			return nil, fmt.Errorf("sink: redis write: %w", err)
+			unreachable = append(unreachable, j)
+			if firstUnreachable == nil {
+				firstUnreachable = err
+			}
 		}
+	}
+	if len(unreachable) > 0 && (len(unreachable) == len(items) || ctx.Err() != nil) {
+		return nil, fmt.Errorf("sink: redis write: %w", firstUnreachable)
+	}
+	for _, j := range unreachable {
+		failed.add(items[j].i, fmt.Errorf("sink: redis %q: %w", items[j].key, cmds[j].Err()))
 	}
 	return noscript, nil
 }
@@ -232,8 +278,11 @@ func (r *Redis) Get(ctx context.Context, id string) (Stored, error) {
 
 // GetMany returns what is stored for ids in one round trip, in the order of
 // ids, with nil where nothing is stored. It pipelines GETs rather than MGET,
-// which Redis Cluster refuses across slots. Any failure, including a value
-// that does not decode, fails the whole call.
+// which Redis Cluster refuses across slots. When some ids could not be read
+// because their Redis Cluster node cannot be reached (a master just lost,
+// until its replica takes over) while others were read, it returns what it
+// read with nil for those and a *BatchError listing them by index. Any other
+// failure, including a value that does not decode, fails the whole call.
 func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 	if r.err != nil {
 		return nil, r.err
@@ -249,9 +298,14 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 	}
 	_, _ = pipe.Exec(ctx) // errors are on the commands
 	all := make([]Stored, len(ids))
+	var failed failures
 	for i, cmd := range cmds {
 		v, err := cmd.Bytes()
 		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil && !isReply(err) && ctx.Err() == nil {
+			failed.add(i, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[i]), err))
 			continue
 		}
 		if err != nil {
@@ -262,7 +316,10 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 		}
 		out[i] = &all[i]
 	}
-	return out, nil
+	if len(failed) == len(ids) {
+		return nil, failed[0]
+	}
+	return out, failed.err()
 }
 
 // Stored value layout: versionDigits ASCII digits of the zero-padded version,

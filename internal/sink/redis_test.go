@@ -151,14 +151,19 @@ func TestRedisTombstoneTTL(t *testing.T) {
 			}
 			return d
 		}
-		if err := r.Write(ctx, []sink.Doc{jsonDoc("doc", 1), {ID: "gone", Version: 2, Deleted: true}}); err != nil {
+		// Both kinds of tombstone: without a build time, and with one, as
+		// the projector writes them.
+		if err := r.Write(ctx, []sink.Doc{jsonDoc("doc", 1), {ID: "gone", Version: 2, Deleted: true},
+			{ID: "gone-built", Version: 2, Deleted: true, BuiltAt: time.Now()}}); err != nil {
 			t.Fatal(err)
 		}
 		if d := ttlOf("doc"); d != -1 {
 			t.Errorf("TTL of a document = %v, want none (-1)", d)
 		}
-		if d := ttlOf("gone"); d <= tc.want-time.Minute || d > tc.want {
-			t.Errorf("TombstoneTTL %v: TTL of a tombstone = %v, want about %v", tc.ttl, d, tc.want)
+		for _, id := range []string{"gone", "gone-built"} {
+			if d := ttlOf(id); d <= tc.want-time.Minute || d > tc.want {
+				t.Errorf("TombstoneTTL %v: TTL of tombstone %s = %v, want about %v", tc.ttl, id, d, tc.want)
+			}
 		}
 		// The document that re-creates the entity must not inherit the TTL.
 		if err := r.Write(ctx, []sink.Doc{jsonDoc("gone", 3)}); err != nil {
@@ -174,12 +179,14 @@ func TestRedisTombstoneExpires(t *testing.T) {
 	t.Parallel()
 	r, _ := openRedis(t, sink.RedisOptions{TombstoneTTL: 50 * time.Millisecond})
 	ctx := testCtx(t)
-	if err := r.Write(ctx, []sink.Doc{{ID: "a", Version: 5, Deleted: true}}); err != nil {
+	if err := r.Write(ctx, []sink.Doc{{ID: "a", Version: 5, Deleted: true}, {ID: "b", Version: 5, Deleted: true, BuiltAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(150 * time.Millisecond)
-	if _, err := r.Get(ctx, "a"); !errors.Is(err, sink.ErrNotFound) {
-		t.Fatalf("Get after the tombstone TTL = %v, want ErrNotFound", err)
+	for _, id := range []string{"a", "b"} {
+		if _, err := r.Get(ctx, id); !errors.Is(err, sink.ErrNotFound) {
+			t.Fatalf("Get(%s) after the tombstone TTL = %v, want ErrNotFound", id, err)
+		}
 	}
 }
 

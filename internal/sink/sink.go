@@ -18,6 +18,7 @@
 package sink
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -32,13 +33,18 @@ type Doc struct {
 	ID string
 	// Version is >= 0. The write guard keeps the highest version; an equal
 	// version overwrites (a re-fetch of the same version is at least as
-	// fresh); an older one is dropped silently.
+	// fresh); an older one is dropped silently. At an equal version a
+	// document outranks a tombstone: see Deleted.
 	Version int64
 	// Body is a flat JSON object, ready to send; ignored when Deleted.
 	Body []byte
 	// Deleted writes a tombstone: it blocks any later write with a lower
 	// version; a write with an equal or higher version replaces it (the entity
-	// was re-created).
+	// was re-created). A tombstone replaces only a document of a lower
+	// version (or a tombstone of an equal or lower one): a tombstone of
+	// version v means "deleted after version v-1", so it never hides a
+	// document of version v, which may be the entity re-created. In the order
+	// the guard keeps, doc(v-1) < tombstone(v) < doc(v).
 	Deleted bool
 	// BuiltAt is when the document was built from the sources; Redis keeps
 	// it (to millisecond precision) for the query API's freshness headers.
@@ -72,6 +78,43 @@ type Stored struct {
 	// BuiltAt is when the document was built, when the store keeps it
 	// (Redis does); zero otherwise.
 	BuiltAt time.Time
+}
+
+// Outcome is what the write guard did with one Doc.
+type Outcome uint8
+
+const (
+	// Written: stored, over nothing, an older document or a tombstone of an
+	// equal or lower version (for a tombstone: over anything it outranks).
+	Written Outcome = iota
+	// Dropped: what is stored outranks the write; it was left as it was.
+	Dropped
+	// Revived: a document was stored over a tombstone. Either the entity
+	// was re-created, or a fetch made before the deletion was written after
+	// it: the caller that cannot tell them apart fetches the entity again.
+	Revived
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Written:
+		return "written"
+	case Dropped:
+		return "dropped"
+	case Revived:
+		return "revived"
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// Reporter is a store that says what its guard did with each write. The doc
+// stores (Redis, bbolt) are Reporters; the projector asks for it by type
+// assertion.
+type Reporter interface {
+	// WriteReport is Write that also returns one Outcome per doc, in the
+	// order of docs, when the call did not fail as a whole. The outcome of an
+	// item that failed (see the *BatchError) is Dropped.
+	WriteReport(ctx context.Context, docs []Doc) ([]Outcome, error)
 }
 
 // ErrNotFound is returned by Get when nothing is stored for the id. A

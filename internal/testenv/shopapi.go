@@ -45,6 +45,7 @@ type ShopAPI struct {
 	latency atomic.Int64 // added to every answer, in nanoseconds
 	active  atomic.Int64
 	peak    atomic.Int64
+	hook    atomic.Pointer[func(id string, exists bool)]
 }
 
 // NewShopAPI starts a fake shop API; Close it when done.
@@ -75,6 +76,9 @@ func (a *ShopAPI) serve(w http.ResponseWriter, r *http.Request) {
 	shop, ok := a.shops[id]
 	bad := a.bad[id]
 	a.mu.Unlock()
+	if h := a.hook.Load(); h != nil {
+		(*h)(id, ok)
+	}
 	switch {
 	case a.status.Load() != 0:
 		http.Error(w, "failing on purpose", int(a.status.Load()))
@@ -173,6 +177,17 @@ func (a *ShopAPI) Reject(id string, status int) {
 	} else {
 		a.bad[id] = status
 	}
+}
+
+// OnAnswer calls fn for every request of a shop, after its state was read
+// and before it is answered (nil to stop): a test widens a race there, e.g.
+// re-creating a shop while a 404 for it is on its way.
+func (a *ShopAPI) OnAnswer(fn func(id string, exists bool)) {
+	if fn == nil {
+		a.hook.Store(nil)
+		return
+	}
+	a.hook.Store(&fn)
 }
 
 // FailAll makes every request answer status (0 to answer normally again).

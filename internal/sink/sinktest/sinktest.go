@@ -47,6 +47,8 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"tombstone then newer write re-creates", testTombstoneThenNewer},
 		{"tombstone then equal version re-creates", testTombstoneThenEqual},
 		{"stale tombstone dropped", testStaleTombstone},
+		{"tombstone never hides a document of its version", testTombstoneBelowEqualDoc},
+		{"outcomes reported", testOutcomes},
 		{"batch mixing new, stale and tombstones", testMixedBatch},
 		{"same id twice in a batch applies in order", testSameIDInBatch},
 		{"many ids in one batch", testManyIDs},
@@ -207,6 +209,53 @@ func testStaleTombstone(t *testing.T, s Store) {
 	write(t, s, cur)
 	write(t, s, tomb("a", 8))
 	want(t, s, cur)
+}
+
+// A tombstone of version v means "deleted after version v-1": a document of
+// version v may be the entity re-created, written by another replica while
+// this one saw the deletion. Neither order of the two writes may hide it.
+func testTombstoneBelowEqualDoc(t *testing.T, s Store) {
+	live := doc("a", 6, "re-created")
+	write(t, s, live)
+	write(t, s, tomb("a", 6))
+	want(t, s, live)
+	write(t, s, tomb("b", 6))
+	again := doc("b", 6, "re-created")
+	write(t, s, again)
+	want(t, s, again)
+	// Between tombstones, the newer one wins and an equal one is no change.
+	write(t, s, tomb("c", 6), tomb("c", 7), tomb("c", 7), tomb("c", 5))
+	want(t, s, tomb("c", 7))
+}
+
+// testOutcomes checks what a store that is a sink.Reporter says its guard did.
+func testOutcomes(t *testing.T, s Store) {
+	r, ok := s.(sink.Reporter)
+	if !ok {
+		t.Skip("not a sink.Reporter")
+	}
+	write(t, s, doc("doc", 5, "live"), tomb("tomb", 5))
+	batch := []sink.Doc{
+		doc("doc", 6, "newer"),                   // written
+		doc("doc", 4, "stale"),                   // dropped
+		tomb("tomb", 4),                          // dropped
+		doc("tomb", 5, "re-created"),             // revived
+		tomb("tomb", 5),                          // dropped: a document of its version
+		doc("new", 1, "first"),                   // written
+		tomb("gone", 3),                          // written
+		{ID: "", Version: 1, Body: []byte(`{}`)}, // invalid: dropped, and an item error
+	}
+	got, err := r.WriteReport(ctx(t), batch)
+	var be *sink.BatchError
+	if !errors.As(err, &be) || len(be.Items) != 1 || be.Items[len(batch)-1] == nil {
+		t.Fatalf("WriteReport error = %v, want a *BatchError for the invalid last item alone", err)
+	}
+	wantOut := []sink.Outcome{sink.Written, sink.Dropped, sink.Dropped, sink.Revived, sink.Dropped, sink.Written, sink.Written, sink.Dropped}
+	if !reflect.DeepEqual(got, wantOut) {
+		t.Fatalf("WriteReport outcomes = %v, want %v", got, wantOut)
+	}
+	want(t, s, doc("doc", 6, "newer"))
+	want(t, s, doc("tomb", 5, "re-created"))
 }
 
 func testMixedBatch(t *testing.T, s Store) {
