@@ -212,6 +212,7 @@ rnode_start() { # PORT: start one node; an existing nodes-PORT.conf makes it rej
 	mkdir -p "$d"
 	redis-server --bind 127.0.0.1 --port "$1" \
 		--cluster-enabled yes --cluster-config-file "nodes-$1.conf" --cluster-node-timeout "$RC_NODE_TIMEOUT" \
+		--cluster-replica-validity-factor 0 \
 		--save '' --appendonly no \
 		--daemonize yes --pidfile "$d/redis.pid" --logfile "$d/redis.log" --dir "$d" \
 		</dev/null >/dev/null 2>&1 8>&- 9>&- || true
@@ -587,7 +588,9 @@ es_launch() { # KEY: start a node in the background (its launcher detaches once 
 	say "$N_LABEL: starting $(basename "$home") on http://127.0.0.1:$N_HTTP (heap $N_HEAP)"
 	local conf=()
 	[[ -n $N_CONF ]] && conf=(ES_PATH_CONF="$N_CONF")
-	(cd "$home" && exec runuser -u "$ES_USER" -- env "${conf[@]}" ES_JAVA_HOME="$java_home" ES_TMPDIR="$N_TMP" \
+	# setsid: a session of its own, so the node outlives whatever started it
+	# (a test restoring the cluster, a shell whose process group is ended).
+	(cd "$home" && exec setsid runuser -u "$ES_USER" -- env "${conf[@]}" ES_JAVA_HOME="$java_home" ES_TMPDIR="$N_TMP" \
 		ES_JAVA_OPTS="-Xms$N_HEAP -Xmx$N_HEAP" bin/elasticsearch -d -p "$N_PIDFILE") </dev/null >"$N_START_LOG" 2>&1 8>&- 9>&- &
 	ES_CLI[$1]=$!
 }

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,7 @@ type settings struct {
 	config.Common
 	stream       string
 	dlqStream    string
+	replicas     int
 	metricsAddr  string
 	queryAddr    string
 	tombstoneTTL time.Duration
@@ -57,7 +59,8 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	s.Common.Register(fs)
 	fs.StringVar(&s.stream, "stream", config.Env("READSIDE_STREAM", "READSIDE_EVENTS"), "JetStream stream of change events [$READSIDE_STREAM]")
 	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
-	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics and /healthz; empty disables [$READSIDE_METRICS_ADDR]")
+	fs.IntVar(&s.replicas, "stream-replicas", config.EnvInt("READSIDE_STREAM_REPLICAS", 1), "servers of the NATS cluster keeping the events and dead-letter streams and the durable consumers, 1 to 5; an existing stream is changed to it [$READSIDE_STREAM_REPLICAS]")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics, /livez, /readyz and /healthz (the old name of /readyz); empty disables [$READSIDE_METRICS_ADDR]")
 	fs.StringVar(&s.queryAddr, "query-addr", config.Env("READSIDE_PROJECTOR_QUERY_ADDR", ""), "also serve the query API here, from this process, with its default settings: how a single machine on embedded stores serves reads (cmd/queryapi has every setting); empty: no [$READSIDE_PROJECTOR_QUERY_ADDR]")
 	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
 	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
@@ -77,10 +80,15 @@ func parse(args []string, out io.Writer) (*settings, error) {
 
 func (s *settings) validate() error {
 	errs := []error{s.Common.Validate(), config.CheckEnv(
-		[]string{"READSIDE_BATCH", "READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY"},
+		[]string{"READSIDE_BATCH", "READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY", "READSIDE_STREAM_REPLICAS"},
 		[]string{"READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_ACK_WAIT", "READSIDE_SHUTDOWN_GRACE"})}
 	if s.opts.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("-ack-wait must be at least 1s, not %s", s.opts.AckWait))
+	}
+	if s.replicas < 1 || s.replicas > stream.MaxReplicas {
+		errs = append(errs, fmt.Errorf("-stream-replicas must be 1 to %d (servers of the NATS cluster keeping each stream), not %d", stream.MaxReplicas, s.replicas))
+	} else if s.replicas > 1 && s.Backends.EmbeddedNATS() {
+		errs = append(errs, fmt.Errorf("-stream-replicas %d: the embedded NATS is one server, which keeps 1 replica", s.replicas))
 	}
 	for name, v := range map[string]int{"-batch": s.opts.Batch, "-workers": s.opts.Workers, "-fetch-concurrency": s.opts.FetchConcurrency} {
 		if v < 1 {
@@ -109,6 +117,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	nc := conn.NATS
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "readside_nats_connected", Help: "1 while the projector is connected to a NATS server, 0 while not.",
+	}, func() float64 {
+		if nc.IsConnected() {
+			return 1
+		}
+		return 0
+	}))
 	defer func() {
 		// Drain flushes the acks of the last batches before closing.
 		if err := nc.Drain(); err == nil {
@@ -130,7 +146,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, d := range defs {
 		subjects = append(subjects, d.AllSubjects()...)
 	}
-	streams, err := stream.Ensure(setupCtx, js, stream.Config{Events: s.stream, DeadLetter: s.dlqStream}, subjects)
+	streams, err := stream.Ensure(setupCtx, js, stream.Config{Events: s.stream, DeadLetter: s.dlqStream, Replicas: s.replicas, Log: log}, subjects)
 	if err != nil {
 		return err
 	}
@@ -139,17 +155,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		SourceRetryBudget: s.retryBudget,
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	var names []string
+	var names, consumers []string
 	for _, d := range defs {
 		p, err := projector.ForDefinition(setupCtx, d, env, s.opts)
 		if err != nil {
 			return err
 		}
 		names = append(names, d.Name)
+		consumers = append(consumers, stream.ConsumerName(d.Name), stream.ReplayConsumerName(d.Name), stream.RetryConsumerName(d.Name))
 		g.Go(func() error { return p.Run(gctx) })
 	}
+	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{})
+	g.Go(func() error { return monitor.Run(gctx) })
 	if s.metricsAddr != "" {
-		srv := &http.Server{Addr: s.metricsAddr, Handler: adminMux(reg, nc), ReadHeaderTimeout: 5 * time.Second}
+		ready := projector.Readiness{NATS: nc, Monitor: monitor, Stores: conn.Stores.Ready}
+		srv := &http.Server{Addr: s.metricsAddr, Handler: adminMux(reg, ready), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics server: %w", err)
@@ -168,7 +188,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	log.Info("projector running", "projections", strings.Join(names, ","), "stream", s.stream,
+	log.Info("projector running", "projections", strings.Join(names, ","), "stream", s.stream, "replicas", s.replicas,
 		"nats", s.Backends.NATSURL, "redis", strings.Join(s.Backends.RedisAddrs, ","),
 		"elasticsearch", strings.Join(s.Backends.ElasticURLs, ","), "metrics", s.metricsAddr)
 	err = g.Wait()
@@ -176,16 +196,34 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return err
 }
 
-func adminMux(reg *prometheus.Registry, nc interface{ IsConnected() bool }) *http.ServeMux {
+// adminMux serves the metrics and the probes. /livez answers 200 while the
+// process serves, whatever its dependencies do: restarting the process
+// would not bring NATS back. /readyz (and /healthz, its old name) answers
+// 200 only while the projector can work: connected to NATS, the events
+// stream and every durable consumer available, every store answering.
+func adminMux(reg *prometheus.Registry, ready projector.Readiness) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !nc.IsConnected() {
-			http.Error(w, "nats disconnected", http.StatusServiceUnavailable)
-			return
-		}
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	readyz := func(w http.ResponseWriter, r *http.Request) {
+		ok, checks := ready.Check(r.Context())
+		body := struct {
+			Status string            `json:"status"`
+			Checks map[string]string `json:"checks"`
+		}{"ready", checks}
+		code := http.StatusOK
+		if !ok {
+			body.Status, code = "not ready", http.StatusServiceUnavailable
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(body)
+	}
+	mux.HandleFunc("GET /readyz", readyz)
+	mux.HandleFunc("GET /healthz", readyz)
 	return mux
 }
 

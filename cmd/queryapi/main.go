@@ -26,6 +26,7 @@ import (
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/query"
+	"github.com/readside/readside/internal/stream"
 )
 
 func main() {
@@ -35,6 +36,7 @@ func main() {
 type settings struct {
 	config.Common
 	addr        string
+	stream      string
 	noPublish   bool
 	cursorKey   config.Secret
 	retryBudget time.Duration
@@ -48,6 +50,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		"Serves detail, multi-get, list and search over the projections, falling back to the\nsource APIs when a store misses or fails.\n", out)
 	s.Common.Register(fs)
 	fs.StringVar(&s.addr, "addr", config.Env("READSIDE_QUERY_ADDR", "127.0.0.1:8080"), "address to serve on [$READSIDE_QUERY_ADDR]")
+	fs.StringVar(&s.stream, "stream", config.Env("READSIDE_STREAM", "READSIDE_EVENTS"), "JetStream stream of change events, whose availability /readyz reports as nats [$READSIDE_STREAM]")
 	fs.DurationVar(&s.opts.RequestTimeout, "request-timeout", config.EnvDuration("READSIDE_REQUEST_TIMEOUT", query.DefaultRequestTimeout), "deadline of one request; every backend call gets what remains [$READSIDE_REQUEST_TIMEOUT]")
 	fs.IntVar(&s.opts.SourceConcurrency, "source-concurrency", config.EnvInt("READSIDE_SOURCE_CONCURRENCY", 16), "fallback requests at once to each source API [$READSIDE_SOURCE_CONCURRENCY]")
 	fs.IntVar(&s.opts.MaxLimit, "max-limit", config.EnvInt("READSIDE_MAX_LIMIT", 100), "largest page of list and search [$READSIDE_MAX_LIMIT]")
@@ -105,12 +108,12 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	defer stores.Close()
 	var pub query.Publisher
 	var nc *nats.Conn
+	var probe *stream.Probe
 	if !s.noPublish {
 		// NATS is only for re-project events: the API serves without it.
-		nc, err = nats.Connect(s.Backends.NATSURL, nats.Name("readside-queryapi"), nats.MaxReconnects(-1),
-			nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second))
+		nc, err = s.Backends.NATS("readside-queryapi", log, nats.RetryOnFailedConnect(true))
 		if err != nil {
-			return fmt.Errorf("NATS at %s: %w", s.Backends.NATSURL, err)
+			return err
 		}
 		defer nc.Close()
 		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
@@ -118,6 +121,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 			return err
 		}
 		pub = js
+		// A connection is not enough: re-project events need the stream,
+		// which may have lost its servers while the connection stays up.
+		probe = stream.NewProbe(js, s.stream, 2*time.Second, 2*time.Second, log)
 	}
 	views, err := backend.Views(ctx, defs, stores, s.retryBudget)
 	if err != nil {
@@ -126,7 +132,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	readiness := func(ctx context.Context) map[string]string {
 		state := stores.Ready(ctx)
 		if nc != nil {
-			state["nats"] = map[bool]string{true: "up", false: "down"}[nc.IsConnected()]
+			state["nats"] = "down"
+			if nc.IsConnected() && probe.Check(ctx) == nil {
+				state["nats"] = "up"
+			}
 		}
 		return state
 	}

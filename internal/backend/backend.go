@@ -38,7 +38,8 @@ type Conn struct {
 }
 
 // Open connects to the backends cfg names, starting the embedded ones. name
-// identifies the process to NATS.
+// identifies the process to NATS; the NATS connection's events go to log
+// (config.NATSEvents).
 func Open(ctx context.Context, cfg config.Backends, name string, log *slog.Logger) (_ *Conn, err error) {
 	c := &Conn{}
 	defer func() {
@@ -50,11 +51,11 @@ func Open(ctx context.Context, cfg config.Backends, name string, log *slog.Logge
 		if c.NATSServer, err = startNATS(cfg); err != nil {
 			return nil, err
 		}
-		c.NATS, err = nats.Connect("", nats.Name(name), nats.InProcessServer(c.NATSServer))
+		c.NATS, err = nats.Connect("", append(config.NATSEvents(log), nats.Name(name), nats.InProcessServer(c.NATSServer))...)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to the embedded NATS server: %w", err)
 		}
-	} else if c.NATS, err = cfg.NATS(name); err != nil {
+	} else if c.NATS, err = cfg.NATS(name, log); err != nil {
 		return nil, err
 	}
 	if c.Stores, err = OpenStores(cfg, log); err != nil {

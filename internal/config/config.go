@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -142,17 +143,72 @@ func (b *Backends) EmbeddedSearch() bool {
 	return len(b.ElasticURLs) > 0 && b.ElasticURLs[0] == Embedded
 }
 
-// NATS connects to NATS, reconnecting forever: an outage is waited out.
-func (b *Backends) NATS(name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+// NATS connects to NATS, reconnecting forever: an outage is waited out. The
+// connection's events go to log (see NATSEvents); opts come after the
+// defaults, so they may override them.
+func (b *Backends) NATS(name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}, NATSEvents(log)...)
 	if b.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(b.NATSCreds))
+		all = append(all, nats.UserCredentials(b.NATSCreds))
 	}
-	nc, err := nats.Connect(b.NATSURL, opts...)
+	nc, err := nats.Connect(b.NATSURL, append(all, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", b.NATSURL, err)
 	}
 	return nc, nil
+}
+
+// NATSEvents are the connection options that log a NATS connection's
+// events on log, each with the server's URL: connected (INFO), the
+// connection lost (WARN: nats.go reconnects, and until it does nothing is
+// consumed, acknowledged or published), reconnected (INFO), closed with an
+// error (ERROR; a deliberate Close or Drain logs at INFO), and asynchronous
+// errors such as a slow consumer or a permission refused (ERROR). A nil log
+// gives no options.
+func NATSEvents(log *slog.Logger) []nats.Option {
+	if log == nil {
+		return nil
+	}
+	var last atomic.Pointer[string] // the URL of the server last connected to
+	url := func(nc *nats.Conn) string {
+		if u := nc.ConnectedUrlRedacted(); u != "" {
+			last.Store(&u)
+			return u
+		}
+		if u := last.Load(); u != nil {
+			return *u
+		}
+		return ""
+	}
+	return []nats.Option{
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS connected", "url", url(nc), "server", nc.ConnectedServerName())
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // the closed handler says why
+			}
+			log.Warn("NATS connection lost: reconnecting; until then nothing is consumed, acknowledged or published",
+				"url", url(nc), "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS reconnected", "url", url(nc), "server", nc.ConnectedServerName())
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if err := nc.LastError(); err != nil {
+				log.Error("NATS connection closed", "url", url(nc), "err", err)
+				return
+			}
+			log.Info("NATS connection closed", "url", url(nc))
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("NATS error", "url", url(nc), "subject", subject, "err", err)
+		}),
+	}
 }
 
 // Redis returns a client: a cluster client when several addresses are given.
@@ -168,7 +224,11 @@ func (b *Backends) Redis() redis.UniversalClient {
 		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	if len(b.RedisAddrs) > 1 {
-		return redis.NewClusterClient(o.Cluster())
+		co := o.Cluster()
+		co.ClusterStateReloadInterval = clusterReloadInterval
+		c := redis.NewClusterClient(co)
+		c.AddHook(reloadOnFailure{c: c})
+		return c
 	}
 	return redis.NewClient(o.Simple())
 }

@@ -14,8 +14,8 @@ import (
 const clusterReloadInterval = 10 * time.Second
 
 // reloadOnFailure is a go-redis hook for a Redis Cluster client: when a
-// command cannot reach its node (a master was lost), it asks the client to
-// reload the slot map at once. go-redis reloads on MOVED and ASK replies, but
+// command cannot reach its node (a master was lost) or the cluster answers
+// CLUSTERDOWN, it asks the client to reload the slot map at once. go-redis reloads on MOVED and ASK replies, but
 // a dead master answers nothing, so without this the client keeps sending
 // that master's slots to it until its periodic reload, long after a replica
 // took over. Reloads are coalesced by go-redis (one at a time, 200 ms apart),
@@ -27,7 +27,7 @@ type reloadOnFailure struct {
 func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := next(ctx, network, addr)
-		if err != nil && ctx.Err() == nil {
+		if unreachable(err) {
 			h.c.ReloadState(ctx)
 		}
 		return conn, err
@@ -54,10 +54,11 @@ func (h reloadOnFailure) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 	}
 }
 
-// check reloads the slot map when err says a node could not be reached,
-// and reports whether it did.
+// check reloads the slot map when err says a node could not be reached, or
+// the cluster says it is down (a master lost and not yet replaced), and
+// reports whether it did.
 func (h reloadOnFailure) check(ctx context.Context, err error) bool {
-	if !unreachable(ctx, err) {
+	if !unreachable(err) && !redis.HasErrorPrefix(err, "CLUSTERDOWN") {
 		return false
 	}
 	h.c.ReloadState(ctx)
@@ -65,10 +66,11 @@ func (h reloadOnFailure) check(ctx context.Context, err error) bool {
 }
 
 // unreachable reports whether err is a failure to talk to a node, rather
-// than an answer from it (an error reply, or redis.Nil) or the caller's
-// context ending.
-func unreachable(ctx context.Context, err error) bool {
-	if err == nil || ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+// than an answer from it (an error reply, or redis.Nil) or a caller's
+// context ending. The caller's context may well have ended by then (go-redis
+// retries a dead node until it does): the error itself says what happened.
+func unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	var reply redis.Error // redis.Nil is one too

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
@@ -101,6 +102,9 @@ type view struct {
 	searchCB *gobreaker.CircuitBreaker[sink.Page]
 	geoField string
 	fields   map[string]*projections.Field
+	// partialWarn spaces out the warning that the doc store could give only
+	// part of a multi-get, which lasts as long as a Redis Cluster failover.
+	partialWarn rate.Sometimes
 	// limitedPrimary is the primary source under the per-source bound.
 	limitedPrimary assemble.Fetcher
 }
@@ -123,6 +127,7 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 			asm:            assemble.New(v.Def, limited, assemble.Options{Concurrency: o.SourceConcurrency}),
 			fields:         map[string]*projections.Field{},
 			limitedPrimary: limited[0],
+			partialWarn:    rate.Sometimes{Interval: 5 * time.Second},
 			redisCB: gobreaker.NewCircuitBreaker[[]*sink.Stored](gobreaker.Settings{
 				Name: v.Def.Name + "/redis", Timeout: 2 * time.Second,
 				ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },

@@ -279,10 +279,11 @@ func (r *Redis) Get(ctx context.Context, id string) (Stored, error) {
 // GetMany returns what is stored for ids in one round trip, in the order of
 // ids, with nil where nothing is stored. It pipelines GETs rather than MGET,
 // which Redis Cluster refuses across slots. When some ids could not be read
-// because their Redis Cluster node cannot be reached (a master just lost,
-// until its replica takes over) while others were read, it returns what it
-// read with nil for those and a *BatchError listing them by index. Any other
-// failure, including a value that does not decode, fails the whole call.
+// because their Redis Cluster node could not be reached before ctx ended (a
+// master just lost, until its replica takes over) while others were read, it
+// returns what it read with nil for those and a *BatchError listing them by
+// index. Any other failure, including an error reply or a value that does
+// not decode, fails the whole call.
 func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 	if r.err != nil {
 		return nil, r.err
@@ -304,7 +305,9 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
-		if err != nil && !isReply(err) && ctx.Err() == nil {
+		if err != nil && !isReply(err) {
+			// Its node could not be reached in time; what other nodes
+			// answered is still good.
 			failed.add(i, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[i]), err))
 			continue
 		}

@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,13 +33,22 @@ const (
 
 // Config names the streams. Zero values take the defaults in brackets.
 type Config struct {
-	Events      string        // the events stream [READSIDE_EVENTS]
-	DeadLetter  string        // the dead-letter stream [READSIDE_DLQ]
-	DLQPrefix   string        // dead-letter subjects: <prefix>.<projection> [readside.dlq]
-	MaxAge      time.Duration // how long events are kept [7 days]
-	Replicas    int           // stream replicas [1]
+	Events     string        // the events stream [READSIDE_EVENTS]
+	DeadLetter string        // the dead-letter stream [READSIDE_DLQ]
+	DLQPrefix  string        // dead-letter subjects: <prefix>.<projection> [readside.dlq]
+	MaxAge     time.Duration // how long events are kept [7 days]
+	// Replicas is how many servers of a NATS cluster keep each stream and
+	// each durable consumer, 1 to MaxReplicas [1]. With 3, a stream survives
+	// the loss of one server; with 1 it lives on one server only.
+	Replicas    int
 	DedupWindow time.Duration // Nats-Msg-Id duplicate window [2 minutes]
+	// Log receives a WARN line for every change Ensure or a consumer call
+	// makes to what exists: a stream's or a consumer's replicas. nil: none.
+	Log *slog.Logger
 }
+
+// MaxReplicas is the most replicas JetStream keeps of a stream.
+const MaxReplicas = 5
 
 func (c *Config) defaults() {
 	if c.Events == "" {
@@ -64,58 +75,132 @@ func (c *Config) defaults() {
 type Setup struct {
 	cfg Config
 	js  jetstream.JetStream
+	// eventsReplicas is what the events stream had before Ensure: the
+	// replicas of its consumers that inherit the stream's.
+	eventsReplicas int
 }
 
 // Ensure creates or updates the events stream so that it captures subjects
 // (keeping any subject it already had: other teams may publish there too),
-// and creates the dead-letter stream. It is idempotent and safe when several
-// processes run it at once.
+// and creates the dead-letter stream, both with cfg.Replicas replicas. It is
+// idempotent and safe when several processes run it at once.
+//
+// A stream that exists with other replicas is changed to cfg.Replicas (NATS
+// does that on a live stream in a cluster), logged at WARN on cfg.Log. When
+// NATS refuses, such as a server outside a cluster or fewer servers than
+// replicas, Ensure returns a *ReplicasError saying how to go on.
 func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config, subjects []string) (*Setup, error) {
 	cfg.defaults()
-	if err := ensureStream(ctx, js, jetstream.StreamConfig{
+	if cfg.Replicas < 1 || cfg.Replicas > MaxReplicas {
+		return nil, fmt.Errorf("stream: %d replicas: JetStream keeps 1 to %d", cfg.Replicas, MaxReplicas)
+	}
+	s := &Setup{cfg: cfg, js: js}
+	var err error
+	s.eventsReplicas, err = s.ensureStream(ctx, jetstream.StreamConfig{
 		Name: cfg.Events, Subjects: subjects, Storage: jetstream.FileStorage, MaxAge: cfg.MaxAge,
 		Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow, Discard: jetstream.DiscardOld,
 		Description: "Readside zero-payload change events",
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := ensureStream(ctx, js, jetstream.StreamConfig{
+	if _, err := s.ensureStream(ctx, jetstream.StreamConfig{
 		Name: cfg.DeadLetter, Subjects: []string{cfg.DLQPrefix + ".>"}, Storage: jetstream.FileStorage,
 		Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow,
 		Description: "Readside dead-letter entries: events a projection could not process",
 	}); err != nil {
 		return nil, err
 	}
-	return &Setup{cfg: cfg, js: js}, nil
+	return s, nil
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+// ensureStream creates the stream or brings an existing one to want's
+// subjects and replicas. It returns the replicas the stream had before.
+func (s *Setup) ensureStream(ctx context.Context, want jetstream.StreamConfig) (before int, err error) {
 	for attempt := 0; ; attempt++ {
-		s, err := js.Stream(ctx, want.Name)
+		st, err := s.js.Stream(ctx, want.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			_, err = js.CreateStream(ctx, want)
+			_, err = s.js.CreateStream(ctx, want)
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt == 0 {
 				continue // another process created it first
 			}
 			if err != nil {
-				return fmt.Errorf("stream: create %s: %w", want.Name, err)
+				if hint := replicasHint(err, want.Replicas); hint != "" {
+					return 0, fmt.Errorf("stream: create %s with %d replicas: %w: %s; lower -stream-replicas [$READSIDE_STREAM_REPLICAS]", want.Name, want.Replicas, err, hint)
+				}
+				return 0, fmt.Errorf("stream: create %s: %w", want.Name, err)
 			}
-			return nil
+			return want.Replicas, nil
 		}
 		if err != nil {
-			return fmt.Errorf("stream: look up %s: %w", want.Name, err)
+			return 0, fmt.Errorf("stream: look up %s: %w", want.Name, err)
 		}
-		cur := s.CachedInfo().Config
+		cur := st.CachedInfo().Config
+		before = max(cur.Replicas, 1)
 		missing := uncovered(cur.Subjects, want.Subjects)
-		if len(missing) == 0 {
-			return nil
+		if len(missing) == 0 && before == want.Replicas {
+			return before, nil
 		}
 		cur.Subjects = append(cur.Subjects, missing...)
-		if _, err := js.UpdateStream(ctx, cur); err != nil {
-			return fmt.Errorf("stream: add subjects %v to %s: %w", missing, want.Name, err)
+		cur.Replicas = want.Replicas
+		if _, err := s.js.UpdateStream(ctx, cur); err != nil {
+			if before != want.Replicas {
+				return 0, &ReplicasError{Stream: want.Name, Have: before, Want: want.Replicas, Err: err}
+			}
+			return 0, fmt.Errorf("stream: add subjects %v to %s: %w", missing, want.Name, err)
 		}
-		return nil
+		if before != want.Replicas && s.cfg.Log != nil {
+			s.cfg.Log.Warn("stream replicas changed: NATS now copies the stream to the new servers, or removes the extra copies",
+				"stream", want.Name, "from", before, "to", want.Replicas)
+		}
+		return before, nil
 	}
+}
+
+// ReplicasError is NATS refusing to change the replicas of an existing
+// stream. Its message names the stream, both counts and the ways out.
+type ReplicasError struct {
+	Stream     string
+	Have, Want int
+	Err        error // NATS's answer
+}
+
+func (e *ReplicasError) Error() string {
+	why := replicasHint(e.Err, e.Want)
+	if why != "" {
+		why = " (" + why + ")"
+	}
+	return fmt.Sprintf("stream: %s has %d replica(s) and %d are wanted, but NATS refused the change: %v%s; "+
+		"start with -stream-replicas %d [$READSIDE_STREAM_REPLICAS] to keep the stream as it is, "+
+		"or change it where NATS can hold %d replicas: nats stream edit %s --replicas %d",
+		e.Stream, e.Have, e.Want, e.Err, why, e.Have, e.Want, e.Stream, e.Want)
+}
+
+func (e *ReplicasError) Unwrap() error { return e.Err }
+
+// JetStream API error codes that refuse a number of replicas (nats-server's
+// JSStreamReplicasNotSupportedErr, JSClusterNoPeersErrF, JSInsufficientResourcesErr).
+const (
+	errCodeReplicasNotSupported jetstream.ErrorCode = 10074
+	errCodeNoPeers              jetstream.ErrorCode = 10005
+	errCodeInsufficient         jetstream.ErrorCode = 10023
+	errCodeReplicasExceedStream jetstream.ErrorCode = 10126 // a consumer's replicas exceed its stream's
+)
+
+// replicasHint explains an error NATS gives for a number of replicas it
+// cannot keep; "" for any other error.
+func replicasHint(err error, replicas int) string {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return ""
+	}
+	switch api.ErrorCode {
+	case errCodeReplicasNotSupported:
+		return "this NATS server is not part of a cluster, and a single server keeps one replica"
+	case errCodeNoPeers, errCodeInsufficient:
+		return fmt.Sprintf("each of %d replicas needs a JetStream server of its own, and the cluster has fewer available", replicas)
+	}
+	return ""
 }
 
 // uncovered returns the subjects of want that no subject of have already captures.
@@ -172,17 +257,46 @@ func (s *Setup) consumer(ctx context.Context, durable, description string, subje
 		MaxDeliver:    -1,
 		MaxAckPending: cc.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      s.cfg.Replicas,
 	}
 	if len(subjects) == 1 {
 		cfg.FilterSubject = subjects[0]
 	} else {
 		cfg.FilterSubjects = subjects
 	}
-	c, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Events, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("stream: consumer %s on %s: %w", cfg.Durable, s.cfg.Events, err)
+	before := 0
+	if c, err := s.js.Consumer(ctx, s.cfg.Events, durable); err == nil {
+		// 0: the stream's replicas, as they were before Ensure.
+		if before = c.CachedInfo().Config.Replicas; before == 0 {
+			before = s.eventsReplicas
+		}
 	}
-	return c, nil
+	for {
+		c, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Events, cfg)
+		var api *jetstream.APIError
+		if errors.As(err, &api) && api.ErrorCode == errCodeReplicasExceedStream {
+			// The stream is still gaining its new replicas: NATS takes the
+			// consumer's once the stream has them.
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("stream: consumer %s on %s: %d replicas: the stream has not reached %d replicas yet (%w); see nats stream info %s",
+					cfg.Durable, s.cfg.Events, cfg.Replicas, cfg.Replicas, err, s.cfg.Events)
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		if err != nil {
+			if hint := replicasHint(err, cfg.Replicas); hint != "" {
+				err = fmt.Errorf("%w: %s", err, hint)
+			}
+			return nil, fmt.Errorf("stream: consumer %s on %s: %w", cfg.Durable, s.cfg.Events, err)
+		}
+		if before != 0 && before != cfg.Replicas && s.cfg.Log != nil {
+			s.cfg.Log.Warn("consumer replicas changed", "consumer", cfg.Durable, "stream", s.cfg.Events,
+				"from", before, "to", cfg.Replicas)
+		}
+		return c, nil
+	}
 }
 
 // ConsumerName is the durable consumer name of a projection.
@@ -225,4 +339,69 @@ func (s *Setup) DeadLetter(ctx context.Context, projection string, msg jetstream
 		return fmt.Errorf("stream: dead-letter to %s: %w", out.Subject, err)
 	}
 	return nil
+}
+
+// StreamInfoer is what Probe asks JetStream; jetstream.JetStream has it.
+type StreamInfoer interface {
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+}
+
+// Probe tells whether JetStream answers for a stream: a stream-info request
+// answered within a short timeout. The answer is kept for a while, so a
+// burst of readiness probes asks NATS once. Safe for concurrent use: callers
+// arriving while a request is under way wait for its answer.
+type Probe struct {
+	js      StreamInfoer
+	name    string
+	timeout time.Duration
+	ttl     time.Duration
+	log     *slog.Logger
+
+	mu   sync.Mutex
+	at   time.Time // of the last answer; zero: none yet
+	err  error     // the last answer
+	seen bool
+}
+
+// NewProbe probes the stream called name, each request bounded by timeout
+// [2s], each answer kept for ttl [2s]. A change of state is logged on log
+// (WARN when the stream stops answering, INFO when it is back), when log is
+// not nil.
+func NewProbe(js StreamInfoer, name string, timeout, ttl time.Duration, log *slog.Logger) *Probe {
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	if ttl <= 0 {
+		ttl = 2 * time.Second
+	}
+	return &Probe{js: js, name: name, timeout: timeout, ttl: ttl, log: log}
+}
+
+// Check returns nil when the stream answered, at most ttl ago, and else why not.
+func (p *Probe) Check(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen && time.Since(p.at) < p.ttl {
+		return p.err
+	}
+	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	_, err := p.js.Stream(rctx, p.name)
+	if ctx.Err() != nil {
+		return ctx.Err() // the caller gave up: no answer to keep
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("stream %s: no answer within %s: it has no leader, or NATS is unreachable", p.name, p.timeout)
+	} else if err != nil {
+		err = fmt.Errorf("stream %s: %w", p.name, err)
+	}
+	switch {
+	case p.log == nil:
+	case err != nil && (p.err == nil || !p.seen):
+		p.log.Warn("JetStream stream unavailable", "stream", p.name, "err", err)
+	case err == nil && p.err != nil:
+		p.log.Info("JetStream stream available again", "stream", p.name)
+	}
+	p.at, p.err, p.seen = time.Now(), err, true
+	return err
 }

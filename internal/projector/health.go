@@ -1,0 +1,206 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+// JetStreamInfo is what Monitor asks JetStream; jetstream.JetStream has it.
+type JetStreamInfo interface {
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+	Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error)
+}
+
+// MonitorOptions tune a Monitor. Zero values take the defaults in brackets.
+type MonitorOptions struct {
+	Interval time.Duration // between two rounds of checks [5s]
+	Timeout  time.Duration // for one stream or consumer info request [2s]
+}
+
+// Monitor checks, every Interval, that JetStream answers for the events
+// stream and for each durable consumer: a stream-info and a consumer-info
+// request each, within Timeout. A stream whose servers are gone, a stream or
+// consumer without a leader, one deleted, or NATS unreachable all fail the
+// check, while the projector itself may only see its pulls go quiet.
+//
+// It logs a WARN line when something becomes unavailable and an INFO line
+// when it is back, never one per check, and sets the gauge
+// readside_jetstream_available{what="stream"|"consumer",name} to 0 or 1.
+// Its methods are safe for concurrent use.
+type Monitor struct {
+	js        JetStreamInfo
+	stream    string
+	consumers []string
+	o         MonitorOptions
+	log       *slog.Logger
+	gauge     *prometheus.GaugeVec
+
+	mu      sync.Mutex
+	checked bool
+	down    map[target]error // the last round's failures
+}
+
+type target struct{ what, name string }
+
+// NewMonitor watches stream and its durable consumers, registering its
+// gauge on reg when reg is not nil.
+func NewMonitor(js JetStreamInfo, stream string, consumers []string, log *slog.Logger, reg prometheus.Registerer, o MonitorOptions) *Monitor {
+	if o.Interval <= 0 {
+		o.Interval = 5 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	m := &Monitor{
+		js: js, stream: stream, consumers: consumers, o: o, log: log, down: map[target]error{},
+		gauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "readside_jetstream_available",
+			Help: "1 while JetStream answers for the events stream or a durable consumer (the projector's last check), 0 while not.",
+		}, []string{"what", "name"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.gauge)
+	}
+	return m
+}
+
+// Run checks at once, then every Interval, until ctx ends; then it returns nil.
+func (m *Monitor) Run(ctx context.Context) error {
+	t := time.NewTicker(m.o.Interval)
+	defer t.Stop()
+	for {
+		m.Check(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Check runs one round of checks, all at once, and records the result. A
+// round cut short by ctx ending is not recorded.
+func (m *Monitor) Check(ctx context.Context) {
+	targets := []target{{"stream", m.stream}}
+	for _, c := range m.consumers {
+		targets = append(targets, target{"consumer", c})
+	}
+	errs := make([]error, len(targets))
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i, tg := range targets {
+		g.Go(func() error {
+			errs[i] = m.check(ctx, tg)
+			return nil
+		})
+	}
+	g.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, tg := range targets {
+		was, wasDown := m.down[tg]
+		attrs := []any{tg.what, tg.name}
+		if tg.what == "consumer" {
+			attrs = append(attrs, "stream", m.stream)
+		}
+		switch {
+		case errs[i] != nil && !wasDown && m.log != nil:
+			m.log.Warn("JetStream "+tg.what+" unavailable: the projector consumes nothing that depends on it until it is back",
+				append(attrs, "err", errs[i])...)
+		case errs[i] == nil && wasDown && m.log != nil:
+			m.log.Info("JetStream "+tg.what+" available again", append(attrs, "was", was)...)
+		}
+		if errs[i] != nil {
+			m.down[tg] = errs[i]
+			m.gauge.WithLabelValues(tg.what, tg.name).Set(0)
+		} else {
+			delete(m.down, tg)
+			m.gauge.WithLabelValues(tg.what, tg.name).Set(1)
+		}
+	}
+	m.checked = true
+}
+
+func (m *Monitor) check(ctx context.Context, tg target) error {
+	ctx, cancel := context.WithTimeout(ctx, m.o.Timeout)
+	defer cancel()
+	var err error
+	if tg.what == "stream" {
+		_, err = m.js.Stream(ctx, tg.name)
+	} else {
+		_, err = m.js.Consumer(ctx, m.stream, tg.name)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("no answer within %s: it has no leader, or NATS is unreachable", m.o.Timeout)
+	}
+	return err
+}
+
+// State is the last round's result: "up" or "down" for the stream and for
+// the consumers (all of them up, or at least one down), and the names of
+// what is down. Before the first round ends both are "unknown".
+func (m *Monitor) State() (stream, consumers string, down []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.checked {
+		return "unknown", "unknown", nil
+	}
+	stream, consumers = "up", "up"
+	for tg := range m.down {
+		if tg.what == "stream" {
+			stream = "down"
+		} else {
+			consumers = "down"
+		}
+		down = append(down, tg.what+" "+tg.name)
+	}
+	slices.Sort(down)
+	return stream, consumers, down
+}
+
+// Readiness is the projector's readiness: NATS connected, the events stream
+// and every durable consumer available at the Monitor's last check, and
+// every store answering.
+type Readiness struct {
+	NATS    interface{ IsConnected() bool }
+	Monitor *Monitor
+	// Stores reports each store "up" or anything else (backend.Stores.Ready).
+	Stores func(ctx context.Context) map[string]string
+}
+
+// Check reports whether the projector is ready and the state of each part:
+// "nats", "stream", "consumers", and one entry per store.
+func (r Readiness) Check(ctx context.Context) (ready bool, checks map[string]string) {
+	checks = map[string]string{}
+	if r.Stores != nil {
+		maps.Copy(checks, r.Stores(ctx))
+	}
+	checks["nats"] = "down"
+	if r.NATS != nil && r.NATS.IsConnected() {
+		checks["nats"] = "up"
+	}
+	if r.Monitor != nil {
+		checks["stream"], checks["consumers"], _ = r.Monitor.State()
+	}
+	ready = true
+	for _, v := range checks {
+		if v != "up" {
+			ready = false
+		}
+	}
+	return ready, checks
+}

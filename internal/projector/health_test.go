@@ -1,0 +1,172 @@
+package projector_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/testenv"
+)
+
+// The monitor reports what JetStream stops answering for, the stream or a
+// consumer, with one WARN line when it goes and one INFO line when it is
+// back, never one per check, and a gauge per stream and consumer.
+func TestMonitor(t *testing.T) {
+	_, js := testenv.StartJetStream(t).Connect(t)
+	ctx := context.Background()
+	setup, err := stream.Ensure(ctx, js, stream.Config{}, []string{"m.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumers := []string{stream.ConsumerName("shops"), stream.ReplayConsumerName("shops")}
+	ensureConsumers := func() {
+		t.Helper()
+		if _, err := setup.Consumer(ctx, "shops", []string{"m.shop.>"}, stream.ConsumerConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := setup.ReplayConsumer(ctx, "shops", "m.replay", stream.ConsumerConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ensureConsumers()
+	var logs testenv.Buffer
+	reg := prometheus.NewRegistry()
+	m := projector.NewMonitor(js, "READSIDE_EVENTS", consumers, slog.New(slog.NewTextHandler(&logs, nil)), reg, projector.MonitorOptions{Timeout: time.Second})
+	gauge := func(what, name string) float64 {
+		t.Helper()
+		want := `readside_jetstream_available{name="` + name + `",what="` + what + `"}`
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, mm := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range mm.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if mf.GetName() == "readside_jetstream_available" && labels["what"] == what && labels["name"] == name {
+					return mm.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Fatalf("no %s", want)
+		return 0
+	}
+	state := func() string {
+		s, c, down := m.State()
+		return s + " " + c + " " + strings.Join(down, ",")
+	}
+
+	if got := state(); got != "unknown unknown " {
+		t.Errorf("before the first check: %q", got)
+	}
+	m.Check(ctx)
+	if got := state(); got != "up up " {
+		t.Errorf("all there: %q", got)
+	}
+	if logs.String() != "" {
+		t.Errorf("all there, the monitor logged:\n%s", logs.String())
+	}
+
+	if err := js.DeleteConsumer(ctx, "READSIDE_EVENTS", consumers[1]); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		m.Check(ctx)
+	}
+	if got := state(); got != "up down consumer readside_shops_replay" {
+		t.Errorf("replay consumer deleted: %q", got)
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 ||
+		!strings.Contains(logs.String(), `msg="JetStream consumer unavailable`) || !strings.Contains(logs.String(), "consumer=readside_shops_replay stream=READSIDE_EVENTS") {
+		t.Errorf("%d WARN lines after 3 checks, want one naming the consumer:\n%s", n, logs.String())
+	}
+	if g := gauge("consumer", consumers[1]); g != 0 {
+		t.Errorf("gauge of the deleted consumer: %v, want 0", g)
+	}
+	if g := gauge("consumer", consumers[0]); g != 1 {
+		t.Errorf("gauge of the live consumer: %v, want 1", g)
+	}
+
+	ensureConsumers()
+	m.Check(ctx)
+	if got := state(); got != "up up " {
+		t.Errorf("consumer back: %q", got)
+	}
+	if !strings.Contains(logs.String(), `level=INFO msg="JetStream consumer available again" consumer=readside_shops_replay`) {
+		t.Errorf("no INFO line for the consumer's return:\n%s", logs.String())
+	}
+
+	if err := js.DeleteStream(ctx, "READSIDE_EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+	m.Check(ctx)
+	if got := state(); got != "down down consumer readside_shops,consumer readside_shops_replay,stream READSIDE_EVENTS" {
+		t.Errorf("stream deleted: %q", got)
+	}
+	if !strings.Contains(logs.String(), `level=WARN msg="JetStream stream unavailable`) || !strings.Contains(logs.String(), "stream=READSIDE_EVENTS err=") {
+		t.Errorf("no WARN line naming the stream:\n%s", logs.String())
+	}
+	if g := gauge("stream", "READSIDE_EVENTS"); g != 0 {
+		t.Errorf("gauge of the deleted stream: %v, want 0", g)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "readside_jetstream_available" && len(mf.GetMetric()) != 3 {
+			t.Errorf("%d readside_jetstream_available series, want 3", len(mf.GetMetric()))
+		}
+	}
+}
+
+// Readiness is ready only when NATS, the stream, every consumer and every
+// store are up; it reports each part.
+func TestReadiness(t *testing.T) {
+	_, js := testenv.StartJetStream(t).Connect(t)
+	ctx := context.Background()
+	if _, err := stream.Ensure(ctx, js, stream.Config{}, []string{"r.>"}); err != nil {
+		t.Fatal(err)
+	}
+	up := projector.NewMonitor(js, "READSIDE_EVENTS", nil, nil, nil, projector.MonitorOptions{})
+	up.Check(ctx)
+	down := projector.NewMonitor(js, "NO_SUCH_STREAM", nil, nil, nil, projector.MonitorOptions{})
+	down.Check(ctx)
+	unchecked := projector.NewMonitor(js, "READSIDE_EVENTS", nil, nil, nil, projector.MonitorOptions{})
+	stores := func(s map[string]string) func(context.Context) map[string]string {
+		return func(context.Context) map[string]string { return s }
+	}
+	for _, tc := range []struct {
+		name  string
+		r     projector.Readiness
+		ready bool
+		want  string // a check that must hold, name=state
+	}{
+		{"all up", projector.Readiness{NATS: connected(true), Monitor: up, Stores: stores(map[string]string{"redis": "up", "elasticsearch": "up"})}, true, "stream=up"},
+		{"nats down", projector.Readiness{NATS: connected(false), Monitor: up, Stores: stores(map[string]string{"redis": "up"})}, false, "nats=down"},
+		{"stream down", projector.Readiness{NATS: connected(true), Monitor: down, Stores: stores(map[string]string{"redis": "up"})}, false, "stream=down"},
+		{"not checked yet", projector.Readiness{NATS: connected(true), Monitor: unchecked, Stores: stores(map[string]string{"redis": "up"})}, false, "stream=unknown"},
+		{"a store down", projector.Readiness{NATS: connected(true), Monitor: up, Stores: stores(map[string]string{"redis": "up", "elasticsearch": "down"})}, false, "elasticsearch=down"},
+	} {
+		ready, checks := tc.r.Check(ctx)
+		name, state, _ := strings.Cut(tc.want, "=")
+		if ready != tc.ready || checks[name] != state {
+			t.Errorf("%s: ready %v, checks %v; want ready %v and %s", tc.name, ready, checks, tc.ready, tc.want)
+		}
+	}
+}
+
+type connected bool
+
+func (c connected) IsConnected() bool { return bool(c) }
+
+var _ projector.JetStreamInfo = jetstream.JetStream(nil)
