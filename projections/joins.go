@@ -34,14 +34,20 @@ func (d *Definition) ReprojectSubject() string { return ReprojectPrefix + d.Name
 // ReplaySubject is the subject of this projection's re-issued events.
 func (d *Definition) ReplaySubject() string { return ReplayPrefix + d.Name }
 
-// Subjects are every subject the projection's live consumer reads: its
-// triggers and its re-project subject.
-func (d *Definition) Subjects() []string {
-	out := make([]string, 0, len(d.Triggers)+1)
+// TriggerSubjects are the subjects of the projection's triggers: what its
+// live consumer reads.
+func (d *Definition) TriggerSubjects() []string {
+	out := make([]string, 0, len(d.Triggers))
 	for _, t := range d.Triggers {
 		out = append(out, t.Subject)
 	}
-	return append(out, d.ReprojectSubject())
+	return out
+}
+
+// Subjects are the trigger subjects and the re-project subject: every
+// subject that asks for a document to be built again as it is now.
+func (d *Definition) Subjects() []string {
+	return append(d.TriggerSubjects(), d.ReprojectSubject())
 }
 
 // AllSubjects are the live subjects, the replay subject and the retry

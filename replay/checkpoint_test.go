@@ -214,7 +214,7 @@ func (r *rig) start() {
 	r.startWith(projector.Options{
 		Batch: 64, Workers: 3, FetchConcurrency: 16,
 		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
-		PartialRetry: 200 * time.Millisecond, ClockSkew: 20 * time.Millisecond,
+		PartialRetry: 200 * time.Millisecond,
 		ShutdownGrace: 5 * time.Second,
 	})
 }

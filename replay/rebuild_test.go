@@ -108,7 +108,7 @@ func (r *rbRig) def(versioned, listed bool, from string, to ...string) *projecti
 var rbOptions = projector.Options{
 	Batch: 64, Workers: 3, FetchConcurrency: 16,
 	RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
-	ClockSkew: 20 * time.Millisecond, ShutdownGrace: 5 * time.Second,
+	ShutdownGrace: 5 * time.Second,
 }
 
 // start runs a projector of def until stop is called or the test ends.

@@ -28,10 +28,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
+	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
 )
@@ -49,6 +51,7 @@ type settings struct {
 	queryAddr    string
 	tombstoneTTL time.Duration
 	retryBudget  time.Duration
+	sourceMax    int
 	opts         projector.Options
 }
 
@@ -66,7 +69,8 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
 	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", 256), "ids per write batch [$READSIDE_BATCH]")
 	fs.IntVar(&s.opts.Workers, "workers", config.EnvInt("READSIDE_WORKERS", 4), "batches in flight at once [$READSIDE_WORKERS]")
-	fs.IntVar(&s.opts.FetchConcurrency, "fetch-concurrency", config.EnvInt("READSIDE_FETCH_CONCURRENCY", 32), "source requests at once per batch [$READSIDE_FETCH_CONCURRENCY]")
+	fs.IntVar(&s.sourceMax, "source-max-concurrency", config.EnvInt("READSIDE_SOURCE_MAX_CONCURRENCY", 256), "ceiling of each source's adaptive concurrency limit: requests in flight to one source of a projection, across all batches; the limit starts at 32 and adapts to the source's latency and failures [$READSIDE_SOURCE_MAX_CONCURRENCY]")
+	fs.IntVar(&s.opts.FetchConcurrency, "fetch-concurrency", config.EnvInt("READSIDE_FETCH_CONCURRENCY", 0), "source requests at once per batch, under each source's adaptive limit; 0: no bound of its own [$READSIDE_FETCH_CONCURRENCY]")
 	fs.DurationVar(&s.opts.AckWait, "ack-wait", config.EnvDuration("READSIDE_ACK_WAIT", 30*time.Second), "how long JetStream waits for an ack before redelivering, e.g. after a crash [$READSIDE_ACK_WAIT]")
 	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", 10*time.Second), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +84,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 
 func (s *settings) validate() error {
 	errs := []error{s.Common.Validate(), config.CheckEnv(
-		[]string{"READSIDE_BATCH", "READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY", "READSIDE_STREAM_REPLICAS"},
+		[]string{"READSIDE_BATCH", "READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY", "READSIDE_SOURCE_MAX_CONCURRENCY", "READSIDE_STREAM_REPLICAS"},
 		[]string{"READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_ACK_WAIT", "READSIDE_SHUTDOWN_GRACE"})}
 	if s.opts.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("-ack-wait must be at least 1s, not %s", s.opts.AckWait))
@@ -90,10 +94,13 @@ func (s *settings) validate() error {
 	} else if s.replicas > 1 && s.Backends.EmbeddedNATS() {
 		errs = append(errs, fmt.Errorf("-stream-replicas %d: the embedded NATS is one server, which keeps 1 replica", s.replicas))
 	}
-	for name, v := range map[string]int{"-batch": s.opts.Batch, "-workers": s.opts.Workers, "-fetch-concurrency": s.opts.FetchConcurrency} {
+	for name, v := range map[string]int{"-batch": s.opts.Batch, "-workers": s.opts.Workers, "-source-max-concurrency": s.sourceMax} {
 		if v < 1 {
 			errs = append(errs, fmt.Errorf("%s must be at least 1, not %d", name, v))
 		}
+	}
+	if s.opts.FetchConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("-fetch-concurrency must be at least 0 (0: no bound of its own), not %d", s.opts.FetchConcurrency))
 	}
 	return errors.Join(errs...)
 }
@@ -153,6 +160,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	env := projector.Env{
 		JetStream: js, Streams: streams, Stores: conn.Stores, Log: log, Metrics: metrics,
 		SourceRetryBudget: s.retryBudget,
+		SourceLimits:      assemble.NewLimits(source.LimiterOptions{Max: s.sourceMax}, reg),
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	var names, consumers []string
@@ -162,7 +170,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		names = append(names, d.Name)
-		consumers = append(consumers, stream.ConsumerName(d.Name), stream.ReplayConsumerName(d.Name), stream.RetryConsumerName(d.Name))
+		consumers = append(consumers, stream.ConsumerName(d.Name), stream.ReprojectConsumerName(d.Name), stream.ReplayConsumerName(d.Name), stream.RetryConsumerName(d.Name))
 		g.Go(func() error { return p.Run(gctx) })
 	}
 	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{})

@@ -38,7 +38,7 @@ var envVars = []string{
 	"READSIDE_LOG_FORMAT", "READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_BATCH",
 	"READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY", "READSIDE_SHUTDOWN_GRACE",
 	"READSIDE_NATS_LISTEN", "READSIDE_DATA_DIR", "READSIDE_PROJECTOR_QUERY_ADDR", "READSIDE_ACK_WAIT",
-	"READSIDE_STREAM_REPLICAS",
+	"READSIDE_STREAM_REPLICAS", "READSIDE_SOURCE_MAX_CONCURRENCY",
 }
 
 func clearEnv(t *testing.T) {
@@ -78,11 +78,12 @@ func TestParseFlags(t *testing.T) {
 		},
 		{
 			name: "every problem at once",
-			args: []string{"-batch", "0", "-workers", "-2", "-fetch-concurrency", "0",
+			args: []string{"-batch", "0", "-workers", "-2", "-fetch-concurrency", "-1", "-source-max-concurrency", "0",
 				"-es-urls", "127.0.0.1:9200", "-nats-url", "", "-es-api-key", "k", "-es-username", "u"},
 			wantErr: []string{
 				"-definitions is required", "-batch must be at least 1, not 0", "-workers must be at least 1, not -2",
-				"-fetch-concurrency must be at least 1, not 0", `-es-urls: "127.0.0.1:9200" is not an http(s) URL`,
+				"-fetch-concurrency must be at least 0 (0: no bound of its own), not -1",
+				"-source-max-concurrency must be at least 1, not 0", `-es-urls: "127.0.0.1:9200" is not an http(s) URL`,
 				"-nats-url is empty", "-es-api-key and -es-username are exclusive",
 			},
 		},
@@ -108,11 +109,11 @@ func TestParseFlags(t *testing.T) {
 				if s.stream != "READSIDE_EVENTS" || s.dlqStream != "READSIDE_DLQ" || s.metricsAddr != "127.0.0.1:9464" {
 					t.Errorf("stream %q, dlq %q, metrics %q: want the defaults", s.stream, s.dlqStream, s.metricsAddr)
 				}
-				if o := s.opts; o.Batch != 256 || o.Workers != 4 || o.FetchConcurrency != 32 || o.ShutdownGrace != 10*time.Second {
+				if o := s.opts; o.Batch != 256 || o.Workers != 4 || o.FetchConcurrency != 0 || o.ShutdownGrace != 10*time.Second {
 					t.Errorf("options %+v: want the defaults", o)
 				}
-				if s.tombstoneTTL != 7*24*time.Hour || s.retryBudget != 3*time.Second {
-					t.Errorf("tombstone TTL %v, retry budget %v: want the defaults", s.tombstoneTTL, s.retryBudget)
+				if s.tombstoneTTL != 7*24*time.Hour || s.retryBudget != 3*time.Second || s.sourceMax != 256 {
+					t.Errorf("tombstone TTL %v, retry budget %v, source max concurrency %d: want the defaults", s.tombstoneTTL, s.retryBudget, s.sourceMax)
 				}
 			},
 		},
@@ -124,7 +125,7 @@ func TestParseFlags(t *testing.T) {
 				"READSIDE_ES_USERNAME": "elastic", "READSIDE_ES_PASSWORD": "from-env", "READSIDE_REDIS_TLS": "true",
 				"READSIDE_STREAM": "EVENTS", "READSIDE_METRICS_ADDR": ":9000", "READSIDE_LOG_LEVEL": "debug",
 				"READSIDE_BATCH": "7", "READSIDE_WORKERS": "2", "READSIDE_SHUTDOWN_GRACE": "3s",
-				"READSIDE_TOMBSTONE_TTL": "1h",
+				"READSIDE_TOMBSTONE_TTL": "1h", "READSIDE_SOURCE_MAX_CONCURRENCY": "64",
 			},
 			args: []string{},
 			check: func(t *testing.T, s *settings) {
@@ -138,8 +139,8 @@ func TestParseFlags(t *testing.T) {
 				if s.stream != "EVENTS" || s.metricsAddr != ":9000" || s.LogLevel != "debug" || s.tombstoneTTL != time.Hour {
 					t.Errorf("stream %q, metrics %q, log level %q, tombstone TTL %v: want the environment's", s.stream, s.metricsAddr, s.LogLevel, s.tombstoneTTL)
 				}
-				if o := s.opts; o.Batch != 7 || o.Workers != 2 || o.ShutdownGrace != 3*time.Second {
-					t.Errorf("options %+v: want the environment's", o)
+				if o := s.opts; o.Batch != 7 || o.Workers != 2 || o.ShutdownGrace != 3*time.Second || s.sourceMax != 64 {
+					t.Errorf("options %+v, source max concurrency %d: want the environment's", o, s.sourceMax)
 				}
 			},
 		},

@@ -100,7 +100,7 @@ func (w *world) startReplica(name string) {
 		SourceRetryBudget: 300 * time.Millisecond,
 	}
 	o := projector.Options{Batch: 64, Workers: 3, FetchConcurrency: 16, RetryInitial: 50 * time.Millisecond,
-		RetryMax: 500 * time.Millisecond, ShutdownGrace: 5 * time.Second, ClockSkew: 20 * time.Millisecond}
+		RetryMax: 500 * time.Millisecond, ShutdownGrace: 5 * time.Second}
 	p, err := projector.ForDefinition(context.Background(), w.def, env, o)
 	if err != nil {
 		w.t.Fatal(err)

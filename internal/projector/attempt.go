@@ -24,7 +24,11 @@ import (
 // meanwhile, or a document stored over a tombstone. Either may be the entity
 // re-created, or a fetch made before the deletion written after it; a new
 // fetch tells which.
-func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time) []outcome {
+func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
+	// Every event up to head was stored before the fetches start now, so
+	// they answer all of them; without a source version, head is the
+	// documents' version: the newest stream sequence they answer.
+	head := p.head.Load()
 	ids := make([]string, len(batch))
 	var versions []int64
 	if !p.def.Versioned() {
@@ -32,8 +36,9 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 	}
 	for i := range batch {
 		ids[i] = batch[i].id
+		batch[i].answers = max(head, uint64(maxSeq(batch[i])))
 		if versions != nil {
-			versions[i] = maxSeq(batch[i])
+			versions[i] = int64(batch[i].answers)
 		}
 	}
 	res := p.asm.AssembleAt(ctx, ids, versions)
@@ -42,7 +47,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 		floor = p.confirmDeletions(ctx, ids, res)
 	}
 	built := time.Now()
-	p.absorb(batch, started)
+	p.absorb(batch)
 
 	out := make([]outcome, len(batch))
 	var idx []int
@@ -56,7 +61,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 			continue
 		case r.Deleted:
 			p.m.Fetches.WithLabelValues(p.label, "not_found").Inc()
-			it.version, it.deleted = maxSeq(*it), true
+			it.version, it.deleted = int64(it.answers), true
 			if p.def.Versioned() {
 				it.version = floor[i]
 			}
@@ -64,7 +69,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item, started time.Time
 			p.m.Fetches.WithLabelValues(p.label, "ok").Inc()
 			it.version = r.Version
 			if !p.def.Versioned() {
-				it.version = maxSeq(*it) // covers the absorbed events too
+				it.version = int64(it.answers) // covers the absorbed events too
 			}
 			it.partial = r.Partial
 			it.refs = make([]sink.Ref, len(r.Refs))

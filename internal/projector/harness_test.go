@@ -89,7 +89,7 @@ func newHarnessOn(t *testing.T, versioned bool, stores string) *harness {
 
 // options are small, fast settings for tests.
 func testOptions() projector.Options {
-	return projector.Options{Batch: 64, Workers: 3, FetchConcurrency: 16, RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ShutdownGrace: 5 * time.Second, ClockSkew: 20 * time.Millisecond}
+	return projector.Options{Batch: 64, Workers: 3, FetchConcurrency: 16, RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ShutdownGrace: 5 * time.Second}
 }
 
 // start runs a projector until the test ends (or stop is called) on the

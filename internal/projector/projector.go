@@ -82,11 +82,6 @@ type Options struct {
 	// PartialRetry is the first delay before a partial document is built
 	// again; it doubles with every redelivery, up to 5 minutes [5s].
 	PartialRetry time.Duration
-	// ClockSkew is how far JetStream's clock may be ahead of this process's.
-	// An event stored more than ClockSkew before a fetch started is answered
-	// by that fetch, so it is acknowledged with it instead of being fetched
-	// again [2s]. Negative: never.
-	ClockSkew time.Duration
 }
 
 func (o *Options) defaults() {
@@ -109,10 +104,12 @@ func (o *Options) defaults() {
 	defd(&o.RetryMax, 15*time.Second)
 	defd(&o.ShutdownGrace, 10*time.Second)
 	defd(&o.PartialRetry, 5*time.Second)
-	if o.ClockSkew == 0 {
-		o.ClockSkew = 2 * time.Second
-	}
 }
+
+// maxAnswered bounds how many ids a Projector remembers the last fetch of
+// (see Projector.answered); past it the memory starts afresh, which costs
+// at most one spare fetch per id.
+const maxAnswered = 200_000
 
 // probeEvery is how often a paused projector pulls one batch anyway.
 const probeEvery = 5 * time.Second
@@ -135,19 +132,20 @@ type Parts struct {
 
 // Projector runs one projection. Create it with New; Run it once.
 type Projector struct {
-	def    *projections.Definition
-	cons   jetstream.Consumer
-	asm    Assembler
-	stores []NamedStore
-	refs   RefStore
-	pub    Publisher
-	dlq    DeadLetterer
-	log    *slog.Logger
-	m      *Metrics
-	o      Options
-	label  string     // the projection's name, "/replay" or "/retry" for those consumers
-	replay *Projector // run alongside on the replay consumer, if any
-	retry  *Projector // run alongside on the retry consumer, if any
+	def        *projections.Definition
+	cons       jetstream.Consumer
+	asm        Assembler
+	stores     []NamedStore
+	refs       RefStore
+	pub        Publisher
+	dlq        DeadLetterer
+	log        *slog.Logger
+	m          *Metrics
+	o          Options
+	label      string     // the projection's name, "/replay" or "/retry" for those consumers
+	reprojects *Projector // run alongside on the re-project consumer, if any
+	replay     *Projector // run alongside on the replay consumer, if any
+	retry      *Projector // run alongside on the retry consumer, if any
 	// delays is true on the retry consumer: a partial document's newest event
 	// is redelivered after a backoff. Elsewhere it is acknowledged and a retry
 	// event published, so waiting documents never fill the live consumer's
@@ -155,7 +153,16 @@ type Projector struct {
 	delays bool
 	fanout chan jetstream.Msg // lookup events waiting to fan out
 
+	// head is a stream sequence every event up to which was stored before
+	// now: the highest sequence plus pending count of any message received
+	// (JetStream numbers a stream's messages in the order it stores them,
+	// and a message's pending count is how many matching ones follow it).
+	// A fetch that starts now answers every event up to head: it sees at
+	// least the changes they announce. It needs no clock.
+	head atomic.Uint64
+
 	mu       sync.Mutex
+	answered map[string]uint64          // id → the head when its last written fetch started (see maxAnswered)
 	ready    []string                   // ids with pending messages, not in flight and not waiting to retry
 	pending  map[string]*entry          // id → messages not yet being processed
 	inflight map[string][]jetstream.Msg // ids a worker is processing, with their messages
@@ -189,6 +196,7 @@ func New(p Parts, o Options) *Projector {
 		label:    p.Def.Name,
 		log:      p.Log.With("projection", p.Def.Name),
 		pending:  map[string]*entry{},
+		answered: map[string]uint64{},
 		inflight: map[string][]jetstream.Msg{},
 		timers:   map[string]*time.Timer{},
 		wake:     make(chan struct{}, 1),
@@ -220,6 +228,9 @@ func (p *Projector) Run(ctx context.Context) error {
 		}
 	})
 	defer stopGraceOnFail()
+	if p.reprojects != nil {
+		g.Go(func() error { return p.reprojects.Run(gctx) })
+	}
 	if p.replay != nil {
 		g.Go(func() error { return p.replay.Run(gctx) })
 	}
@@ -344,8 +355,17 @@ func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	id := ev.ID
+	seq := p.see(msg)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	_, busy := p.inflight[id]
+	if _, waiting := p.pending[id]; !waiting && !busy && seq != 0 && seq <= p.answered[id] {
+		// Stored before the id's last written fetch started: that fetch
+		// answers it (a burst of events for one id, pulled after its fetch).
+		msg.Ack()
+		p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
+		return
+	}
 	p.held++
 	p.m.Held.WithLabelValues(p.label).Set(float64(p.held))
 	if e, ok := p.pending[id]; ok {
@@ -353,10 +373,27 @@ func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	p.pending[id] = &entry{msgs: []jetstream.Msg{msg}}
-	if _, busy := p.inflight[id]; !busy { // in flight: dirty, queued again when the worker is done
+	if !busy { // in flight: dirty, queued again when the worker is done (unless its fetch answers it)
 		p.ready = append(p.ready, id)
 		signal(p.wake)
 	}
+}
+
+// see moves head on with what msg tells, and returns msg's stream sequence
+// (0 when its metadata cannot be read).
+func (p *Projector) see(msg jetstream.Msg) uint64 {
+	md, err := msg.Metadata()
+	if err != nil {
+		return 0
+	}
+	seq := md.Sequence.Stream
+	for h := seq + md.NumPending; ; {
+		cur := p.head.Load()
+		if h <= cur || p.head.CompareAndSwap(cur, h) {
+			break
+		}
+	}
+	return seq
 }
 
 // work processes batches of ready ids until ctx ends.
@@ -377,6 +414,8 @@ type item struct {
 	msgs     []jetstream.Msg
 	tries    int
 	rechecks int
+	answers  uint64 // the head when its fetch started: it answers every event up to it
+	written  bool   // its document is in every store and its events acked (see ack)
 
 	version int64
 	deleted bool
@@ -430,7 +469,7 @@ const maxRechecks = 4
 // process fetches, builds and writes one batch and settles its messages.
 func (p *Projector) process(ctx, work context.Context, batch []item) {
 	start := time.Now()
-	out := p.attempt(work, batch, start)
+	out := p.attempt(work, batch)
 	var written, retried, rechecked int
 	var firstErr error
 	var built []sink.Built
@@ -449,7 +488,7 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 			if p.refs != nil {
 				built = append(built, sink.Built{ID: it.id, Version: it.version, Deleted: it.deleted, Refs: it.refs})
 			}
-			p.ack(work, it)
+			it.written = p.ack(work, it)
 			p.settle(it, nil)
 		case o.permanent:
 			for _, m := range it.msgs {
@@ -487,16 +526,10 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 }
 
 // absorb moves into each in-flight item the events that arrived for its id
-// while it was fetched but were stored before the fetch started: the fetch
-// already answers them, so they are acknowledged with it, and the version
-// (when it is the stream sequence) covers them.
-func (p *Projector) absorb(batch []item, started time.Time) {
-	// With reverse lookups, a document's refs are recorded at its version
-	// before the joins are fetched, so the version must not move afterwards.
-	if p.o.ClockSkew < 0 || p.def.HasLookups() {
-		return
-	}
-	before := started.Add(-p.o.ClockSkew)
+// while it was fetched but were stored before the fetch started (their
+// sequence is at most the item's answers): the fetch already answers them,
+// so they are acknowledged with it.
+func (p *Projector) absorb(batch []item) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := range batch {
@@ -506,7 +539,7 @@ func (p *Projector) absorb(batch []item, started time.Time) {
 		}
 		keep := e.msgs[:0]
 		for _, m := range e.msgs {
-			if md, err := m.Metadata(); err == nil && md.Timestamp.Before(before) {
+			if md, err := m.Metadata(); err == nil && md.Sequence.Stream <= batch[i].answers {
 				batch[i].msgs = append(batch[i].msgs, m)
 			} else {
 				keep = append(keep, m)
@@ -524,7 +557,11 @@ func (p *Projector) absorb(batch []item, started time.Time) {
 // the retry consumer its newest event is redelivered after a backoff;
 // elsewhere a retry event is published first (falling back to the delayed
 // redelivery when it cannot be). Either way the retry is durable.
-func (p *Projector) ack(ctx context.Context, it item) {
+//
+// It reports whether the document is complete or its retry is on the retry
+// consumer: then its fetch answers every event up to it.answers. A
+// redelivery it asked for must not be taken for a duplicate.
+func (p *Projector) ack(ctx context.Context, it item) (answered bool) {
 	msgs := it.msgs
 	if len(it.partial) > 0 && !p.delays && p.pub != nil {
 		body, _ := json.Marshal(map[string]string{"id": it.id})
@@ -558,6 +595,7 @@ func (p *Projector) ack(ctx context.Context, it item) {
 		m.Ack()
 	}
 	p.m.Events.WithLabelValues(p.label, "acked").Add(float64(len(msgs)))
+	return len(it.partial) == 0
 }
 
 func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
@@ -579,6 +617,30 @@ func (p *Projector) settle(it item, err error) {
 	e := p.pending[it.id]
 	if err == nil {
 		p.held -= len(it.msgs)
+		if it.written && it.answers != 0 {
+			if len(p.answered) >= maxAnswered {
+				clear(p.answered)
+			}
+			p.answered[it.id] = max(p.answered[it.id], it.answers)
+		}
+		if e != nil && it.written && it.answers != 0 {
+			// Events that came in during the write but were stored before
+			// the fetch started are answered by it too.
+			keep := e.msgs[:0]
+			for _, m := range e.msgs {
+				if md, err := m.Metadata(); err == nil && md.Sequence.Stream <= it.answers {
+					m.Ack()
+					p.held--
+					p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
+				} else {
+					keep = append(keep, m)
+				}
+			}
+			if e.msgs = keep; len(keep) == 0 {
+				delete(p.pending, it.id)
+				e = nil
+			}
+		}
 		p.m.Held.WithLabelValues(p.label).Set(float64(p.held))
 		signal(p.room)
 		if e != nil && !p.stopped {

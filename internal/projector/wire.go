@@ -11,6 +11,7 @@ import (
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
 )
@@ -27,6 +28,13 @@ type Env struct {
 	// id is retried later with backoff [3s]. Short, so a source outage is
 	// noticed fast and pulling pauses.
 	SourceRetryBudget time.Duration
+	// SourceLimits bounds the requests in flight to each source of each
+	// projection with a limit that adapts to the source's latency and
+	// failures, shared by all the projection's consumers and workers (see
+	// assemble.Limits); main makes one per process, registered on its
+	// registry. Nil: each ForDefinition makes its own, with the default
+	// ceiling and unregistered metrics.
+	SourceLimits *assemble.Limits
 }
 
 // StoreOpener opens a projection's stores (see backend.Stores).
@@ -38,13 +46,33 @@ type StoreOpener interface {
 // index and alias, refusing an index whose mapping conflicts with the
 // definition), its durable consumers and its source clients, and returns the
 // Projector ready to Run.
+//
+// Options.FetchConcurrency bounds the source requests of one batch; zero
+// leaves them to the sources' adaptive limits alone (up to their ceiling).
 func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o Options) (*Projector, error) {
+	limits := env.SourceLimits
+	if limits == nil {
+		limits = assemble.NewLimits(source.LimiterOptions{}, nil)
+	}
+	fanOut := o.FetchConcurrency
+	if fanOut <= 0 {
+		fanOut = limits.Max()
+	}
 	o.defaults()
+	o.FetchConcurrency = fanOut
 	stores, err := env.Stores.For(ctx, def)
 	if err != nil {
 		return nil, err
 	}
-	cons, err := env.Streams.Consumer(ctx, def.Name, def.Subjects(), stream.ConsumerConfig{AckWait: o.AckWait, MaxAckPending: o.MaxAckPending})
+	cc := stream.ConsumerConfig{AckWait: o.AckWait, MaxAckPending: o.MaxAckPending}
+	// The re-project consumer first: upgrading, it starts where the live
+	// consumer's acknowledgements end, before the live one stops reading
+	// re-project events (see stream.Setup.ReprojectConsumer).
+	pcons, err := env.Streams.ReprojectConsumer(ctx, def.Name, def.ReprojectSubject(), cc)
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
+	}
+	cons, err := env.Streams.Consumer(ctx, def.Name, def.TriggerSubjects(), cc)
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
@@ -65,8 +93,17 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		}
 	}
 	ao.Concurrency = o.FetchConcurrency
-	parts.Assembler = assemble.New(def, assemble.Clients(def, env.Transport, env.SourceRetryBudget), ao)
+	parts.Assembler = assemble.New(def, limits.Clients(def, env.Transport, env.SourceRetryBudget), ao)
 	live := New(parts, o)
+
+	// Re-project events (joined entities' changes fanned out, heal requests
+	// of the query API) are live work on a consumer of their own, so the
+	// live consumer has the triggers alone as filters.
+	pparts := parts
+	pparts.Consumer = pcons
+	live.reprojects = New(pparts, o)
+	live.reprojects.label = def.Name + "/reproject"
+	live.reprojects.log = live.log.With("consumer", "reproject")
 
 	// Re-issued events have a consumer of their own, served by a smaller
 	// projector alongside, so a replay never holds live events back; the

@@ -95,7 +95,7 @@ func newWorldOn(t *testing.T, n int, definition func(ns, apiURL string) string, 
 	})
 	pctx, cancel := context.WithCancel(ctx)
 	p, err := projector.ForDefinition(pctx, def, projector.Env{JetStream: js, Streams: streams, Stores: w.stores, Log: logger()},
-		projector.Options{Batch: 100, ClockSkew: 20 * time.Millisecond})
+		projector.Options{Batch: 100})
 	if err != nil {
 		t.Fatal(err)
 	}

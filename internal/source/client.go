@@ -50,6 +50,18 @@ type Options struct {
 	Transport http.RoundTripper
 	// UserAgent is sent in the User-Agent header ["readside"].
 	UserAgent string
+	// Limiter, when set, bounds the attempts in flight: each attempt waits
+	// for a permit (within ctx) before it is sent, and its latency and
+	// outcome move the limit (see Limiter). Share one Limiter among all the
+	// clients of one source. The per-attempt Timeout starts once the permit
+	// is granted; waiting counts against MaxElapsed and ctx.
+	Limiter *Limiter
+	// Observe, when set, is called after every attempt that reached the
+	// source, with how it ended ("ok", "not_found", "bad": another 4xx or a
+	// body too large, "unavailable": a network error, a timeout, 408, 429 or
+	// 5xx) and how long it took from sending the request to reading the
+	// body. It must be safe for concurrent use.
+	Observe func(result string, d time.Duration)
 }
 
 // Defaults of Options.
@@ -76,6 +88,8 @@ type Client struct {
 	initialInterval time.Duration
 	maxInterval     time.Duration
 	userAgent       string
+	limiter         *Limiter
+	observe         func(string, time.Duration)
 }
 
 // New returns a Client configured by o.
@@ -87,6 +101,8 @@ func New(o Options) *Client {
 		initialInterval: orDefault(o.InitialInterval, DefaultInitialInterval),
 		maxInterval:     orDefault(o.MaxInterval, DefaultMaxInterval),
 		userAgent:       o.UserAgent,
+		limiter:         o.Limiter,
+		observe:         o.Observe,
 	}
 	if c.userAgent == "" {
 		c.userAgent = DefaultUserAgent
@@ -210,38 +226,80 @@ type result struct {
 	retry   bool          // err is transient
 	hint    time.Duration // the Retry-After hint, when hasHint
 	hasHint bool
+	outcome outcome
+}
+
+// outcome classifies an attempt for the Limiter and Options.Observe.
+type outcome int
+
+const (
+	outcomeOK          outcome = iota // a 2xx answer, read whole
+	outcomeNotFound                   // 404 or 410: a normal answer
+	outcomeBad                        // another 4xx, an unusable status, a body too large: a normal answer too
+	outcomeUnavailable                // a network error, the per-attempt timeout, 408, 429 or 5xx
+	outcomeCanceled                   // the caller's ctx ended: says nothing about the source
+)
+
+func (o outcome) String() string {
+	return [...]string{"ok", "not_found", "bad", "unavailable", "canceled"}[o]
 }
 
 // attempt sends one request, bounded by the per-attempt timeout unless ctx
-// ends sooner.
+// ends sooner, after waiting for the Limiter's permit when there is one.
 func (c *Client) attempt(ctx context.Context, rawURL, shown string) result {
-	timeout := c.timeout
-	actx := ctx
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > timeout {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	// timedOut rewrites a failure caused by the per-attempt timeout, so it
-	// does not read as the caller's deadline (context.DeadlineExceeded).
-	timedOut := func(err error) error {
-		if ctx.Err() == nil && actx.Err() != nil {
-			return fmt.Errorf("source: GET %s: attempt timed out after %s", shown, timeout)
-		}
-		return err
-	}
-
-	req, err := http.NewRequestWithContext(actx, http.MethodGet, rawURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
 		return result{err: fmt.Errorf("source: GET %s: %w", shown, err)}
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
 
+	var p *permit
+	if c.limiter != nil {
+		if p, err = c.limiter.acquire(ctx); err != nil {
+			// Get reports ctx's end as an *UnavailableError.
+			return result{err: err, retry: true}
+		}
+	}
+	start := time.Now()
+	r := c.send(ctx, req, shown)
+	if p != nil {
+		p.done(r.outcome)
+	}
+	if c.observe != nil && r.outcome != outcomeCanceled {
+		c.observe(r.outcome.String(), time.Since(start))
+	}
+	return r
+}
+
+// send sends req, bounded by the per-attempt timeout unless ctx ends sooner.
+func (c *Client) send(ctx context.Context, req *http.Request, shown string) result {
+	timeout := c.timeout
+	actx := ctx
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > timeout {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+		req = req.WithContext(actx)
+	}
+	// failed is a transient failure: the source's (unavailable) unless the
+	// caller's ctx ended. A failure caused by the per-attempt timeout is
+	// rewritten, so it does not read as the caller's deadline
+	// (context.DeadlineExceeded).
+	failed := func(err error) result {
+		switch {
+		case ctx.Err() != nil:
+			return result{err: err, retry: true, outcome: outcomeCanceled}
+		case actx.Err() != nil:
+			err = fmt.Errorf("source: GET %s: attempt timed out after %s", shown, timeout)
+		}
+		return result{err: err, retry: true, outcome: outcomeUnavailable}
+	}
+
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// The Client has already named the URL (without its password).
-		return result{err: timedOut(err), retry: true}
+		return failed(err)
 	}
 	defer drainClose(resp.Body)
 
@@ -249,7 +307,7 @@ func (c *Client) attempt(ctx context.Context, rawURL, shown string) result {
 	switch {
 	case code >= 200 && code < 300:
 		if resp.ContentLength > c.maxBody {
-			return result{err: fmt.Errorf("source: GET %s: %w (%d bytes, limit %d)", shown, ErrTooLarge, resp.ContentLength, c.maxBody)}
+			return result{err: fmt.Errorf("source: GET %s: %w (%d bytes, limit %d)", shown, ErrTooLarge, resp.ContentLength, c.maxBody), outcome: outcomeBad}
 		}
 		limit := c.maxBody
 		if limit < math.MaxInt64 {
@@ -257,18 +315,18 @@ func (c *Client) attempt(ctx context.Context, rawURL, shown string) result {
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 		if err != nil {
-			return result{err: timedOut(fmt.Errorf("source: GET %s: reading body: %w", shown, err)), retry: true}
+			return failed(fmt.Errorf("source: GET %s: reading body: %w", shown, err))
 		}
 		if int64(len(body)) > c.maxBody {
-			return result{err: fmt.Errorf("source: GET %s: %w (limit %d bytes)", shown, ErrTooLarge, c.maxBody)}
+			return result{err: fmt.Errorf("source: GET %s: %w (limit %d bytes)", shown, ErrTooLarge, c.maxBody), outcome: outcomeBad}
 		}
-		return result{body: body}
+		return result{body: body, outcome: outcomeOK}
 
 	case code == http.StatusNotFound || code == http.StatusGone:
-		return result{err: fmt.Errorf("source: GET %s: status %d: %w", shown, code, ErrNotFound)}
+		return result{err: fmt.Errorf("source: GET %s: status %d: %w", shown, code, ErrNotFound), outcome: outcomeNotFound}
 
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
-		r := result{retry: true}
+		r := result{retry: true, outcome: outcomeUnavailable}
 		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 			r.hint, r.hasHint = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		}
@@ -280,7 +338,7 @@ func (c *Client) attempt(ctx context.Context, rawURL, shown string) result {
 		return r
 
 	default: // other 4xx; 1xx and 3xx that the http.Client did not handle
-		return result{err: &StatusError{URL: shown, Code: code, Body: readSnippet(resp.Body)}}
+		return result{err: &StatusError{URL: shown, Code: code, Body: readSnippet(resp.Body)}, outcome: outcomeBad}
 	}
 }
 

@@ -221,7 +221,10 @@ type ConsumerConfig struct {
 }
 
 // Consumer creates or updates the durable pull consumer of a projection on
-// the events stream, filtered to its trigger subjects. Several processes
+// the events stream, filtered to its trigger subjects (and nothing else:
+// nats-server serves a consumer with several filters over repeated
+// subjects many times slower than one with a single filter, so Readside's
+// own subjects have consumers of their own). Several processes
 // calling it with the same name share one consumer and split its messages.
 // Messages are redelivered without limit: a dependency being down must never
 // drop an event, and bad events are dead-lettered explicitly instead.
@@ -234,6 +237,37 @@ func (s *Setup) ReplayConsumer(ctx context.Context, name, subject string, cc Con
 	return s.consumer(ctx, ReplayConsumerName(name), "Readside replay of "+name, []string{subject}, cc)
 }
 
+// ReprojectConsumerName is the durable consumer of a projection's re-project
+// events: the fan-out of joined entities' changes and the query API's heal
+// requests.
+func ReprojectConsumerName(projection string) string { return "readside_" + projection + "_reproject" }
+
+// ReprojectConsumer is Consumer for the projection's re-project events.
+//
+// It upgrades in place a deployment whose live consumer still reads the
+// re-project subject (before Readside gave it a consumer of its own): the
+// new consumer starts at the live consumer's ack floor, so every re-project
+// event the live consumer had not acknowledged is delivered (some it had,
+// again: harmless), and only then is the live consumer's filter narrowed to
+// the triggers, by Consumer, which the caller calls after this.
+func (s *Setup) ReprojectConsumer(ctx context.Context, name, subject string, cc ConsumerConfig) (jetstream.Consumer, error) {
+	durable := ReprojectConsumerName(name)
+	var start uint64
+	if _, err := s.js.Consumer(ctx, s.cfg.Events, durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if live, err := s.js.Consumer(ctx, s.cfg.Events, ConsumerName(name)); err == nil {
+			info := live.CachedInfo()
+			if slices.Contains(append(info.Config.FilterSubjects, info.Config.FilterSubject), subject) {
+				start = info.AckFloor.Stream + 1
+				if s.cfg.Log != nil {
+					s.cfg.Log.Warn("upgrading: re-project events get a consumer of their own, starting where the live consumer's acknowledgements end",
+						"consumer", durable, "from", ConsumerName(name), "stream", s.cfg.Events, "start_sequence", start)
+				}
+			}
+		}
+	}
+	return s.consumerFrom(ctx, durable, "Readside re-project events of "+name, []string{subject}, cc, start)
+}
+
 // RetryConsumerName is the durable consumer of a projection's partial-document retries.
 func RetryConsumerName(projection string) string { return "readside_" + projection + "_retry" }
 
@@ -243,6 +277,13 @@ func (s *Setup) RetryConsumer(ctx context.Context, name, subject string, cc Cons
 }
 
 func (s *Setup) consumer(ctx context.Context, durable, description string, subjects []string, cc ConsumerConfig) (jetstream.Consumer, error) {
+	return s.consumerFrom(ctx, durable, description, subjects, cc, 0)
+}
+
+// consumerFrom is consumer for a durable that, when it is created, starts at
+// stream sequence start (0: at the start of the stream). An existing
+// consumer keeps where it is.
+func (s *Setup) consumerFrom(ctx context.Context, durable, description string, subjects []string, cc ConsumerConfig, start uint64) (jetstream.Consumer, error) {
 	if cc.AckWait == 0 {
 		cc.AckWait = 30 * time.Second
 	}
@@ -259,6 +300,9 @@ func (s *Setup) consumer(ctx context.Context, durable, description string, subje
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		Replicas:      s.cfg.Replicas,
 	}
+	if start > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
 	if len(subjects) == 1 {
 		cfg.FilterSubject = subjects[0]
 	} else {
@@ -270,6 +314,9 @@ func (s *Setup) consumer(ctx context.Context, durable, description string, subje
 		if before = c.CachedInfo().Config.Replicas; before == 0 {
 			before = s.eventsReplicas
 		}
+		// Where it delivers from cannot change; it keeps its own.
+		cur := c.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq = cur.DeliverPolicy, cur.OptStartSeq
 	}
 	for {
 		c, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Events, cfg)
