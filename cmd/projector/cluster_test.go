@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,10 +22,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
-	"github.com/readside/readside/projections"
 )
 
 // newClusterWorld is newWorld on the cluster c. The streams do not exist
@@ -34,31 +31,7 @@ import (
 func newClusterWorld(t *testing.T, c *testenv.NATSCluster) *world {
 	t.Helper()
 	projectorBinary(t)
-	w := &world{t: t, ns: testenv.Namespace(t), api: testenv.NewShopAPI(), js: &testenv.JetStream{URL: c.URLs()}}
-	t.Logf("namespace %s", w.ns)
-	t.Cleanup(w.api.Close)
-	text := testenv.ShopDefinition(w.ns, w.api.URL, true)
-	w.defFile = filepath.Join(t.TempDir(), w.ns+".yaml")
-	if err := os.WriteFile(w.defFile, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if w.def, err = projections.Parse(w.defFile, []byte(text), projections.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	_, w.jsc = c.Connect(t)
-	rdb := testenv.Redis(t)
-	testenv.CleanRedis(t, rdb, w.ns)
-	w.redis = sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: w.def.Redis.Key})
-	w.es = testenv.Elastic(t, w.ns)
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("READSIDE_TEST_LOG") != "" {
-			for _, f := range w.logs {
-				t.Logf("last lines of %s:\n%s", filepath.Base(f), tail(f, 60))
-			}
-		}
-	})
-	return w
+	return newWorldOn(t, &testenv.JetStream{URL: c.URLs()})
 }
 
 // useStreams sets w.streams to the streams the projector made, with their

@@ -81,7 +81,20 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	projectorBinary(t) // before any clock starts
-	w := &world{t: t, ns: testenv.Namespace(t), api: testenv.NewShopAPI(), js: testenv.StartJetStream(t)}
+	w := newWorldOn(t, testenv.StartJetStream(t))
+	// The stream exists before the projector starts, so events can wait for it.
+	var err error
+	if w.streams, err = stream.Ensure(context.Background(), w.jsc, stream.Config{}, []string{w.ns + ".shop.changed.*", w.ns + ".shop.events"}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// newWorldOn is a world whose JetStream is js: its definition file, fake
+// shop API, the test Redis and Elasticsearch; no stream yet.
+func newWorldOn(t *testing.T, js *testenv.JetStream) *world {
+	t.Helper()
+	w := &world{t: t, ns: testenv.Namespace(t), api: testenv.NewShopAPI(), js: js}
 	t.Logf("namespace %s", w.ns)
 	t.Cleanup(w.api.Close)
 	text := testenv.ShopDefinition(w.ns, w.api.URL, true)
@@ -94,10 +107,6 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	_, w.jsc = w.js.Connect(t)
-	// The stream exists before the projector starts, so events can wait for it.
-	if w.streams, err = stream.Ensure(context.Background(), w.jsc, stream.Config{}, []string{w.ns + ".shop.changed.*", w.ns + ".shop.events"}); err != nil {
-		t.Fatal(err)
-	}
 	rdb := testenv.Redis(t)
 	testenv.CleanRedis(t, rdb, w.ns)
 	w.redis = sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: w.def.Redis.Key})
@@ -105,7 +114,7 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("READSIDE_TEST_LOG") != "" {
 			for _, f := range w.logs {
-				t.Logf("last lines of %s:\n%s", filepath.Base(f), tail(f, 40))
+				t.Logf("last lines of %s:\n%s", filepath.Base(f), tail(f, 60))
 			}
 		}
 	})

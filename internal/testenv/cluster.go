@@ -666,17 +666,7 @@ func ElasticCluster(t testing.TB, prefix string) *elasticsearch.Client {
 	} else if wait > 0 && (h.Nodes != len(urls) || h.Status == "red") {
 		t.Fatalf("Elasticsearch cluster %s has %d node(s), status %s: %s", strings.Join(urls, ","), h.Nodes, h.Status, howToStart)
 	}
-	if prefix != "" {
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			res, err := c.Indices.Delete([]string{strings.ToLower(prefix) + "*"},
-				c.Indices.Delete.WithContext(ctx), c.Indices.Delete.WithExpandWildcards("all"))
-			if err == nil {
-				res.Body.Close()
-			}
-		})
-	}
+	deleteIndicesAtCleanup(t, c, prefix, 20*time.Second)
 	return c
 }
 

@@ -357,16 +357,7 @@ func (c *NATSCluster) MonitorURL(i int) string {
 // shuts servers down), and a JetStream context; closed when the test ends.
 func (c *NATSCluster) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	return connect(t, c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 }
 
 // StreamLeader returns the index of the server that leads stream, waiting

@@ -115,18 +115,25 @@ func Elastic(t testing.TB, prefix string) *elasticsearch.Client {
 	if res.IsError() {
 		t.Fatalf("Elasticsearch at %s answers %s: %s", ElasticURL(), res.Status(), howToStart)
 	}
-	if prefix != "" {
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			res, err := c.Indices.Delete([]string{strings.ToLower(prefix) + "*"},
-				c.Indices.Delete.WithContext(ctx), c.Indices.Delete.WithExpandWildcards("all"))
-			if err == nil {
-				res.Body.Close()
-			}
-		})
-	}
+	deleteIndicesAtCleanup(t, c, prefix, 10*time.Second)
 	return c
+}
+
+// deleteIndicesAtCleanup deletes, when the test ends, the indices of c whose
+// names start with prefix (nothing when it is empty), waiting at most wait.
+func deleteIndicesAtCleanup(t testing.TB, c *elasticsearch.Client, prefix string, wait time.Duration) {
+	if prefix == "" {
+		return
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		res, err := c.Indices.Delete([]string{strings.ToLower(prefix) + "*"},
+			c.Indices.Delete.WithContext(ctx), c.Indices.Delete.WithExpandWildcards("all"))
+		if err == nil {
+			res.Body.Close()
+		}
+	})
 }
 
 // ElasticAt is a client for another URL, such as a fault proxy in front of the
@@ -174,10 +181,18 @@ func StartJetStreamIn(t testing.TB, dir string, port int) *JetStream {
 	return &JetStream{Server: s, URL: s.ClientURL()}
 }
 
-// Connect opens a NATS connection and a JetStream context, closed when the test ends.
+// Connect opens a NATS connection, reconnecting forever (a test may stop
+// the server), and a JetStream context, closed when the test ends.
 func (j *JetStream) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(j.URL)
+	return connect(t, j.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+}
+
+// connect opens a NATS connection to url with opts and a JetStream context,
+// closed when the test ends.
+func connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
