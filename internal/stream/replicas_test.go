@@ -175,6 +175,9 @@ func TestReplicasOnCluster(t *testing.T) {
 					continue
 				}
 				seen[sd.Name] = true
+				if i == 0 {
+					t.Logf("n0 /jsz: stream %s: %s", sd.Name, jszString(sd.Config, sd.Cluster))
+				}
 				if sd.Config == nil || sd.Config.Replicas != 3 || servers(sd.Cluster, fmt.Sprintf("n%d", i)) != 3 {
 					t.Errorf("n%d /jsz: stream %s: %s; want 3 replicas", i, sd.Name, jszString(sd.Config, sd.Cluster))
 				}
