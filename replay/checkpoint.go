@@ -185,11 +185,13 @@ type Env struct {
 	Transport http.RoundTripper
 
 	Events     string // the events stream [READSIDE_EVENTS]
+	Own        string // Readside's own stream, where re-issued events go [READSIDE_OWN]
 	DeadLetter string // the dead-letter stream [READSIDE_DLQ]
 	DLQPrefix  string // dead-letter subjects are <prefix>.<projection> [readside.dlq]
 }
 
 func (e *Env) events() string     { return cmp.Or(e.Events, "READSIDE_EVENTS") }
+func (e *Env) own() string        { return cmp.Or(e.Own, "READSIDE_OWN") }
 func (e *Env) deadLetter() string { return cmp.Or(e.DeadLetter, "READSIDE_DLQ") }
 func (e *Env) dlqPrefix() string  { return cmp.Or(e.DLQPrefix, "readside.dlq") }
 
@@ -201,17 +203,17 @@ var ErrNoStream = errors.New("stream not found")
 // checkpoint is saved, and running the same command again continues it.
 var ErrInterrupted = errors.New("interrupted")
 
-// checkEvents fails clearly when the events stream is missing, or does not
-// capture the projection's replay subject (the projector adds it when it
-// starts with the projection).
+// checkEvents fails clearly when the own stream, where re-issued events go,
+// is missing or does not capture the projection's replay subject (the
+// projector creates it when it starts).
 func (e *Env) checkEvents(ctx context.Context, def *projections.Definition) error {
-	s, err := e.stream(ctx, e.events())
+	s, err := e.stream(ctx, e.own())
 	if err != nil {
 		return err
 	}
 	if !slices.ContainsFunc(s.CachedInfo().Config.Subjects, func(f string) bool { return projections.Covers(f, def.ReplaySubject()) }) {
-		return fmt.Errorf("replay: stream %s does not capture %s: start the projector with projection %s once (it adds the subject), then replay",
-			e.events(), def.ReplaySubject(), def.Name)
+		return fmt.Errorf("replay: stream %s does not capture %s: start the projector with projection %s once (it creates the stream), then replay",
+			e.own(), def.ReplaySubject(), def.Name)
 	}
 	return nil
 }
@@ -220,7 +222,7 @@ func (e *Env) stream(ctx context.Context, name string) (jetstream.Stream, error)
 	s, err := e.JetStream.Stream(ctx, name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return nil, fmt.Errorf("replay: %w: %s does not exist on this NATS server; the projector creates it when it starts (check --stream and --dlq-stream, and that the projector runs against this NATS)", ErrNoStream, name)
+		return nil, fmt.Errorf("replay: %w: %s does not exist on this NATS server; the projector creates it when it starts (check --stream, --own-stream and --dlq-stream, and that the projector runs against this NATS)", ErrNoStream, name)
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled):
 		return nil, fmt.Errorf("replay: JetStream is not enabled on this NATS server, so stream %s cannot exist: point --nats-url at the projector's NATS", name)
 	case err != nil:

@@ -214,7 +214,7 @@ func (r *rig) start() {
 	r.startWith(projector.Options{
 		Batch: 64, Workers: 3, FetchConcurrency: 16,
 		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
-		PartialRetry: 200 * time.Millisecond,
+		PartialRetry:  200 * time.Millisecond,
 		ShutdownGrace: 5 * time.Second,
 	})
 }
@@ -345,10 +345,10 @@ func (r *rig) waitConverged(ids []string, d time.Duration, what string) {
 	}
 }
 
-// lastSeq is the events stream's last sequence now.
+// lastSeq is the own stream's last sequence now: where re-issued events go.
 func (r *rig) lastSeq() uint64 {
 	r.t.Helper()
-	s, err := r.js.Stream(context.Background(), "READSIDE_EVENTS")
+	s, err := r.js.Stream(context.Background(), "READSIDE_OWN")
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -371,8 +371,11 @@ func (r *rig) messages(subject string, after uint64, read func(jetstream.Msg) st
 	r.t.Helper()
 	ctx := context.Background()
 	stream := "READSIDE_EVENTS"
-	if strings.HasPrefix(subject, "readside.dlq.") {
+	switch {
+	case strings.HasPrefix(subject, "readside.dlq."):
 		stream = "READSIDE_DLQ"
+	case strings.HasPrefix(subject, "readside."):
+		stream = "READSIDE_OWN"
 	}
 	c, err := r.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1,

@@ -98,10 +98,10 @@ func TestIDsWithoutTheStream(t *testing.T) {
 	}
 	env := &replay.Env{JetStream: js}
 	_, err = env.IDs(rigCtx(t), def, replay.IDArgs([]string{"1"}), replay.Options{})
-	if err == nil || !strings.Contains(err.Error(), "READSIDE_EVENTS does not exist") || !strings.Contains(err.Error(), "the projector creates it") {
+	if err == nil || !strings.Contains(err.Error(), "READSIDE_OWN does not exist") || !strings.Contains(err.Error(), "the projector creates it") {
 		t.Errorf("without the stream: %v", err)
 	}
-	if _, err := stream.Ensure(rigCtx(t), js, stream.Config{}, def.Subjects()); err != nil {
+	if _, err := stream.Ensure(rigCtx(t), js, stream.Config{}, def.TriggerSubjects()); err != nil {
 		t.Fatal(err)
 	}
 	_, err = env.IDs(rigCtx(t), def, replay.IDArgs([]string{"1"}), replay.Options{})
@@ -344,7 +344,7 @@ func (r *rig) shopAPI(b *testing.B) *testenv.ShopAPI {
 func (r *rig) drained(consumer string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
-		c, err := r.js.Consumer(context.Background(), "READSIDE_EVENTS", consumer)
+		c, err := r.js.Consumer(context.Background(), r.streams.StreamOf(consumer), consumer)
 		if err != nil {
 			return err
 		}

@@ -145,10 +145,10 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	if err := e.checkEvents(ctx, def); err != nil {
 		return nil, err
 	}
-	cons, err := e.JetStream.Consumer(ctx, e.events(), stream.ReplayConsumerName(def.Name))
+	cons, err := e.JetStream.Consumer(ctx, e.own(), stream.ReplayConsumerName(def.Name))
 	if err != nil {
 		return nil, fmt.Errorf("replay: the replay consumer %s of stream %s: %w (the projector creates it when it starts with projection %s)",
-			stream.ReplayConsumerName(def.Name), e.events(), err, def.Name)
+			stream.ReplayConsumerName(def.Name), e.own(), err, def.Name)
 	}
 
 	// Once the new index exists, a stop leaves it for the next run.

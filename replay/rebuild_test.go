@@ -199,7 +199,7 @@ func (r *rbRig) waitConverged(def *projections.Definition, ids []string, d time.
 // waitReplayDrained waits until the replay consumer has nothing pending.
 func (r *rbRig) waitReplayDrained(def *projections.Definition, d time.Duration) {
 	r.t.Helper()
-	testenv.WaitDrained(r.t, r.js, r.streams.Config().Events, stream.ReplayConsumerName(def.Name), d)
+	testenv.WaitDrained(r.t, r.js, r.streams.StreamOf(stream.ReplayConsumerName(def.Name)), stream.ReplayConsumerName(def.Name), d)
 }
 
 // esJSON sends a request to Elasticsearch and returns the answer; an error

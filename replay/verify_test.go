@@ -199,7 +199,7 @@ func TestVerifyFindsDrift(t *testing.T) {
 func (r *rbRig) replayed(def *projections.Definition) []string {
 	r.t.Helper()
 	ctx := context.Background()
-	s, err := r.js.Stream(ctx, r.streams.Config().Events)
+	s, err := r.js.Stream(ctx, r.streams.Config().Own)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -18,8 +18,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/benchkit"
 	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -398,7 +400,8 @@ func (b *bench) runProjector(ctx context.Context, p *projection, o projector.Opt
 	reg := prometheus.NewRegistry()
 	env := projector.Env{
 		JetStream: b.projJS, Streams: p.streams, Stores: p.stores, Log: b.log, Metrics: projector.NewMetrics(reg),
-		Transport: sourceTransport(&b.times.source),
+		Transport:    sourceTransport(&b.times.source),
+		SourceLimits: assemble.NewLimits(source.LimiterOptions{Max: b.s.sourceMax}, reg),
 	}
 	pr, err := projector.ForDefinition(ctx, p.def, env, o)
 	if err != nil {

@@ -29,6 +29,10 @@
 //	             -latency-fetch-concurrency value.
 //	dups     4.  N events over N/10 ids, shuffled: all published up front,
 //	             then published at a steady rate while the projector runs.
+//	step     5.  N distinct ids up front, the source answering in 5 ms, then
+//	             in 100 ms from a third of the fetches on, then in 5 ms again
+//	             from two thirds: the requests at once in each phase show the
+//	             adaptive source limit following the source.
 //
 // It prints a Markdown table on stdout and its progress on stderr, and
 // deletes its Redis keys, Elasticsearch indices, embedded stores and
@@ -55,13 +59,14 @@ func main() {
 }
 
 // allScenarios are the scenario names in the order they run.
-var allScenarios = []string{"js", "stores", "e2e", "latency", "dups"}
+var allScenarios = []string{"js", "stores", "e2e", "latency", "dups", "step"}
 
 type settings struct {
 	benchkit.Flags
 	events       int
 	latency      time.Duration
 	latencyFC    []int
+	sourceMax    int
 	dupFactor    int
 	dupRate      int
 	storeBatch   int
@@ -80,10 +85,11 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		"(start them with `make testenv`) and an embedded JetStream, with baselines\n"+
 		"measured in the same run. Prints a Markdown table.\n", out)
 	s.Register(fs, allScenarios, "write a CPU profile of the run after the warm-up to this file (it covers this process: projector, JetStream server, fake source; not Redis or Elasticsearch); pick scenarios to profile one")
-	latencyFC := "32,128"
+	latencyFC := "0,32,128"
 	fs.IntVar(&s.events, "events", 20000, "events per scenario (documents for the store baseline)")
 	fs.DurationVar(&s.latency, "latency", 20*time.Millisecond, "source latency of the latency scenario")
-	fs.StringVar(&latencyFC, "latency-fetch-concurrency", latencyFC, "comma-separated FetchConcurrency values the latency scenario tries (32 is the projector's default)")
+	fs.StringVar(&latencyFC, "latency-fetch-concurrency", latencyFC, "comma-separated FetchConcurrency values the latency scenario tries, each under the source's adaptive limit (0, no per-batch bound, is the projector's default)")
+	fs.IntVar(&s.sourceMax, "source-max-concurrency", defaultSourceMax, "ceiling of each source's adaptive concurrency limit, as the projector's flag")
 	fs.IntVar(&s.dupFactor, "dup-factor", 10, "events per id in the duplicates scenario")
 	fs.IntVar(&s.dupRate, "dup-rate", 4000, "events/s published while the projector runs, in the duplicates scenario")
 	fs.IntVar(&s.storeBatch, "store-batch", 256, "documents per write in the store baseline (the projector's default Batch)")
@@ -104,8 +110,8 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	}
 	for _, v := range benchkit.List(latencyFC) {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			errs = append(errs, fmt.Errorf("-latency-fetch-concurrency: %q is not a positive integer", v))
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("-latency-fetch-concurrency: %q is not an integer of 0 or more", v))
 			continue
 		}
 		s.latencyFC = append(s.latencyFC, n)
@@ -116,7 +122,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"-events", s.events}, {"-dup-factor", s.dupFactor}, {"-dup-rate", s.dupRate}, {"-store-batch", s.storeBatch}, {"-store-workers", s.storeWorkers}} {
+	}{{"-events", s.events}, {"-source-max-concurrency", s.sourceMax}, {"-dup-factor", s.dupFactor}, {"-dup-rate", s.dupRate}, {"-store-batch", s.storeBatch}, {"-store-workers", s.storeWorkers}} {
 		if f.v < 1 {
 			errs = append(errs, fmt.Errorf("%s must be at least 1, not %d", f.name, f.v))
 		}

@@ -29,7 +29,7 @@ func TestParseReportsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("parse accepted bad flags")
 	}
-	for _, want := range []string{`unknown scenario "nope"`, "-events must be at least 1", `"x" is not a positive integer`} {
+	for _, want := range []string{`unknown scenario "nope"`, "-events must be at least 1", `"x" is not an integer of 0 or more`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}

@@ -16,11 +16,13 @@ import (
 	"github.com/readside/readside/internal/stream"
 )
 
-// The defaults of projector.Options, which the bounds of the table assume.
+// The defaults of projector.Options and of the sources' adaptive limit
+// (source.DefaultLimitMax), which the bounds of the table assume.
 const (
 	defaultBatch            = 256
 	defaultWorkers          = 4
-	defaultFetchConcurrency = 32
+	defaultFetchConcurrency = 0   // no per-batch bound: the adaptive limit alone
+	defaultSourceMax        = 512 // -source-max-concurrency
 )
 
 // consumeBatch is how many messages the consumer baseline fetches at once:
@@ -76,6 +78,9 @@ func (b *bench) scenario(ctx context.Context, name string, set storeSet) ([]resu
 		return b.latency(ctx, set)
 	case "dups":
 		return b.duplicates(ctx, set)
+	case "step":
+		r, err := b.step(ctx, set)
+		return []result{r}, err
 	}
 	return nil, fmt.Errorf("unknown scenario %q", name)
 }
@@ -272,7 +277,8 @@ func (b *bench) writeStores(ctx context.Context, label string, n int, set storeS
 
 func ms(d time.Duration) float64 { return d.Seconds() * 1000 }
 
-// latency is scenario 3: scenario 2 with a slow source, once per FetchConcurrency.
+// latency is scenario 3: scenario 2 with a slow source, once per
+// FetchConcurrency, every time under the source's adaptive limit.
 func (b *bench) latency(ctx context.Context, set storeSet) ([]result, error) {
 	all := ids(b.s.events)
 	var out []result
@@ -280,6 +286,9 @@ func (b *bench) latency(ctx context.Context, set storeSet) ([]result, error) {
 		name := fmt.Sprintf("FetchConcurrency %d", fc)
 		if fc == defaultFetchConcurrency {
 			name += " (default)"
+		}
+		if b.s.sourceMax != defaultSourceMax {
+			name += fmt.Sprintf(", source max concurrency %d", b.s.sourceMax)
 		}
 		r, err := b.projectorRun(ctx, projectorCase{
 			row:   fmt.Sprintf("3. projector, source %v, %s, %d distinct ids, up front%s", b.s.latency, name, len(all), set.rowSuffix()),
@@ -290,9 +299,15 @@ func (b *bench) latency(ctx context.Context, set storeSet) ([]result, error) {
 			return nil, err
 		}
 		// A batch fetches at most min(FetchConcurrency, Batch) ids per source
-		// latency, and Workers batches are in flight.
-		bound := float64(defaultWorkers*min(fc, defaultBatch)) / b.s.latency.Seconds()
-		r.ref, r.refRate = fmt.Sprintf("fetch bound %d×%d/%v", defaultWorkers, min(fc, defaultBatch), b.s.latency), bound
+		// latency, Workers batches are in flight, and the source's adaptive
+		// limit lets at most its ceiling be in flight.
+		perBatch := defaultBatch
+		if fc > 0 {
+			perBatch = min(fc, defaultBatch)
+		}
+		inFlight := min(defaultWorkers*perBatch, b.s.sourceMax)
+		bound := float64(inFlight) / b.s.latency.Seconds()
+		r.ref, r.refRate = fmt.Sprintf("fetch bound %d/%v", inFlight, b.s.latency), bound
 		if c := b.round.ceiling(set); c > 0 && c < bound {
 			r.ref, r.refRate = set.ceilingRef("1a"), c
 		}
@@ -337,6 +352,55 @@ type projectorCase struct {
 	opts    projector.Options
 	rate    int // events/s published while the projector runs; 0: all before it starts
 	set     storeSet
+	// during, when set, runs while the projector works; the notes its stop
+	// function returns once the consumer is drained join the row's.
+	during func(p *projection) (stop func() []string)
+}
+
+// step is scenario 5: distinct ids up front while the source's latency
+// steps from 5 ms to 100 ms at a third of the fetches and back to 5 ms at
+// two thirds. Per phase it notes the events/s and the most requests the
+// source saw at once: with an adaptive limit they fall while it is slow and
+// rise again after.
+func (b *bench) step(ctx context.Context, set storeSet) (result, error) {
+	all := ids(b.s.events)
+	third := int64(len(all) / 3)
+	during := func(p *projection) func() []string {
+		running, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		var notes []string
+		go func() {
+			defer close(done)
+			start, phase := time.Now(), 0
+			lat := []time.Duration{5 * time.Millisecond, 100 * time.Millisecond, 5 * time.Millisecond}
+			note := func() {
+				peak, took := p.api.ResetPeak(), time.Since(start)
+				notes = append(notes, fmt.Sprintf("phase %d (source %v): %.0f events/s, peak %d requests at once",
+					phase+1, lat[phase], float64(third)/took.Seconds(), peak))
+				start = time.Now()
+			}
+			for phase < 2 {
+				time.Sleep(5 * time.Millisecond)
+				if p.api.Fetches() >= third*int64(phase+1) {
+					note()
+					phase++
+					p.api.SetLatency(lat[phase])
+				}
+				if running.Err() != nil {
+					return
+				}
+			}
+			<-running.Done()
+			note()
+		}()
+		return func() []string { stop(); <-done; return notes }
+	}
+	r, err := b.projectorRun(ctx, projectorCase{
+		row:   fmt.Sprintf("5. projector, source 5 → 100 → 5 ms, %d distinct ids, up front, default flags%s", len(all), set.rowSuffix()),
+		label: "step", ids: all, events: all, latency: 5 * time.Millisecond, set: set, during: during,
+	})
+	r.ref, r.refRate = set.ceilingRef("1a"), b.round.ceiling(set)
+	return r, err
 }
 
 // projectorRun publishes the events of c (before the projector starts, or
@@ -374,6 +438,10 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 			run.stop()
 		}
 	}()
+	var duringNotes func() []string
+	if c.during != nil {
+		duringNotes = c.during(p)
+	}
 	var published time.Time
 	if c.rate > 0 {
 		if err := b.publishPaced(ctx, subjects, c.rate); err != nil {
@@ -398,6 +466,10 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 		return result{}, err
 	}
 	use := cpu.Since()
+	var phaseNotes []string
+	if duringNotes != nil {
+		phaseNotes = duringNotes()
+	}
 	fetches := p.api.Fetches()
 	stopped = true
 	if err := run.stop(); err != nil {
@@ -436,6 +508,7 @@ func (b *bench) projectorRun(ctx context.Context, c projectorCase) (result, erro
 	if len(odd) > 0 {
 		notes = append(notes, "events "+strings.Join(odd, ", ")+" (figures suspect)")
 	}
+	notes = append(notes, phaseNotes...)
 	r.notes = notes
 	return r, nil
 }

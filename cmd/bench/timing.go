@@ -75,14 +75,14 @@ func isBulk(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/_bulk
 func everyRequest(*http.Request) bool { return true }
 
 // sourceTransport is the transport internal/source uses by default (keep-alives,
-// MaxIdleConnsPerHost 256, proxy from the environment), timed.
+// MaxIdleConnsPerHost 512, proxy from the environment), timed.
 func sourceTransport(t *timer) http.RoundTripper {
 	return timedTransport{t: t, match: everyRequest, next: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
+		MaxIdleConnsPerHost:   512,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,

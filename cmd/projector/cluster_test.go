@@ -125,7 +125,7 @@ func (w *world) replicasOf(names []string, consumers []string) map[string]string
 		out[n] = fmt.Sprintf("configured %d, held by %d", s.CachedInfo().Config.Replicas, held(s.CachedInfo().Cluster))
 	}
 	for _, n := range consumers {
-		c, err := w.jsc.Consumer(ctx, names[0], n)
+		c, err := w.jsc.Consumer(ctx, streamOf(n), n)
 		if err != nil {
 			out[n] = err.Error()
 			continue
@@ -136,11 +136,11 @@ func (w *world) replicasOf(names []string, consumers []string) map[string]string
 }
 
 // waitReplicas waits until the events and dead-letter streams and the
-// projection's three consumers are configured with, and held by, n servers.
+// projection's four consumers are configured with, and held by, n servers.
 func (w *world) waitReplicas(n int) {
 	w.t.Helper()
-	names := []string{"READSIDE_EVENTS", "READSIDE_DLQ"}
-	consumers := []string{stream.ConsumerName(w.def.Name), stream.ReplayConsumerName(w.def.Name), stream.RetryConsumerName(w.def.Name)}
+	names := []string{"READSIDE_EVENTS", "READSIDE_OWN", "READSIDE_DLQ"}
+	consumers := w.consumers()
 	want := fmt.Sprintf("configured %d, held by %d", n, n)
 	w.waitFor(30*time.Second, fmt.Sprintf("streams and consumers on %d servers", n), func() (bool, string) {
 		got := w.replicasOf(names, consumers)
@@ -151,6 +151,18 @@ func (w *world) waitReplicas(n int) {
 		}
 		return true, ""
 	})
+}
+
+// consumers are the projection's four durable consumers.
+func (w *world) consumers() []string {
+	return []string{stream.ConsumerName(w.def.Name), stream.ReprojectConsumerName(w.def.Name), stream.ReplayConsumerName(w.def.Name), stream.RetryConsumerName(w.def.Name)}
+}
+
+// streamOf is the stream of a projection's durable consumer under the
+// projector's default streams: the live one on the events stream, the
+// others on the own stream.
+func streamOf(consumer string) string {
+	return stream.Config{}.StreamOf(consumer)
 }
 
 // jszReplicas reads server i's /jsz and returns, for each stream and
@@ -183,7 +195,7 @@ func jszReplicas(t *testing.T, c *testenv.NATSCluster, i int) map[string]int {
 }
 
 // -stream-replicas 3 on a 3-server cluster creates the events and
-// dead-letter streams and the three consumers on every server, as JetStream
+// dead-letter streams, the own stream and the four consumers on every server, as JetStream
 // and every server's /jsz show. Started again with 1, the projector changes
 // them and logs it; with 5, more than the servers, it refuses to start and
 // says how to go on, leaving the streams as they are.
@@ -191,7 +203,7 @@ func TestStreamReplicasOnCluster(t *testing.T) {
 	t.Parallel()
 	c := testenv.StartNATSCluster(t, 3)
 	w := newClusterWorld(t, c)
-	consumers := []string{stream.ConsumerName(w.def.Name), stream.ReplayConsumerName(w.def.Name), stream.RetryConsumerName(w.def.Name)}
+	consumers := w.consumers()
 
 	admin := freeAddr(t)
 	p := w.start("r3", "-stream-replicas", "3", "-metrics-addr", admin)
@@ -199,7 +211,7 @@ func TestStreamReplicasOnCluster(t *testing.T) {
 	w.waitReplicas(3)
 	for i := range 3 {
 		got := jszReplicas(t, c, i)
-		for _, name := range append([]string{"READSIDE_EVENTS", "READSIDE_DLQ"}, consumers...) {
+		for _, name := range append([]string{"READSIDE_EVENTS", "READSIDE_OWN", "READSIDE_DLQ"}, consumers...) {
 			if got[name] != 3 {
 				t.Errorf("n%d /jsz: %s has %d replicas, want 3 (all: %v)", i, name, got[name], got)
 			}
@@ -216,13 +228,13 @@ func TestStreamReplicasOnCluster(t *testing.T) {
 	w.waitReady(p, admin, 60*time.Second)
 	w.waitReplicas(1)
 	log := p.logText()
-	for _, name := range []string{"READSIDE_EVENTS", "READSIDE_DLQ"} {
+	for _, name := range []string{"READSIDE_EVENTS", "READSIDE_OWN", "READSIDE_DLQ"} {
 		if !regexp.MustCompile(`level=WARN msg="stream replicas changed[^"]*" stream=` + name + ` from=3 to=1`).MatchString(log) {
 			t.Errorf("no WARN line for %s from 3 to 1 replicas:\n%s", name, log)
 		}
 	}
 	for _, name := range consumers {
-		if !regexp.MustCompile(`level=WARN msg="consumer replicas changed" consumer=` + name + ` stream=READSIDE_EVENTS from=3 to=1`).MatchString(log) {
+		if !regexp.MustCompile(`level=WARN msg="consumer replicas changed" consumer=` + name + ` stream=` + streamOf(name) + ` from=3 to=1`).MatchString(log) {
 			t.Errorf("no WARN line for consumer %s from 3 to 1 replicas:\n%s", name, log)
 		}
 	}
@@ -289,8 +301,8 @@ func TestStreamLossIsLoud(t *testing.T) {
 	if v := metric(admin, `readside_jetstream_available{name="READSIDE_EVENTS",what="stream"}`); v != 0 {
 		t.Errorf(`readside_jetstream_available{what="stream"} %v, want 0`, v)
 	}
-	if n := strings.Count(p.logText(), `msg="JetStream stream unavailable`); n != 1 {
-		t.Errorf("%d WARN lines for the stream, want 1 however many checks", n)
+	if n := len(regexp.MustCompile(`msg="JetStream stream unavailable[^"]*" stream=READSIDE_EVENTS `).FindAllString(p.logText(), -1)); n != 1 {
+		t.Errorf("%d WARN lines for the events stream, want 1 however many checks", n)
 	}
 
 	c.Restart(t, leader)

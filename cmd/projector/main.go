@@ -45,6 +45,7 @@ func main() {
 type settings struct {
 	config.Common
 	stream       string
+	ownStream    string
 	dlqStream    string
 	replicas     int
 	metricsAddr  string
@@ -61,6 +62,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		"Consumes change events from JetStream and writes the projections' documents\nto Redis and Elasticsearch.\n", out)
 	s.Common.Register(fs)
 	fs.StringVar(&s.stream, "stream", config.Env("READSIDE_STREAM", "READSIDE_EVENTS"), "JetStream stream of change events [$READSIDE_STREAM]")
+	fs.StringVar(&s.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events: re-project, replay and retry requests [$READSIDE_OWN_STREAM]")
 	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	fs.IntVar(&s.replicas, "stream-replicas", config.EnvInt("READSIDE_STREAM_REPLICAS", 1), "servers of the NATS cluster keeping the events and dead-letter streams and the durable consumers, 1 to 5; an existing stream is changed to it [$READSIDE_STREAM_REPLICAS]")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics, /livez, /readyz and /healthz (the old name of /readyz); empty disables [$READSIDE_METRICS_ADDR]")
@@ -69,7 +71,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
 	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", 256), "ids per write batch [$READSIDE_BATCH]")
 	fs.IntVar(&s.opts.Workers, "workers", config.EnvInt("READSIDE_WORKERS", 4), "batches in flight at once [$READSIDE_WORKERS]")
-	fs.IntVar(&s.sourceMax, "source-max-concurrency", config.EnvInt("READSIDE_SOURCE_MAX_CONCURRENCY", 256), "ceiling of each source's adaptive concurrency limit: requests in flight to one source of a projection, across all batches; the limit starts at 32 and adapts to the source's latency and failures [$READSIDE_SOURCE_MAX_CONCURRENCY]")
+	fs.IntVar(&s.sourceMax, "source-max-concurrency", config.EnvInt("READSIDE_SOURCE_MAX_CONCURRENCY", source.DefaultLimitMax), "ceiling of each source's adaptive concurrency limit: requests in flight to one source of a projection, across all batches; the limit starts at 32 and adapts to the source's latency and failures [$READSIDE_SOURCE_MAX_CONCURRENCY]")
 	fs.IntVar(&s.opts.FetchConcurrency, "fetch-concurrency", config.EnvInt("READSIDE_FETCH_CONCURRENCY", 0), "source requests at once per batch, under each source's adaptive limit; 0: no bound of its own [$READSIDE_FETCH_CONCURRENCY]")
 	fs.DurationVar(&s.opts.AckWait, "ack-wait", config.EnvDuration("READSIDE_ACK_WAIT", 30*time.Second), "how long JetStream waits for an ack before redelivering, e.g. after a crash [$READSIDE_ACK_WAIT]")
 	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", 10*time.Second), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
@@ -153,7 +155,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, d := range defs {
 		subjects = append(subjects, d.AllSubjects()...)
 	}
-	streams, err := stream.Ensure(setupCtx, js, stream.Config{Events: s.stream, DeadLetter: s.dlqStream, Replicas: s.replicas, Log: log}, subjects)
+	streams, err := stream.Ensure(setupCtx, js, stream.Config{Events: s.stream, Own: s.ownStream, DeadLetter: s.dlqStream, Replicas: s.replicas, Log: log}, subjects)
 	if err != nil {
 		return err
 	}
@@ -173,7 +175,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		consumers = append(consumers, stream.ConsumerName(d.Name), stream.ReprojectConsumerName(d.Name), stream.ReplayConsumerName(d.Name), stream.RetryConsumerName(d.Name))
 		g.Go(func() error { return p.Run(gctx) })
 	}
-	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{})
+	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{StreamOf: streams.StreamOf})
 	g.Go(func() error { return monitor.Run(gctx) })
 	if s.metricsAddr != "" {
 		ready := projector.Readiness{NATS: nc, Monitor: monitor, Stores: conn.Stores.Ready}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/testenv"
 )
 
@@ -38,7 +39,7 @@ var envVars = []string{
 	"READSIDE_LOG_FORMAT", "READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_BATCH",
 	"READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY", "READSIDE_SHUTDOWN_GRACE",
 	"READSIDE_NATS_LISTEN", "READSIDE_DATA_DIR", "READSIDE_PROJECTOR_QUERY_ADDR", "READSIDE_ACK_WAIT",
-	"READSIDE_STREAM_REPLICAS", "READSIDE_SOURCE_MAX_CONCURRENCY",
+	"READSIDE_STREAM_REPLICAS", "READSIDE_SOURCE_MAX_CONCURRENCY", "READSIDE_OWN_STREAM",
 }
 
 func clearEnv(t *testing.T) {
@@ -112,7 +113,7 @@ func TestParseFlags(t *testing.T) {
 				if o := s.opts; o.Batch != 256 || o.Workers != 4 || o.FetchConcurrency != 0 || o.ShutdownGrace != 10*time.Second {
 					t.Errorf("options %+v: want the defaults", o)
 				}
-				if s.tombstoneTTL != 7*24*time.Hour || s.retryBudget != 3*time.Second || s.sourceMax != 256 {
+				if s.tombstoneTTL != 7*24*time.Hour || s.retryBudget != 3*time.Second || s.sourceMax != source.DefaultLimitMax {
 					t.Errorf("tombstone TTL %v, retry budget %v, source max concurrency %d: want the defaults", s.tombstoneTTL, s.retryBudget, s.sourceMax)
 				}
 			},

@@ -15,7 +15,8 @@ import (
 	"github.com/readside/readside/internal/testenv"
 )
 
-// /readyz reports nats "up" only while the events stream answers, not
+// /readyz reports nats "up" only while the own stream (where re-project
+// events go) answers, not
 // merely while the connection is up: with the stream's one server of three
 // down, it says "down" (the stores still up, so 200: reads work), and "up"
 // again once the server is back.
@@ -86,10 +87,10 @@ func TestReadyzReportsStreamLoss(t *testing.T) {
 	}
 	waitNATS("up", 10*time.Second)
 
-	leader := c.StreamLeader(t, js, "READSIDE_EVENTS")
+	leader := c.StreamLeader(t, js, "READSIDE_OWN")
 	c.Shutdown(leader)
 	waitNATS("down", 15*time.Second)
-	if !strings.Contains(logs.String(), `level=WARN msg="JetStream stream unavailable" stream=READSIDE_EVENTS`) {
+	if !strings.Contains(logs.String(), `level=WARN msg="JetStream stream unavailable" stream=READSIDE_OWN`) {
 		t.Errorf("no WARN line naming the stream in the log:\n%s", logs.String())
 	}
 	c.Restart(t, leader)

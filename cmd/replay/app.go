@@ -29,6 +29,7 @@ type app struct {
 	definitions    string
 	stream         string
 	dlqStream      string
+	ownStream      string
 	connectTimeout time.Duration
 
 	// unsetEnv are the environment variables the definitions name that are
@@ -48,6 +49,7 @@ func (a *app) registerGlobal(root *cobra.Command) {
 	pf.AddGoFlagSet(fs)
 	pf.StringVar(&a.definitions, "definitions", config.Env("READSIDE_DEFINITIONS", ""), "projection definition file, or directory of *.yaml files [$READSIDE_DEFINITIONS]")
 	pf.StringVar(&a.stream, "stream", config.Env("READSIDE_STREAM", "READSIDE_EVENTS"), "JetStream stream of change events [$READSIDE_STREAM]")
+	pf.StringVar(&a.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events, where re-issued events go [$READSIDE_OWN_STREAM]")
 	pf.StringVar(&a.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	pf.DurationVar(&a.connectTimeout, "connect-timeout", 3*time.Second, "how long to wait for NATS to answer before giving up")
 }
@@ -213,7 +215,7 @@ func (a *app) connect() (*conns, error) {
 	// Embedded stores belong to the process that runs them: replay never
 	// opens them (Redis and Elastic stay nil); the commands that need a
 	// store say so.
-	env := &replay.Env{JetStream: js, Redis: stores.Redis, Elastic: stores.Elastic, Events: a.stream, DeadLetter: a.dlqStream}
+	env := &replay.Env{JetStream: js, Redis: stores.Redis, Elastic: stores.Elastic, Events: a.stream, Own: a.ownStream, DeadLetter: a.dlqStream}
 	return &conns{nc: nc, stores: stores, env: env}, nil
 }
 

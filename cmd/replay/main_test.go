@@ -98,10 +98,10 @@ func jetStream(t *testing.T, dir string) (string, jetstream.JetStream) {
 	return srv.URL, js
 }
 
-// replayed is how many events the stream holds on subject.
+// replayed is how many events the own stream holds on subject.
 func replayed(t *testing.T, js jetstream.JetStream, subject string) uint64 {
 	t.Helper()
-	s, err := js.Stream(context.Background(), "READSIDE_EVENTS")
+	s, err := js.Stream(context.Background(), "READSIDE_OWN")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestMissingStream(t *testing.T) {
 	dir := definitions(t, "http://127.0.0.1:1")
 	srv := testenv.StartJetStream(t)
 	code, _, errOut := c.run("ids", "shops", "1", "--definitions", dir, "--nats-url", srv.URL)
-	if code != exitFailed || !strings.Contains(errOut, "READSIDE_EVENTS does not exist") || !strings.Contains(errOut, "the projector creates it") {
+	if code != exitFailed || !strings.Contains(errOut, "READSIDE_OWN does not exist") || !strings.Contains(errOut, "the projector creates it") {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 	code, _, errOut = c.run("dlq", "--list", "--nats-url", srv.URL, "--dlq-stream", "OTHER_DLQ")

@@ -126,7 +126,7 @@ func (e *env) startWith(edit func(*projector.Options)) {
 	o := projector.Options{
 		Batch: 64, Workers: 3, FetchConcurrency: 16,
 		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
-		PartialRetry: 200 * time.Millisecond,
+		PartialRetry:  200 * time.Millisecond,
 		ShutdownGrace: 5 * time.Second,
 	}
 	edit(&o)

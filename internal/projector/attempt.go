@@ -26,19 +26,39 @@ import (
 // fetch tells which.
 func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
 	// Every event up to head was stored before the fetches start now, so
-	// they answer all of them; without a source version, head is the
-	// documents' version: the newest stream sequence they answer.
+	// they answer all of them.
 	head := p.head.Load()
 	ids := make([]string, len(batch))
-	var versions []int64
-	if !p.def.Versioned() {
-		versions = make([]int64, len(batch))
-	}
 	for i := range batch {
 		ids[i] = batch[i].id
 		batch[i].answers = max(head, uint64(maxSeq(batch[i])))
-		if versions != nil {
-			versions[i] = int64(batch[i].answers)
+	}
+	// Without a source version, the documents' version is the newest
+	// sequence of the events stream they answer: on the live consumer its
+	// head; on a consumer of the own stream, the events stream's last
+	// sequence, asked for now (see Parts.EventsHead).
+	var versions []int64 // nil with a source version
+	var version int64
+	if !p.def.Versioned() {
+		version = int64(head)
+		if p.eventsHead != nil {
+			last, err := p.eventsHead(ctx)
+			if err != nil {
+				out := make([]outcome, len(batch))
+				for i := range out {
+					out[i] = outcome{err: fmt.Errorf("reading the events stream's last sequence: %w", err)}
+				}
+				return out
+			}
+			version = int64(last)
+		}
+		versions = make([]int64, len(batch))
+		for i := range batch {
+			if p.eventsHead == nil {
+				versions[i] = int64(batch[i].answers)
+			} else {
+				versions[i] = version
+			}
 		}
 	}
 	res := p.asm.AssembleAt(ctx, ids, versions)
@@ -61,15 +81,17 @@ func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
 			continue
 		case r.Deleted:
 			p.m.Fetches.WithLabelValues(p.label, "not_found").Inc()
-			it.version, it.deleted = int64(it.answers), true
+			it.deleted = true
 			if p.def.Versioned() {
 				it.version = floor[i]
+			} else {
+				it.version = versions[i]
 			}
 		default:
 			p.m.Fetches.WithLabelValues(p.label, "ok").Inc()
 			it.version = r.Version
 			if !p.def.Versioned() {
-				it.version = int64(it.answers) // covers the absorbed events too
+				it.version = versions[i] // covers the absorbed events too
 			}
 			it.partial = r.Partial
 			it.refs = make([]sink.Ref, len(r.Refs))

@@ -40,7 +40,7 @@ func TestDeletedConsumerEndsRun(t *testing.T) {
 			h.waitConverged([]string{"1"}, 20*time.Second)
 
 			gone := consumer(h.def.Name)
-			if err := h.js.DeleteConsumer(context.Background(), h.streams.Config().Events, gone); err != nil {
+			if err := h.js.DeleteConsumer(context.Background(), h.streams.StreamOf(gone), gone); err != nil {
 				t.Fatal(err)
 			}
 			select {

@@ -25,6 +25,10 @@ type JetStreamInfo interface {
 type MonitorOptions struct {
 	Interval time.Duration // between two rounds of checks [5s]
 	Timeout  time.Duration // for one stream or consumer info request [2s]
+	// StreamOf names the stream of a consumer (stream.Setup.StreamOf); nil:
+	// every consumer is on the stream given to NewMonitor. Each stream it
+	// names is checked too.
+	StreamOf func(consumer string) string
 }
 
 // Monitor checks, every Interval, that JetStream answers for the events
@@ -93,6 +97,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 func (m *Monitor) Check(ctx context.Context) {
 	targets := []target{{"stream", m.stream}}
 	for _, c := range m.consumers {
+		if st := m.streamOf(c); !slices.Contains(targets, target{"stream", st}) {
+			targets = append(targets, target{"stream", st})
+		}
+	}
+	for _, c := range m.consumers {
 		targets = append(targets, target{"consumer", c})
 	}
 	errs := make([]error, len(targets))
@@ -115,7 +124,7 @@ func (m *Monitor) Check(ctx context.Context) {
 		was, wasDown := m.down[tg]
 		attrs := []any{tg.what, tg.name}
 		if tg.what == "consumer" {
-			attrs = append(attrs, "stream", m.stream)
+			attrs = append(attrs, "stream", m.streamOf(tg.name))
 		}
 		switch {
 		case errs[i] != nil && !wasDown && m.log != nil:
@@ -142,12 +151,19 @@ func (m *Monitor) check(ctx context.Context, tg target) error {
 	if tg.what == "stream" {
 		_, err = m.js.Stream(ctx, tg.name)
 	} else {
-		_, err = m.js.Consumer(ctx, m.stream, tg.name)
+		_, err = m.js.Consumer(ctx, m.streamOf(tg.name), tg.name)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("no answer within %s: it has no leader, or NATS is unreachable", m.o.Timeout)
 	}
 	return err
+}
+
+func (m *Monitor) streamOf(consumer string) string {
+	if m.o.StreamOf == nil {
+		return m.stream
+	}
+	return m.o.StreamOf(consumer)
 }
 
 // State is the last round's result: "up" or "down" for the stream and for

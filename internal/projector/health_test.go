@@ -13,6 +13,7 @@ import (
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/projections"
 )
 
 // The monitor reports what JetStream stops answering for, the stream or a
@@ -21,7 +22,7 @@ import (
 func TestMonitor(t *testing.T) {
 	_, js := testenv.StartJetStream(t).Connect(t)
 	ctx := context.Background()
-	setup, err := stream.Ensure(ctx, js, stream.Config{}, []string{"m.>"})
+	setup, err := stream.Ensure(ctx, js, stream.Config{}, []string{"m.>", projections.ReplayPrefix + "shops"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,14 +32,14 @@ func TestMonitor(t *testing.T) {
 		if _, err := setup.Consumer(ctx, "shops", []string{"m.shop.>"}, stream.ConsumerConfig{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := setup.ReplayConsumer(ctx, "shops", "m.replay", stream.ConsumerConfig{}); err != nil {
+		if _, err := setup.ReplayConsumer(ctx, "shops", projections.ReplayPrefix+"shops", stream.ConsumerConfig{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ensureConsumers()
 	var logs testenv.Buffer
 	reg := prometheus.NewRegistry()
-	m := projector.NewMonitor(js, "READSIDE_EVENTS", consumers, slog.New(slog.NewTextHandler(&logs, nil)), reg, projector.MonitorOptions{Timeout: time.Second})
+	m := projector.NewMonitor(js, "READSIDE_EVENTS", consumers, slog.New(slog.NewTextHandler(&logs, nil)), reg, projector.MonitorOptions{Timeout: time.Second, StreamOf: setup.StreamOf})
 	gauge := func(what, name string) float64 {
 		t.Helper()
 		want := `readside_jetstream_available{name="` + name + `",what="` + what + `"}`
@@ -76,7 +77,7 @@ func TestMonitor(t *testing.T) {
 		t.Errorf("all there, the monitor logged:\n%s", logs.String())
 	}
 
-	if err := js.DeleteConsumer(ctx, "READSIDE_EVENTS", consumers[1]); err != nil {
+	if err := js.DeleteConsumer(ctx, setup.StreamOf(consumers[1]), consumers[1]); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -86,7 +87,7 @@ func TestMonitor(t *testing.T) {
 		t.Errorf("replay consumer deleted: %q", got)
 	}
 	if n := strings.Count(logs.String(), "level=WARN"); n != 1 ||
-		!strings.Contains(logs.String(), `msg="JetStream consumer unavailable`) || !strings.Contains(logs.String(), "consumer=readside_shops_replay stream=READSIDE_EVENTS") {
+		!strings.Contains(logs.String(), `msg="JetStream consumer unavailable`) || !strings.Contains(logs.String(), "consumer=readside_shops_replay stream=READSIDE_OWN") {
 		t.Errorf("%d WARN lines after 3 checks, want one naming the consumer:\n%s", n, logs.String())
 	}
 	if g := gauge("consumer", consumers[1]); g != 0 {
@@ -109,8 +110,9 @@ func TestMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Check(ctx)
-	if got := state(); got != "down down consumer readside_shops,consumer readside_shops_replay,stream READSIDE_EVENTS" {
-		t.Errorf("stream deleted: %q", got)
+	// The replay consumer lives on the own stream, which is still there.
+	if got := state(); got != "down down consumer readside_shops,stream READSIDE_EVENTS" {
+		t.Errorf("events stream deleted: %q", got)
 	}
 	if !strings.Contains(logs.String(), `level=WARN msg="JetStream stream unavailable`) || !strings.Contains(logs.String(), "stream=READSIDE_EVENTS err=") {
 		t.Errorf("no WARN line naming the stream:\n%s", logs.String())
@@ -123,8 +125,8 @@ func TestMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "readside_jetstream_available" && len(mf.GetMetric()) != 3 {
-			t.Errorf("%d readside_jetstream_available series, want 3", len(mf.GetMetric()))
+		if mf.GetName() == "readside_jetstream_available" && len(mf.GetMetric()) != 4 {
+			t.Errorf("%d readside_jetstream_available series, want 4 (2 streams, 2 consumers)", len(mf.GetMetric()))
 		}
 	}
 }

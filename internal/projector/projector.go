@@ -72,7 +72,7 @@ type NamedStore struct {
 type Options struct {
 	Batch            int           // ids per write batch [256]
 	Workers          int           // batches in flight at once [4]
-	FetchConcurrency int           // source requests at once per batch [32]
+	FetchConcurrency int           // source requests at once per batch, under each source's adaptive limit [ForDefinition: the limits' ceiling]
 	MaxHeld          int           // messages held before pulling waits [8 × Batch × Workers]
 	AckWait          time.Duration // the consumer's ack wait; held messages get InProgress every third of it [30s]
 	MaxAckPending    int           // the consumer's limit of unacknowledged events, across replicas [20000]
@@ -126,20 +126,27 @@ type Parts struct {
 	Refs      RefStore // nil when no trigger looks a source up
 	DLQ       DeadLetterer
 	Publisher Publisher // for re-project events; needed with Refs
-	Log       *slog.Logger
-	Metrics   *Metrics // nil: unregistered metrics
+	// EventsHead, on a consumer of another stream than the events stream
+	// (the own stream), returns the events stream's last sequence: without a
+	// source version, documents are versioned by the events stream's
+	// sequence, whatever stream the event that asked for them is on.
+	EventsHead func(ctx context.Context) (uint64, error)
+	Log        *slog.Logger
+	Metrics    *Metrics // nil: unregistered metrics
 }
 
 // Projector runs one projection. Create it with New; Run it once.
 type Projector struct {
-	def        *projections.Definition
-	cons       jetstream.Consumer
-	asm        Assembler
-	stores     []NamedStore
-	refs       RefStore
-	pub        Publisher
-	dlq        DeadLetterer
-	log        *slog.Logger
+	def    *projections.Definition
+	cons   jetstream.Consumer
+	asm    Assembler
+	stores []NamedStore
+	refs   RefStore
+	pub    Publisher
+	dlq    DeadLetterer
+	log    *slog.Logger
+	// eventsHead: see Parts.EventsHead; nil on the live consumer.
+	eventsHead func(ctx context.Context) (uint64, error)
 	m          *Metrics
 	o          Options
 	label      string     // the projection's name, "/replay" or "/retry" for those consumers
@@ -191,7 +198,7 @@ func New(p Parts, o Options) *Projector {
 	}
 	return &Projector{
 		def: p.Def, cons: p.Consumer, asm: p.Assembler, stores: p.Stores, refs: p.Refs, pub: p.Publisher,
-		dlq: p.DLQ, m: m, o: o,
+		dlq: p.DLQ, m: m, o: o, eventsHead: p.EventsHead,
 		fanout:   make(chan jetstream.Msg, 256),
 		label:    p.Def.Name,
 		log:      p.Log.With("projection", p.Def.Name),

@@ -65,9 +65,6 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		return nil, err
 	}
 	cc := stream.ConsumerConfig{AckWait: o.AckWait, MaxAckPending: o.MaxAckPending}
-	// The re-project consumer first: upgrading, it starts where the live
-	// consumer's acknowledgements end, before the live one stops reading
-	// re-project events (see stream.Setup.ReprojectConsumer).
 	pcons, err := env.Streams.ReprojectConsumer(ctx, def.Name, def.ReprojectSubject(), cc)
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
@@ -99,8 +96,18 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 	// Re-project events (joined entities' changes fanned out, heal requests
 	// of the query API) are live work on a consumer of their own, so the
 	// live consumer has the triggers alone as filters.
+	// The consumers of the own stream version documents by the events
+	// stream's sequence too (see Parts.EventsHead).
+	events := env.Streams.Config().Events
+	eventsHead := func(ctx context.Context) (uint64, error) {
+		st, err := env.JetStream.Stream(ctx, events)
+		if err != nil {
+			return 0, err
+		}
+		return st.CachedInfo().State.LastSeq, nil
+	}
 	pparts := parts
-	pparts.Consumer = pcons
+	pparts.Consumer, pparts.EventsHead = pcons, eventsHead
 	live.reprojects = New(pparts, o)
 	live.reprojects.label = def.Name + "/reproject"
 	live.reprojects.log = live.log.With("consumer", "reproject")
@@ -113,7 +120,7 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
 	rparts, ro := parts, o
-	rparts.Consumer = rcons
+	rparts.Consumer, rparts.EventsHead = rcons, eventsHead
 	ro.Workers = max(1, o.Workers/2)
 	ro.MaxHeld = 4 * o.Batch * ro.Workers
 	live.replay = New(rparts, ro)
@@ -127,7 +134,7 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
 	tparts, to := parts, o
-	tparts.Consumer = tcons
+	tparts.Consumer, tparts.EventsHead = tcons, eventsHead
 	to.Workers = 1
 	to.MaxHeld = 4 * o.Batch
 	live.retry = New(tparts, to)

@@ -46,7 +46,7 @@ type Options struct {
 	// MaxInterval caps the backoff before jitter [5s].
 	MaxInterval time.Duration
 	// Transport sends the requests [a tuned *http.Transport: keep-alives,
-	// MaxIdleConnsPerHost 256, proxy from the environment].
+	// MaxIdleConnsPerHost 512, proxy from the environment].
 	Transport http.RoundTripper
 	// UserAgent is sent in the User-Agent header ["readside"].
 	UserAgent string
@@ -135,7 +135,7 @@ func newTransport() *http.Transport {
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
+		MaxIdleConnsPerHost:   512,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: 1 * time.Second,

@@ -14,14 +14,14 @@ import (
 type LimiterOptions struct {
 	Initial int // the limit before the source has answered anything [32]
 	Min     int // the floor: the limit never falls below it [1]
-	Max     int // the ceiling: the limit never rises above it [256]
+	Max     int // the ceiling: the limit never rises above it [512]
 }
 
 // Defaults of LimiterOptions.
 const (
 	DefaultLimitInitial = 32
 	DefaultLimitMin     = 1
-	DefaultLimitMax     = 256
+	DefaultLimitMax     = 512
 )
 
 // The limiter's tuning. A window is a sample of latencies of attempts that
@@ -36,15 +36,13 @@ const (
 	// loopback answer) is not read as overload.
 	slack = time.Millisecond
 	// growth is how much the limit rises after a window in which latency
-	// held and requests had to wait: about one window per round trip, so
-	// 32 reaches 256 in ten round trips.
+	// held and requests had to wait, once out of slow start (which doubles
+	// it): a window is about one round trip.
 	growth = 0.25
 	// failureCut multiplies the limit when an attempt fails as a source under
 	// strain does (timeout, connection error, 408, 429, 5xx): once per
 	// generation of requests, as TCP halves its window once per round trip.
 	failureCut = 0.5
-	// maxLatencyCut bounds one decrease for latency: at most halved.
-	maxLatencyCut = 0.5
 	// window sizes: half the limit, within these bounds.
 	minWindow = 10
 	maxWindow = 250
@@ -53,9 +51,9 @@ const (
 // Limiter bounds the requests in flight to one source, and adapts the bound
 // to how the source answers, after Netflix's concurrency-limits (gradient
 // and AIMD): the limit rises while requests wait for a permit and the
-// source's latency holds near its baseline, falls in proportion when the
-// latency rises above it, and halves when an attempt fails the way an
-// overloaded source fails (a timeout, a connection error, 408, 429 or
+// source's latency holds near its baseline, falls when the latency rises
+// above it, and halves when an attempt fails the way an overloaded source
+// fails (a timeout, a connection error, 408, 429 or
 // 5xx). A 404 or another 4xx is a normal answer: its latency counts like a
 // success's. The limit stays within LimiterOptions.Min and Max.
 //
@@ -88,6 +86,9 @@ type Limiter struct {
 	samples  []time.Duration // latencies of answers to attempts started in this epoch
 	waited   bool            // in this epoch a request found every permit taken
 	baseline time.Duration   // the source's latency when not queueing, estimated; 0: none yet
+	// slowStart doubles the limit at every rise: from the start, and from
+	// the floor, until the first cut, as TCP's slow start does.
+	slowStart bool
 }
 
 type waiter struct {
@@ -107,7 +108,7 @@ func NewLimiter(o LimiterOptions) *Limiter {
 		o.Initial = DefaultLimitInitial
 	}
 	o.Initial = min(max(o.Initial, o.Min), o.Max)
-	return &Limiter{min: float64(o.Min), max: float64(o.Max), limit: float64(o.Initial)}
+	return &Limiter{min: float64(o.Min), max: float64(o.Max), limit: float64(o.Initial), slowStart: true}
 }
 
 // Limit is the number of requests the limiter lets be in flight now.
@@ -232,9 +233,11 @@ func (l *Limiter) release(p *permit, latency time.Duration, o outcome) {
 // judgeLocked ends a window: it compares the window's median latency with
 // the baseline, moves the limit, and then the baseline.
 //
-// A cut aims at the baseline (by Little's law, the limit times
-// baseline/recent brings a queue back to the baseline latency), so the
-// windows after it show the source's own pace and keep the baseline honest.
+// A cut goes half the way to the limit that, by Little's law, would bring a
+// queue back to the baseline latency (the limit times baseline/recent): a
+// 20-fold slowdown about halves the limit per window, a passing 1.6-fold
+// spike takes a fifth off. The windows after a cut show the source's own
+// pace and keep the baseline honest.
 // The baseline falls half the way to any faster window, and rises only at
 // the floor, where there is nothing left to cut: a source that became slower
 // for good is cut down to the floor, and there its new pace becomes the
@@ -253,7 +256,9 @@ func (l *Limiter) judgeLocked() {
 	allowed := time.Duration(tolerance*float64(base)) + slack
 	switch {
 	case recent > allowed:
-		l.setLocked(l.limit * max(maxLatencyCut, float64(base)/float64(recent)))
+		l.setLocked(l.limit * (1 + float64(base)/float64(recent)) / 2)
+	case l.waited && l.slowStart:
+		l.setLocked(l.limit * 2)
 	case l.waited:
 		l.setLocked(l.limit + max(1, l.limit*growth))
 	default: // latency holds, and the callers do not need more: keep the limit
@@ -271,6 +276,12 @@ func (l *Limiter) judgeLocked() {
 // setLocked moves the limit within its bounds and starts a new epoch.
 func (l *Limiter) setLocked(limit float64) {
 	limit = math.Min(math.Max(limit, l.min), l.max)
+	switch {
+	case limit <= l.min:
+		l.slowStart = true
+	case limit < l.limit:
+		l.slowStart = false
+	}
 	l.limit = limit
 	l.epoch++
 	l.samples, l.waited = l.samples[:0], false

@@ -18,6 +18,7 @@ import (
 
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/projections"
 )
 
 // setupAll ensures the streams with cfg and the three consumers of
@@ -26,20 +27,29 @@ func setupAll(t *testing.T, js jetstream.JetStream, cfg stream.Config) (*stream.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := stream.Ensure(ctx, js, cfg, []string{cfg.Events + ".shop.changed.*"})
+	s, err := stream.Ensure(ctx, js, cfg, []string{cfg.Events + ".shop.changed.*", projections.ReplayPrefix + cfg.Events, projections.RetryPrefix + cfg.Events})
 	if err != nil {
 		return nil, err
 	}
 	if _, err := s.Consumer(ctx, "shops", []string{cfg.Events + ".shop.changed.*"}, stream.ConsumerConfig{}); err != nil {
 		return nil, err
 	}
-	if _, err := s.ReplayConsumer(ctx, "shops", cfg.Events+".replay", stream.ConsumerConfig{}); err != nil {
+	if _, err := s.ReplayConsumer(ctx, "shops", projections.ReplayPrefix+cfg.Events, stream.ConsumerConfig{}); err != nil {
 		return nil, err
 	}
-	if _, err := s.RetryConsumer(ctx, "shops", cfg.Events+".retry", stream.ConsumerConfig{}); err != nil {
+	if _, err := s.RetryConsumer(ctx, "shops", projections.RetryPrefix+cfg.Events, stream.ConsumerConfig{}); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// streamOf is the stream of consumer name under cfg (the own stream but for
+// the live consumer).
+func streamOf(cfg stream.Config, name string) string {
+	if name == stream.ConsumerName("shops") {
+		return cfg.Events
+	}
+	return cfg.Own
 }
 
 var consumerNames = []string{stream.ConsumerName("shops"), stream.ReplayConsumerName("shops"), stream.RetryConsumerName("shops")}
@@ -54,7 +64,7 @@ func checkReplicas(t *testing.T, js jetstream.JetStream, cfg stream.Config, want
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		var problems []string
-		for _, name := range []string{cfg.Events, cfg.DeadLetter} {
+		for _, name := range []string{cfg.Events, cfg.Own, cfg.DeadLetter} {
 			s, err := js.Stream(ctx, name)
 			if err != nil {
 				problems = append(problems, "stream "+name+": "+err.Error())
@@ -69,7 +79,7 @@ func checkReplicas(t *testing.T, js jetstream.JetStream, cfg stream.Config, want
 			}
 		}
 		for _, name := range consumerNames {
-			c, err := js.Consumer(ctx, cfg.Events, name)
+			c, err := js.Consumer(ctx, streamOf(cfg, name), name)
 			if err != nil {
 				problems = append(problems, "consumer "+name+": "+err.Error())
 				continue
@@ -158,7 +168,7 @@ func TestReplicasOnCluster(t *testing.T) {
 	_, js := c.Connect(t)
 	ns := testenv.Namespace(t)
 	var logs testenv.Buffer
-	cfg := stream.Config{Events: ns + "_EVENTS", DeadLetter: ns + "_DLQ", DLQPrefix: ns + ".dlq", Replicas: 3, Log: logTo(&logs)}
+	cfg := stream.Config{Events: ns + "_EVENTS", Own: ns + "_OWN", DeadLetter: ns + "_DLQ", DLQPrefix: ns + ".dlq", Replicas: 3, Log: logTo(&logs)}
 
 	if _, err := setupAll(t, js, cfg); err != nil {
 		t.Fatal(err)
@@ -171,7 +181,7 @@ func TestReplicasOnCluster(t *testing.T) {
 		seen := map[string]bool{}
 		for _, acc := range jsz(t, c, i).AccountDetails {
 			for _, sd := range acc.Streams {
-				if sd.Name != cfg.Events && sd.Name != cfg.DeadLetter {
+				if sd.Name != cfg.Events && sd.Name != cfg.Own && sd.Name != cfg.DeadLetter {
 					continue
 				}
 				seen[sd.Name] = true
@@ -181,9 +191,6 @@ func TestReplicasOnCluster(t *testing.T) {
 				if sd.Config == nil || sd.Config.Replicas != 3 || servers(sd.Cluster, fmt.Sprintf("n%d", i)) != 3 {
 					t.Errorf("n%d /jsz: stream %s: %s; want 3 replicas", i, sd.Name, jszString(sd.Config, sd.Cluster))
 				}
-				if sd.Name != cfg.Events {
-					continue
-				}
 				for _, ci := range sd.Consumer {
 					seen[ci.Name] = true
 					if ci.Config == nil || ci.Config.Replicas != 3 || servers(ci.Cluster, fmt.Sprintf("n%d", i)) != 3 {
@@ -192,7 +199,7 @@ func TestReplicasOnCluster(t *testing.T) {
 				}
 			}
 		}
-		for _, name := range append([]string{cfg.Events, cfg.DeadLetter}, consumerNames...) {
+		for _, name := range append([]string{cfg.Events, cfg.Own, cfg.DeadLetter}, consumerNames...) {
 			if !seen[name] {
 				t.Errorf("n%d /jsz does not list %s: every server keeps a replica of it", i, name)
 			}
@@ -236,10 +243,10 @@ func TestReplicasOnCluster(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
-	checkReplicas(t, js, stream.Config{Events: cfg.Events, DeadLetter: cfg.DeadLetter}, 3)
+	checkReplicas(t, js, stream.Config{Events: cfg.Events, Own: cfg.Own, DeadLetter: cfg.DeadLetter}, 3)
 
 	// A new stream with more replicas than servers.
-	_, err = stream.Ensure(context.Background(), js, stream.Config{Events: ns + "_NEW", DeadLetter: ns + "_NEWDLQ", DLQPrefix: ns + ".newdlq", Replicas: 4}, []string{ns + ".new.>"})
+	_, err = stream.Ensure(context.Background(), js, stream.Config{Events: ns + "_NEW", Own: ns + "_NEWOWN", DeadLetter: ns + "_NEWDLQ", DLQPrefix: ns + ".newdlq", Replicas: 4}, []string{ns + ".new.>"})
 	for _, want := range []string{"create " + ns + "_NEW with 4 replicas", "no suitable peers", "lower -stream-replicas"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("creating a stream of 4 replicas on 3 servers: %v, want it to mention %q", err, want)
@@ -251,12 +258,12 @@ func TestReplicasOnCluster(t *testing.T) {
 // a new stream and for an existing one, which it leaves as it is.
 func TestReplicasOnSingleServer(t *testing.T) {
 	_, js := testenv.StartJetStream(t).Connect(t)
-	cfg := stream.Config{Events: "EVENTS", DeadLetter: "DLQ"}
+	cfg := stream.Config{Events: "EVENTS", Own: "OWN", DeadLetter: "DLQ"}
 	if _, err := setupAll(t, js, cfg); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range consumerNames {
-		c, err := js.Consumer(context.Background(), "EVENTS", name)
+		c, err := js.Consumer(context.Background(), streamOf(cfg, name), name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -284,7 +291,7 @@ func TestReplicasOnSingleServer(t *testing.T) {
 		t.Errorf("the refused stream has %d replicas now, want 1", r)
 	}
 
-	_, err = stream.Ensure(context.Background(), js, stream.Config{Events: "NEW", DeadLetter: "NEWDLQ", DLQPrefix: "new.dlq", Replicas: 3}, []string{"new.>"})
+	_, err = stream.Ensure(context.Background(), js, stream.Config{Events: "NEW", Own: "NEWOWN", DeadLetter: "NEWDLQ", DLQPrefix: "new.dlq", Replicas: 3}, []string{"new.>"})
 	if err == nil || !strings.Contains(err.Error(), "create NEW with 3 replicas") || !strings.Contains(err.Error(), "lower -stream-replicas") {
 		t.Errorf("a new stream of 3 replicas on one server: %v, want a clear refusal", err)
 	}

@@ -1,6 +1,8 @@
 // Package stream sets up JetStream for Readside, idempotently: the events
-// stream, one durable pull consumer per projection, and the dead-letter
-// stream; and it writes dead-letter entries.
+// stream (the domain's change events), the own stream (the events Readside
+// publishes itself: re-project, replay, retry), the durable pull consumers of
+// each projection, and the dead-letter stream; and it writes dead-letter
+// entries.
 package stream
 
 import (
@@ -10,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +36,11 @@ const (
 
 // Config names the streams. Zero values take the defaults in brackets.
 type Config struct {
-	Events     string        // the events stream [READSIDE_EVENTS]
+	Events string // the events stream [READSIDE_EVENTS]
+	// Own is Readside's own stream: the events Readside publishes itself
+	// (re-project, replay, retry), kept apart so that they never slow the
+	// consumers of the domain's events [READSIDE_OWN].
+	Own        string
 	DeadLetter string        // the dead-letter stream [READSIDE_DLQ]
 	DLQPrefix  string        // dead-letter subjects: <prefix>.<projection> [readside.dlq]
 	MaxAge     time.Duration // how long events are kept [7 days]
@@ -53,6 +60,9 @@ const MaxReplicas = 5
 func (c *Config) defaults() {
 	if c.Events == "" {
 		c.Events = "READSIDE_EVENTS"
+	}
+	if c.Own == "" {
+		c.Own = "READSIDE_OWN"
 	}
 	if c.DeadLetter == "" {
 		c.DeadLetter = "READSIDE_DLQ"
@@ -75,9 +85,9 @@ func (c *Config) defaults() {
 type Setup struct {
 	cfg Config
 	js  jetstream.JetStream
-	// eventsReplicas is what the events stream had before Ensure: the
-	// replicas of its consumers that inherit the stream's.
-	eventsReplicas int
+	// replicasBefore is what each stream had before Ensure: the replicas of
+	// its consumers that inherit the stream's.
+	replicasBefore map[string]int
 }
 
 // Ensure creates or updates the events stream so that it captures subjects
@@ -94,24 +104,59 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config, subjects []
 	if cfg.Replicas < 1 || cfg.Replicas > MaxReplicas {
 		return nil, fmt.Errorf("stream: %d replicas: JetStream keeps 1 to %d", cfg.Replicas, MaxReplicas)
 	}
-	s := &Setup{cfg: cfg, js: js}
-	var err error
-	s.eventsReplicas, err = s.ensureStream(ctx, jetstream.StreamConfig{
-		Name: cfg.Events, Subjects: subjects, Storage: jetstream.FileStorage, MaxAge: cfg.MaxAge,
-		Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow, Discard: jetstream.DiscardOld,
-		Description: "Readside zero-payload change events",
-	})
+	s := &Setup{cfg: cfg, js: js, replicasBefore: map[string]int{}}
+	var domain, own []string
+	for _, sub := range subjects {
+		if isOwn(sub) {
+			own = append(own, sub)
+		} else {
+			domain = append(domain, sub)
+		}
+	}
+	upgrade, err := s.ownSubjectsOnEvents(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.ensureStream(ctx, jetstream.StreamConfig{
+	for _, want := range []jetstream.StreamConfig{{
+		Name: cfg.Events, Subjects: domain, Storage: jetstream.FileStorage, MaxAge: cfg.MaxAge,
+		Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow, Discard: jetstream.DiscardOld,
+		Description: "Readside zero-payload change events",
+	}, {
+		Name: cfg.Own, Subjects: own, Storage: jetstream.FileStorage, MaxAge: cfg.MaxAge,
+		Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow, Discard: jetstream.DiscardOld,
+		Description: "Readside's own events: re-project, replay and retry requests",
+	}, {
 		Name: cfg.DeadLetter, Subjects: []string{cfg.DLQPrefix + ".>"}, Storage: jetstream.FileStorage,
 		Replicas: cfg.Replicas, Duplicates: cfg.DedupWindow,
 		Description: "Readside dead-letter entries: events a projection could not process",
-	}); err != nil {
-		return nil, err
+	}} {
+		if want.Name == cfg.Own && upgrade != nil {
+			if err := s.moveOwnSubjects(ctx, upgrade); err != nil {
+				return nil, err
+			}
+		}
+		if s.replicasBefore[want.Name], err = s.ensureStream(ctx, want); err != nil {
+			return nil, err
+		}
+		if want.Name == cfg.Own && upgrade != nil {
+			if err := s.copyOwnEvents(ctx, upgrade); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return s, nil
+}
+
+// isOwn reports whether subject is one of the events Readside publishes
+// itself (re-project, replay, retry), which the own stream captures, one
+// subject per projection, as the events stream captures the triggers.
+func isOwn(subject string) bool {
+	for _, prefix := range []string{projections.ReprojectPrefix, projections.ReplayPrefix, projections.RetryPrefix} {
+		if strings.HasPrefix(subject, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // ensureStream creates the stream or brings an existing one to want's
@@ -229,12 +274,13 @@ type ConsumerConfig struct {
 // Messages are redelivered without limit: a dependency being down must never
 // drop an event, and bad events are dead-lettered explicitly instead.
 func (s *Setup) Consumer(ctx context.Context, name string, subjects []string, cc ConsumerConfig) (jetstream.Consumer, error) {
-	return s.consumer(ctx, ConsumerName(name), "Readside projection "+name, subjects, cc)
+	return s.consumer(ctx, s.cfg.Events, ConsumerName(name), "Readside projection "+name, subjects, cc)
 }
 
-// ReplayConsumer is Consumer for the projection's re-issued events.
+// ReplayConsumer is Consumer for the projection's re-issued events, on the
+// own stream.
 func (s *Setup) ReplayConsumer(ctx context.Context, name, subject string, cc ConsumerConfig) (jetstream.Consumer, error) {
-	return s.consumer(ctx, ReplayConsumerName(name), "Readside replay of "+name, []string{subject}, cc)
+	return s.consumer(ctx, s.cfg.Own, ReplayConsumerName(name), "Readside replay of "+name, []string{subject}, cc)
 }
 
 // ReprojectConsumerName is the durable consumer of a projection's re-project
@@ -242,48 +288,37 @@ func (s *Setup) ReplayConsumer(ctx context.Context, name, subject string, cc Con
 // requests.
 func ReprojectConsumerName(projection string) string { return "readside_" + projection + "_reproject" }
 
-// ReprojectConsumer is Consumer for the projection's re-project events.
-//
-// It upgrades in place a deployment whose live consumer still reads the
-// re-project subject (before Readside gave it a consumer of its own): the
-// new consumer starts at the live consumer's ack floor, so every re-project
-// event the live consumer had not acknowledged is delivered (some it had,
-// again: harmless), and only then is the live consumer's filter narrowed to
-// the triggers, by Consumer, which the caller calls after this.
+// ReprojectConsumer is Consumer for the projection's re-project events, on
+// the own stream.
 func (s *Setup) ReprojectConsumer(ctx context.Context, name, subject string, cc ConsumerConfig) (jetstream.Consumer, error) {
-	durable := ReprojectConsumerName(name)
-	var start uint64
-	if _, err := s.js.Consumer(ctx, s.cfg.Events, durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
-		if live, err := s.js.Consumer(ctx, s.cfg.Events, ConsumerName(name)); err == nil {
-			info := live.CachedInfo()
-			if slices.Contains(append(info.Config.FilterSubjects, info.Config.FilterSubject), subject) {
-				start = info.AckFloor.Stream + 1
-				if s.cfg.Log != nil {
-					s.cfg.Log.Warn("upgrading: re-project events get a consumer of their own, starting where the live consumer's acknowledgements end",
-						"consumer", durable, "from", ConsumerName(name), "stream", s.cfg.Events, "start_sequence", start)
-				}
-			}
-		}
-	}
-	return s.consumerFrom(ctx, durable, "Readside re-project events of "+name, []string{subject}, cc, start)
+	return s.consumer(ctx, s.cfg.Own, ReprojectConsumerName(name), "Readside re-project events of "+name, []string{subject}, cc)
 }
 
 // RetryConsumerName is the durable consumer of a projection's partial-document retries.
 func RetryConsumerName(projection string) string { return "readside_" + projection + "_retry" }
 
-// RetryConsumer is Consumer for the projection's partial-document retries.
+// RetryConsumer is Consumer for the projection's partial-document retries,
+// on the own stream.
 func (s *Setup) RetryConsumer(ctx context.Context, name, subject string, cc ConsumerConfig) (jetstream.Consumer, error) {
-	return s.consumer(ctx, RetryConsumerName(name), "Readside retries of partial "+name+" documents", []string{subject}, cc)
+	return s.consumer(ctx, s.cfg.Own, RetryConsumerName(name), "Readside retries of partial "+name+" documents", []string{subject}, cc)
 }
 
-func (s *Setup) consumer(ctx context.Context, durable, description string, subjects []string, cc ConsumerConfig) (jetstream.Consumer, error) {
-	return s.consumerFrom(ctx, durable, description, subjects, cc, 0)
+// StreamOf is the stream a projection's durable consumer lives on: the
+// events stream for the live one, the own stream for the others.
+func (s *Setup) StreamOf(durable string) string { return s.cfg.StreamOf(durable) }
+
+// StreamOf is the stream a projection's durable consumer lives on under c,
+// defaults filled in: the events stream for the live one, the own stream for
+// the others.
+func (c Config) StreamOf(durable string) string {
+	c.defaults()
+	if strings.HasSuffix(durable, "_reproject") || strings.HasSuffix(durable, "_replay") || strings.HasSuffix(durable, "_retry") {
+		return c.Own
+	}
+	return c.Events
 }
 
-// consumerFrom is consumer for a durable that, when it is created, starts at
-// stream sequence start (0: at the start of the stream). An existing
-// consumer keeps where it is.
-func (s *Setup) consumerFrom(ctx context.Context, durable, description string, subjects []string, cc ConsumerConfig, start uint64) (jetstream.Consumer, error) {
+func (s *Setup) consumer(ctx context.Context, streamName, durable, description string, subjects []string, cc ConsumerConfig) (jetstream.Consumer, error) {
 	if cc.AckWait == 0 {
 		cc.AckWait = 30 * time.Second
 	}
@@ -300,26 +335,20 @@ func (s *Setup) consumerFrom(ctx context.Context, durable, description string, s
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		Replicas:      s.cfg.Replicas,
 	}
-	if start > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
-	}
 	if len(subjects) == 1 {
 		cfg.FilterSubject = subjects[0]
 	} else {
 		cfg.FilterSubjects = subjects
 	}
 	before := 0
-	if c, err := s.js.Consumer(ctx, s.cfg.Events, durable); err == nil {
+	if c, err := s.js.Consumer(ctx, streamName, durable); err == nil {
 		// 0: the stream's replicas, as they were before Ensure.
 		if before = c.CachedInfo().Config.Replicas; before == 0 {
-			before = s.eventsReplicas
+			before = s.replicasBefore[streamName]
 		}
-		// Where it delivers from cannot change; it keeps its own.
-		cur := c.CachedInfo().Config
-		cfg.DeliverPolicy, cfg.OptStartSeq = cur.DeliverPolicy, cur.OptStartSeq
 	}
 	for {
-		c, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Events, cfg)
+		c, err := s.js.CreateOrUpdateConsumer(ctx, streamName, cfg)
 		var api *jetstream.APIError
 		if errors.As(err, &api) && api.ErrorCode == errCodeReplicasExceedStream {
 			// The stream is still gaining its new replicas: NATS takes the
@@ -327,7 +356,7 @@ func (s *Setup) consumerFrom(ctx context.Context, durable, description string, s
 			select {
 			case <-ctx.Done():
 				return nil, fmt.Errorf("stream: consumer %s on %s: %d replicas: the stream has not reached %d replicas yet (%w); see nats stream info %s",
-					cfg.Durable, s.cfg.Events, cfg.Replicas, cfg.Replicas, err, s.cfg.Events)
+					cfg.Durable, streamName, cfg.Replicas, cfg.Replicas, err, streamName)
 			case <-time.After(200 * time.Millisecond):
 			}
 			continue
@@ -336,10 +365,10 @@ func (s *Setup) consumerFrom(ctx context.Context, durable, description string, s
 			if hint := replicasHint(err, cfg.Replicas); hint != "" {
 				err = fmt.Errorf("%w: %s", err, hint)
 			}
-			return nil, fmt.Errorf("stream: consumer %s on %s: %w", cfg.Durable, s.cfg.Events, err)
+			return nil, fmt.Errorf("stream: consumer %s on %s: %w", cfg.Durable, streamName, err)
 		}
 		if before != 0 && before != cfg.Replicas && s.cfg.Log != nil {
-			s.cfg.Log.Warn("consumer replicas changed", "consumer", cfg.Durable, "stream", s.cfg.Events,
+			s.cfg.Log.Warn("consumer replicas changed", "consumer", cfg.Durable, "stream", streamName,
 				"from", before, "to", cfg.Replicas)
 		}
 		return c, nil

@@ -202,6 +202,9 @@ func (a *ShopAPI) Fetches() int64 { return a.fetches.Load() }
 // PeakConcurrency is the most requests the API served at once.
 func (a *ShopAPI) PeakConcurrency() int64 { return a.peak.Load() }
 
+// ResetPeak returns PeakConcurrency and starts counting it afresh.
+func (a *ShopAPI) ResetPeak() int64 { return a.peak.Swap(a.active.Load()) }
+
 // FetchesOf is how many requests asked for id.
 func (a *ShopAPI) FetchesOf(id string) int {
 	a.mu.Lock()
