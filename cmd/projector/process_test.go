@@ -114,7 +114,7 @@ func newWorldOn(t *testing.T, js *testenv.JetStream) *world {
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("READSIDE_TEST_LOG") != "" {
 			for _, f := range w.logs {
-				t.Logf("last lines of %s:\n%s", filepath.Base(f), tail(f, 60))
+				t.Logf("last lines of %s:\n%s", filepath.Base(f), testenv.TailFile(f, 60))
 			}
 		}
 	})
@@ -217,14 +217,6 @@ func (p *proc) logText() string {
 	return string(b)
 }
 
-func tail(file string, n int) string {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
 
 // stored counts the ids whose document is in Redis.
 func (w *world) stored(ids []string) int {

@@ -23,7 +23,7 @@ func (p *Projector) fanOut(ctx context.Context) {
 			for {
 				select {
 				case msg := <-p.fanout:
-					msg.Nak()
+					p.nak(msg)
 				default:
 					return
 				}
@@ -32,12 +32,12 @@ func (p *Projector) fanOut(ctx context.Context) {
 			n, err := p.reproject(context.WithoutCancel(ctx), msg)
 			if err != nil {
 				p.log.Warn("fanning out failed; the event will be redelivered", "subject", msg.Subject(), "err", err)
-				msg.NakWithDelay(2 * time.Second)
+				p.nakDelay(msg, 2*time.Second)
 				continue
 			}
 			p.log.Debug("fanned out", "subject", msg.Subject(), "documents", n)
 			p.m.Events.WithLabelValues(p.label, "fanned_out").Inc()
-			msg.Ack()
+			p.ackMsg(msg)
 		}
 	}
 }

@@ -11,6 +11,7 @@ type Metrics struct {
 	Held         *prometheus.GaugeVec     // messages held: pending and in flight
 	Paused       *prometheus.GaugeVec     // 1 while pulling is paused because a dependency fails
 	PullErrors   *prometheus.CounterVec   // pulls from JetStream that failed
+	SettleErrors *prometheus.CounterVec   // acks, naks, in-progress and terms JetStream did not take, by op
 }
 
 // NewMetrics creates the metrics and registers them on reg when it is not nil.
@@ -38,9 +39,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PullErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "readside_projector_pull_errors_total", Help: "Pulls from the JetStream consumer that failed (stream or consumer unavailable, NATS down).",
 		}, []string{"projection"}),
+		SettleErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "readside_projector_settle_errors_total", Help: "Acks, naks, in-progress signals and terminations JetStream did not take (the event is delivered again), by op.",
+		}, []string{"projection", "op"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.BatchSeconds, m.Held, m.Paused, m.PullErrors)
+		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.BatchSeconds, m.Held, m.Paused, m.PullErrors, m.SettleErrors)
 	}
 	return m
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
@@ -147,6 +148,7 @@ type Projector struct {
 	log    *slog.Logger
 	// eventsHead: see Parts.EventsHead; nil on the live consumer.
 	eventsHead func(ctx context.Context) (uint64, error)
+	settleWarn rate.Sometimes // spaces out the log of failed acks (see settled)
 	m          *Metrics
 	o          Options
 	label      string     // the projection's name, "/replay" or "/retry" for those consumers
@@ -198,7 +200,7 @@ func New(p Parts, o Options) *Projector {
 	}
 	return &Projector{
 		def: p.Def, cons: p.Consumer, asm: p.Assembler, stores: p.Stores, refs: p.Refs, pub: p.Publisher,
-		dlq: p.DLQ, m: m, o: o, eventsHead: p.EventsHead,
+		dlq: p.DLQ, m: m, o: o, eventsHead: p.EventsHead, settleWarn: rate.Sometimes{Interval: 5 * time.Second},
 		fanout:   make(chan jetstream.Msg, 256),
 		label:    p.Def.Name,
 		log:      p.Log.With("projection", p.Def.Name),
@@ -357,7 +359,7 @@ func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
 		select {
 		case p.fanout <- msg:
 		case <-ctx.Done():
-			msg.Nak()
+			p.nak(msg)
 		}
 		return
 	}
@@ -369,7 +371,7 @@ func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
 	if _, waiting := p.pending[id]; !waiting && !busy && seq != 0 && seq <= p.answered[id] {
 		// Stored before the id's last written fetch started: that fetch
 		// answers it (a burst of events for one id, pulled after its fetch).
-		msg.Ack()
+		p.ackMsg(msg)
 		p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
 		return
 	}
@@ -594,12 +596,12 @@ func (p *Projector) ack(ctx context.Context, it item) (answered bool) {
 		if md, err := msgs[newest].Metadata(); err == nil && md.NumDelivered > 1 {
 			delay <<= min(md.NumDelivered-1, 10)
 		}
-		msgs[newest].NakWithDelay(min(delay, 5*time.Minute))
+		p.nakDelay(msgs[newest], min(delay, 5*time.Minute))
 		p.m.Events.WithLabelValues(p.label, "partial").Inc()
 		msgs = append(msgs[:newest:newest], msgs[newest+1:]...)
 	}
 	for _, m := range msgs {
-		m.Ack()
+		p.ackMsg(m)
 	}
 	p.m.Events.WithLabelValues(p.label, "acked").Add(float64(len(msgs)))
 	return len(it.partial) == 0
@@ -636,7 +638,7 @@ func (p *Projector) settle(it item, err error) {
 			keep := e.msgs[:0]
 			for _, m := range e.msgs {
 				if md, err := m.Metadata(); err == nil && md.Sequence.Stream <= it.answers {
-					m.Ack()
+					p.ackMsg(m)
 					p.held--
 					p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
 				} else {
@@ -728,7 +730,7 @@ func (p *Projector) keepAlive(ctx context.Context) {
 		}
 		p.mu.Unlock()
 		for _, m := range msgs {
-			m.InProgress()
+			p.inProgress(m)
 		}
 	}
 }
@@ -749,7 +751,7 @@ func (p *Projector) nakHeld() {
 	p.held = 0
 	p.mu.Unlock()
 	for _, m := range msgs {
-		m.Nak()
+		p.nak(m)
 	}
 	p.m.Events.WithLabelValues(p.label, "naked").Add(float64(len(msgs)))
 }
@@ -761,12 +763,12 @@ func (p *Projector) deadLetter(ctx context.Context, msg jetstream.Msg, id, reaso
 	defer cancel()
 	if err := p.dlq.DeadLetter(ctx, p.def.Name, msg, id, reason); err != nil {
 		p.log.Error("dead-lettering failed; the event will be redelivered", "id", id, "reason", reason, "err", err)
-		msg.NakWithDelay(5 * time.Second)
+		p.nakDelay(msg, 5*time.Second)
 		return
 	}
 	p.log.Warn("event dead-lettered", "subject", msg.Subject(), "id", id, "reason", reason)
 	p.m.Events.WithLabelValues(p.label, "dead_lettered").Inc()
-	msg.TermWithReason(truncate(reason, 200))
+	p.term(msg, reason)
 }
 
 func signal(c chan struct{}) {

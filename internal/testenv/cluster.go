@@ -234,13 +234,7 @@ func holdsExclusive(t testing.TB, name string) bool {
 // (7101 to 7106 by default).
 func RedisClusterAddrs() []string {
 	if s := os.Getenv("READSIDE_TEST_REDIS_CLUSTER"); s != "" {
-		var addrs []string
-		for _, a := range strings.Split(s, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				addrs = append(addrs, a)
-			}
-		}
-		return addrs
+		return splitList(s)
 	}
 	addrs := make([]string, 6)
 	for i := range addrs {
@@ -623,18 +617,23 @@ func anyAnswers(addrs []string) bool {
 
 // ---------------------------------------------------------------- Elasticsearch cluster
 
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // ElasticClusterURLs are the test Elasticsearch cluster's nodes, node 1 first:
 // $READSIDE_TEST_ES_CLUSTER (comma-separated), or 2 ports on 127.0.0.1 from
 // $READSIDE_TEST_ES_CLUSTER_PORT (http://127.0.0.1:9261 and :9262 by default).
 func ElasticClusterURLs() []string {
 	if s := os.Getenv("READSIDE_TEST_ES_CLUSTER"); s != "" {
-		var urls []string
-		for _, u := range strings.Split(s, ",") {
-			if u = strings.TrimSpace(u); u != "" {
-				urls = append(urls, u)
-			}
-		}
-		return urls
+		return splitList(s)
 	}
 	p := portEnv("READSIDE_TEST_ES_CLUSTER_PORT", 9261)
 	return []string{fmt.Sprintf("http://127.0.0.1:%d", p), fmt.Sprintf("http://127.0.0.1:%d", p+1)}

@@ -183,7 +183,7 @@ func (c *NATSCluster) startProcess(t testing.TB, i int) {
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("NATS server n%d exited at start: %s", i, tailFile(filepath.Join(o.StoreDir, "nats-server.log"), 20))
+			t.Fatalf("NATS server n%d exited at start: %s", i, TailFile(filepath.Join(o.StoreDir, "nats-server.log"), 20))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -239,7 +239,9 @@ var natsBinary struct {
 	err  error
 }
 
-func tailFile(file string, n int) string {
+// TailFile returns the last n lines of file, or why it cannot be read: for
+// showing a process's log when a test fails.
+func TailFile(file string, n int) string {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err.Error()
