@@ -241,7 +241,7 @@ func (l *Limiter) release(p *permit, latency time.Duration, o outcome) {
 // The baseline falls half the way to any faster window, and rises only at
 // the floor, where there is nothing left to cut: a source that became slower
 // for good is cut down to the floor, and there its new pace becomes the
-// baseline within a few windows, from which the limit grows again. Anywhere
+// baseline at the next window, from which the limit grows again. Anywhere
 // else a slower window never moves the baseline up, or the limiter's own
 // queueing would become the new normal and the limit would creep to the
 // ceiling.
@@ -254,21 +254,26 @@ func (l *Limiter) judgeLocked() {
 	}
 	atFloor := l.limit <= l.min
 	allowed := time.Duration(tolerance*float64(base)) + slack
+	// Demand: a request had to wait during the window, or requests still
+	// wait now (a standing queue adds no new waiter to notice).
+	waited := l.waited || l.waiters.Len() > 0
 	switch {
 	case recent > allowed:
 		l.setLocked(l.limit * (1 + float64(base)/float64(recent)) / 2)
-	case l.waited && l.slowStart:
+	case waited && l.slowStart:
 		l.setLocked(l.limit * 2)
-	case l.waited:
+	case waited:
 		l.setLocked(l.limit + max(1, l.limit*growth))
 	default: // latency holds, and the callers do not need more: keep the limit
 		l.samples, l.waited = l.samples[:0], false
 	}
 	switch {
+	case atFloor:
+		// Alone in flight (or nearly), the limiter queues nothing: what the
+		// window saw is the source's own pace, taken as it is.
+		base = recent
 	case recent < base:
 		base -= (base - recent) / 2
-	case atFloor:
-		base += (recent - base) / 2
 	}
 	l.baseline = base
 }
