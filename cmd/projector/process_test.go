@@ -217,7 +217,6 @@ func (p *proc) logText() string {
 	return string(b)
 }
 
-
 // stored counts the ids whose document is in Redis.
 func (w *world) stored(ids []string) int {
 	w.t.Helper()
