@@ -42,8 +42,10 @@ func TestManyEventsConvergeAndCoalesce(t *testing.T) {
 				h.waitDrained(30 * time.Second)
 				fetches := h.api.Fetches()
 				t.Logf("%d events for %d ids cost %d fetches (%.2f per event)", len(events), len(all), fetches, float64(fetches)/float64(len(events)))
-				if fetches*2 > int64(len(events)) {
-					t.Errorf("%d fetches for %d events: duplicates did not coalesce", fetches, len(events))
+				// Every event was stored before the projector started, so the
+				// first fetch of an id answers all of its events: one each.
+				if fetches > int64(len(all))*11/10 {
+					t.Errorf("%d fetches for %d events over %d ids, want about one per id: the backlog did not coalesce", fetches, len(events), len(all))
 				}
 				if dl := h.deadLetters(); len(dl) != 0 {
 					t.Errorf("%d events dead-lettered, want none: %s", len(dl), dl[0].Headers().Get(stream.HeaderReason))
