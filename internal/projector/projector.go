@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -170,25 +169,8 @@ type Projector struct {
 	// least the changes they announce. It needs no clock.
 	head atomic.Uint64
 
-	mu       sync.Mutex
-	answered map[string]uint64          // id → the head when its last written fetch started (see maxAnswered)
-	ready    []string                   // ids with pending messages, not in flight and not waiting to retry
-	pending  map[string]*entry          // id → messages not yet being processed
-	inflight map[string][]jetstream.Msg // ids a worker is processing, with their messages
-	held     int                        // messages in pending and in flight
-	timers   map[string]*time.Timer     // ids waiting to retry
-	wake     chan struct{}              // a worker may find ready ids
-	room     chan struct{}              // the puller may find room
-	failing  atomic.Bool                // the last batch failed for a dependency and nothing succeeded
-	stopped  bool
-}
-
-// entry is the messages held for one id, how often it failed in a row, and
-// how often in a row it was fetched again to recheck a race.
-type entry struct {
-	msgs     []jetstream.Msg
-	tries    int
-	rechecks int
+	sched   *schedule[jetstream.Msg] // the events held, by id (see schedule)
+	failing atomic.Bool              // the last batch failed for a dependency and nothing succeeded
 }
 
 // New builds a Projector from its parts.
@@ -198,19 +180,16 @@ func New(p Parts, o Options) *Projector {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Projector{
+	pr := &Projector{
 		def: p.Def, cons: p.Consumer, asm: p.Assembler, stores: p.Stores, refs: p.Refs, pub: p.Publisher,
 		dlq: p.DLQ, m: m, o: o, eventsHead: p.EventsHead, settleWarn: rate.Sometimes{Interval: 5 * time.Second},
-		fanout:   make(chan jetstream.Msg, 256),
-		label:    p.Def.Name,
-		log:      p.Log.With("projection", p.Def.Name),
-		pending:  map[string]*entry{},
-		answered: map[string]uint64{},
-		inflight: map[string][]jetstream.Msg{},
-		timers:   map[string]*time.Timer{},
-		wake:     make(chan struct{}, 1),
-		room:     make(chan struct{}, 1),
+		fanout: make(chan jetstream.Msg, 256),
+		label:  p.Def.Name,
+		log:    p.Log.With("projection", p.Def.Name),
 	}
+	pr.sched = newSchedule(o.Batch, o.MaxHeld, seqOf, pr.backoff)
+	pr.sched.onHeld = func(n int) { m.Held.WithLabelValues(pr.label).Set(float64(n)) }
+	return pr
 }
 
 // Run pulls and processes events until ctx ends, then shuts down: it stops
@@ -276,13 +255,11 @@ func (p *Projector) pull(ctx context.Context) error {
 			continue
 		}
 		p.m.Paused.WithLabelValues(p.label).Set(0)
-		p.mu.Lock()
-		room := p.o.MaxHeld - p.held
-		p.mu.Unlock()
+		room := p.sched.room()
 		if room <= 0 {
 			select {
 			case <-ctx.Done():
-			case <-p.room:
+			case <-p.sched.roomFreed():
 			case <-time.After(time.Second):
 			}
 			continue
@@ -363,54 +340,39 @@ func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
 		}
 		return
 	}
-	id := ev.ID
-	seq := p.see(msg)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, busy := p.inflight[id]
-	if _, waiting := p.pending[id]; !waiting && !busy && seq != 0 && seq <= p.answered[id] {
+	p.see(msg)
+	if p.sched.add(ev.ID, msg) {
 		// Stored before the id's last written fetch started: that fetch
 		// answers it (a burst of events for one id, pulled after its fetch).
 		p.ackMsg(msg)
 		p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
-		return
-	}
-	p.held++
-	p.m.Held.WithLabelValues(p.label).Set(float64(p.held))
-	if e, ok := p.pending[id]; ok {
-		e.msgs = append(e.msgs, msg)
-		return
-	}
-	p.pending[id] = &entry{msgs: []jetstream.Msg{msg}}
-	if !busy { // in flight: dirty, queued again when the worker is done (unless its fetch answers it)
-		p.ready = append(p.ready, id)
-		signal(p.wake)
 	}
 }
 
-// see moves head on with what msg tells, and returns msg's stream sequence
-// (0 when its metadata cannot be read).
-func (p *Projector) see(msg jetstream.Msg) uint64 {
+// see moves head on with what msg tells.
+func (p *Projector) see(msg jetstream.Msg) {
 	md, err := msg.Metadata()
 	if err != nil {
-		return 0
+		return
 	}
-	seq := md.Sequence.Stream
-	for h := seq + md.NumPending; ; {
+	for h := md.Sequence.Stream + md.NumPending; ; {
 		cur := p.head.Load()
 		if h <= cur || p.head.CompareAndSwap(cur, h) {
 			break
 		}
 	}
-	return seq
 }
 
 // work processes batches of ready ids until ctx ends.
 func (p *Projector) work(ctx, work context.Context) {
 	for {
-		batch := p.take(ctx)
-		if batch == nil {
+		jobs := p.sched.take(ctx)
+		if jobs == nil {
 			return
+		}
+		batch := make([]item, len(jobs))
+		for i, j := range jobs {
+			batch[i] = item{job: j}
 		}
 		p.process(ctx, work, batch)
 	}
@@ -419,46 +381,14 @@ func (p *Projector) work(ctx, work context.Context) {
 // item is one id in flight with the messages it answers, and what its
 // attempt built.
 type item struct {
-	id       string
-	msgs     []jetstream.Msg
-	tries    int
-	rechecks int
-	answers  uint64 // the head when its fetch started: it answers every event up to it
-	written  bool   // its document is in every store and its events acked (see ack)
+	job[jetstream.Msg]
+	answers uint64 // the head when its fetch started: it answers every event up to it
+	written bool   // its document is in every store and its events acked (see ack)
 
 	version int64
 	deleted bool
 	partial []string   // optional sources the document lacks
 	refs    []sink.Ref // looked-up entities the document uses
-}
-
-// take waits for ready ids and marks up to Batch of them in flight.
-func (p *Projector) take(ctx context.Context) []item {
-	for {
-		p.mu.Lock()
-		if len(p.ready) > 0 {
-			n := min(len(p.ready), p.o.Batch)
-			batch := make([]item, n)
-			for i, id := range p.ready[:n] {
-				e := p.pending[id]
-				delete(p.pending, id)
-				p.inflight[id] = e.msgs
-				batch[i] = item{id: id, msgs: e.msgs, tries: e.tries, rechecks: e.rechecks}
-			}
-			p.ready = append(p.ready[:0], p.ready[n:]...)
-			if len(p.ready) > 0 {
-				signal(p.wake)
-			}
-			p.mu.Unlock()
-			return batch
-		}
-		p.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-p.wake:
-		}
-	}
 }
 
 // outcome is what happened to one id.
@@ -488,7 +418,7 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 			rechecked++
 			p.m.Events.WithLabelValues(p.label, "rechecked").Add(float64(len(it.msgs)))
 			p.log.Debug("a write raced another replica's; fetching the id again", "id", it.id, "rechecks", it.rechecks+1)
-			p.requeue(it)
+			p.sched.recheck(it.job)
 		case o.err == nil:
 			if o.recheck {
 				p.log.Warn("an id raced other writes on every recheck; acking its events, the next event fetches it again", "id", it.id, "rechecks", it.rechecks)
@@ -534,30 +464,11 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 	}
 }
 
-// absorb moves into each in-flight item the events that arrived for its id
-// while it was fetched but were stored before the fetch started (their
-// sequence is at most the item's answers): the fetch already answers them,
-// so they are acknowledged with it.
+// absorb adds to each in-flight item the events its fetch answers that
+// arrived while it was fetched (see schedule.absorb).
 func (p *Projector) absorb(batch []item) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	for i := range batch {
-		e := p.pending[batch[i].id]
-		if e == nil {
-			continue
-		}
-		keep := e.msgs[:0]
-		for _, m := range e.msgs {
-			if md, err := m.Metadata(); err == nil && md.Sequence.Stream <= batch[i].answers {
-				batch[i].msgs = append(batch[i].msgs, m)
-			} else {
-				keep = append(keep, m)
-			}
-		}
-		if e.msgs = keep; len(keep) == 0 {
-			delete(p.pending, batch[i].id)
-		}
-		p.inflight[batch[i].id] = batch[i].msgs // kept alive with the rest
+		batch[i].msgs = p.sched.absorb(batch[i].id, batch[i].answers, batch[i].msgs)
 	}
 }
 
@@ -616,86 +527,21 @@ func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
 	return p.refs.Commit(ctx, built)
 }
 
-// settle ends an id's flight: on success its count of failures is reset; on
-// a transient error its messages wait for a retry after a backoff. Messages
-// that arrived meanwhile (the id is dirty) make it ready again.
+// settle ends an id's flight: on success (or a dead-letter) its messages
+// are no longer held, and events its written fetch answers are acked; on a
+// transient error its messages wait for a retry after a backoff.
 func (p *Projector) settle(it item, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.inflight, it.id)
-	e := p.pending[it.id]
-	if err == nil {
-		p.held -= len(it.msgs)
-		if it.written && it.answers != 0 {
-			if len(p.answered) >= maxAnswered {
-				clear(p.answered)
-			}
-			p.answered[it.id] = max(p.answered[it.id], it.answers)
-		}
-		if e != nil && it.written && it.answers != 0 {
-			// Events that came in during the write but were stored before
-			// the fetch started are answered by it too.
-			keep := e.msgs[:0]
-			for _, m := range e.msgs {
-				if md, err := m.Metadata(); err == nil && md.Sequence.Stream <= it.answers {
-					p.ackMsg(m)
-					p.held--
-					p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
-				} else {
-					keep = append(keep, m)
-				}
-			}
-			if e.msgs = keep; len(keep) == 0 {
-				delete(p.pending, it.id)
-				e = nil
-			}
-		}
-		p.m.Held.WithLabelValues(p.label).Set(float64(p.held))
-		signal(p.room)
-		if e != nil && !p.stopped {
-			p.ready = append(p.ready, it.id)
-			signal(p.wake)
-		}
+	if err != nil {
+		p.sched.retry(it.job)
 		return
 	}
-	if e == nil {
-		e = &entry{}
-		p.pending[it.id] = e
+	var answers uint64
+	if it.written {
+		answers = it.answers
 	}
-	e.msgs = append(it.msgs, e.msgs...)
-	e.tries = it.tries + 1
-	if p.stopped {
-		return
-	}
-	id := it.id
-	p.timers[id] = time.AfterFunc(p.backoff(e.tries), func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		delete(p.timers, id)
-		_, busy := p.inflight[id]
-		if _, ok := p.pending[id]; ok && !busy && !p.stopped {
-			p.ready = append(p.ready, id)
-			signal(p.wake)
-		}
-	})
-}
-
-// requeue ends an id's flight without acking its messages and makes it ready
-// again at once, to be fetched again (a recheck).
-func (p *Projector) requeue(it item) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.inflight, it.id)
-	e := p.pending[it.id]
-	if e == nil {
-		e = &entry{}
-		p.pending[it.id] = e
-	}
-	e.msgs = append(it.msgs, e.msgs...)
-	e.rechecks = it.rechecks + 1
-	if !p.stopped {
-		p.ready = append(p.ready, it.id)
-		signal(p.wake)
+	for _, m := range p.sched.finish(it.job, answers) {
+		p.ackMsg(m)
+		p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
 	}
 }
 
@@ -720,16 +566,7 @@ func (p *Projector) keepAlive(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		p.mu.Lock()
-		var msgs []jetstream.Msg
-		for _, e := range p.pending { // waiting, possibly behind a retry
-			msgs = append(msgs, e.msgs...)
-		}
-		for _, in := range p.inflight { // a batch may wait on a slow store
-			msgs = append(msgs, in...)
-		}
-		p.mu.Unlock()
-		for _, m := range msgs {
+		for _, m := range p.sched.heldMsgs() {
 			p.inProgress(m)
 		}
 	}
@@ -737,19 +574,7 @@ func (p *Projector) keepAlive(ctx context.Context) {
 
 // nakHeld hands every message still held back to JetStream on shutdown.
 func (p *Projector) nakHeld() {
-	p.mu.Lock()
-	p.stopped = true
-	for _, t := range p.timers {
-		t.Stop()
-	}
-	var msgs []jetstream.Msg
-	for _, e := range p.pending {
-		msgs = append(msgs, e.msgs...)
-	}
-	p.pending = map[string]*entry{}
-	p.ready = nil
-	p.held = 0
-	p.mu.Unlock()
+	msgs := p.sched.stop()
 	for _, m := range msgs {
 		p.nak(m)
 	}
