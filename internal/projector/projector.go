@@ -378,17 +378,11 @@ func (p *Projector) work(ctx, work context.Context) {
 	}
 }
 
-// item is one id in flight with the messages it answers, and what its
-// attempt built.
+// item is one id in flight with the messages it answers.
 type item struct {
 	job[jetstream.Msg]
 	answers uint64 // the head when its fetch started: it answers every event up to it
 	written bool   // its document is in every store and its events acked (see ack)
-
-	version int64
-	deleted bool
-	partial []string   // optional sources the document lacks
-	refs    []sink.Ref // looked-up entities the document uses
 }
 
 // outcome is what happened to one id.
@@ -408,7 +402,13 @@ const maxRechecks = 4
 // process fetches, builds and writes one batch and settles its messages.
 func (p *Projector) process(ctx, work context.Context, batch []item) {
 	start := time.Now()
-	out := p.attempt(work, batch)
+	// Every event up to head was stored before the fetches start now, so
+	// they answer all of them.
+	head := p.head.Load()
+	for i := range batch {
+		batch[i].answers = max(head, uint64(maxSeq(batch[i])))
+	}
+	out := p.attempt(work, head, batch, func() { p.absorb(batch) })
 	var written, retried, rechecked int
 	var firstErr error
 	var built []sink.Built
@@ -425,9 +425,9 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 			}
 			written++
 			if p.refs != nil {
-				built = append(built, sink.Built{ID: it.id, Version: it.version, Deleted: it.deleted, Refs: it.refs})
+				built = append(built, sink.Built{ID: it.id, Version: o.version, Deleted: o.deleted, Refs: o.refs})
 			}
-			it.written = p.ack(work, it)
+			it.written = p.ack(work, it, o)
 			p.settle(it, nil)
 		case o.permanent:
 			for _, m := range it.msgs {
@@ -481,22 +481,22 @@ func (p *Projector) absorb(batch []item) {
 // It reports whether the document is complete or its retry is on the retry
 // consumer: then its fetch answers every event up to it.answers. A
 // redelivery it asked for must not be taken for a duplicate.
-func (p *Projector) ack(ctx context.Context, it item) (answered bool) {
+func (p *Projector) ack(ctx context.Context, it item, r result) (answered bool) {
 	msgs := it.msgs
-	if len(it.partial) > 0 && !p.delays && p.pub != nil {
+	if len(r.partial) > 0 && !p.delays && p.pub != nil {
 		body, _ := json.Marshal(map[string]string{"id": it.id})
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), body,
-			jetstream.WithMsgID(fmt.Sprintf("retry-%s-%s-%d", p.def.Name, it.id, it.version)))
+			jetstream.WithMsgID(fmt.Sprintf("retry-%s-%s-%d", p.def.Name, it.id, r.version)))
 		cancel()
 		if err == nil {
 			p.m.Events.WithLabelValues(p.label, "partial").Inc()
-			it.partial = nil // the retry consumer has it now
+			r.partial = nil // the retry consumer has it now
 		} else {
 			p.log.Warn("publishing a partial document's retry failed; redelivering its event later instead", "id", it.id, "err", err)
 		}
 	}
-	if len(it.partial) > 0 {
+	if len(r.partial) > 0 {
 		newest := len(msgs) - 1
 		for i, m := range msgs {
 			if md, err := m.Metadata(); err == nil && md.Sequence.Stream == uint64(maxSeq(it)) {
@@ -515,7 +515,7 @@ func (p *Projector) ack(ctx context.Context, it item) (answered bool) {
 		p.ackMsg(m)
 	}
 	p.m.Events.WithLabelValues(p.label, "acked").Add(float64(len(msgs)))
-	return len(it.partial) == 0
+	return len(r.partial) == 0
 }
 
 func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
