@@ -18,7 +18,6 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -382,7 +381,6 @@ func (p *Projector) work(ctx, work context.Context) {
 type item struct {
 	job[jetstream.Msg]
 	answers uint64 // the head when its fetch started: it answers every event up to it
-	written bool   // its document is in every store and its events acked (see ack)
 }
 
 // outcome is what happened to one id.
@@ -413,35 +411,20 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 	var firstErr error
 	var built []sink.Built
 	for i, it := range batch {
-		switch o := out[i]; {
-		case o.err == nil && o.recheck && it.rechecks < maxRechecks:
-			rechecked++
-			p.m.Events.WithLabelValues(p.label, "rechecked").Add(float64(len(it.msgs)))
-			p.log.Debug("a write raced another replica's; fetching the id again", "id", it.id, "rechecks", it.rechecks+1)
-			p.sched.recheck(it.job)
-		case o.err == nil:
-			if o.recheck {
-				p.log.Warn("an id raced other writes on every recheck; acking its events, the next event fetches it again", "id", it.id, "rechecks", it.rechecks)
-			}
+		switch p.settle(work, it, out[i]) {
+		case settledWritten:
 			written++
 			if p.refs != nil {
+				o := out[i]
 				built = append(built, sink.Built{ID: it.id, Version: o.version, Deleted: o.deleted, Refs: o.refs})
 			}
-			it.written = p.ack(work, it, o)
-			p.settle(it, nil)
-		case o.permanent:
-			for _, m := range it.msgs {
-				p.deadLetter(work, m, it.id, o.err.Error())
-			}
-			p.settle(it, nil)
-		default:
+		case settledRechecked:
+			rechecked++
+		case settledRetried:
 			retried++
 			if firstErr == nil {
-				firstErr = o.err
+				firstErr = out[i].err
 			}
-			p.m.Events.WithLabelValues(p.label, "retried").Add(float64(len(it.msgs)))
-			p.log.Debug("retrying later", "id", it.id, "tries", it.tries+1, "err", o.err)
-			p.settle(it, o.err)
 		}
 	}
 	if err := p.commitRefs(work, built); err != nil {
@@ -472,52 +455,6 @@ func (p *Projector) absorb(batch []item) {
 	}
 }
 
-// ack acknowledges the events a written document answers. A partial
-// document is built again later, when its optional sources may answer: on
-// the retry consumer its newest event is redelivered after a backoff;
-// elsewhere a retry event is published first (falling back to the delayed
-// redelivery when it cannot be). Either way the retry is durable.
-//
-// It reports whether the document is complete or its retry is on the retry
-// consumer: then its fetch answers every event up to it.answers. A
-// redelivery it asked for must not be taken for a duplicate.
-func (p *Projector) ack(ctx context.Context, it item, r result) (answered bool) {
-	msgs := it.msgs
-	if len(r.partial) > 0 && !p.delays && p.pub != nil {
-		body, _ := json.Marshal(map[string]string{"id": it.id})
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), body,
-			jetstream.WithMsgID(fmt.Sprintf("retry-%s-%s-%d", p.def.Name, it.id, r.version)))
-		cancel()
-		if err == nil {
-			p.m.Events.WithLabelValues(p.label, "partial").Inc()
-			r.partial = nil // the retry consumer has it now
-		} else {
-			p.log.Warn("publishing a partial document's retry failed; redelivering its event later instead", "id", it.id, "err", err)
-		}
-	}
-	if len(r.partial) > 0 {
-		newest := len(msgs) - 1
-		for i, m := range msgs {
-			if md, err := m.Metadata(); err == nil && md.Sequence.Stream == uint64(maxSeq(it)) {
-				newest = i
-			}
-		}
-		delay := p.o.PartialRetry
-		if md, err := msgs[newest].Metadata(); err == nil && md.NumDelivered > 1 {
-			delay <<= min(md.NumDelivered-1, 10)
-		}
-		p.nakDelay(msgs[newest], min(delay, 5*time.Minute))
-		p.m.Events.WithLabelValues(p.label, "partial").Inc()
-		msgs = append(msgs[:newest:newest], msgs[newest+1:]...)
-	}
-	for _, m := range msgs {
-		p.ackMsg(m)
-	}
-	p.m.Events.WithLabelValues(p.label, "acked").Add(float64(len(msgs)))
-	return len(r.partial) == 0
-}
-
 func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
 	if len(built) == 0 {
 		return nil
@@ -525,24 +462,6 @@ func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return p.refs.Commit(ctx, built)
-}
-
-// settle ends an id's flight: on success (or a dead-letter) its messages
-// are no longer held, and events its written fetch answers are acked; on a
-// transient error its messages wait for a retry after a backoff.
-func (p *Projector) settle(it item, err error) {
-	if err != nil {
-		p.sched.retry(it.job)
-		return
-	}
-	var answers uint64
-	if it.written {
-		answers = it.answers
-	}
-	for _, m := range p.sched.finish(it.job, answers) {
-		p.ackMsg(m)
-		p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
-	}
 }
 
 // backoff is the delay before the n-th retry: exponential with full jitter
@@ -570,30 +489,6 @@ func (p *Projector) keepAlive(ctx context.Context) {
 			p.inProgress(m)
 		}
 	}
-}
-
-// nakHeld hands every message still held back to JetStream on shutdown.
-func (p *Projector) nakHeld() {
-	msgs := p.sched.stop()
-	for _, m := range msgs {
-		p.nak(m)
-	}
-	p.m.Events.WithLabelValues(p.label, "naked").Add(float64(len(msgs)))
-}
-
-// deadLetter stores a bad event with its reason and terminates it; when the
-// dead-letter stream cannot take it, the event is Nak'ed to try again later.
-func (p *Projector) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason string) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := p.dlq.DeadLetter(ctx, p.def.Name, msg, id, reason); err != nil {
-		p.log.Error("dead-lettering failed; the event will be redelivered", "id", id, "reason", reason, "err", err)
-		p.nakDelay(msg, 5*time.Second)
-		return
-	}
-	p.log.Warn("event dead-lettered", "subject", msg.Subject(), "id", id, "reason", reason)
-	p.m.Events.WithLabelValues(p.label, "dead_lettered").Inc()
-	p.term(msg, reason)
 }
 
 func signal(c chan struct{}) {
