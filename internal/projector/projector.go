@@ -132,6 +132,14 @@ type Parts struct {
 	EventsHead func(ctx context.Context) (uint64, error)
 	Log        *slog.Logger
 	Metrics    *Metrics // nil: unregistered metrics
+	// Kind names a consumer other than the live one ("reproject", "replay",
+	// "retry"): logs say it, and metrics are labelled "<projection>/<kind>".
+	Kind string
+	// Delays is set on the retry consumer: a partial document's newest event
+	// is redelivered after a backoff. Elsewhere it is acknowledged and a
+	// retry event published, so waiting documents never fill the live
+	// consumer's ack-pending limit.
+	Delays bool
 }
 
 // Projector runs one projection. Create it with New; Run it once.
@@ -149,16 +157,9 @@ type Projector struct {
 	settleWarn rate.Sometimes // spaces out the log of failed acks (see settled)
 	m          *Metrics
 	o          Options
-	label      string     // the projection's name, "/replay" or "/retry" for those consumers
-	reprojects *Projector // run alongside on the re-project consumer, if any
-	replay     *Projector // run alongside on the replay consumer, if any
-	retry      *Projector // run alongside on the retry consumer, if any
-	// delays is true on the retry consumer: a partial document's newest event
-	// is redelivered after a backoff. Elsewhere it is acknowledged and a retry
-	// event published, so waiting documents never fill the live consumer's
-	// ack-pending limit.
-	delays bool
-	fanout chan jetstream.Msg // lookup events waiting to fan out
+	label      string             // the projection's name, with "/<kind>" on the other consumers (see Parts.Kind)
+	delays     bool               // see Parts.Delays
+	fanout     chan jetstream.Msg // lookup events waiting to fan out
 
 	// head is a stream sequence every event up to which was stored before
 	// now: the highest sequence plus pending count of any message received
@@ -185,6 +186,11 @@ func New(p Parts, o Options) *Projector {
 		fanout: make(chan jetstream.Msg, 256),
 		label:  p.Def.Name,
 		log:    p.Log.With("projection", p.Def.Name),
+		delays: p.Delays,
+	}
+	if p.Kind != "" {
+		pr.label += "/" + p.Kind
+		pr.log = pr.log.With("consumer", p.Kind)
 	}
 	pr.sched = newSchedule(o.Batch, o.MaxHeld, seqOf, pr.backoff)
 	pr.sched.onHeld = func(n int) { m.Held.WithLabelValues(pr.label).Set(float64(n)) }
@@ -194,8 +200,8 @@ func New(p Parts, o Options) *Projector {
 // Run pulls and processes events until ctx ends, then shuts down: it stops
 // pulling, lets in-flight batches finish within the grace period, and Naks
 // every message still held so another process gets it at once. It returns
-// nil after a clean shutdown and an error when a consumer (live, replay or
-// retry) is gone; then every part stops the same way.
+// nil after a clean shutdown and an error when its consumer is gone; then
+// every part stops the same way.
 func (p *Projector) Run(ctx context.Context) error {
 	// Work outlives ctx by the grace period so in-flight batches can finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -215,15 +221,6 @@ func (p *Projector) Run(ctx context.Context) error {
 		}
 	})
 	defer stopGraceOnFail()
-	if p.reprojects != nil {
-		g.Go(func() error { return p.reprojects.Run(gctx) })
-	}
-	if p.replay != nil {
-		g.Go(func() error { return p.replay.Run(gctx) })
-	}
-	if p.retry != nil {
-		g.Go(func() error { return p.retry.Run(gctx) })
-	}
 	g.Go(func() error { return p.pull(gctx) })
 	for range p.o.Workers {
 		g.Go(func() error { p.work(gctx, work); return nil })
