@@ -226,7 +226,7 @@ func (r *rig) startWith(o projector.Options) {
 }
 
 // projector prepares a projector of def with o, as a deployment starts one.
-func (r *rig) projector(def *projections.Definition, o projector.Options) (*projector.Projector, error) {
+func (r *rig) projector(def *projections.Definition, o projector.Options) (*projector.Projection, error) {
 	env := projector.Env{
 		JetStream: r.js, Streams: r.streams, Stores: &backend.Stores{Redis: r.rdb, Elastic: r.es}, Log: r.log,
 		SourceRetryBudget: 300 * time.Millisecond,

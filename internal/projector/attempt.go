@@ -12,10 +12,22 @@ import (
 	"github.com/readside/readside/internal/sink"
 )
 
-// attempt builds every id of the batch from the sources (fetches start after
-// started), writes the documents to every store at once, and returns one
-// outcome per item. Items learn what was built (version, tombstone, partial,
-// refs) and may gain events their fetch answers (absorb).
+// result is what an attempt made of one item: its outcome and, when a
+// document was built, what it is.
+type result struct {
+	outcome
+	version int64
+	deleted bool
+	partial []string   // optional sources the document lacks
+	refs    []sink.Ref // looked-up entities the document uses
+}
+
+// attempt builds every id of the batch from the sources, writes the
+// documents to every store at once, and returns one result per item; it
+// does not change the items. Every event up to head was stored before the
+// fetches start, so each item's fetch answers the events up to its answers
+// (set by the caller). fetched runs once the documents are built and before
+// they are written (see Projector.absorb).
 //
 // With a source version, a deletion carries no version of its own, so it is
 // confirmed before it is written (see confirmDeletions), and an item whose
@@ -24,14 +36,10 @@ import (
 // meanwhile, or a document stored over a tombstone. Either may be the entity
 // re-created, or a fetch made before the deletion written after it; a new
 // fetch tells which.
-func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
-	// Every event up to head was stored before the fetches start now, so
-	// they answer all of them.
-	head := p.head.Load()
+func (p *Projector) attempt(ctx context.Context, head uint64, batch []item, fetched func()) []result {
 	ids := make([]string, len(batch))
 	for i := range batch {
 		ids[i] = batch[i].id
-		batch[i].answers = max(head, uint64(maxSeq(batch[i])))
 	}
 	// Without a source version, the documents' version is the newest
 	// sequence of the events stream they answer: on the live consumer its
@@ -44,9 +52,9 @@ func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
 		if p.eventsHead != nil {
 			last, err := p.eventsHead(ctx)
 			if err != nil {
-				out := make([]outcome, len(batch))
+				out := make([]result, len(batch))
 				for i := range out {
-					out[i] = outcome{err: fmt.Errorf("reading the events stream's last sequence: %w", err)}
+					out[i].outcome = outcome{err: fmt.Errorf("reading the events stream's last sequence: %w", err)}
 				}
 				return out
 			}
@@ -67,40 +75,40 @@ func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
 		floor = p.confirmDeletions(ctx, ids, res)
 	}
 	built := time.Now()
-	p.absorb(batch)
+	fetched()
 
-	out := make([]outcome, len(batch))
+	out := make([]result, len(batch))
 	var idx []int
 	var write []sink.Doc
 	for i := range batch {
-		r, it := res[i], &batch[i]
+		r, o := res[i], &out[i]
 		switch {
 		case r.Err != nil:
-			out[i] = outcome{err: r.Err, permanent: r.Permanent}
+			o.outcome = outcome{err: r.Err, permanent: r.Permanent}
 			p.m.Fetches.WithLabelValues(p.label, map[bool]string{true: "bad", false: "unavailable"}[r.Permanent]).Inc()
 			continue
 		case r.Deleted:
 			p.m.Fetches.WithLabelValues(p.label, "not_found").Inc()
-			it.deleted = true
+			o.deleted = true
 			if p.def.Versioned() {
-				it.version = floor[i]
+				o.version = floor[i]
 			} else {
-				it.version = versions[i]
+				o.version = versions[i]
 			}
 		default:
 			p.m.Fetches.WithLabelValues(p.label, "ok").Inc()
-			it.version = r.Version
+			o.version = r.Version
 			if !p.def.Versioned() {
-				it.version = versions[i] // covers the absorbed events too
+				o.version = versions[i] // covers the absorbed events too
 			}
-			it.partial = r.Partial
-			it.refs = make([]sink.Ref, len(r.Refs))
+			o.partial = r.Partial
+			o.refs = make([]sink.Ref, len(r.Refs))
 			for j, ref := range r.Refs {
-				it.refs[j] = sink.Ref(ref)
+				o.refs[j] = sink.Ref(ref)
 			}
 		}
 		idx = append(idx, i)
-		write = append(write, sink.Doc{ID: it.id, Version: it.version, Body: r.Doc, Deleted: it.deleted, BuiltAt: built})
+		write = append(write, sink.Doc{ID: batch[i].id, Version: o.version, Body: r.Doc, Deleted: o.deleted, BuiltAt: built})
 	}
 	if len(write) == 0 {
 		return out
@@ -115,7 +123,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
 			} else {
 				errs[s] = st.Store.Write(ctx, write)
 			}
-			p.m.Writes.WithLabelValues(p.label, st.Name, result(errs[s])).Inc()
+			p.m.Writes.WithLabelValues(p.label, st.Name, status(errs[s])).Inc()
 			return nil
 		})
 	}
@@ -124,7 +132,7 @@ func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
 		for _, rep := range reports {
 			for j, o := range rep {
 				if o == sink.Revived || (o == sink.Dropped && write[j].Deleted) {
-					out[idx[j]].recheck = true
+					out[idx[j]].outcome.recheck = true
 				}
 			}
 		}
@@ -137,12 +145,12 @@ func (p *Projector) attempt(ctx context.Context, batch []item) []outcome {
 		var be *sink.BatchError
 		if !errors.As(err, &be) {
 			for _, i := range idx { // the whole write failed: the store is down
-				out[i] = worse(out[i], outcome{err: fmt.Errorf("%s: %w", name, err)})
+				out[i].outcome = worse(out[i].outcome, outcome{err: fmt.Errorf("%s: %w", name, err)})
 			}
 			continue
 		}
 		for j, ierr := range be.Items {
-			out[idx[j]] = worse(out[idx[j]], outcome{err: fmt.Errorf("%s: %w", name, ierr), permanent: sink.IsPermanent(ierr)})
+			out[idx[j]].outcome = worse(out[idx[j]].outcome, outcome{err: fmt.Errorf("%s: %w", name, ierr), permanent: sink.IsPermanent(ierr)})
 		}
 	}
 	return out
@@ -161,7 +169,7 @@ func worse(a, b outcome) outcome {
 	return a
 }
 
-func result(err error) string {
+func status(err error) string {
 	if err == nil {
 		return "ok"
 	}

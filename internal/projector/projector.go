@@ -18,12 +18,10 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -134,6 +132,14 @@ type Parts struct {
 	EventsHead func(ctx context.Context) (uint64, error)
 	Log        *slog.Logger
 	Metrics    *Metrics // nil: unregistered metrics
+	// Kind names a consumer other than the live one ("reproject", "replay",
+	// "retry"): logs say it, and metrics are labelled "<projection>/<kind>".
+	Kind string
+	// Delays is set on the retry consumer: a partial document's newest event
+	// is redelivered after a backoff. Elsewhere it is acknowledged and a
+	// retry event published, so waiting documents never fill the live
+	// consumer's ack-pending limit.
+	Delays bool
 }
 
 // Projector runs one projection. Create it with New; Run it once.
@@ -151,16 +157,9 @@ type Projector struct {
 	settleWarn rate.Sometimes // spaces out the log of failed acks (see settled)
 	m          *Metrics
 	o          Options
-	label      string     // the projection's name, "/replay" or "/retry" for those consumers
-	reprojects *Projector // run alongside on the re-project consumer, if any
-	replay     *Projector // run alongside on the replay consumer, if any
-	retry      *Projector // run alongside on the retry consumer, if any
-	// delays is true on the retry consumer: a partial document's newest event
-	// is redelivered after a backoff. Elsewhere it is acknowledged and a retry
-	// event published, so waiting documents never fill the live consumer's
-	// ack-pending limit.
-	delays bool
-	fanout chan jetstream.Msg // lookup events waiting to fan out
+	label      string             // the projection's name, with "/<kind>" on the other consumers (see Parts.Kind)
+	delays     bool               // see Parts.Delays
+	fanout     chan jetstream.Msg // lookup events waiting to fan out
 
 	// head is a stream sequence every event up to which was stored before
 	// now: the highest sequence plus pending count of any message received
@@ -170,25 +169,8 @@ type Projector struct {
 	// least the changes they announce. It needs no clock.
 	head atomic.Uint64
 
-	mu       sync.Mutex
-	answered map[string]uint64          // id → the head when its last written fetch started (see maxAnswered)
-	ready    []string                   // ids with pending messages, not in flight and not waiting to retry
-	pending  map[string]*entry          // id → messages not yet being processed
-	inflight map[string][]jetstream.Msg // ids a worker is processing, with their messages
-	held     int                        // messages in pending and in flight
-	timers   map[string]*time.Timer     // ids waiting to retry
-	wake     chan struct{}              // a worker may find ready ids
-	room     chan struct{}              // the puller may find room
-	failing  atomic.Bool                // the last batch failed for a dependency and nothing succeeded
-	stopped  bool
-}
-
-// entry is the messages held for one id, how often it failed in a row, and
-// how often in a row it was fetched again to recheck a race.
-type entry struct {
-	msgs     []jetstream.Msg
-	tries    int
-	rechecks int
+	sched   *schedule[jetstream.Msg] // the events held, by id (see schedule)
+	failing atomic.Bool              // the last batch failed for a dependency and nothing succeeded
 }
 
 // New builds a Projector from its parts.
@@ -198,26 +180,28 @@ func New(p Parts, o Options) *Projector {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Projector{
+	pr := &Projector{
 		def: p.Def, cons: p.Consumer, asm: p.Assembler, stores: p.Stores, refs: p.Refs, pub: p.Publisher,
 		dlq: p.DLQ, m: m, o: o, eventsHead: p.EventsHead, settleWarn: rate.Sometimes{Interval: 5 * time.Second},
-		fanout:   make(chan jetstream.Msg, 256),
-		label:    p.Def.Name,
-		log:      p.Log.With("projection", p.Def.Name),
-		pending:  map[string]*entry{},
-		answered: map[string]uint64{},
-		inflight: map[string][]jetstream.Msg{},
-		timers:   map[string]*time.Timer{},
-		wake:     make(chan struct{}, 1),
-		room:     make(chan struct{}, 1),
+		fanout: make(chan jetstream.Msg, 256),
+		label:  p.Def.Name,
+		log:    p.Log.With("projection", p.Def.Name),
+		delays: p.Delays,
 	}
+	if p.Kind != "" {
+		pr.label += "/" + p.Kind
+		pr.log = pr.log.With("consumer", p.Kind)
+	}
+	pr.sched = newSchedule(o.Batch, o.MaxHeld, seqOf, pr.backoff)
+	pr.sched.onHeld = func(n int) { m.Held.WithLabelValues(pr.label).Set(float64(n)) }
+	return pr
 }
 
 // Run pulls and processes events until ctx ends, then shuts down: it stops
 // pulling, lets in-flight batches finish within the grace period, and Naks
 // every message still held so another process gets it at once. It returns
-// nil after a clean shutdown and an error when a consumer (live, replay or
-// retry) is gone; then every part stops the same way.
+// nil after a clean shutdown and an error when its consumer is gone; then
+// every part stops the same way.
 func (p *Projector) Run(ctx context.Context) error {
 	// Work outlives ctx by the grace period so in-flight batches can finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -237,15 +221,6 @@ func (p *Projector) Run(ctx context.Context) error {
 		}
 	})
 	defer stopGraceOnFail()
-	if p.reprojects != nil {
-		g.Go(func() error { return p.reprojects.Run(gctx) })
-	}
-	if p.replay != nil {
-		g.Go(func() error { return p.replay.Run(gctx) })
-	}
-	if p.retry != nil {
-		g.Go(func() error { return p.retry.Run(gctx) })
-	}
 	g.Go(func() error { return p.pull(gctx) })
 	for range p.o.Workers {
 		g.Go(func() error { p.work(gctx, work); return nil })
@@ -276,13 +251,11 @@ func (p *Projector) pull(ctx context.Context) error {
 			continue
 		}
 		p.m.Paused.WithLabelValues(p.label).Set(0)
-		p.mu.Lock()
-		room := p.o.MaxHeld - p.held
-		p.mu.Unlock()
+		room := p.sched.room()
 		if room <= 0 {
 			select {
 			case <-ctx.Done():
-			case <-p.room:
+			case <-p.sched.roomFreed():
 			case <-time.After(time.Second):
 			}
 			continue
@@ -363,102 +336,48 @@ func (p *Projector) accept(ctx context.Context, msg jetstream.Msg) {
 		}
 		return
 	}
-	id := ev.ID
-	seq := p.see(msg)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, busy := p.inflight[id]
-	if _, waiting := p.pending[id]; !waiting && !busy && seq != 0 && seq <= p.answered[id] {
+	p.see(msg)
+	if p.sched.add(ev.ID, msg) {
 		// Stored before the id's last written fetch started: that fetch
 		// answers it (a burst of events for one id, pulled after its fetch).
 		p.ackMsg(msg)
 		p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
-		return
-	}
-	p.held++
-	p.m.Held.WithLabelValues(p.label).Set(float64(p.held))
-	if e, ok := p.pending[id]; ok {
-		e.msgs = append(e.msgs, msg)
-		return
-	}
-	p.pending[id] = &entry{msgs: []jetstream.Msg{msg}}
-	if !busy { // in flight: dirty, queued again when the worker is done (unless its fetch answers it)
-		p.ready = append(p.ready, id)
-		signal(p.wake)
 	}
 }
 
-// see moves head on with what msg tells, and returns msg's stream sequence
-// (0 when its metadata cannot be read).
-func (p *Projector) see(msg jetstream.Msg) uint64 {
+// see moves head on with what msg tells.
+func (p *Projector) see(msg jetstream.Msg) {
 	md, err := msg.Metadata()
 	if err != nil {
-		return 0
+		return
 	}
-	seq := md.Sequence.Stream
-	for h := seq + md.NumPending; ; {
+	for h := md.Sequence.Stream + md.NumPending; ; {
 		cur := p.head.Load()
 		if h <= cur || p.head.CompareAndSwap(cur, h) {
 			break
 		}
 	}
-	return seq
 }
 
 // work processes batches of ready ids until ctx ends.
 func (p *Projector) work(ctx, work context.Context) {
 	for {
-		batch := p.take(ctx)
-		if batch == nil {
+		jobs := p.sched.take(ctx)
+		if jobs == nil {
 			return
+		}
+		batch := make([]item, len(jobs))
+		for i, j := range jobs {
+			batch[i] = item{job: j}
 		}
 		p.process(ctx, work, batch)
 	}
 }
 
-// item is one id in flight with the messages it answers, and what its
-// attempt built.
+// item is one id in flight with the messages it answers.
 type item struct {
-	id       string
-	msgs     []jetstream.Msg
-	tries    int
-	rechecks int
-	answers  uint64 // the head when its fetch started: it answers every event up to it
-	written  bool   // its document is in every store and its events acked (see ack)
-
-	version int64
-	deleted bool
-	partial []string   // optional sources the document lacks
-	refs    []sink.Ref // looked-up entities the document uses
-}
-
-// take waits for ready ids and marks up to Batch of them in flight.
-func (p *Projector) take(ctx context.Context) []item {
-	for {
-		p.mu.Lock()
-		if len(p.ready) > 0 {
-			n := min(len(p.ready), p.o.Batch)
-			batch := make([]item, n)
-			for i, id := range p.ready[:n] {
-				e := p.pending[id]
-				delete(p.pending, id)
-				p.inflight[id] = e.msgs
-				batch[i] = item{id: id, msgs: e.msgs, tries: e.tries, rechecks: e.rechecks}
-			}
-			p.ready = append(p.ready[:0], p.ready[n:]...)
-			if len(p.ready) > 0 {
-				signal(p.wake)
-			}
-			p.mu.Unlock()
-			return batch
-		}
-		p.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-p.wake:
-		}
-	}
+	job[jetstream.Msg]
+	answers uint64 // the head when its fetch started: it answers every event up to it
 }
 
 // outcome is what happened to one id.
@@ -478,40 +397,31 @@ const maxRechecks = 4
 // process fetches, builds and writes one batch and settles its messages.
 func (p *Projector) process(ctx, work context.Context, batch []item) {
 	start := time.Now()
-	out := p.attempt(work, batch)
+	// Every event up to head was stored before the fetches start now, so
+	// they answer all of them.
+	head := p.head.Load()
+	for i := range batch {
+		batch[i].answers = max(head, uint64(maxSeq(batch[i])))
+	}
+	out := p.attempt(work, head, batch, func() { p.absorb(batch) })
 	var written, retried, rechecked int
 	var firstErr error
 	var built []sink.Built
 	for i, it := range batch {
-		switch o := out[i]; {
-		case o.err == nil && o.recheck && it.rechecks < maxRechecks:
-			rechecked++
-			p.m.Events.WithLabelValues(p.label, "rechecked").Add(float64(len(it.msgs)))
-			p.log.Debug("a write raced another replica's; fetching the id again", "id", it.id, "rechecks", it.rechecks+1)
-			p.requeue(it)
-		case o.err == nil:
-			if o.recheck {
-				p.log.Warn("an id raced other writes on every recheck; acking its events, the next event fetches it again", "id", it.id, "rechecks", it.rechecks)
-			}
+		switch p.settle(work, it, out[i]) {
+		case settledWritten:
 			written++
 			if p.refs != nil {
-				built = append(built, sink.Built{ID: it.id, Version: it.version, Deleted: it.deleted, Refs: it.refs})
+				o := out[i]
+				built = append(built, sink.Built{ID: it.id, Version: o.version, Deleted: o.deleted, Refs: o.refs})
 			}
-			it.written = p.ack(work, it)
-			p.settle(it, nil)
-		case o.permanent:
-			for _, m := range it.msgs {
-				p.deadLetter(work, m, it.id, o.err.Error())
-			}
-			p.settle(it, nil)
-		default:
+		case settledRechecked:
+			rechecked++
+		case settledRetried:
 			retried++
 			if firstErr == nil {
-				firstErr = o.err
+				firstErr = out[i].err
 			}
-			p.m.Events.WithLabelValues(p.label, "retried").Add(float64(len(it.msgs)))
-			p.log.Debug("retrying later", "id", it.id, "tries", it.tries+1, "err", o.err)
-			p.settle(it, o.err)
 		}
 	}
 	if err := p.commitRefs(work, built); err != nil {
@@ -534,77 +444,12 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 	}
 }
 
-// absorb moves into each in-flight item the events that arrived for its id
-// while it was fetched but were stored before the fetch started (their
-// sequence is at most the item's answers): the fetch already answers them,
-// so they are acknowledged with it.
+// absorb adds to each in-flight item the events its fetch answers that
+// arrived while it was fetched (see schedule.absorb).
 func (p *Projector) absorb(batch []item) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	for i := range batch {
-		e := p.pending[batch[i].id]
-		if e == nil {
-			continue
-		}
-		keep := e.msgs[:0]
-		for _, m := range e.msgs {
-			if md, err := m.Metadata(); err == nil && md.Sequence.Stream <= batch[i].answers {
-				batch[i].msgs = append(batch[i].msgs, m)
-			} else {
-				keep = append(keep, m)
-			}
-		}
-		if e.msgs = keep; len(keep) == 0 {
-			delete(p.pending, batch[i].id)
-		}
-		p.inflight[batch[i].id] = batch[i].msgs // kept alive with the rest
+		batch[i].msgs = p.sched.absorb(batch[i].id, batch[i].answers, batch[i].msgs)
 	}
-}
-
-// ack acknowledges the events a written document answers. A partial
-// document is built again later, when its optional sources may answer: on
-// the retry consumer its newest event is redelivered after a backoff;
-// elsewhere a retry event is published first (falling back to the delayed
-// redelivery when it cannot be). Either way the retry is durable.
-//
-// It reports whether the document is complete or its retry is on the retry
-// consumer: then its fetch answers every event up to it.answers. A
-// redelivery it asked for must not be taken for a duplicate.
-func (p *Projector) ack(ctx context.Context, it item) (answered bool) {
-	msgs := it.msgs
-	if len(it.partial) > 0 && !p.delays && p.pub != nil {
-		body, _ := json.Marshal(map[string]string{"id": it.id})
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), body,
-			jetstream.WithMsgID(fmt.Sprintf("retry-%s-%s-%d", p.def.Name, it.id, it.version)))
-		cancel()
-		if err == nil {
-			p.m.Events.WithLabelValues(p.label, "partial").Inc()
-			it.partial = nil // the retry consumer has it now
-		} else {
-			p.log.Warn("publishing a partial document's retry failed; redelivering its event later instead", "id", it.id, "err", err)
-		}
-	}
-	if len(it.partial) > 0 {
-		newest := len(msgs) - 1
-		for i, m := range msgs {
-			if md, err := m.Metadata(); err == nil && md.Sequence.Stream == uint64(maxSeq(it)) {
-				newest = i
-			}
-		}
-		delay := p.o.PartialRetry
-		if md, err := msgs[newest].Metadata(); err == nil && md.NumDelivered > 1 {
-			delay <<= min(md.NumDelivered-1, 10)
-		}
-		p.nakDelay(msgs[newest], min(delay, 5*time.Minute))
-		p.m.Events.WithLabelValues(p.label, "partial").Inc()
-		msgs = append(msgs[:newest:newest], msgs[newest+1:]...)
-	}
-	for _, m := range msgs {
-		p.ackMsg(m)
-	}
-	p.m.Events.WithLabelValues(p.label, "acked").Add(float64(len(msgs)))
-	return len(it.partial) == 0
 }
 
 func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
@@ -614,89 +459,6 @@ func (p *Projector) commitRefs(ctx context.Context, built []sink.Built) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return p.refs.Commit(ctx, built)
-}
-
-// settle ends an id's flight: on success its count of failures is reset; on
-// a transient error its messages wait for a retry after a backoff. Messages
-// that arrived meanwhile (the id is dirty) make it ready again.
-func (p *Projector) settle(it item, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.inflight, it.id)
-	e := p.pending[it.id]
-	if err == nil {
-		p.held -= len(it.msgs)
-		if it.written && it.answers != 0 {
-			if len(p.answered) >= maxAnswered {
-				clear(p.answered)
-			}
-			p.answered[it.id] = max(p.answered[it.id], it.answers)
-		}
-		if e != nil && it.written && it.answers != 0 {
-			// Events that came in during the write but were stored before
-			// the fetch started are answered by it too.
-			keep := e.msgs[:0]
-			for _, m := range e.msgs {
-				if md, err := m.Metadata(); err == nil && md.Sequence.Stream <= it.answers {
-					p.ackMsg(m)
-					p.held--
-					p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
-				} else {
-					keep = append(keep, m)
-				}
-			}
-			if e.msgs = keep; len(keep) == 0 {
-				delete(p.pending, it.id)
-				e = nil
-			}
-		}
-		p.m.Held.WithLabelValues(p.label).Set(float64(p.held))
-		signal(p.room)
-		if e != nil && !p.stopped {
-			p.ready = append(p.ready, it.id)
-			signal(p.wake)
-		}
-		return
-	}
-	if e == nil {
-		e = &entry{}
-		p.pending[it.id] = e
-	}
-	e.msgs = append(it.msgs, e.msgs...)
-	e.tries = it.tries + 1
-	if p.stopped {
-		return
-	}
-	id := it.id
-	p.timers[id] = time.AfterFunc(p.backoff(e.tries), func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		delete(p.timers, id)
-		_, busy := p.inflight[id]
-		if _, ok := p.pending[id]; ok && !busy && !p.stopped {
-			p.ready = append(p.ready, id)
-			signal(p.wake)
-		}
-	})
-}
-
-// requeue ends an id's flight without acking its messages and makes it ready
-// again at once, to be fetched again (a recheck).
-func (p *Projector) requeue(it item) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.inflight, it.id)
-	e := p.pending[it.id]
-	if e == nil {
-		e = &entry{}
-		p.pending[it.id] = e
-	}
-	e.msgs = append(it.msgs, e.msgs...)
-	e.rechecks = it.rechecks + 1
-	if !p.stopped {
-		p.ready = append(p.ready, it.id)
-		signal(p.wake)
-	}
 }
 
 // backoff is the delay before the n-th retry: exponential with full jitter
@@ -720,55 +482,10 @@ func (p *Projector) keepAlive(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		p.mu.Lock()
-		var msgs []jetstream.Msg
-		for _, e := range p.pending { // waiting, possibly behind a retry
-			msgs = append(msgs, e.msgs...)
-		}
-		for _, in := range p.inflight { // a batch may wait on a slow store
-			msgs = append(msgs, in...)
-		}
-		p.mu.Unlock()
-		for _, m := range msgs {
+		for _, m := range p.sched.heldMsgs() {
 			p.inProgress(m)
 		}
 	}
-}
-
-// nakHeld hands every message still held back to JetStream on shutdown.
-func (p *Projector) nakHeld() {
-	p.mu.Lock()
-	p.stopped = true
-	for _, t := range p.timers {
-		t.Stop()
-	}
-	var msgs []jetstream.Msg
-	for _, e := range p.pending {
-		msgs = append(msgs, e.msgs...)
-	}
-	p.pending = map[string]*entry{}
-	p.ready = nil
-	p.held = 0
-	p.mu.Unlock()
-	for _, m := range msgs {
-		p.nak(m)
-	}
-	p.m.Events.WithLabelValues(p.label, "naked").Add(float64(len(msgs)))
-}
-
-// deadLetter stores a bad event with its reason and terminates it; when the
-// dead-letter stream cannot take it, the event is Nak'ed to try again later.
-func (p *Projector) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason string) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := p.dlq.DeadLetter(ctx, p.def.Name, msg, id, reason); err != nil {
-		p.log.Error("dead-lettering failed; the event will be redelivered", "id", id, "reason", reason, "err", err)
-		p.nakDelay(msg, 5*time.Second)
-		return
-	}
-	p.log.Warn("event dead-lettered", "subject", msg.Subject(), "id", id, "reason", reason)
-	p.m.Events.WithLabelValues(p.label, "dead_lettered").Inc()
-	p.term(msg, reason)
 }
 
 func signal(c chan struct{}) {

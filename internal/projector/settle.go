@@ -1,11 +1,137 @@
 package projector
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// fate is what settle made of one item.
+type fate int
+
+const (
+	settledWritten      fate = iota // written: its events acked (a partial one's newest redelivered later)
+	settledRechecked                // written, racing another replica's write: fetched again
+	settledDeadLettered             // a bad event, source answer or document: dead-lettered and terminated
+	settledRetried                  // a dependency down: held, retried after a backoff
+)
+
+// settle maps one item's result to its JetStream calls, the outcome table of
+// the package doc, and ends its flight in the schedule:
+//   - written → Ack (see ack), and the events its fetch answers that came
+//     meanwhile are acked too (coalesced);
+//   - written but racing another replica's write → fetched again at once,
+//     nothing acked, up to maxRechecks times in a row;
+//   - permanent failure → dead-letter entry, then Term (see deadLetter);
+//   - transient failure → held (kept alive by keepAlive) and retried after
+//     a backoff.
+func (p *Projector) settle(ctx context.Context, it item, r result) fate {
+	switch {
+	case r.err == nil && r.recheck && it.rechecks < maxRechecks:
+		p.m.Events.WithLabelValues(p.label, "rechecked").Add(float64(len(it.msgs)))
+		p.log.Debug("a write raced another replica's; fetching the id again", "id", it.id, "rechecks", it.rechecks+1)
+		p.sched.recheck(it.job)
+		return settledRechecked
+	case r.err == nil:
+		if r.recheck {
+			p.log.Warn("an id raced other writes on every recheck; acking its events, the next event fetches it again", "id", it.id, "rechecks", it.rechecks)
+		}
+		var answers uint64
+		if p.ack(ctx, it, r) {
+			answers = it.answers
+		}
+		for _, m := range p.sched.finish(it.job, answers) {
+			p.ackMsg(m)
+			p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
+		}
+		return settledWritten
+	case r.permanent:
+		for _, m := range it.msgs {
+			p.deadLetter(ctx, m, it.id, r.err.Error())
+		}
+		p.sched.finish(it.job, 0)
+		return settledDeadLettered
+	default:
+		p.m.Events.WithLabelValues(p.label, "retried").Add(float64(len(it.msgs)))
+		p.log.Debug("retrying later", "id", it.id, "tries", it.tries+1, "err", r.err)
+		p.sched.retry(it.job)
+		return settledRetried
+	}
+}
+
+// ack acknowledges the events a written document answers. A partial
+// document is built again later, when its optional sources may answer: on
+// the retry consumer its newest event is redelivered after a backoff;
+// elsewhere a retry event is published first (falling back to the delayed
+// redelivery when it cannot be). Either way the retry is durable.
+//
+// It reports whether the document is complete or its retry is on the retry
+// consumer: then its fetch answers every event up to it.answers. A
+// redelivery it asked for must not be taken for a duplicate.
+func (p *Projector) ack(ctx context.Context, it item, r result) (answered bool) {
+	msgs := it.msgs
+	if len(r.partial) > 0 && !p.delays && p.pub != nil {
+		body, _ := json.Marshal(map[string]string{"id": it.id})
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), body,
+			jetstream.WithMsgID(fmt.Sprintf("retry-%s-%s-%d", p.def.Name, it.id, r.version)))
+		cancel()
+		if err == nil {
+			p.m.Events.WithLabelValues(p.label, "partial").Inc()
+			r.partial = nil // the retry consumer has it now
+		} else {
+			p.log.Warn("publishing a partial document's retry failed; redelivering its event later instead", "id", it.id, "err", err)
+		}
+	}
+	if len(r.partial) > 0 {
+		newest := len(msgs) - 1
+		for i, m := range msgs {
+			if md, err := m.Metadata(); err == nil && md.Sequence.Stream == uint64(maxSeq(it)) {
+				newest = i
+			}
+		}
+		delay := p.o.PartialRetry
+		if md, err := msgs[newest].Metadata(); err == nil && md.NumDelivered > 1 {
+			delay <<= min(md.NumDelivered-1, 10)
+		}
+		p.nakDelay(msgs[newest], min(delay, 5*time.Minute))
+		p.m.Events.WithLabelValues(p.label, "partial").Inc()
+		msgs = append(msgs[:newest:newest], msgs[newest+1:]...)
+	}
+	for _, m := range msgs {
+		p.ackMsg(m)
+	}
+	p.m.Events.WithLabelValues(p.label, "acked").Add(float64(len(msgs)))
+	return len(r.partial) == 0
+}
+
+// nakHeld hands every message still held back to JetStream on shutdown.
+func (p *Projector) nakHeld() {
+	msgs := p.sched.stop()
+	for _, m := range msgs {
+		p.nak(m)
+	}
+	p.m.Events.WithLabelValues(p.label, "naked").Add(float64(len(msgs)))
+}
+
+// deadLetter stores a bad event with its reason and terminates it; when the
+// dead-letter stream cannot take it, the event is Nak'ed to try again later.
+func (p *Projector) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.dlq.DeadLetter(ctx, p.def.Name, msg, id, reason); err != nil {
+		p.log.Error("dead-lettering failed; the event will be redelivered", "id", id, "reason", reason, "err", err)
+		p.nakDelay(msg, 5*time.Second)
+		return
+	}
+	p.log.Warn("event dead-lettered", "subject", msg.Subject(), "id", id, "reason", reason)
+	p.m.Events.WithLabelValues(p.label, "dead_lettered").Inc()
+	p.term(msg, reason)
+}
 
 // Every JetStream call that settles a message goes through these, so that a
 // failure (NATS unreachable or the consumer's leader moving: the message is

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
@@ -45,11 +46,11 @@ type StoreOpener interface {
 // ForDefinition prepares one projection: its stores (on Elasticsearch, the
 // index and alias, refusing an index whose mapping conflicts with the
 // definition), its durable consumers and its source clients, and returns the
-// Projector ready to Run.
+// Projection ready to Run.
 //
 // Options.FetchConcurrency bounds the source requests of one batch; zero
 // leaves them to the sources' adaptive limits alone (up to their ceiling).
-func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o Options) (*Projector, error) {
+func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o Options) (*Projection, error) {
 	limits := env.SourceLimits
 	if limits == nil {
 		limits = assemble.NewLimits(source.LimiterOptions{}, nil)
@@ -107,10 +108,8 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		return st.CachedInfo().State.LastSeq, nil
 	}
 	pparts := parts
-	pparts.Consumer, pparts.EventsHead = pcons, eventsHead
-	live.reprojects = New(pparts, o)
-	live.reprojects.label = def.Name + "/reproject"
-	live.reprojects.log = live.log.With("consumer", "reproject")
+	pparts.Consumer, pparts.EventsHead, pparts.Kind = pcons, eventsHead, "reproject"
+	reprojects := New(pparts, o)
 
 	// Re-issued events have a consumer of their own, served by a smaller
 	// projector alongside, so a replay never holds live events back; the
@@ -120,12 +119,10 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
 	rparts, ro := parts, o
-	rparts.Consumer, rparts.EventsHead = rcons, eventsHead
+	rparts.Consumer, rparts.EventsHead, rparts.Kind = rcons, eventsHead, "replay"
 	ro.Workers = max(1, o.Workers/2)
 	ro.MaxHeld = 4 * o.Batch * ro.Workers
-	live.replay = New(rparts, ro)
-	live.replay.label = def.Name + "/replay"
-	live.replay.log = live.log.With("consumer", "replay")
+	replay := New(rparts, ro)
 
 	// Partial documents wait for their optional sources on a consumer of
 	// their own: a long outage fills only its ack-pending limit.
@@ -134,12 +131,27 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
 	tparts, to := parts, o
-	tparts.Consumer, tparts.EventsHead = tcons, eventsHead
+	tparts.Consumer, tparts.EventsHead, tparts.Kind, tparts.Delays = tcons, eventsHead, "retry", true
 	to.Workers = 1
 	to.MaxHeld = 4 * o.Batch
-	live.retry = New(tparts, to)
-	live.retry.label = def.Name + "/retry"
-	live.retry.log = live.log.With("consumer", "retry")
-	live.retry.delays = true
-	return live, nil
+	retry := New(tparts, to)
+	return &Projection{peers: []*Projector{live, reprojects, replay, retry}}, nil
+}
+
+// Projection is one projection's Projectors, one per durable consumer: live
+// events, re-project events, replayed events and partial documents' retries.
+// Create it with ForDefinition; Run it once.
+type Projection struct {
+	peers []*Projector
+}
+
+// Run runs every Projector of the projection until ctx ends, then each shuts
+// down as Projector.Run does. The first to fail (its consumer gone) stops
+// the rest; Run returns its error, or nil after a clean shutdown.
+func (p *Projection) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, peer := range p.peers {
+		g.Go(func() error { return peer.Run(gctx) })
+	}
+	return g.Wait()
 }
