@@ -231,13 +231,7 @@ func (s *schedule[M]) finish(j job[M], answers uint64) (answered []M) {
 func (s *schedule[M]) retry(j job[M]) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.inflight, j.id)
-	e := s.pending[j.id]
-	if e == nil {
-		e = &entry[M]{}
-		s.pending[j.id] = e
-	}
-	e.msgs = append(j.msgs, e.msgs...)
+	e := s.putBackLocked(j)
 	e.tries = j.tries + 1
 	if s.stopped {
 		return
@@ -255,11 +249,10 @@ func (s *schedule[M]) retry(j job[M]) {
 	})
 }
 
-// recheck ends a flight without settling its messages and makes the id
-// ready again at once, to be fetched again.
-func (s *schedule[M]) recheck(j job[M]) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// putBackLocked ends j's flight without settling its messages: they wait
+// again, ahead of any that arrived meanwhile, in the id's pending entry,
+// which it returns.
+func (s *schedule[M]) putBackLocked(j job[M]) *entry[M] {
 	delete(s.inflight, j.id)
 	e := s.pending[j.id]
 	if e == nil {
@@ -267,6 +260,15 @@ func (s *schedule[M]) recheck(j job[M]) {
 		s.pending[j.id] = e
 	}
 	e.msgs = append(j.msgs, e.msgs...)
+	return e
+}
+
+// recheck ends a flight without settling its messages and makes the id
+// ready again at once, to be fetched again.
+func (s *schedule[M]) recheck(j job[M]) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.putBackLocked(j)
 	e.rechecks = j.rechecks + 1
 	if !s.stopped {
 		s.ready = append(s.ready, j.id)
