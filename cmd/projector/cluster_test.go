@@ -125,7 +125,7 @@ func (w *world) replicasOf(names []string, consumers []string) map[string]string
 		out[n] = fmt.Sprintf("configured %d, held by %d", s.CachedInfo().Config.Replicas, held(s.CachedInfo().Cluster))
 	}
 	for _, n := range consumers {
-		c, err := w.jsc.Consumer(ctx, streamOf(n), n)
+		c, err := w.jsc.Consumer(ctx, w.streamOf(n), n)
 		if err != nil {
 			out[n] = err.Error()
 			continue
@@ -158,11 +158,14 @@ func (w *world) consumers() []string {
 	return []string{stream.ConsumerName(w.def.Name), stream.ReprojectConsumerName(w.def.Name), stream.ReplayConsumerName(w.def.Name), stream.RetryConsumerName(w.def.Name)}
 }
 
-// streamOf is the stream of a projection's durable consumer under the
-// projector's default streams: the live one on the events stream, the
+// streamOf is the stream of one of the projection's durable consumers under
+// the projector's default streams: the live one on the events stream, the
 // others on the own stream.
-func streamOf(consumer string) string {
-	return stream.Config{}.StreamOf(consumer)
+func (w *world) streamOf(consumer string) string {
+	if consumer == stream.ConsumerName(w.def.Name) {
+		return "READSIDE_EVENTS"
+	}
+	return "READSIDE_OWN"
 }
 
 // jszReplicas reads server i's /jsz and returns, for each stream and
@@ -234,7 +237,7 @@ func TestStreamReplicasOnCluster(t *testing.T) {
 		}
 	}
 	for _, name := range consumers {
-		if !regexp.MustCompile(`level=WARN msg="consumer replicas changed" consumer=` + name + ` stream=` + streamOf(name) + ` from=3 to=1`).MatchString(log) {
+		if !regexp.MustCompile(`level=WARN msg="consumer replicas changed" consumer=` + name + ` stream=` + w.streamOf(name) + ` from=3 to=1`).MatchString(log) {
 			t.Errorf("no WARN line for consumer %s from 3 to 1 replicas:\n%s", name, log)
 		}
 	}

@@ -202,8 +202,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		"nats", s.Backends.NATSURL, "redis", strings.Join(s.Backends.RedisAddrs, ","),
 		"elasticsearch", strings.Join(s.Backends.ElasticURLs, ","), "metrics", s.metricsAddr)
 	err = g.Wait()
+	if err != nil {
+		// The one place a part's failure is logged (a consumer gone, a
+		// server that cannot listen): the parts return it.
+		log.Error("projector stopped", "err", err)
+		return err
+	}
 	log.Info("projector stopped", "err", err)
-	return err
+	return nil
 }
 
 // adminMux serves the metrics and the probes. /livez answers 200 while the

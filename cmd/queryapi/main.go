@@ -36,7 +36,7 @@ func main() {
 type settings struct {
 	config.Common
 	addr        string
-	stream      string
+	ownStream   string
 	noPublish   bool
 	cursorKey   config.Secret
 	retryBudget time.Duration
@@ -50,7 +50,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		"Serves detail, multi-get, list and search over the projections, falling back to the\nsource APIs when a store misses or fails.\n", out)
 	s.Common.Register(fs)
 	fs.StringVar(&s.addr, "addr", config.Env("READSIDE_QUERY_ADDR", "127.0.0.1:8080"), "address to serve on [$READSIDE_QUERY_ADDR]")
-	fs.StringVar(&s.stream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events, where re-project events go: /readyz reports its availability as nats [$READSIDE_OWN_STREAM]")
+	fs.StringVar(&s.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events, where re-project events go: /readyz reports its availability as nats [$READSIDE_OWN_STREAM]")
 	fs.DurationVar(&s.opts.RequestTimeout, "request-timeout", config.EnvDuration("READSIDE_REQUEST_TIMEOUT", query.DefaultRequestTimeout), "deadline of one request; every backend call gets what remains [$READSIDE_REQUEST_TIMEOUT]")
 	fs.IntVar(&s.opts.SourceConcurrency, "source-concurrency", config.EnvInt("READSIDE_SOURCE_CONCURRENCY", 16), "fallback requests at once to each source API [$READSIDE_SOURCE_CONCURRENCY]")
 	fs.IntVar(&s.opts.MaxLimit, "max-limit", config.EnvInt("READSIDE_MAX_LIMIT", 100), "largest page of list and search [$READSIDE_MAX_LIMIT]")
@@ -124,7 +124,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		// A connection is not enough: re-project events need the own
 		// stream, which may have lost its servers while the connection
 		// stays up.
-		probe = stream.NewProbe(js, s.stream, 2*time.Second, 2*time.Second, log)
+		probe = stream.NewProbe(js, s.ownStream, 2*time.Second, 2*time.Second, log)
 	}
 	views, err := backend.Views(ctx, defs, stores, s.retryBudget)
 	if err != nil {

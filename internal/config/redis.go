@@ -3,7 +3,6 @@ package config
 import (
 	"context"
 	"errors"
-	"net"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,15 +23,9 @@ type reloadOnFailure struct {
 	c *redis.ClusterClient
 }
 
-func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := next(ctx, network, addr)
-		if unreachable(err) {
-			h.c.ReloadState(ctx)
-		}
-		return conn, err
-	}
-}
+// DialHook adds nothing: a failed dial fails its command, which
+// ProcessHook and ProcessPipelineHook see.
+func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h reloadOnFailure) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {

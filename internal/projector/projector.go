@@ -308,8 +308,7 @@ func (p *Projector) consumerGone(ctx context.Context, err error) error {
 		}
 		err = ierr
 	}
-	p.log.Error("the durable consumer is gone: stopping (a restart creates it again)", "consumer", p.consumerName(), "err", err)
-	return fmt.Errorf("projector %s: consumer %s: %w", p.def.Name, p.consumerName(), err)
+	return fmt.Errorf("projector %s: the durable consumer %s is gone, stopping (a restart creates it again): %w", p.def.Name, p.consumerName(), err)
 }
 
 // consumerName is the name of the durable consumer, for logs.

@@ -169,17 +169,6 @@ func (l *Limiter) acquire(ctx context.Context) (*permit, error) {
 	}
 }
 
-// tryAcquire takes a permit when one is free, without waiting.
-func (l *Limiter) tryAcquire() (*permit, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.waiters.Len() > 0 || l.inflight >= int(l.limit) {
-		l.waited = true
-		return nil, false
-	}
-	return l.grantLocked(), true
-}
-
 func (l *Limiter) grantLocked() *permit {
 	l.inflight++
 	if l.inflight >= int(l.limit) {

@@ -446,3 +446,15 @@ func TestClientLimiter(t *testing.T) {
 		})
 	}
 }
+
+// tryAcquire takes a permit when one is free, without waiting: how the
+// simulations drive the limiter without goroutines.
+func (l *Limiter) tryAcquire() (*permit, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waiters.Len() > 0 || l.inflight >= int(l.limit) {
+		l.waited = true
+		return nil, false
+	}
+	return l.grantLocked(), true
+}

@@ -88,6 +88,9 @@ type Setup struct {
 	// replicasBefore is what each stream had before Ensure: the replicas of
 	// its consumers that inherit the stream's.
 	replicasBefore map[string]int
+
+	mu        sync.Mutex
+	consumers map[string]string // durable → the stream it was made on
 }
 
 // Ensure creates or updates the events stream so that it captures subjects
@@ -104,7 +107,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config, subjects []
 	if cfg.Replicas < 1 || cfg.Replicas > MaxReplicas {
 		return nil, fmt.Errorf("stream: %d replicas: JetStream keeps 1 to %d", cfg.Replicas, MaxReplicas)
 	}
-	s := &Setup{cfg: cfg, js: js, replicasBefore: map[string]int{}}
+	s := &Setup{cfg: cfg, js: js, replicasBefore: map[string]int{}, consumers: map[string]string{}}
 	var domain, own []string
 	for _, sub := range subjects {
 		if isOwn(sub) {
@@ -303,19 +306,18 @@ func (s *Setup) RetryConsumer(ctx context.Context, name, subject string, cc Cons
 	return s.consumer(ctx, s.cfg.Own, RetryConsumerName(name), "Readside retries of partial "+name+" documents", []string{subject}, cc)
 }
 
-// StreamOf is the stream a projection's durable consumer lives on: the
-// events stream for the live one, the own stream for the others.
-func (s *Setup) StreamOf(durable string) string { return s.cfg.StreamOf(durable) }
-
-// StreamOf is the stream a projection's durable consumer lives on under c,
-// defaults filled in: the events stream for the live one, the own stream for
-// the others.
-func (c Config) StreamOf(durable string) string {
-	c.defaults()
-	if strings.HasSuffix(durable, "_reproject") || strings.HasSuffix(durable, "_replay") || strings.HasSuffix(durable, "_retry") {
-		return c.Own
+// StreamOf is the stream s made the durable consumer on: the events stream
+// for a projection's live consumer, the own stream for the others. The
+// names alone cannot tell (the retry consumer of projection "p" and the
+// live one of projection "p_retry" share a suffix), so s remembers. A
+// consumer s did not make is looked for on the events stream.
+func (s *Setup) StreamOf(durable string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.consumers[durable]; ok {
+		return st
 	}
-	return c.Events
+	return s.cfg.Events
 }
 
 func (s *Setup) consumer(ctx context.Context, streamName, durable, description string, subjects []string, cc ConsumerConfig) (jetstream.Consumer, error) {
@@ -367,6 +369,9 @@ func (s *Setup) consumer(ctx context.Context, streamName, durable, description s
 			}
 			return nil, fmt.Errorf("stream: consumer %s on %s: %w", cfg.Durable, streamName, err)
 		}
+		s.mu.Lock()
+		s.consumers[durable] = streamName
+		s.mu.Unlock()
 		if before != 0 && before != cfg.Replicas && s.cfg.Log != nil {
 			s.cfg.Log.Warn("consumer replicas changed", "consumer", cfg.Durable, "stream", streamName,
 				"from", before, "to", cfg.Replicas)
