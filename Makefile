@@ -24,7 +24,7 @@ export READSIDE_TEST_ES_CLUSTER ?= http://127.0.0.1:$(READSIDE_TEST_ES_CLUSTER_P
 
 TESTENV := bash scripts/testenv.sh
 
-.PHONY: test testenv testenv-down bench querybench build demo
+.PHONY: test testenv testenv-down benchtools bench querybench build demo
 
 test: testenv
 	go vet ./...
@@ -36,11 +36,17 @@ testenv:
 testenv-down:
 	$(TESTENV) down
 
+# Tools the benchmarks need besides Go: wrk (apt-get, when missing).
+benchtools:
+	bash scripts/benchtools.sh
+
 bench: testenv querybench
 	go run ./cmd/bench
 
-querybench: testenv
-	go run ./cmd/querybench
+# The query API against its baseline, each a process of its own, loaded by wrk (about 6 minutes).
+# QUERYBENCH_FLAGS passes flags, e.g. QUERYBENCH_FLAGS="-scenarios detail,overload -rounds 2".
+querybench: testenv benchtools
+	go run ./cmd/querybench $(QUERYBENCH_FLAGS)
 
 build:
 	go build ./...

@@ -194,7 +194,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		})
 	}
 	if s.queryAddr != "" {
-		if err := serveQuery(gctx, g, s.queryAddr, defs, conn.Stores, js, log); err != nil {
+		if err := serveQuery(gctx, g, s.queryAddr, defs, conn.Stores, js, reg, log); err != nil {
 			return err
 		}
 	}
@@ -246,7 +246,7 @@ func adminMux(reg *prometheus.Registry, ready projector.Readiness) *http.ServeMu
 // serveQuery serves the query API on addr in g until ctx ends, over the
 // projector's own stores: with embedded stores, which belong to one
 // process, this is how reads are served.
-func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*projections.Definition, stores *backend.Stores, js jetstream.JetStream, log *slog.Logger) error {
+func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*projections.Definition, stores *backend.Stores, js jetstream.JetStream, reg prometheus.Registerer, log *slog.Logger) error {
 	views, err := backend.Views(ctx, defs, stores, 300*time.Millisecond)
 	if err != nil {
 		return err
@@ -255,7 +255,7 @@ func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*pro
 	if err != nil {
 		return fmt.Errorf("-query-addr: %w", err)
 	}
-	o := query.Options{RequestTimeout: query.DefaultRequestTimeout}
+	o := query.Options{RequestTimeout: query.DefaultRequestTimeout, Registerer: reg}
 	api := query.New(views, js, log, stores.Ready, o)
 	log.Info("query API serving", "addr", ln.Addr().String())
 	g.Go(func() error { return query.Serve(ctx, ln, query.AccessLog(log, api), o.RequestTimeout, log) })

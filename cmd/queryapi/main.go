@@ -22,6 +22,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
@@ -41,6 +44,7 @@ type settings struct {
 	cursorKey   config.Secret
 	retryBudget time.Duration
 	accessLog   bool
+	metricsAddr string
 	opts        query.Options
 }
 
@@ -59,6 +63,9 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	s.cursorKey = config.Secret(config.Env("READSIDE_CURSOR_KEY", ""))
 	fs.Func("cursor-key", "base64 key signing list cursors; give every replica the same one [$READSIDE_CURSOR_KEY] (default: random per process)", func(v string) error { s.cursorKey = config.Secret(v); return nil })
 	fs.BoolVar(&s.noPublish, "no-reproject", config.Env("READSIDE_NO_REPROJECT", "") == "true", "do not publish re-project events for documents built from the sources [$READSIDE_NO_REPROJECT=true]")
+	fs.IntVar(&s.opts.MaxInflight, "max-inflight", config.EnvInt("READSIDE_MAX_INFLIGHT", 2048), "requests answered at once; beyond, a request gets 503 with Retry-After at once [$READSIDE_MAX_INFLIGHT]")
+	fs.IntVar(&s.opts.SearchMaxInflight, "search-max-inflight", config.EnvInt("READSIDE_SEARCH_MAX_INFLIGHT", 64), "ceiling of the adaptive limit on lists and searches answered at once; beyond the limit, they queue briefly, then get 503 with Retry-After, while detail and multi-get are still served [$READSIDE_SEARCH_MAX_INFLIGHT]")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9465"), "address serving /metrics (Prometheus), apart from the public API; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.BoolVar(&s.accessLog, "access-log", config.Env("READSIDE_ACCESS_LOG", "true") == "true", "log every request [$READSIDE_ACCESS_LOG]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -67,12 +74,13 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
 	}
 	errs := []error{s.Common.Validate(), config.CheckEnv(
-		[]string{"READSIDE_SOURCE_CONCURRENCY", "READSIDE_MAX_LIMIT", "READSIDE_MAX_IDS"},
+		[]string{"READSIDE_SOURCE_CONCURRENCY", "READSIDE_MAX_LIMIT", "READSIDE_MAX_IDS", "READSIDE_MAX_INFLIGHT", "READSIDE_SEARCH_MAX_INFLIGHT"},
 		[]string{"READSIDE_REQUEST_TIMEOUT", "READSIDE_SOURCE_RETRY_BUDGET"})}
 	if s.opts.RequestTimeout < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("-request-timeout %s is too short", s.opts.RequestTimeout))
 	}
-	for name, v := range map[string]int{"-source-concurrency": s.opts.SourceConcurrency, "-max-limit": s.opts.MaxLimit, "-max-ids": s.opts.MaxIDs} {
+	for name, v := range map[string]int{"-source-concurrency": s.opts.SourceConcurrency, "-max-limit": s.opts.MaxLimit, "-max-ids": s.opts.MaxIDs,
+		"-max-inflight": s.opts.MaxInflight, "-search-max-inflight": s.opts.SearchMaxInflight} {
 		if v < 1 {
 			errs = append(errs, fmt.Errorf("%s must be at least 1, not %d", name, v))
 		}
@@ -140,7 +148,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		return state
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.opts.Registerer = reg
 	api := query.New(views, pub, log, readiness, s.opts)
+	if s.metricsAddr != "" {
+		mln, err := net.Listen("tcp", s.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("-metrics-addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+	}
 	var handler http.Handler = api
 	if s.accessLog {
 		handler = query.AccessLog(log, handler)
@@ -154,7 +176,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		names[i] = d.Name
 	}
 	log.Info("query API serving", "addr", ln.Addr().String(), "projections", strings.Join(names, ","),
-		"redis", strings.Join(s.Backends.RedisAddrs, ","), "elasticsearch", strings.Join(s.Backends.ElasticURLs, ","))
+		"redis", strings.Join(s.Backends.RedisAddrs, ","), "elasticsearch", strings.Join(s.Backends.ElasticURLs, ","), "metrics", s.metricsAddr)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -18,26 +19,43 @@ const howToStart = "start the test services with `make testenv` (or run `make qu
 // servers under test and the namespace of every key and index of the run.
 type bench struct {
 	s      *settings
-	log    *slog.Logger
 	out    io.Writer // progress
 	ns     string    // namespace of this run, such as "qbench3f9a1c"; also the projection's name
 	def    *projections.Definition
-	stores *benchkit.Stores // with the settings of cmd/queryapi (internal/config.Backends)
+	stores *benchkit.Stores
 	data   dataset
-	srv    servers
+	dir    string // the work directory: binaries, definition, Lua script, server logs
+	wrk    string // the wrk binary, and its version for the report
+	wrkVer string
 	idle   benchkit.CPUUse // one second before the run
+
+	baseline, api, apiLogged *proc
+	shedding                 []string // cmd/queryapi's load shedding flags as passed, such as "-max-inflight 2048"
+	missing                  []string // those it does not have
+	extra                    []string // other flags for cmd/queryapi, as it has them
 }
 
-// start checks the stores and makes the namespace. Close the bench when
-// done: it deletes everything the run made.
-func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*bench, error) {
-	ns, err := benchkit.Namespace("qbench")
+// start checks wrk and the stores and makes the namespace and the work
+// directory. Close the bench when done: it stops the servers and deletes
+// everything the run made.
+func start(ctx context.Context, s *settings, out io.Writer) (*bench, error) {
+	b := &bench{s: s, out: out}
+	var err error
+	if b.wrk, err = exec.LookPath(s.wrk); err != nil {
+		return nil, fmt.Errorf("wrk: %w: install it with `apt-get install -y wrk` (`make querybench` does), or give its path with -wrk", err)
+	}
+	// wrk -v prints its version and usage, and exits 1.
+	v, _ := exec.CommandContext(ctx, b.wrk, "-v").CombinedOutput()
+	b.wrkVer, _, _ = strings.Cut(string(v), " [")
+	if b.ns, err = benchkit.Namespace("qbench"); err != nil {
+		return nil, err
+	}
+	b.stores, err = benchkit.Connect(ctx, benchkit.StoresConfig{RedisAddr: s.redisAddr, ElasticURL: s.elasticURL, HowToStart: howToStart})
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{s: s, log: log, out: out, ns: ns}
-	b.stores, err = benchkit.Connect(ctx, benchkit.StoresConfig{RedisAddr: s.RedisAddr, ElasticURL: s.ElasticURL, HowToStart: howToStart})
-	if err != nil {
+	if b.dir, err = os.MkdirTemp("", "querybench-"); err != nil {
+		b.stores.Close()
 		return nil, err
 	}
 	// How busy the machine is before we start: what other processes take is
@@ -49,30 +67,64 @@ func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*
 	return b, nil
 }
 
-// close stops the servers and deletes every Redis key and Elasticsearch
-// index of the run.
+// close stops the servers, deletes every Redis key and Elasticsearch index
+// of the run, and the work directory unless -keep.
 func (b *bench) close() {
-	b.srv.close()
+	for _, p := range []*proc{b.api, b.apiLogged, b.baseline} {
+		if p != nil {
+			if err := p.stop(); err != nil {
+				b.progress("%s: %v (its log: %s)", p.name, err, p.logPath)
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := b.stores.Clean(ctx, b.ns); err != nil {
 		b.progress("%v", err)
 	}
 	b.stores.Close()
+	if b.s.keep {
+		b.progress("work directory kept: %s", b.dir)
+	} else {
+		os.RemoveAll(b.dir)
+	}
 }
 
 func (b *bench) progress(format string, args ...any) {
 	fmt.Fprintf(b.out, "querybench: "+format+"\n", args...)
 }
 
-// describe is the report's header: where and how the figures were taken.
-func (b *bench) describe() []string {
+// command is how the run was started, for the reports.
+func (b *bench) command() string {
 	cmd := "go run ./cmd/querybench"
 	if len(b.s.args) > 0 {
 		cmd += " " + strings.Join(b.s.args, " ")
 	}
-	return append(benchkit.Machine(b.idle), b.stores.Describe(),
-		fmt.Sprintf("`%s`: %d documents (mean %d bytes), %d connections, %s measured per row in %d turns alternating between the servers, after %s of warm-up",
-			cmd, b.data.n, b.data.meanSize, b.s.conns, b.s.duration, b.s.slices, b.s.warmup),
+	return cmd
+}
+
+// setup says how the servers ran, for the reports.
+func (b *bench) setup() string {
+	flags := "no load shedding flags (this cmd/queryapi has none)"
+	if len(b.shedding) > 0 {
+		flags = strings.Join(b.shedding, " ")
+	}
+	if len(b.missing) > 0 && len(b.shedding) > 0 {
+		flags += " (it has no " + strings.Join(b.missing, ", ") + ")"
+	}
+	api := "cmd/queryapi"
+	if b.s.queryapi != "" {
+		api = "cmd/queryapi `" + b.s.queryapi + "`"
+	}
+	return fmt.Sprintf("Servers: %s (`-access-log=false -no-reproject`, %s) and cmd/querybench/baseline, each run as a process of its own on 127.0.0.1, "+
+		"built from the working tree unless named; nothing pinned: load generator, servers, Redis and Elasticsearch share the CPUs", api, flags)
+}
+
+// describe is the comparison report's header: where and how the figures were taken.
+func (b *bench) describe() []string {
+	return append(benchkit.Machine(b.idle), b.stores.Describe(), b.setup(),
+		fmt.Sprintf("`%s`: %d documents (mean %d bytes); %s `-t%d -c%d --latency`, a Lua request() drawing each request at random; "+
+			"%s per server and round, baseline and API one after the other (their order alternating by round), after %s of warm-up",
+			b.command(), b.data.n, b.data.meanSize, b.wrkVer, b.s.threads, b.s.conns, b.s.duration, b.s.warmup),
 	)
 }

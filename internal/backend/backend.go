@@ -167,7 +167,11 @@ func Views(ctx context.Context, defs []*projections.Definition, s *Stores, retry
 		if err != nil {
 			return nil, err
 		}
-		views = append(views, query.View{Def: d, Docs: st.Docs, Search: st.Index, Sources: assemble.Clients(d, nil, retryBudget)})
+		v := query.View{Def: d, Docs: st.Docs, Search: st.Index, Sources: assemble.Clients(d, nil, retryBudget)}
+		if s.Elastic != nil {
+			v.SearchProbe = ElasticProbe(s.Elastic)
+		}
+		views = append(views, v)
 	}
 	return views, nil
 }
@@ -218,6 +222,24 @@ func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare 
 }
 
 // Ready reports each store's state for a readiness probe: "up" or "down"
+// ElasticProbe asks Elasticsearch through es for its cluster health as the
+// node it reaches sees it: a ping, since HEAD / is missing from some
+// distributions (the integration-test zip answers 405).
+func ElasticProbe(es *elasticsearch.Client) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		h := es.Cluster.Health
+		res, err := h(h.WithContext(ctx), h.WithLocal(true))
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.IsError() {
+			return errors.New(res.Status())
+		}
+		return nil
+	}
+}
+
 // (why, at debug level in the log).
 func (s *Stores) Ready(ctx context.Context) map[string]string {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -236,17 +258,7 @@ func (s *Stores) Ready(ctx context.Context) map[string]string {
 		check("redis", s.Redis.Ping(ctx).Err())
 	}
 	if s.Elastic != nil {
-		// Cluster health, not a ping: HEAD / is missing from some
-		// distributions (the integration-test zip answers 405).
-		h := s.Elastic.Cluster.Health
-		res, err := h(h.WithContext(ctx), h.WithLocal(true))
-		if err == nil {
-			res.Body.Close()
-			if res.IsError() {
-				err = errors.New(res.Status())
-			}
-		}
-		check("elasticsearch", err)
+		check("elasticsearch", ElasticProbe(s.Elastic)(ctx))
 	}
 	if s.Embedded != nil {
 		check("embedded", nil) // in the process: up while it runs

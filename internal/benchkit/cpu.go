@@ -91,6 +91,14 @@ func SampleCPU(pids PIDs) CPUSample {
 	return s
 }
 
+// ProcessCPU is the user and system CPU time process pid has spent so far,
+// such as a server under test that runs as a process of its own; 0 when pid
+// is 0 or /proc cannot tell (the process is gone, or there is no /proc). Its
+// resolution is /proc's tick, 10 ms.
+func ProcessCPU(pid int) time.Duration {
+	return time.Duration(procTicks(pid)) * (time.Second / userHZ)
+}
+
 // procTicks is the user and system CPU time of process pid, in ticks; 0 when
 // pid is 0 or its stat cannot be read.
 func procTicks(pid int) uint64 {

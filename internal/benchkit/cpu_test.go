@@ -89,3 +89,17 @@ func TestMeasureIdleEndsWithItsContext(t *testing.T) {
 		t.Errorf("took %v after its context ended", d)
 	}
 }
+
+func TestProcessCPU(t *testing.T) {
+	if got := ProcessCPU(0); got != 0 {
+		t.Errorf("ProcessCPU(0) = %v, want 0", got)
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	if got := ProcessCPU(os.Getpid()); got <= 0 {
+		t.Errorf("ProcessCPU(this process) = %v after 50 ms of spinning", got)
+	}
+}

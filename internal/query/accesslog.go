@@ -13,9 +13,11 @@ func AccessLog(log *slog.Logger, next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		log.Info("request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery, "status", rec.status,
-			"bytes", rec.bytes, "ms", float64(time.Since(start).Microseconds())/1000,
-			"source", rec.Header().Get("X-Readside-Source"), "remote", r.RemoteAddr)
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("query", r.URL.RawQuery), slog.Int("status", rec.status), slog.Int("bytes", rec.bytes),
+			slog.Float64("ms", float64(time.Since(start).Microseconds())/1000),
+			slog.String("source", rec.Header().Get("X-Readside-Source")), slog.String("remote", r.RemoteAddr),
+			slog.String("request", rec.Header().Get("X-Request-Id")))
 	})
 }
 

@@ -18,23 +18,22 @@ type sourcePage struct {
 // X-Readside-Degraded; its cursor continues in the source's pages.
 func (s *Server) listFromSource(w http.ResponseWriter, r *http.Request, v *view, lq *listQuery) {
 	pg := lq.srcPage
+	var all []string
+	var srcNext string
 	url, err := v.Def.ListURL(pg.cursor)
-	if err != nil {
-		unavailable(w, r, "search is unavailable and the list endpoint cannot be asked: "+err.Error(), 5*time.Second)
-		return
+	if err == nil {
+		var body []byte
+		if body, err = v.asmSource(r.Context(), url); err == nil {
+			all, srcNext, err = v.Def.ListPage(body)
+		}
 	}
-	body, err := v.asmSource(r.Context(), url)
 	if err != nil {
 		if r.Context().Err() != nil {
 			timedOut(w, r)
 			return
 		}
-		unavailable(w, r, "search is unavailable (Elasticsearch does not answer) and so is the source's list endpoint", 5*time.Second)
-		return
-	}
-	all, srcNext, err := v.Def.ListPage(body)
-	if err != nil {
-		unavailable(w, r, "search is unavailable and the list endpoint answered badly: "+err.Error(), 5*time.Second)
+		s.sourceFailed(r.Context(), v, err)
+		unavailable(w, r, "search is unavailable, and so is the source's list endpoint; detail and multi-get still work", 5*time.Second)
 		return
 	}
 	start := min(pg.offset, len(all))

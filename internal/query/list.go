@@ -12,11 +12,14 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/projections"
@@ -47,7 +50,12 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, issues)
 		return
 	}
+	release, ok := s.admitSearch(w, r)
+	if !ok {
+		return
+	}
 	s.list(w, r, v, lq)
+	release(r.Context().Err() == nil)
 }
 
 func (s *Server) multiGet(w http.ResponseWriter, r *http.Request, v *view, params url.Values) {
@@ -59,8 +67,10 @@ func (s *Server) multiGet(w http.ResponseWriter, r *http.Request, v *view, param
 	}
 	var ids []string
 	seen := map[string]bool{}
+	given := 0 // ids as given, duplicates too: what the limit counts
 	for _, raw := range params["ids"] {
 		for id := range strings.SplitSeq(raw, ",") {
+			given++
 			if err := projections.ValidateID(id); err != nil {
 				issues = append(issues, ParameterIssue{Parameter: "ids", Message: strings.TrimPrefix(err.Error(), "bad event: ")})
 			} else if !seen[id] {
@@ -69,8 +79,8 @@ func (s *Server) multiGet(w http.ResponseWriter, r *http.Request, v *view, param
 			}
 		}
 	}
-	if len(ids) > s.o.MaxIDs {
-		issues = append(issues, ParameterIssue{Parameter: "ids", Message: fmt.Sprintf("%d ids; at most %d per request", len(ids), s.o.MaxIDs)})
+	if given > s.o.MaxIDs {
+		issues = append(issues, ParameterIssue{Parameter: "ids", Message: fmt.Sprintf("%d ids; at most %d per request", given, s.o.MaxIDs)})
 	}
 	if len(issues) > 0 {
 		slices.SortStableFunc(issues, func(a, b ParameterIssue) int { return strings.Compare(a.Parameter, b.Parameter) })
@@ -88,8 +98,12 @@ func (s *Server) multiGet(w http.ResponseWriter, r *http.Request, v *view, param
 // writeItems answers {"items": [...], "missing": [...], "next": ...} with the
 // stored JSON spliced in as it is, in the order of ids.
 func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs map[string]doc, next string, listing bool) {
+	size := 64 + len(next)
+	for _, id := range ids {
+		size += len(docs[id].body) + len(id) + 4
+	}
 	var b bytes.Buffer
-	b.Grow(256 + len(ids)*1024)
+	b.Grow(size)
 	b.WriteString(`{"items":[`)
 	var missing []string
 	var served []doc
@@ -237,6 +251,9 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 			desc := strings.HasPrefix(key, "-")
 			name := strings.TrimPrefix(key, "-")
 			switch f := v.fields[name]; {
+			case name == "":
+				bad("sort", "has an empty key: give field names, comma-separated, each with - before it to sort descending (e.g. sort=-rating,name); sortable are %s", strings.Join(sortable(v), ", "))
+				continue
 			case name == sink.SortDistance:
 				if lq.near == nil {
 					bad("sort", "distance needs near=lat,lon")
@@ -359,6 +376,11 @@ func typedValue(t projections.FieldType, raw string) (any, error) {
 		}
 		return b, nil
 	case projections.Date:
+		// time.Parse takes a comma before the fraction of a second too;
+		// RFC 3339 (and Elasticsearch) only a dot.
+		if strings.ContainsRune(raw, ',') {
+			return nil, fmt.Errorf("%q is not a date such as 2026-11-21 or 2026-11-21T10:00:00Z", raw)
+		}
 		ts, err := time.Parse(time.RFC3339, raw)
 		if err != nil {
 			if _, err := time.Parse(time.DateOnly, raw); err != nil {
@@ -381,7 +403,16 @@ func typedValue(t projections.FieldType, raw string) (any, error) {
 	return raw, nil
 }
 
+// The forms near and within take: exactly what the OpenAPI document says.
+var (
+	nearForm   = regexp.MustCompile(nearPattern)
+	withinForm = regexp.MustCompile(withinPattern)
+)
+
 func parseLatLon(s string) (lat, lon float64, ok bool) {
+	if !nearForm.MatchString(s) {
+		return 0, 0, false
+	}
 	a, b, found := strings.Cut(s, ",")
 	lat, err1 := strconv.ParseFloat(strings.TrimSpace(a), 64)
 	lon, err2 := strconv.ParseFloat(strings.TrimSpace(b), 64)
@@ -389,6 +420,9 @@ func parseLatLon(s string) (lat, lon float64, ok bool) {
 }
 
 func parseDistance(s string) (float64, bool) {
+	if !withinForm.MatchString(s) {
+		return 0, false
+	}
 	num, unit := strings.TrimRight(s, "kmKM"), strings.ToLower(strings.TrimLeft(s, "0123456789."))
 	x, err := strconv.ParseFloat(num, 64)
 	if err != nil {
@@ -418,18 +452,30 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQ
 	ids, after, err := s.searchIDs(r.Context(), v, lq)
 	switch {
 	case errors.Is(err, sink.ErrBadQuery):
-		badRequest(w, r, []ParameterIssue{{Parameter: "query", Message: err.Error()}})
+		// The API validated the parameters, so this is a combination the
+		// engine refuses that validation missed: worth a look, and the
+		// engine's words (index names, its own syntax) stay in the log.
+		s.log.Warn("the search engine refused a query the API let through", "projection", v.Def.Name, "request", RequestID(r.Context()), "query", r.URL.RawQuery, "err", err)
+		badRequest(w, r, []ParameterIssue{{Parameter: "query", Message: "the search engine cannot answer this combination of parameters"}})
 		return
 	case err != nil && r.Context().Err() != nil:
 		timedOut(w, r)
 		return
 	case err != nil && lq.plain && v.Def.Listable():
-		s.log.Warn("search failed; listing from the source's list endpoint", "projection", v.Def.Name, "err", err)
+		v.searchWarn.Do(func() {
+			s.log.Warn("search failed; listing from the source's list endpoint (logged at most every 5s)", "projection", v.Def.Name, "request", RequestID(r.Context()), "err", err)
+		})
 		lq.srcPage = &sourcePage{}
 		s.listFromSource(w, r, v, lq)
 		return
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		unavailable(w, r, "search is paused on this replica: the search engine failed several times in a row, and is tried again every 2s (circuit breaker open); detail and multi-get still work", 2*time.Second)
+		return
 	case err != nil:
-		unavailable(w, r, "search is unavailable (the search engine does not answer); detail and multi-get still work", 5*time.Second)
+		v.searchWarn.Do(func() {
+			s.log.Warn("search failed (logged at most every 5s)", "projection", v.Def.Name, "request", RequestID(r.Context()), "err", err)
+		})
+		unavailable(w, r, "search is unavailable: the search engine failed to answer; detail and multi-get still work", 5*time.Second)
 		return
 	}
 	next := ""
@@ -447,13 +493,73 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQ
 // searchIDs asks the search engine for one page of ids, and where the next
 // page starts.
 func (s *Server) searchIDs(ctx context.Context, v *view, lq *listQuery) ([]string, []any, error) {
-	p, err := v.searchCB.Execute(func() (sink.Page, error) {
-		return v.Search.Search(ctx, sink.Query{
-			Text: lq.q, Filters: lq.filters, Near: lq.near, Within: lq.within,
-			Sort: lq.sort, Limit: lq.limit, After: lq.after,
-		})
-	})
+	q := sink.Query{
+		Text: lq.q, Filters: lq.filters, Near: lq.near, Within: lq.within,
+		Sort: lq.sort, Limit: lq.limit, After: lq.after,
+	}
+	p, err := v.searchCB.Execute(func() (sink.Page, error) { return s.search(ctx, v, q) })
+	switch {
+	case err == nil || errors.Is(err, sink.ErrBadQuery) || errors.Is(err, context.Canceled):
+	case errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests):
+	case errors.Is(err, context.DeadlineExceeded):
+		s.m.failed(v.Def.Name, "search")
+		s.probeSearch(v)
+	default:
+		s.m.failed(v.Def.Name, "search")
+	}
 	return p.IDs, p.After, err
+}
+
+// search asks the engine, and returns at ctx's deadline even when the engine
+// does not (a search must never outlive its request, whatever its
+// parameters say). A search that finishes later is counted and logged.
+func (s *Server) search(ctx context.Context, v *view, q sink.Query) (sink.Page, error) {
+	type result struct {
+		p   sink.Page
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := v.Search.Search(ctx, q)
+		done <- result{p, err}
+	}()
+	select {
+	case res := <-done:
+		return res.p, res.err
+	case <-ctx.Done():
+		id := RequestID(ctx)
+		go func() {
+			if res := <-done; res.err == nil || !errors.Is(res.err, ctx.Err()) {
+				s.m.late.Inc()
+				s.log.Warn("a search finished after its request's deadline", "projection", v.Def.Name, "request", id, "err", res.err)
+			}
+		}()
+		return sink.Page{}, fmt.Errorf("query: search: %w", ctx.Err())
+	}
+}
+
+// probeSearch asks the search engine, once at a time, whether it answers at
+// all after a search ran out of time. If not, the engine is down, not
+// merely slow on an expensive query, and the search breaker opens.
+func (s *Server) probeSearch(v *view) {
+	if v.SearchProbe == nil || !v.probing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer v.probing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err := v.SearchProbe(ctx)
+		v.probeFailed.Store(err != nil)
+		if err != nil {
+			// Record the failure through the breaker; %v, not %w: a probe
+			// timing out is a failure (the searches' own timeouts are not).
+			v.searchCB.Execute(func() (sink.Page, error) {
+				return sink.Page{}, fmt.Errorf("query: the search engine does not answer: %v", err)
+			})
+			v.probeFailed.Store(false)
+		}
+	}()
 }
 
 // cursorState is what a cursor carries.

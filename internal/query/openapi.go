@@ -25,13 +25,26 @@ const APIVersion = "1.0.0"
 const (
 	// printable: Unicode letters, marks, numbers, punctuation and symbols —
 	// what projections.ValidateID accepts, less the exclusions below.
-	idPattern     = `^[\p{L}\p{M}\p{N}\p{P}\p{S}]+$`
-	idForbidden   = `^[^*>]+$`
-	idsForbidden  = `^[^*>,]+$`
-	datePattern   = `^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))?$`
-	nearPattern   = `^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+),[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$`
-	withinPattern = `^([0-9]+(\.[0-9]*)?|\.[0-9]+)([mM]|[kK][mM])$`
+	idPattern    = `^[\p{L}\p{M}\p{N}\p{P}\p{S}]+$`
+	idForbidden  = `^[^*>]+$`
+	idsForbidden = `^[^*>,]+$`
+	// A date, or an RFC 3339 time as Elasticsearch reads it: hours to 23,
+	// no leap second, at most 9 fractional digits, offsets to ±18:00. The
+	// calendar (February 30) is the date and date-time formats'.
+	datePattern = `^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])` +
+		`(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-7]):[0-5][0-9]|18:00)))?$`
+	// lat,lon in decimal degrees, latitude -90..90, longitude -180..180.
+	latPattern  = `[+-]?0*(90(\.0*)?|[1-8]?[0-9](\.[0-9]*)?|\.[0-9]+)`
+	lonPattern  = `[+-]?0*(180(\.0*)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]*)?|\.[0-9]+)`
+	nearPattern = `^` + latPattern + `,` + lonPattern + `$`
+	// 1 m to 500 km: 1 to 500000 m, or 0.001 to 500 km.
+	withinPattern = `^(0*(([1-9][0-9]{0,4}|[1-4][0-9]{5})(\.[0-9]*)?|500000(\.0*)?)[mM]` +
+		`|0*(([1-9][0-9]?|[1-4][0-9]{2})(\.[0-9]*)?|500(\.0*)?|\.0{0,2}[1-9][0-9]*)[kK][mM])$`
 	cursorPattern = `^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$`
+	// A character other than white space as Go's unicode.IsSpace (and so
+	// strings.TrimSpace) has it; \S is narrower in Go (ASCII) and wider in
+	// ECMA-262 (U+FEFF), so the class lists them, as the characters themselves.
+	nonSpacePattern = "[^\\t\\n\\v\\f\\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 )
 
 // obj is a JSON object that keeps its keys in the order they were added, so
@@ -171,12 +184,13 @@ func problemSchema() obj {
 		"description", "an RFC 9457 problem detail",
 		"required", []string{"type", "title", "status"},
 		"properties", o(
-			"type", o("type", "string", "format", "uri", "enum", []string{ProblemBadParameter, ProblemNotFound, ProblemUnavailable, ProblemTimeout},
+			"type", o("type", "string", "format", "uri", "enum", []string{ProblemBadParameter, ProblemNotFound, ProblemUnavailable, ProblemTimeout, ProblemOverloaded, ProblemTooLarge, ProblemMethodNotAllowed},
 				"description", "stable URI of the kind of problem; switch on it"),
 			"title", o("type", "string"),
-			"status", o("type", "integer", "enum", []int{400, 404, 503, 504}),
+			"status", o("type", "integer", "enum", []int{400, 404, 405, 414, 431, 503, 504}),
 			"detail", o("type", "string"),
 			"instance", o("type", "string", "description", "the request path"),
+			"requestId", o("type", "string", "minLength", 1, "description", "the answer's X-Request-Id: quote it when reporting the problem; the API's logs hold what went wrong under it"),
 			"errors", o("type", "array", "items", ref("schemas", "ParameterIssue"), "minItems", 1,
 				"description", "with status 400: every bad parameter, sorted by name"),
 		))
@@ -316,6 +330,8 @@ func (s *Server) detailOperation(v *view, docName string) obj {
 				"headers", o("ETag", ref("headers", "ETag"), "X-Readside-Source", ref("headers", "X-Readside-Source"), "X-Readside-Built-At", ref("headers", "X-Readside-Built-At"))),
 			"400", ref("responses", "BadRequest"),
 			"404", ref("responses", "NotFound"),
+			"414", ref("responses", "URITooLong"),
+			"431", ref("responses", "HeadersTooLarge"),
 			"503", ref("responses", "Unavailable"),
 			"504", ref("responses", "Timeout"),
 		),
@@ -327,15 +343,16 @@ func (s *Server) collectionOperation(v *view, pageName string) obj {
 	var params []obj
 	idList := o("type", "array", "items", idSchema(true), "minItems", 1, "maxItems", s.o.MaxIDs)
 	params = append(params, param("ids", "query",
-		fmt.Sprintf("Multi-get: comma-separated ids, at most %d (after removing duplicates). The answer keeps their order; "+
-			"ids without a document are listed in missing. Takes no other parameter. ids may also be given several times; their lists are joined.", s.o.MaxIDs),
+		fmt.Sprintf("Multi-get: comma-separated ids, at most %d, duplicates counted. The answer keeps their order, each id once; "+
+			"ids without a document are listed in missing. Takes no other parameter. ids may also be given several times: "+
+			"their lists are joined, and the limit counts them together.", s.o.MaxIDs),
 		idList, "style", "form", "explode", false))
 	searchable := fieldNames(v.Def.Fields, func(f projections.Field) bool { return f.Search })
 	if len(searchable) > 0 {
 		params = append(params, param("q", "query",
 			fmt.Sprintf("Search: every word must match, the last one as a prefix (search as you type), within one of the searchable fields: %s. "+
 				"At most %d characters; not only whitespace. Sorted by relevance unless sort says otherwise.", strings.Join(searchable, ", "), s.o.MaxQuery),
-			o("type", "string", "minLength", 1, "maxLength", s.o.MaxQuery, "pattern", `\S`)))
+			o("type", "string", "minLength", 1, "maxLength", s.o.MaxQuery, "pattern", nonSpacePattern)))
 	}
 	keys := sortable(v)
 	sortDesc := "Comma-separated sort keys, at most 3, each ascending or, with a leading -, descending: " + strings.Join(keys, ", ")
@@ -385,6 +402,7 @@ func (s *Server) collectionOperation(v *view, pageName string) obj {
 			}
 		}
 	}
+	params = append(params, parameterRules(v, params, len(searchable) > 0))
 	filters := filterable(v)
 	desc := "Without ids, a list (with q, a search) through Elasticsearch, page by page: follow next as cursor until it is null. " +
 		"Tombstones of deleted documents are never listed. Every parameter is given at most once; any other parameter is refused (400)."
@@ -407,10 +425,54 @@ func (s *Server) collectionOperation(v *view, pageName string) obj {
 					"X-Readside-Degraded", ref("headers", "X-Readside-Degraded")),
 				"content", o("application/json", o("schema", ref("schemas", pageName)))),
 			"400", ref("responses", "BadRequest"),
+			"414", ref("responses", "URITooLong"),
+			"431", ref("responses", "HeadersTooLarge"),
 			"503", ref("responses", "Unavailable"),
 			"504", ref("responses", "Timeout"),
 		),
 	)
+}
+
+// ruleParameter names the parameter that states the rules between the
+// others. A hyphen keeps it from ever being a field's name.
+const ruleParameter = "parameter-rules"
+
+// parameterRules states what no one parameter's schema can: which
+// parameters go together. It is the query string as a whole, as a
+// form-exploded object whose properties are the other parameters: an
+// exploded object adds no name=value pair of its own to a request (OpenAPI
+// 3.1, parameter styles), so a client sends nothing for it. OpenAPI 3.1 has
+// no other place for such rules (3.2's in: querystring would be one), and
+// its validators check this one as JSON Schema (libopenapi-validator does).
+// params are the operation's parameters before it.
+func parameterRules(v *view, params []obj, searchable bool) obj {
+	names := make([]string, 0, len(params))
+	for _, p := range params {
+		names = append(names, p[0].v.(string)) // param puts the name first
+	}
+	schema := o("type", "object",
+		"propertyNames", o("enum", names),
+		"dependentSchemas", o("ids", o("maxProperties", 1)),
+	)
+	desc := "Not a parameter to send: the rules between the others, over the query string as an object of its parameters. " +
+		"Only the parameters above (a filter or range on a field not listed there is refused); ids alone (a multi-get takes no other parameter)"
+	var ifs []obj
+	sortHas := func(key string) obj {
+		return o("required", []string{"sort"}, "properties", o("sort", o("type", "string", "pattern", "(^|,)-?"+key+"(,|$)")))
+	}
+	if v.geoField != "" {
+		schema = append(schema, member{"dependentRequired", o("within", []string{"near"})})
+		ifs = append(ifs, o("if", sortHas("distance"), "then", o("required", []string{"near"})))
+		desc += "; within only with near; sort by distance only with near"
+	}
+	if searchable {
+		ifs = append(ifs, o("if", sortHas("relevance"), "then", o("required", []string{"q"})))
+		desc += "; sort by relevance only with q"
+	}
+	if len(ifs) > 0 {
+		schema = append(schema, member{"allOf", ifs})
+	}
+	return param(ruleParameter, "query", desc+".", schema, "style", "form", "explode", true)
 }
 
 // filterValueSchema is one value of a filter on f, as typedValue reads it.
@@ -423,7 +485,7 @@ func filterValueSchema(f projections.Field) obj {
 	case projections.Boolean:
 		return o("type", "boolean")
 	case projections.Date:
-		return o("type", "string", "pattern", datePattern, "description", "a date, 2026-11-21, or an RFC 3339 time, 2026-11-21T10:00:00Z. "+
+		return o("type", "string", "pattern", datePattern, "anyOf", []obj{o("format", "date"), o("format", "date-time")}, "description", "a date, 2026-11-21, or an RFC 3339 time, 2026-11-21T10:00:00Z. "+
 			"A date alone stands for its whole day in ranges: gte and lt start at its first moment, gt and lte end at its last; "+
 			"as a filter value it is the instant it starts. Offsets up to ±18:00, at most 9 fractional digits.")
 	}
@@ -442,14 +504,16 @@ func fieldNames(fields []projections.Field, keep func(projections.Field) bool) [
 
 func (s *Server) sharedResponses() obj {
 	problem := func(desc string, headers obj) obj {
-		h := o("Cache-Control", ref("headers", "Cache-Control"))
+		h := o("Cache-Control", ref("headers", "Cache-Control"), "X-Request-Id", ref("headers", "X-Request-Id"))
 		h = append(h, headers...)
 		return o("description", desc, "headers", h, "content", o("application/problem+json", o("schema", ref("schemas", "Problem"))))
 	}
 	return o(
 		"BadRequest", problem("a bad parameter: errors names each (type "+ProblemBadParameter+")", nil),
 		"NotFound", problem("no such document: deleted or never existed (type "+ProblemNotFound+")", nil),
-		"Unavailable", problem("the stores and the source APIs cannot answer now; retry after Retry-After seconds (type "+ProblemUnavailable+")",
+		"URITooLong", problem(fmt.Sprintf("the request target is over %d bytes, more than any valid request needs (type %s)", s.maxURI, ProblemTooLarge), nil),
+		"HeadersTooLarge", problem(fmt.Sprintf("the header fields are over %d KB (type %s)", maxHeaderBytes>>10, ProblemTooLarge), nil),
+		"Unavailable", problem("the stores and the source APIs cannot answer now (type "+ProblemUnavailable+"), or the replica sheds load (type "+ProblemOverloaded+"); retry after Retry-After seconds",
 			o("Retry-After", ref("headers", "Retry-After"))),
 		"Timeout", problem(fmt.Sprintf("the backends did not answer within the request deadline, %s (type %s)", s.o.RequestTimeout, ProblemTimeout), nil),
 	)
@@ -467,6 +531,8 @@ func sharedHeaders() obj {
 			"schema", o("type", "string", "enum", []string{"list-endpoint"})),
 		"Retry-After", o("description", "seconds to wait before retrying", "required", true,
 			"schema", o("type", "integer", "minimum", 1)),
+		"X-Request-Id", o("description", "the request's id: the client's own X-Request-Id when it is a token of at most 64 characters A-Za-z0-9._:-, else a new one; every answer has it",
+			"required", true, "schema", o("type", "string", "minLength", 1)),
 		"Cache-Control", o("description", "no-store: errors and readiness are never cached",
 			"required", true, "schema", o("type", "string", "const", "no-store")),
 	)

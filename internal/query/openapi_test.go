@@ -15,6 +15,7 @@ import (
 
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
+	"github.com/pb33f/libopenapi-validator/config"
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/query"
@@ -51,7 +52,8 @@ func newContract(t testing.TB, h http.Handler) *contract {
 	if doc.GetVersion() != "3.1.0" {
 		t.Fatalf("/openapi.json is OpenAPI %q, want 3.1.0", doc.GetVersion())
 	}
-	v, errs := validator.NewValidator(doc)
+	// Formats are assertions: a date filter is a real day (format date).
+	v, errs := validator.NewValidator(doc, config.WithFormatAssertions())
 	if len(errs) > 0 {
 		t.Fatalf("/openapi.json: %v", errs)
 	}
@@ -221,6 +223,19 @@ func TestOpenAPIDocument(t *testing.T) {
 	}
 	if s := schemaOf("q"); s["maxLength"] != 120.0 {
 		t.Errorf("q: %v, want maxLength 120 (MaxQuery)", s)
+	}
+	// The rules between parameters: an exploded form object over the query
+	// that names every parameter and takes ids alone.
+	rules := list["parameter-rules"]
+	if rules == nil || rules["style"] != "form" || rules["explode"] != true {
+		t.Fatalf("parameter-rules: %v", rules)
+	}
+	names, _ := schemaOf("parameter-rules")["propertyNames"].(map[string]any)["enum"].([]any)
+	if len(names) != len(list)-1 {
+		t.Errorf("parameter-rules names %d parameters, the operation has %d others", len(names), len(list)-1)
+	}
+	if ids, _ := schemaOf("parameter-rules")["dependentSchemas"].(map[string]any)["ids"].(map[string]any); ids["maxProperties"] != 1.0 {
+		t.Errorf("parameter-rules does not take ids alone: %v", schemaOf("parameter-rules"))
 	}
 	sortPattern := schemaOf("sort")["pattern"].(string)
 	for _, key := range []string{"name", "city", "rating", "seats", "opened", "price", "rank", "distance", "relevance"} {

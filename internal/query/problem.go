@@ -15,6 +15,9 @@ type Problem struct {
 	Detail   string           `json:"detail,omitempty"`
 	Instance string           `json:"instance,omitempty"`
 	Errors   []ParameterIssue `json:"errors,omitempty"`
+	// RequestID is the request's X-Request-Id, for the client to quote: the
+	// logs hold what went wrong, under this id.
+	RequestID string `json:"requestId,omitempty"`
 }
 
 // ParameterIssue is one bad query parameter.
@@ -29,10 +32,19 @@ const (
 	ProblemNotFound     = "https://readside.dev/problems/not-found"
 	ProblemUnavailable  = "https://readside.dev/problems/unavailable"
 	ProblemTimeout      = "https://readside.dev/problems/timeout"
+	// ProblemOverloaded: the replica sheds load (503 with Retry-After);
+	// another replica, or this one a moment later, can answer.
+	ProblemOverloaded       = "https://readside.dev/problems/overloaded"
+	ProblemMethodNotAllowed = "https://readside.dev/problems/method-not-allowed"
+	ProblemTooLarge         = "https://readside.dev/problems/request-too-large"
 )
 
 func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 	p.Instance = r.URL.Path
+	if len(p.Instance) > 1024 {
+		p.Instance = p.Instance[:1024]
+	}
+	p.RequestID = w.Header().Get("X-Request-Id")
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(p.Status)
@@ -59,4 +71,24 @@ func unavailable(w http.ResponseWriter, r *http.Request, detail string, retryAft
 func timedOut(w http.ResponseWriter, r *http.Request) {
 	writeProblem(w, r, Problem{Type: ProblemTimeout, Title: "Request deadline exceeded", Status: http.StatusGatewayTimeout,
 		Detail: "the backends did not answer within the request deadline"})
+}
+
+func overloaded(w http.ResponseWriter, r *http.Request, detail string) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterShed.Seconds())))
+	writeProblem(w, r, Problem{Type: ProblemOverloaded, Title: "Overloaded", Status: http.StatusServiceUnavailable, Detail: detail})
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	writeProblem(w, r, Problem{Type: ProblemMethodNotAllowed, Title: "Method not allowed", Status: http.StatusMethodNotAllowed,
+		Detail: "the API is read-only: use GET (or HEAD)"})
+}
+
+func uriTooLong(w http.ResponseWriter, r *http.Request, limit int) {
+	writeProblem(w, r, Problem{Type: ProblemTooLarge, Title: "Request target too long", Status: http.StatusRequestURITooLong,
+		Detail: "the request target is " + strconv.Itoa(len(r.RequestURI)) + " bytes; at most " + strconv.Itoa(limit) + " are read"})
+}
+
+func headersTooLarge(w http.ResponseWriter, r *http.Request) {
+	writeProblem(w, r, Problem{Type: ProblemTooLarge, Title: "Request header fields too large", Status: http.StatusRequestHeaderFieldsTooLarge,
+		Detail: "the header fields are over " + strconv.Itoa(maxHeaderBytes>>10) + " KB"})
 }

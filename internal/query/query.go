@@ -20,11 +20,15 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
@@ -55,6 +59,10 @@ type Options struct {
 	MaxIDs            int           // most ids of one multi-get [100]
 	MaxQuery          int           // longest q, in characters [200]
 	CursorKey         []byte        // signs cursors; share it between replicas [random per process]
+	MaxInflight       int           // requests in flight at once; more get a fast 503 [2048]
+	SearchMaxInflight int           // ceiling of the adaptive limit on lists and searches in flight [64]
+	// Registerer, when set, gets the API's metrics (readside_query_*).
+	Registerer prometheus.Registerer
 }
 
 func (o *Options) defaults() {
@@ -73,6 +81,12 @@ func (o *Options) defaults() {
 	if o.MaxQuery <= 0 {
 		o.MaxQuery = 200
 	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = 2048
+	}
+	if o.SearchMaxInflight <= 0 {
+		o.SearchMaxInflight = 64
+	}
 }
 
 // View is one projection as the API serves it.
@@ -81,6 +95,11 @@ type View struct {
 	Docs    Docs               // the doc store
 	Search  sink.Searcher      // list and search (sink.Elastic, sink.Bleve)
 	Sources []assemble.Fetcher // one per source of Def, for fallbacks
+	// SearchProbe, when set, asks the search engine whether it answers at
+	// all (a cheap request, such as Elasticsearch's cluster health). The API
+	// probes when searches run out of time, to tell an expensive query from
+	// an engine that is down: only the second opens the search breaker.
+	SearchProbe func(ctx context.Context) error
 }
 
 // Server answers the read API. Build it with New; it is an http.Handler.
@@ -92,6 +111,12 @@ type Server struct {
 	mux   *http.ServeMux
 	ready func(ctx context.Context) map[string]string
 	spec  []byte // the OpenAPI document, generated once by New
+
+	ids         *requestIDs
+	inflight    atomic.Int64
+	searchLimit adaptivelimiter.AdaptiveLimiter[any]
+	m           *metrics
+	maxURI      int // longest request target; longer ones get 414
 }
 
 type view struct {
@@ -107,6 +132,11 @@ type view struct {
 	partialWarn rate.Sometimes
 	// limitedPrimary is the primary source under the per-source bound.
 	limitedPrimary assemble.Fetcher
+	// probing is set while a probe of the search engine runs; probeFailed
+	// when the last one failed, which opens the search breaker at once.
+	probing, probeFailed atomic.Bool
+	// storeWarn and searchWarn space out the warnings that a store fails.
+	storeWarn, searchWarn, sourceWarn rate.Sometimes
 }
 
 // New builds the API over views. pub may be nil (no re-project events);
@@ -116,7 +146,12 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 	if len(o.CursorKey) == 0 {
 		o.CursorKey = randomKey()
 	}
-	s := &Server{views: map[string]*view{}, pub: pub, log: log, o: o, ready: ready}
+	s := &Server{views: map[string]*view{}, pub: pub, log: log, o: o, ready: ready, ids: newRequestIDs()}
+	s.searchLimit = newSearchLimiter(o)
+	s.m = newMetrics(s, o.Registerer)
+	// The longest request target a valid request needs: a multi-get of
+	// MaxIDs ids of the longest length, every byte percent-encoded.
+	s.maxURI = max(16<<10, o.MaxIDs*(projections.MaxIDLen*3+3)+8<<10)
 	for _, v := range views {
 		limited := make([]assemble.Fetcher, len(v.Sources))
 		for i, f := range v.Sources {
@@ -128,19 +163,33 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 			fields:         map[string]*projections.Field{},
 			limitedPrimary: limited[0],
 			partialWarn:    rate.Sometimes{Interval: 5 * time.Second},
-			redisCB: gobreaker.NewCircuitBreaker[[]*sink.Stored](gobreaker.Settings{
-				Name: v.Def.Name + "/redis", Timeout: 2 * time.Second,
-				ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
-				IsSuccessful: func(err error) bool { return err == nil || errors.Is(err, context.Canceled) },
-			}),
-			searchCB: gobreaker.NewCircuitBreaker[sink.Page](gobreaker.Settings{
-				Name: v.Def.Name + "/search", Timeout: 2 * time.Second,
-				ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
-				IsSuccessful: func(err error) bool {
-					return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, sink.ErrBadQuery)
-				},
-			}),
+			storeWarn:      rate.Sometimes{Interval: 5 * time.Second},
+			searchWarn:     rate.Sometimes{Interval: 5 * time.Second},
+			sourceWarn:     rate.Sometimes{Interval: 5 * time.Second},
 		}
+		vw.redisCB = gobreaker.NewCircuitBreaker[[]*sink.Stored](gobreaker.Settings{
+			Name: v.Def.Name + "/redis", Timeout: 2 * time.Second,
+			ReadyToTrip:   func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
+			IsExcluded:    func(err error) bool { return errors.Is(err, context.Canceled) },
+			OnStateChange: s.breakerChanged(v.Def.Name, "docs"),
+		})
+		vw.searchCB = gobreaker.NewCircuitBreaker[sink.Page](gobreaker.Settings{
+			Name: v.Def.Name + "/search", Timeout: 2 * time.Second,
+			// Half-open lets a few searches through: one that is slow (an
+			// expensive query) must not hold every other one off.
+			MaxRequests: 4,
+			ReadyToTrip: func(c gobreaker.Counts) bool {
+				return c.ConsecutiveFailures >= 5 || vw.probeFailed.Load()
+			},
+			// A search that ran out of time is not the engine failing: it
+			// may be an expensive query (and its request's deadline the
+			// client's choice). The engine is probed instead (probeSearch).
+			// A query the engine refuses is the client's error.
+			IsExcluded: func(err error) bool {
+				return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sink.ErrBadQuery)
+			},
+			OnStateChange: s.breakerChanged(v.Def.Name, "search"),
+		})
 		for i := range v.Def.Fields {
 			f := &v.Def.Fields[i]
 			vw.fields[f.Name] = f
@@ -157,17 +206,88 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 	s.mux.HandleFunc("GET /openapi.json", s.openAPI)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		notFound(w, r, "no such endpoint: the API serves GET /v1/{projection}, GET /v1/{projection}/{id} and GET /openapi.json")
-	})
+	s.mux.HandleFunc("/", s.noRoute)
 	return s
 }
 
-// ServeHTTP gives every request the deadline and hands it to the routes.
+// breakerChanged logs a breaker's state changes and keeps its metric.
+func (s *Server) breakerChanged(projection, store string) func(string, gobreaker.State, gobreaker.State) {
+	metric := s.m.breaker(projection, store)
+	return func(name string, from, to gobreaker.State) {
+		metric(name, from, to)
+		level := slog.LevelWarn
+		if to == gobreaker.StateClosed {
+			level = slog.LevelInfo
+		}
+		s.log.Log(context.Background(), level, "circuit breaker "+to.String(), "projection", projection, "store", store, "from", from.String())
+	}
+}
+
+// noRoute answers what no route takes: 405 with Allow for a path served
+// with other methods, else 404.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		get := r.Clone(r.Context())
+		get.Method = http.MethodGet
+		if _, pattern := s.mux.Handler(get); pattern != "/" {
+			w.Header().Set("Allow", "GET, HEAD")
+			methodNotAllowed(w, r)
+			return
+		}
+	}
+	notFound(w, r, "no such endpoint: the API serves GET /v1/{projection}, GET /v1/{projection}/{id} and GET /openapi.json")
+}
+
+// ServeHTTP gives every request an id and the deadline, refuses what is
+// too long or over the bound on requests in flight, and hands the rest to
+// the routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
-	defer cancel()
-	s.mux.ServeHTTP(w, r.WithContext(ctx))
+	start := time.Now()
+	id := s.ids.of(r)
+	w.Header().Set("X-Request-Id", id)
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	n := s.inflight.Add(1)
+	switch {
+	case len(r.RequestURI) > s.maxURI:
+		uriTooLong(rec, r, s.maxURI)
+	case headerBytes(r.Header) > maxHeaderBytes:
+		headersTooLarge(rec, r)
+	case notClean(r.URL.EscapedPath()):
+		// net/http's mux would redirect /v1/p/.. or //v1/p to the cleaned
+		// path: no API path has dot segments or empty ones (an id is never
+		// "." or "..").
+		notFound(rec, r, "no such endpoint: the path has an empty, . or .. segment")
+	case n > int64(s.o.MaxInflight):
+		s.m.shed(classRead)
+		overloaded(rec, r, "too many requests at once on this replica")
+	default:
+		ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), ctxKey{}, id), s.o.RequestTimeout)
+		s.mux.ServeHTTP(rec, r.WithContext(ctx))
+		cancel()
+	}
+	s.inflight.Add(-1)
+	s.m.observe(endpointOf(r), rec.status, time.Since(start))
+}
+
+// notClean reports whether an escaped path has an empty, . or .. segment
+// (an id's own slashes are escaped, %2F, so they do not count).
+func notClean(p string) bool {
+	return p != "/" && p != path.Clean(p)
+}
+
+// maxHeaderBytes bounds a request's header fields (the request line aside,
+// see Server.maxURI); Serve lets more through, so that the answer is a
+// problem, not net/http's plain text.
+const maxHeaderBytes = 64 << 10
+
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 func (s *Server) view(w http.ResponseWriter, r *http.Request) *view {
@@ -213,7 +333,8 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 		timedOut(w, r)
 		return
 	default:
-		unavailable(w, r, "neither the store nor the source API could give the document: "+errString(err), 2*time.Second)
+		s.sourceFailed(r.Context(), v, err)
+		unavailable(w, r, "neither the store nor the source API could give the document", 2*time.Second)
 		return
 	}
 	etag := d.etag()
@@ -274,9 +395,13 @@ func setFreshness(w http.ResponseWriter, docs []doc) {
 	}
 }
 
-func errString(err error) string {
-	if err == nil {
-		return "unknown error"
-	}
-	return err.Error()
+// sourceFailed logs (at most every 5s per projection) and counts that the
+// sources could not give a document the store could not give either. The
+// error, with its URL and upstream body, stays here: the client's answer
+// carries only the request id to quote.
+func (s *Server) sourceFailed(ctx context.Context, v *view, err error) {
+	s.m.failed(v.Def.Name, "source")
+	v.sourceWarn.Do(func() {
+		s.log.Warn("neither the store nor the sources could give a document (logged at most every 5s)", "projection", v.Def.Name, "request", RequestID(ctx), "err", err)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
@@ -46,8 +47,11 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[stri
 			docs[id] = doc{body: stored[i].Body, version: stored[i].Version, builtAt: stored[i].BuiltAt, fromStore: true, versioned: true}
 		}
 	}
-	if rerr != nil && ctx.Err() == nil {
-		s.log.Debug("redis failed; building from the sources", "projection", v.Def.Name, "ids", len(ids), "err", rerr)
+	if rerr != nil && ctx.Err() == nil && !errors.Is(rerr, gobreaker.ErrOpenState) && !errors.Is(rerr, gobreaker.ErrTooManyRequests) {
+		s.m.failed(v.Def.Name, "docs")
+		v.storeWarn.Do(func() {
+			s.log.Warn("the doc store failed; building documents from the sources (logged at most every 5s)", "projection", v.Def.Name, "request", RequestID(ctx), "err", rerr)
+		})
 	}
 	if len(build) == 0 {
 		return docs, gone, nil

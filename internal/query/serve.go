@@ -18,8 +18,12 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, requestTimeout 
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      requestTimeout + 5*time.Second,
 		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Room for the longest valid request line and more: the API
+		// itself answers a request target or header fields over its limits
+		// with a problem (414, 431); net/http's own plain-text 431 is left
+		// for requests over a megabyte.
+		MaxHeaderBytes: 1 << 20,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -50,7 +50,10 @@ func (e *Elastic) Search(ctx context.Context, q Query) (Page, error) {
 	p := Page{IDs: make([]string, 0, len(hits))}
 	for _, h := range hits {
 		p.IDs = append(p.IDs, h.Get("_id").Str)
-		p.After = decodeSortValues(h.Get("sort").Raw)
+	}
+	if n := len(hits); n > 0 {
+		// Only the last hit's sort values are the next page's start.
+		p.After = decodeSortValues(hits[n-1].Get("sort").Raw)
 	}
 	return p, nil
 }
@@ -96,10 +99,14 @@ func (e *Elastic) searchBody(q Query) map[string]any {
 	}
 	filter := make([]any, 0, len(q.Filters)+1)
 	for _, f := range q.Filters {
+		values := f.Values
+		if fd := fields[f.Field]; fd != nil && fd.Type == projections.Float {
+			values = bothZeros(f.Op, values)
+		}
 		if f.Op == "" {
-			filter = append(filter, map[string]any{"terms": map[string]any{keyword(f.Field): f.Values}})
+			filter = append(filter, map[string]any{"terms": map[string]any{keyword(f.Field): values}})
 		} else {
-			filter = append(filter, map[string]any{"range": map[string]any{keyword(f.Field): map[string]any{f.Op: f.Values[0]}}})
+			filter = append(filter, map[string]any{"range": map[string]any{keyword(f.Field): map[string]any{f.Op: values[0]}}})
 		}
 	}
 	if q.Near != nil && q.Within > 0 {
@@ -143,4 +150,28 @@ func (e *Elastic) searchBody(q Query) map[string]any {
 		body["search_after"] = q.After
 	}
 	return body
+}
+
+// bothZeros makes a zero among the values of a filter on a float field stand
+// for both zeros, which every engine counts as one value (see numberRange):
+// a double field tells -0.0 from 0.0, which it orders before, while a JSON
+// -0 (how Go writes -0.0) reads as 0. Equality keeps either zero, gte and
+// lt count from -0.0, gt and lte from 0.0.
+func bothZeros(op string, values []any) []any {
+	out := make([]any, 0, len(values)+1)
+	for _, v := range values {
+		if x, ok := numberValue(v); !ok || x != 0 {
+			out = append(out, v)
+			continue
+		}
+		switch op {
+		case "":
+			out = append(out, json.Number("-0.0"), json.Number("0.0"))
+		case "gte", "lt":
+			out = append(out, json.Number("-0.0"))
+		default: // "gt", "lte"
+			out = append(out, json.Number("0.0"))
+		}
+	}
+	return out
 }

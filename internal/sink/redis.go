@@ -292,6 +292,27 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 	if len(ids) == 0 {
 		return out, nil
 	}
+	if len(ids) == 1 {
+		// One id: one GET, no pipeline to set up.
+		v, err := r.c.Get(ctx, r.Key(ids[0])).Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return out, nil
+		case err != nil:
+			return nil, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[0]), err)
+		}
+		d, err := DecodeValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[0]), err)
+		}
+		out[0] = &d
+		return out, nil
+	}
+	if _, cluster := r.c.(*redis.ClusterClient); !cluster {
+		return r.mget(ctx, ids, out)
+	}
+	// A cluster spreads the keys over nodes: MGET would need them in one
+	// slot. A pipeline sends each node its GETs at once instead.
 	cmds := make([]*redis.StringCmd, len(ids))
 	pipe := r.c.Pipeline()
 	for i, id := range ids {
@@ -323,6 +344,30 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 		return nil, failed[0]
 	}
 	return out, failed.err()
+}
+
+// mget reads ids with one MGET, on a single Redis.
+func (r *Redis) mget(ctx context.Context, ids []string, out []*Stored) ([]*Stored, error) {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = r.Key(id)
+	}
+	vals, err := r.c.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("sink: redis mget of %d keys: %w", len(keys), err)
+	}
+	all := make([]Stored, len(ids))
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue // nil: no such key
+		}
+		if all[i], err = DecodeValue([]byte(s)); err != nil {
+			return nil, fmt.Errorf("sink: redis get %q: %w", keys[i], err)
+		}
+		out[i] = &all[i]
+	}
+	return out, nil
 }
 
 // Stored value layout: versionDigits ASCII digits of the zero-padded version,

@@ -16,6 +16,8 @@ import (
 //     as a prefix ("piz" finds "Pizza"); words are split and lower-cased
 //     like Elasticsearch's standard analyzer does;
 //   - Filters all apply (AND); the values of one filter are alternatives (OR);
+//     numbers compare as numbers, so -0 and 0 are one value wherever either
+//     is written; every finite float64, int64 and date is a valid bound;
 //   - Near with Within keeps documents whose geo_point field is at most
 //     Within metres away;
 //   - Sort keys apply in order, documents without a value last, then the id

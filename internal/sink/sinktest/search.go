@@ -323,6 +323,8 @@ func RunSearch(t *testing.T, open func(t *testing.T, def *projections.Definition
 		}
 	})
 
+	t.Run("filters at the edges of each type", func(t *testing.T) { runSearchEdges(t, open, def) })
+
 	// Changes: these subtests run in order on the same index.
 	t.Run("an update moves a document between filters", func(t *testing.T) {
 		p := ps[2] // chinese
