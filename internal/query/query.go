@@ -339,7 +339,9 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 	}
 	etag := d.etag()
 	w.Header().Set("ETag", etag)
-	setFreshness(w, []doc{d})
+	var f freshness
+	f.add(&d)
+	f.set(w)
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -368,30 +370,36 @@ func etagMatch(header, etag string) bool {
 	return false
 }
 
-// setFreshness says where the documents came from and when the oldest was built.
-func setFreshness(w http.ResponseWriter, docs []doc) {
-	var store, src int
-	var oldest time.Time
-	for _, d := range docs {
-		if d.fromStore {
-			store++
-		} else {
-			src++
-		}
-		if !d.builtAt.IsZero() && (oldest.IsZero() || d.builtAt.Before(oldest)) {
-			oldest = d.builtAt
-		}
+// freshness is where the documents of an answer came from and when the
+// oldest was built.
+type freshness struct {
+	store, src int
+	oldest     time.Time
+}
+
+func (f *freshness) add(d *doc) {
+	if d.fromStore {
+		f.store++
+	} else {
+		f.src++
 	}
+	if !d.builtAt.IsZero() && (f.oldest.IsZero() || d.builtAt.Before(f.oldest)) {
+		f.oldest = d.builtAt
+	}
+}
+
+// set says it in the answer's headers.
+func (f *freshness) set(w http.ResponseWriter) {
 	switch {
-	case src == 0:
+	case f.src == 0:
 		w.Header().Set("X-Readside-Source", "store")
-	case store == 0:
+	case f.store == 0:
 		w.Header().Set("X-Readside-Source", "source")
 	default:
 		w.Header().Set("X-Readside-Source", "mixed")
 	}
-	if !oldest.IsZero() {
-		w.Header().Set("X-Readside-Built-At", oldest.UTC().Format(time.RFC3339Nano))
+	if !f.oldest.IsZero() {
+		w.Header().Set("X-Readside-Built-At", f.oldest.UTC().Format(time.RFC3339Nano))
 	}
 }
 
