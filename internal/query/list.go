@@ -135,10 +135,11 @@ func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs m
 	}
 	b.WriteString(`],"missing":`)
 	if missing == nil {
-		missing = []string{}
+		b.WriteString("[]")
+	} else {
+		m, _ := json.Marshal(missing)
+		b.Write(m)
 	}
-	m, _ := json.Marshal(missing)
-	b.Write(m)
 	if listing {
 		b.WriteString(`,"next":`)
 		if next == "" {
@@ -150,7 +151,7 @@ func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs m
 	}
 	b.WriteString("}")
 	f.set(w)
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	w.Write(b.Bytes())
 }
 

@@ -338,7 +338,7 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	etag := d.etag()
-	w.Header().Set("ETag", etag)
+	w.Header()["Etag"] = []string{etag}
 	var f freshness
 	f.add(&d)
 	f.set(w)
@@ -346,13 +346,14 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	w.Write(d.body)
 }
 
 func (d doc) etag() string {
 	if d.versioned {
-		return `"v` + strconv.FormatInt(d.version, 10) + `"`
+		var b [24]byte
+		return string(append(strconv.AppendInt(append(b[:0], `"v`...), d.version, 10), '"'))
 	}
 	h := fnv.New64a()
 	h.Write(d.body)
@@ -369,6 +370,15 @@ func etagMatch(header, etag string) bool {
 	}
 	return false
 }
+
+// Header values every answer of their kind has, shared rather than made
+// per answer (net/http only reads them; keys in canonical form).
+var (
+	fromStore  = []string{"store"}
+	fromSource = []string{"source"}
+	fromBoth   = []string{"mixed"}
+	jsonType   = []string{"application/json"}
+)
 
 // freshness is where the documents of an answer came from and when the
 // oldest was built.
@@ -390,13 +400,14 @@ func (f *freshness) add(d *doc) {
 
 // set says it in the answer's headers.
 func (f *freshness) set(w http.ResponseWriter) {
+	h := w.Header()
 	switch {
 	case f.src == 0:
-		w.Header().Set("X-Readside-Source", "store")
+		h["X-Readside-Source"] = fromStore
 	case f.store == 0:
-		w.Header().Set("X-Readside-Source", "source")
+		h["X-Readside-Source"] = fromSource
 	default:
-		w.Header().Set("X-Readside-Source", "mixed")
+		h["X-Readside-Source"] = fromBoth
 	}
 	if !f.oldest.IsZero() {
 		w.Header().Set("X-Readside-Built-At", f.oldest.UTC().Format(time.RFC3339Nano))

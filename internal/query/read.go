@@ -20,17 +20,9 @@ import (
 // or cannot give, built from the sources. gone holds the ids that do not
 // exist (a tombstone, or the source's 404). err is the last failure of an id
 // that could be given neither way.
-func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[string]doc, gone map[string]bool, err error) {
-	docs, gone = make(map[string]doc, len(ids)), map[string]bool{}
-	var partial error // some ids could not be read (a Redis Cluster node lost); the store answers
-	stored, rerr := v.redisCB.Execute(func() ([]*sink.Stored, error) {
-		got, err := s.stored(ctx, v, ids)
-		var be *sink.BatchError
-		if errors.As(err, &be) {
-			partial, err = err, nil
-		}
-		return got, err
-	})
+func (s *Server) read(ctx context.Context, v *view, ids []string) (map[string]doc, map[string]bool, error) {
+	docs, gone := make(map[string]doc, len(ids)), map[string]bool{}
+	stored, partial, rerr := s.readStore(ctx, v, ids)
 	if partial != nil && ctx.Err() == nil {
 		v.partialWarn.Do(func() {
 			s.log.Warn("redis could not give some documents; building them from the sources (logged at most every 5s)", "projection", v.Def.Name, "err", partial)
@@ -56,10 +48,30 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[stri
 	if len(build) == 0 {
 		return docs, gone, nil
 	}
+	return docs, gone, s.buildAll(ctx, v, build, docs, gone)
+}
+
+// readStore reads ids from the doc store through its breaker. partial is
+// set when some ids could not be read (a Redis Cluster node lost): the
+// store still answers, and those ids are built.
+func (s *Server) readStore(ctx context.Context, v *view, ids []string) (stored []*sink.Stored, partial, err error) {
+	stored, err = v.redisCB.Execute(func() ([]*sink.Stored, error) {
+		got, err := s.stored(ctx, v, ids)
+		if be := (*sink.BatchError)(nil); errors.As(err, &be) {
+			partial, err = err, nil
+		}
+		return got, err
+	})
+	return stored, partial, err
+}
+
+// buildAll builds the documents of ids from the sources into docs and gone,
+// and returns the last failure of an id that could not be built.
+func (s *Server) buildAll(ctx context.Context, v *view, ids []string, docs map[string]doc, gone map[string]bool) (err error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var heal []string // ids the source has and the store could not give
-	for _, id := range build {
+	for _, id := range ids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -83,7 +95,7 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[stri
 	// Only an id the source has is re-projected: a read of an id the source
 	// does not know (a made-up one) must never make the projector write.
 	s.reproject(v, heal)
-	return docs, gone, err
+	return err
 }
 
 // stored reads ids from Redis, giving it half of the time the request has
@@ -92,20 +104,33 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (docs map[stri
 // context.DeadlineExceeded when Redis took too long, and context.Canceled
 // when the caller went away (not Redis's fault).
 func (s *Server) stored(ctx context.Context, v *view, ids []string) ([]*sink.Stored, error) {
+	now := time.Now()
 	budget := s.o.RequestTimeout / 2
 	if d, ok := ctx.Deadline(); ok {
-		budget = time.Until(d) / 2
+		budget = d.Sub(now) / 2
 	}
-	rctx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
 	// The Redis client must honour deadlines (go-redis ContextTimeoutEnabled,
 	// as config.Backends sets it): then a slow Redis costs at most budget.
-	docs, err := v.Docs.GetMany(rctx, ids)
-	if err != nil && rctx.Err() != nil && ctx.Err() == nil {
-		return nil, fmt.Errorf("query: redis did not answer within %s: %w", budget.Round(time.Millisecond), err)
+	docs, err := v.Docs.GetMany(budgetCtx{ctx, now.Add(budget)}, ids)
+	if err != nil && ctx.Err() == nil && time.Since(now) >= budget {
+		return nil, fmt.Errorf("query: redis did not answer within %s: %w (%w)", budget.Round(time.Millisecond), err, context.DeadlineExceeded)
 	}
 	return docs, err
 }
+
+// budgetCtx is ctx with an earlier deadline and no timer of its own (a
+// second timer a request cost 5 allocations and a tenth of the API's own CPU
+// on a detail). The doc store's client bounds its socket reads and writes by
+// Deadline (go-redis with ContextTimeoutEnabled), which is all the budget
+// needs: a Redis that does not answer costs at most the budget. Done and Err
+// stay ctx's, so a wait that watches only Done (for a free connection of a
+// full pool) lasts until the request's own deadline at most.
+type budgetCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c budgetCtx) Deadline() (time.Time, bool) { return c.deadline, true }
 
 // build builds one document from the sources. Concurrent builds of one id
 // share one: the first caller's build runs detached from its request, bounded
