@@ -62,11 +62,11 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 300*time.Millisecond), "retries of one fallback request to a source [$READSIDE_SOURCE_RETRY_BUDGET]")
 	s.cursorKey = config.Secret(config.Env("READSIDE_CURSOR_KEY", ""))
 	fs.Func("cursor-key", "base64 key signing list cursors; give every replica the same one [$READSIDE_CURSOR_KEY] (default: random per process)", func(v string) error { s.cursorKey = config.Secret(v); return nil })
-	fs.BoolVar(&s.noPublish, "no-reproject", config.Env("READSIDE_NO_REPROJECT", "") == "true", "do not publish re-project events for documents built from the sources [$READSIDE_NO_REPROJECT=true]")
+	fs.BoolVar(&s.noPublish, "no-reproject", config.EnvBool("READSIDE_NO_REPROJECT", false), "do not publish re-project events for documents built from the sources [$READSIDE_NO_REPROJECT=true]")
 	fs.IntVar(&s.opts.MaxInflight, "max-inflight", config.EnvInt("READSIDE_MAX_INFLIGHT", 2048), "requests answered at once; beyond, a request gets 503 with Retry-After at once [$READSIDE_MAX_INFLIGHT]")
 	fs.IntVar(&s.opts.SearchMaxInflight, "search-max-inflight", config.EnvInt("READSIDE_SEARCH_MAX_INFLIGHT", 64), "ceiling of the adaptive limit on lists and searches answered at once; beyond the limit, they queue briefly, then get 503 with Retry-After, while detail and multi-get are still served [$READSIDE_SEARCH_MAX_INFLIGHT]")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9465"), "address serving /metrics (Prometheus), apart from the public API; empty disables [$READSIDE_METRICS_ADDR]")
-	fs.BoolVar(&s.accessLog, "access-log", config.Env("READSIDE_ACCESS_LOG", "true") == "true", "log every request [$READSIDE_ACCESS_LOG]")
+	fs.BoolVar(&s.accessLog, "access-log", config.EnvBool("READSIDE_ACCESS_LOG", true), "log every request [$READSIDE_ACCESS_LOG]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -75,7 +75,8 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	}
 	errs := []error{s.Common.Validate(), config.CheckEnv(
 		[]string{"READSIDE_SOURCE_CONCURRENCY", "READSIDE_MAX_LIMIT", "READSIDE_MAX_IDS", "READSIDE_MAX_INFLIGHT", "READSIDE_SEARCH_MAX_INFLIGHT"},
-		[]string{"READSIDE_REQUEST_TIMEOUT", "READSIDE_SOURCE_RETRY_BUDGET"})}
+		[]string{"READSIDE_REQUEST_TIMEOUT", "READSIDE_SOURCE_RETRY_BUDGET"}),
+		config.CheckEnvBools("READSIDE_NO_REPROJECT", "READSIDE_ACCESS_LOG")}
 	if s.opts.RequestTimeout < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("-request-timeout %s is too short", s.opts.RequestTimeout))
 	}

@@ -89,7 +89,7 @@ func (b *Backends) Register(fs *flag.FlagSet) {
 	fs.StringVar(&b.RedisUsername, "redis-username", Env("READSIDE_REDIS_USERNAME", ""), "Redis ACL user name [$READSIDE_REDIS_USERNAME]")
 	b.RedisPassword = Secret(Env("READSIDE_REDIS_PASSWORD", ""))
 	fs.Func("redis-password", "Redis password [$READSIDE_REDIS_PASSWORD]", func(s string) error { b.RedisPassword = Secret(s); return nil })
-	fs.BoolVar(&b.RedisTLS, "redis-tls", Env("READSIDE_REDIS_TLS", "") == "true", "connect to Redis over TLS [$READSIDE_REDIS_TLS=true]")
+	fs.BoolVar(&b.RedisTLS, "redis-tls", EnvBool("READSIDE_REDIS_TLS", false), "connect to Redis over TLS [$READSIDE_REDIS_TLS=true]")
 	fs.Func("es-urls", "Elasticsearch URL(s), comma-separated; or embedded [$READSIDE_ES_URLS] (default http://127.0.0.1:9200)", listFlag(&b.ElasticURLs))
 	b.ElasticURLs = split(Env("READSIDE_ES_URLS", "http://127.0.0.1:9200"))
 	fs.StringVar(&b.ElasticUsername, "es-username", Env("READSIDE_ES_USERNAME", ""), "Elasticsearch basic auth user [$READSIDE_ES_USERNAME]")
@@ -274,6 +274,29 @@ func EnvInt(name string, def int) int {
 	return def
 }
 
+// EnvBool is Env for a boolean: what strconv.ParseBool takes (1, t, true,
+// TRUE, 0, f, false, ...); a value that does not parse gives def, and
+// CheckEnvBools reports it.
+func EnvBool(name string, def bool) bool {
+	if b, err := strconv.ParseBool(os.Getenv(name)); err == nil {
+		return b
+	}
+	return def
+}
+
+// CheckEnvBools reports every variable of names set to what is not a boolean.
+func CheckEnvBools(names ...string) error {
+	var errs []error
+	for _, n := range names {
+		if v, ok := os.LookupEnv(n); ok && v != "" {
+			if _, err := strconv.ParseBool(v); err != nil {
+				errs = append(errs, fmt.Errorf("$%s: %q is not a boolean such as true or false", n, v))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // EnvDuration is Env for a duration; a value that does not parse gives def,
 // and CheckEnv reports it.
 func EnvDuration(name string, def time.Duration) time.Duration {
@@ -354,7 +377,7 @@ func (c *Common) Register(fs *flag.FlagSet) {
 
 // Validate reports every problem of the common settings at once.
 func (c *Common) Validate() error {
-	errs := []error{c.Backends.Validate()}
+	errs := []error{c.Backends.Validate(), CheckEnvBools("READSIDE_REDIS_TLS")}
 	if c.Definitions == "" {
 		errs = append(errs, errors.New("-definitions is required: a projection definition file or a directory of them"))
 	}
@@ -399,9 +422,10 @@ func Run(name string, body func(ctx context.Context) error) int {
 	defer stop()
 	context.AfterFunc(ctx, stop)
 	if err := body(ctx); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, name+":", err)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0 // -h, -help: the usage was asked for and shown
 		}
+		fmt.Fprintln(os.Stderr, name+":", err)
 		return 1
 	}
 	return 0

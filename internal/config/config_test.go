@@ -1,6 +1,8 @@
 package config
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"io"
 	"strings"
@@ -56,5 +58,35 @@ func TestValidateEmbedded(t *testing.T) {
 	}
 	if b := parse(t, nil, "-es-urls", "es:9200"); b.Validate() == nil || !strings.Contains(b.Validate().Error(), `"es:9200" is not an http(s) URL`) {
 		t.Errorf("a URL without scheme: %v", b.Validate())
+	}
+}
+
+// Boolean variables take what strconv.ParseBool takes, and a value that is
+// not a boolean is reported, not read as false.
+func TestEnvBool(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  bool
+		bad   bool
+	}{{"true", true, false}, {"1", true, false}, {"TRUE", true, false}, {"t", true, false},
+		{"false", false, false}, {"0", false, false}, {"F", false, false},
+		{"yes", true, true}, {"on", true, true}, {"", true, false}} {
+		t.Setenv("READSIDE_TEST_BOOL", tc.value)
+		if got := EnvBool("READSIDE_TEST_BOOL", true); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.value, got, tc.want)
+		}
+		if err := CheckEnvBools("READSIDE_TEST_BOOL"); (err != nil) != tc.bad {
+			t.Errorf("%q: CheckEnvBools %v, want an error: %v", tc.value, err, tc.bad)
+		}
+	}
+}
+
+// -h and -help show the usage and exit 0; any other failure exits 1.
+func TestRunHelpExitsZero(t *testing.T) {
+	if code := Run("test", func(context.Context) error { return flag.ErrHelp }); code != 0 {
+		t.Errorf("-help: exit %d, want 0", code)
+	}
+	if code := Run("test", func(context.Context) error { return errors.New("broken") }); code != 1 {
+		t.Errorf("a failure: exit %d, want 1", code)
 	}
 }
