@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"io"
 	"log/slog"
-	"sync"
 	"net/http"
+	"sync"
 	"time"
 )
 
