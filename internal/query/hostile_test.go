@@ -164,16 +164,7 @@ func TestSearchBreakerTellsSlowFromDown(t *testing.T) {
 	t.Parallel()
 	const deadline = 400 * time.Millisecond
 	w := newWorld(t, 20)
-	es := testenv.StartProxy(t, testenv.ElasticHostPort(t))
-	esc := testenv.ElasticAt(t, "http://"+es.Addr)
-	reg := prometheus.NewRegistry()
-	api := query.New([]query.View{{
-		Def: w.def, Docs: w.docs(), Search: elasticIndex(esc, w.def),
-		Sources: assemble.Clients(w.def, nil, 200*time.Millisecond), SearchProbe: backend.ElasticProbe(esc),
-	}}, nil, logger(), nil, query.Options{RequestTimeout: deadline, Registerer: reg})
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	base := srv.URL + "/v1/" + w.ns
+	base, es, reg := w.serveSearchThroughProxy(query.Options{RequestTimeout: deadline})
 	c := testClient(t)
 	state := func() float64 {
 		return testutil.ToFloat64(mustGauge(t, reg, "readside_query_breaker_state", "store", "search"))
@@ -232,6 +223,23 @@ func TestSearchBreakerTellsSlowFromDown(t *testing.T) {
 	t.Logf("search served again %s after the engine came back", time.Since(back).Round(time.Millisecond))
 }
 
+// serveSearchThroughProxy serves the world with Elasticsearch behind a
+// fault proxy (the search probe too) and the API's metrics on reg; base is
+// the projection's URL.
+func (w *world) serveSearchThroughProxy(o query.Options) (base string, es *testenv.Proxy, reg *prometheus.Registry) {
+	es = testenv.StartProxy(w.t, testenv.ElasticHostPort(w.t))
+	esc := testenv.ElasticAt(w.t, "http://"+es.Addr)
+	reg = prometheus.NewRegistry()
+	o.Registerer = reg
+	api := query.New([]query.View{{
+		Def: w.def, Docs: w.docs(), Search: elasticIndex(esc, w.def),
+		Sources: assemble.Clients(w.def, nil, 200*time.Millisecond), SearchProbe: backend.ElasticProbe(esc),
+	}}, nil, logger(), nil, o)
+	srv := httptest.NewServer(api)
+	w.t.Cleanup(srv.Close)
+	return srv.URL + "/v1/" + w.ns, es, reg
+}
+
 // mustGauge finds the series of a gauge or counter vector whose label has value.
 func mustGauge(t *testing.T, reg *prometheus.Registry, name, label, value string) prometheus.Collector {
 	t.Helper()
@@ -269,16 +277,7 @@ func (g gaugeFrom) Collect(ch chan<- prometheus.Metric) {
 func TestSearchShedWhileDetailsServed(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 20)
-	es := testenv.StartProxy(t, testenv.ElasticHostPort(t))
-	esc := testenv.ElasticAt(t, "http://"+es.Addr)
-	reg := prometheus.NewRegistry()
-	api := query.New([]query.View{{
-		Def: w.def, Docs: w.docs(), Search: elasticIndex(esc, w.def),
-		Sources: assemble.Clients(w.def, nil, 200*time.Millisecond), SearchProbe: backend.ElasticProbe(esc),
-	}}, nil, logger(), nil, query.Options{RequestTimeout: 2 * time.Second, SearchMaxInflight: 4, Registerer: reg})
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	base := srv.URL + "/v1/" + w.ns
+	base, es, reg := w.serveSearchThroughProxy(query.Options{RequestTimeout: 2 * time.Second, SearchMaxInflight: 4})
 	c := testClient(t)
 	es.Latency(300 * time.Millisecond) // each search holds its place 300ms
 

@@ -322,7 +322,7 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, []ParameterIssue{{Parameter: "id", Message: strings.TrimPrefix(err.Error(), "bad event: ")}})
 		return
 	}
-	docs, gone, err := s.read(r.Context(), v, []string{id})
+	docs, gone, _ := s.read(r.Context(), v, []string{id})
 	d, ok := docs[id]
 	switch {
 	case ok:
@@ -332,8 +332,7 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 	case r.Context().Err() != nil:
 		timedOut(w, r)
 		return
-	default:
-		s.sourceFailed(r.Context(), v, err)
+	default: // read logged and counted why
 		unavailable(w, r, "neither the store nor the source API could give the document", 2*time.Second)
 		return
 	}
@@ -415,7 +414,9 @@ func (f *freshness) set(w http.ResponseWriter) {
 }
 
 // sourceFailed logs (at most every 5s per projection) and counts that the
-// sources could not give a document the store could not give either. The
+// sources could not give documents the store could not give either (read
+// calls it for every endpoint; a multi-get or a page answers those ids as
+// missing). The
 // error, with its URL and upstream body, stays here: the client's answer
 // carries only the request id to quote.
 func (s *Server) sourceFailed(ctx context.Context, v *view, err error) {

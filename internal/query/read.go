@@ -48,7 +48,11 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (map[string]do
 	if len(build) == 0 {
 		return docs, gone, nil
 	}
-	return docs, gone, s.buildAll(ctx, v, build, docs, gone)
+	err := s.buildAll(ctx, v, build, docs, gone)
+	if err != nil && ctx.Err() == nil {
+		s.sourceFailed(ctx, v, err)
+	}
+	return docs, gone, err
 }
 
 // readStore reads ids from the doc store through its breaker. partial is

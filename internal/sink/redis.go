@@ -257,20 +257,21 @@ func isReply(err error) bool {
 }
 
 // Get returns what is stored for id: a document, a tombstone (Deleted set,
-// nil Body), or ErrNotFound. Body aliases no buffer of the sink.
+// nil Body), or ErrNotFound. Body shares the reply's memory (see
+// replyBytes): read it, never write into it.
 func (r *Redis) Get(ctx context.Context, id string) (Stored, error) {
 	if r.err != nil {
 		return Stored{}, r.err
 	}
 	key := r.Key(id)
-	v, err := r.c.Get(ctx, key).Bytes()
+	v, err := r.c.Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
 		return Stored{}, ErrNotFound
 	}
 	if err != nil {
 		return Stored{}, fmt.Errorf("sink: redis get %q: %w", key, err)
 	}
-	s, err := DecodeValue(v)
+	s, err := DecodeValue(replyBytes(v))
 	if err != nil {
 		return Stored{}, fmt.Errorf("sink: redis get %q: %w", key, err)
 	}
@@ -280,7 +281,7 @@ func (r *Redis) Get(ctx context.Context, id string) (Stored, error) {
 // GetMany returns what is stored for ids in one round trip, in the order of
 // ids, with nil where nothing is stored: one GET for one id, one MGET on a
 // single Redis, and on a Redis Cluster (which refuses MGET across slots) a
-// pipeline of GETs. On a single Redis the bodies share the memory of the
+// pipeline of GETs. Bodies read by GET or MGET share the memory of the
 // replies (strings, never written again) instead of a copy each: read them,
 // never write into them. When some ids could not be read
 // because their Redis Cluster node could not be reached before ctx ended (a
@@ -298,16 +299,12 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 	}
 	if len(ids) == 1 {
 		// One id: one GET, no pipeline to set up.
-		v, err := r.c.Get(ctx, r.Key(ids[0])).Result()
+		d, err := r.Get(ctx, ids[0])
 		switch {
-		case errors.Is(err, redis.Nil):
+		case errors.Is(err, ErrNotFound):
 			return out, nil
 		case err != nil:
-			return nil, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[0]), err)
-		}
-		d, err := DecodeValue(replyBytes(v))
-		if err != nil {
-			return nil, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[0]), err)
+			return nil, err
 		}
 		out[0] = &d
 		return out, nil

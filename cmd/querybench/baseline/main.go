@@ -34,26 +34,19 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/internal/config"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "baseline:", err)
-		}
-		os.Exit(1)
-	}
+	os.Exit(config.Run("baseline", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stderr) }))
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {

@@ -3,6 +3,7 @@ package sinktest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -137,23 +138,9 @@ func (d edgeDoc) keeps(f sink.Filter) bool {
 func (d edgeDoc) compare(v any) int {
 	switch x := d.value.(type) {
 	case float64:
-		y := v.(float64)
-		switch {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-		return 0
+		return cmp.Compare(x, v.(float64)) // -0 and 0 compare equal, as the engines do
 	case int64:
-		y := v.(int64)
-		switch {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-		return 0
+		return cmp.Compare(x, v.(int64))
 	}
 	first, last := dateBound(v.(string))
 	switch ts := d.value.(time.Time); {
