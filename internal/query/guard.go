@@ -98,7 +98,14 @@ type requestIDs struct {
 func newRequestIDs() *requestIDs {
 	b := make([]byte, 6)
 	rand.Read(b)
-	return &requestIDs{prefix: hex.EncodeToString(b) + "-"}
+	return &requestIDs{prefix: requestIDPrefix(b)}
+}
+
+// requestIDPrefix starts with a letter so that no id reads as a number: hex
+// digits alone could ("23161444881e-3" is 23161444881e-3, and clients or
+// validators that guess types would take it for one).
+func requestIDPrefix(random []byte) string {
+	return "r" + hex.EncodeToString(random) + "-"
 }
 
 func (g *requestIDs) next() string {
