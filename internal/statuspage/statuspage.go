@@ -15,8 +15,8 @@
 package statuspage
 
 import (
-	_ "embed"
 	"context"
+	_ "embed"
 	"fmt"
 	"html/template"
 	"math"
