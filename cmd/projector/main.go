@@ -34,6 +34,7 @@ import (
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/source"
+	"github.com/readside/readside/internal/statuspage"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
 )
@@ -65,7 +66,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.StringVar(&s.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events: re-project, replay and retry requests [$READSIDE_OWN_STREAM]")
 	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	fs.IntVar(&s.replicas, "stream-replicas", config.EnvInt("READSIDE_STREAM_REPLICAS", 1), "servers of the NATS cluster keeping the events and dead-letter streams and the durable consumers, 1 to 5; an existing stream is changed to it [$READSIDE_STREAM_REPLICAS]")
-	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics, /livez, /readyz and /healthz (the old name of /readyz); empty disables [$READSIDE_METRICS_ADDR]")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics, /livez, /readyz, /healthz (the old name of /readyz) and the /status page; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.StringVar(&s.queryAddr, "query-addr", config.Env("READSIDE_PROJECTOR_QUERY_ADDR", ""), "also serve the query API here, from this process, with its default settings: how a single machine on embedded stores serves reads (cmd/queryapi has every setting); empty: no [$READSIDE_PROJECTOR_QUERY_ADDR]")
 	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
 	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
@@ -179,7 +180,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	g.Go(func() error { return monitor.Run(gctx) })
 	if s.metricsAddr != "" {
 		ready := projector.Readiness{NATS: nc, Monitor: monitor, Stores: conn.Stores.Ready}
-		srv := &http.Server{Addr: s.metricsAddr, Handler: adminMux(reg, ready), ReadHeaderTimeout: 5 * time.Second}
+		status := statuspage.Handler(statuspage.Source{Freshness: monitor.Freshness, Ready: ready.Check})
+		srv := &http.Server{Addr: s.metricsAddr, Handler: adminMux(reg, ready, status), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics server: %w", err)
@@ -212,13 +214,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// adminMux serves the metrics and the probes. /livez answers 200 while the
+// adminMux serves the metrics, the probes and the status page. /livez answers 200 while the
 // process serves, whatever its dependencies do: restarting the process
 // would not bring NATS back. /readyz (and /healthz, its old name) answers
 // 200 only while the projector can work: connected to NATS, the events
 // stream and every durable consumer available, every store answering.
-func adminMux(reg *prometheus.Registry, ready projector.Readiness) *http.ServeMux {
+func adminMux(reg *prometheus.Registry, ready projector.Readiness, status http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /status", status)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
