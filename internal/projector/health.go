@@ -129,6 +129,8 @@ func NewMonitor(js JetStreamInfo, streamName string, consumers []string, log *sl
 		g:     newLagGauges(),
 		fresh: Freshness{History: map[string][]stream.ConsumerLag{}},
 	}
+	o.Projections = slices.Clone(o.Projections)
+	slices.Sort(o.Projections) // Freshness lists them in order
 	for _, p := range o.Projections {
 		for _, c := range ConsumersOf(p) {
 			m.lagged[c.Name] = c
