@@ -107,7 +107,7 @@ READSIDE_DEFINITIONS, ...).`,
 	root.SetErr(e.stderr)
 	a.registerGlobal(root)
 
-	root.AddCommand(newIDsCmd(a), newAllCmd(a), newSinceCmd(a), newDLQCmd(a), newRebuildCmd(a), newVerifyCmd(a))
+	root.AddCommand(newIDsCmd(a), newAllCmd(a), newSinceCmd(a), newDLQCmd(a), newRebuildCmd(a), newVerifyCmd(a), newStatusCmd(a))
 
 	return root
 }
