@@ -63,7 +63,7 @@ type Limits struct {
 	breakers map[limitKey]*source.Breaker // the last made for each source
 
 	limit, inflight, breaker *prometheus.Desc
-	seconds         *prometheus.HistogramVec
+	seconds                  *prometheus.HistogramVec
 }
 
 type limitKey struct{ projection, source string }
