@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -187,20 +188,17 @@ func (a *app) connect() (*conns, error) {
 	if err := a.backends.Validate(); err != nil {
 		return nil, err
 	}
-	opts := []nats.Option{
-		nats.Name("readside-replay"), nats.Timeout(a.connectTimeout),
-		nats.MaxReconnects(30), nats.ReconnectWait(time.Second), // a blip during a long run is waited out
-	}
-	if a.backends.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(a.backends.NATSCreds))
-	}
 	if a.backends.EmbeddedNATS() {
 		return nil, errors.New("--nats-url embedded: replay re-issues events to a running NATS, the projector's: give its URL (the demo's embedded NATS listens on nats://127.0.0.1:4222)")
 	}
-	nc, err := nats.Connect(a.backends.NATSURL, opts...)
+	// The same connection as every Readside command's (name, --nats-creds,
+	// connection events logged), but failing fast: an operator is waiting.
+	// A blip during a long run is waited out, up to 30 reconnects.
+	nc, err := a.backends.NATS("readside-replay", a.log(), nats.Timeout(a.connectTimeout),
+		nats.MaxReconnects(30), nats.ReconnectWait(time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach NATS at %s (%v): replay needs the NATS server the projector uses, where its stream %s must exist; set --nats-url or READSIDE_NATS_URL",
-			a.backends.NATSURL, err, a.stream)
+			a.backends.NATSURL, errors.Unwrap(err), a.stream)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -217,6 +215,14 @@ func (a *app) connect() (*conns, error) {
 	// store say so.
 	env := &replay.Env{JetStream: js, Redis: stores.Redis, Elastic: stores.Elastic, Events: a.stream, Own: a.ownStream, DeadLetter: a.dlqStream}
 	return &conns{nc: nc, stores: stores, env: env}, nil
+}
+
+// log is where the commands log what is not their report: the NATS
+// connection's troubles (connection lost, an asynchronous error), on
+// stderr. Warnings and errors only: a routine connect is not news to an
+// operator.
+func (a *app) log() *slog.Logger {
+	return slog.New(slog.NewTextHandler(a.env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // close drains NATS (flushing what was published) and closes Redis.

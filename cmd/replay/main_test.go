@@ -84,6 +84,14 @@ func jetStream(t *testing.T, dir string) (string, jetstream.JetStream) {
 	t.Helper()
 	srv := testenv.StartJetStream(t)
 	_, js := srv.Connect(t)
+	ensureStreams(t, js, dir)
+	return srv.URL, js
+}
+
+// ensureStreams creates the streams the projector would create for the
+// definitions in dir.
+func ensureStreams(t *testing.T, js jetstream.JetStream, dir string) {
+	t.Helper()
 	defs, err := projections.LoadDir(dir, projections.Options{Lookup: func(string) (string, bool) { return "http://x", true }})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +103,6 @@ func jetStream(t *testing.T, dir string) (string, jetstream.JetStream) {
 	if _, err := stream.Ensure(context.Background(), js, stream.Config{}, subjects); err != nil {
 		t.Fatal(err)
 	}
-	return srv.URL, js
 }
 
 // replayed is how many events the own stream holds on subject.
@@ -341,5 +348,32 @@ func TestDLQListEmpty(t *testing.T) {
 	code, out, errOut := c.run("dlq", "--list", "--nats-url", url)
 	if code != exitOK || !strings.Contains(out, "the dead-letter queue is empty") {
 		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+}
+
+// --nats-creds reaches a NATS server that requires user credentials (an
+// operator-mode server, as production runs): replay connects through
+// config.Backends.NATS with them, and without them fails saying why.
+func TestNATSCreds(t *testing.T) {
+	c := newCLI(t)
+	dir := definitions(t, "http://127.0.0.1:1")
+	srv := testenv.StartSecureJetStream(t)
+	_, js := srv.Connect(t)
+	ensureStreams(t, js, dir)
+	code, out, errOut := c.run("ids", "shops", "1", "2", "--definitions", dir, "--nats-url", srv.URL, "--nats-creds", srv.Creds)
+	if code != exitOK || !strings.Contains(out, "re-issued 2 ids") {
+		t.Fatalf("with --nats-creds: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if n := replayed(t, js, "readside.replay.shops"); n != 2 {
+		t.Errorf("%d events on the replay subject, want 2", n)
+	}
+	t.Setenv("READSIDE_NATS_CREDS", srv.Creds) // the environment variable too
+	if code, out, errOut := c.run("ids", "shops", "3", "--definitions", dir, "--nats-url", srv.URL); code != exitOK {
+		t.Fatalf("with $READSIDE_NATS_CREDS: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	t.Setenv("READSIDE_NATS_CREDS", "")
+	code, _, errOut = c.run("ids", "shops", "1", "--definitions", dir, "--nats-url", srv.URL)
+	if code != exitFailed || !strings.Contains(errOut, "cannot reach NATS at "+srv.URL) || !strings.Contains(errOut, "Authorization Violation") {
+		t.Errorf("without credentials: exit %d, stderr %q", code, errOut)
 	}
 }
