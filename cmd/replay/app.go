@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -32,6 +33,10 @@ type app struct {
 	dlqStream      string
 	ownStream      string
 	connectTimeout time.Duration
+	output         string // --output: text or json
+
+	// wrote is set once the command's report is written (see write).
+	wrote bool
 
 	// unsetEnv are the environment variables the definitions name that are
 	// not set (see loadDefinitions).
@@ -53,6 +58,7 @@ func (a *app) registerGlobal(root *cobra.Command) {
 	pf.StringVar(&a.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events, where re-issued events go [$READSIDE_OWN_STREAM]")
 	pf.StringVar(&a.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	pf.DurationVar(&a.connectTimeout, "connect-timeout", 3*time.Second, "how long to wait for NATS to answer before giving up")
+	pf.StringVarP(&a.output, "output", "o", outputText, "the report on stdout: text, or json (one document; progress and notes stay on stderr)")
 }
 
 // projectionArgs checks a subcommand's arguments: the projection first,
@@ -239,7 +245,7 @@ func (c *conns) close() {
 
 // reissue is the body of every re-issuing command: load the projection,
 // connect, run, and report.
-func (a *app) reissue(ctx context.Context, projection string, rf *runFlags, run func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error)) error {
+func (a *app) reissue(ctx context.Context, command, projection string, rf *runFlags, run func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error)) error {
 	o, err := a.options(rf)
 	if err != nil {
 		return err
@@ -254,17 +260,15 @@ func (a *app) reissue(ctx context.Context, projection string, rf *runFlags, run 
 	}
 	defer c.close()
 	res, err := run(ctx, c.env, def, o)
-	a.report(res, err)
+	if res != nil {
+		a.write(newRunReport(ctx, command, projection, res, err), func(w io.Writer) { writeResult(w, res, err) })
+	}
 	return err
 }
 
-// report writes the summary of a run (also an interrupted or failed one)
-// and the inputs it skipped to stdout.
-func (a *app) report(res *replay.Result, err error) {
-	if res == nil {
-		return
-	}
-	w := a.env.stdout
+// writeResult writes the summary of a run (also an interrupted or failed
+// one) and the inputs it skipped.
+func writeResult(w io.Writer, res *replay.Result, err error) {
 	fmt.Fprint(w, res.Summary())
 	if !strings.HasPrefix(res.Run, "ids ") { // ids lists them as it reads them
 		for _, p := range res.Problems {

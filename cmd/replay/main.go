@@ -41,7 +41,7 @@ func main() {
 		stdinTerminal:  term.IsTerminal(int(os.Stdin.Fd())),
 		stderrTerminal: term.IsTerminal(int(os.Stderr.Fd())),
 	}
-	os.Exit(execute(ctx, newRoot(e), e))
+	os.Exit(execute(ctx, e, os.Args[1:]))
 }
 
 // env is what the commands get from the process: its standard streams and
@@ -61,10 +61,14 @@ const (
 	exitInterrupted = 130 // as a shell reports a process ended by SIGINT
 )
 
-// execute runs root and returns the process's exit code, having written any
-// error to stderr.
-func execute(ctx context.Context, root *cobra.Command, e *env) int {
-	err := root.ExecuteContext(ctx)
+// execute runs the command line args and returns the process's exit
+// code, having written any error to stderr (and, with --output json, as a
+// document to stdout when the command wrote no report).
+func execute(ctx context.Context, e *env, args []string) int {
+	a := newApp(e)
+	root := newRoot(a)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
@@ -73,15 +77,18 @@ func execute(ctx context.Context, root *cobra.Command, e *env) int {
 		msg = "replay: " + msg
 	}
 	fmt.Fprintln(e.stderr, msg)
+	command := strings.TrimPrefix(cmd.CommandPath(), "replay ")
 	if errors.Is(err, replay.ErrInterrupted) || ctx.Err() != nil {
+		a.writeError(command, statusInterrupted, err)
 		return exitInterrupted
 	}
+	a.writeError(command, statusFailed, err)
 	return exitFailed
 }
 
-// newRoot builds the replay command and its subcommands on e.
-func newRoot(e *env) *cobra.Command {
-	a := newApp(e)
+// newRoot builds the replay command and its subcommands on a.
+func newRoot(a *app) *cobra.Command {
+	e := a.env
 	root := &cobra.Command{
 		Use:   "replay",
 		Short: "Repair Readside read models by re-issuing events",
@@ -98,6 +105,7 @@ stopped (--restart starts over). JetStream drops the few ids both runs re-issue.
 Connections and definitions come from the same flags and environment variables
 as the projector's (READSIDE_NATS_URL, READSIDE_REDIS_ADDR, READSIDE_ES_URLS,
 READSIDE_DEFINITIONS, ...).`,
+		PersistentPreRunE: func(*cobra.Command, []string) error { return a.checkOutput() },
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
