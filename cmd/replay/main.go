@@ -13,7 +13,9 @@
 //
 // Every subcommand is rate-limited (--rate), can be dry-run (--dry-run) and
 // resumed: interrupted, it saves a checkpoint, and the same command continues
-// where it stopped. Run replay --help, or replay COMMAND --help, for more.
+// where it stopped. --output json writes each command's report as one JSON
+// document on stdout (report.go holds its fields). Run replay --help, or
+// replay COMMAND --help, for more.
 package main
 
 import (
@@ -104,7 +106,11 @@ stopped (--restart starts over). JetStream drops the few ids both runs re-issue.
 
 Connections and definitions come from the same flags and environment variables
 as the projector's (READSIDE_NATS_URL, READSIDE_REDIS_ADDR, READSIDE_ES_URLS,
-READSIDE_DEFINITIONS, ...).`,
+READSIDE_DEFINITIONS, ...).
+
+--output json writes the report of every command as one JSON document on
+stdout (snake_case fields; errors as data: status, error), for scripts;
+progress and notes stay on stderr.`,
 		PersistentPreRunE: func(*cobra.Command, []string) error { return a.checkOutput() },
 		SilenceUsage:      true,
 		SilenceErrors:     true,
