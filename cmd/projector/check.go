@@ -41,7 +41,11 @@ func check(path string, out io.Writer) error {
 	}
 	var each []string
 	for _, d := range defs {
-		each = append(each, fmt.Sprintf("%s (%s)", d.Name, strings.Join(d.Subjects(), ", ")))
+		var subjects []string
+		for _, tr := range d.Triggers {
+			subjects = append(subjects, tr.Subject)
+		}
+		each = append(each, fmt.Sprintf("%s (%s)", d.Name, strings.Join(subjects, ", ")))
 	}
 	fmt.Fprintf(out, "definitions OK: %s: %d %s: %s", path, len(defs), plural(len(defs), "projection", "projections"), strings.Join(each, "; "))
 	if len(unset) > 0 {

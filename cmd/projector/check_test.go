@@ -64,7 +64,7 @@ func TestCheckDefinitions(t *testing.T) {
 		t.Fatalf("-check of good definitions: %v\n%s", err, out.String())
 	}
 	line := out.String()
-	for _, want := range []string{"definitions OK: " + dir + ": 2 projections: ", "kiosks (kiosks.shop.changed.*", "shops (shops.shop.changed.*",
+	for _, want := range []string{"definitions OK: " + dir + ": 2 projections: ", "kiosks (kiosks.shop.changed.*, kiosks.shop.events); shops (shops.shop.changed.*, shops.shop.events)",
 		"environment variables not set here, which the daemons need: CHECK_TEST_API"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("the OK line lacks %q:\n%s", want, line)
