@@ -56,6 +56,7 @@ type settings struct {
 	monitorEvery time.Duration
 	sourceMax    int
 	opts         projector.Options
+	check        bool
 }
 
 func parse(args []string, out io.Writer) (*settings, error) {
@@ -78,6 +79,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.IntVar(&s.opts.FetchConcurrency, "fetch-concurrency", config.EnvInt("READSIDE_FETCH_CONCURRENCY", 0), "source requests at once per batch, under each source's adaptive limit; 0: no bound of its own [$READSIDE_FETCH_CONCURRENCY]")
 	fs.DurationVar(&s.opts.AckWait, "ack-wait", config.EnvDuration("READSIDE_ACK_WAIT", 30*time.Second), "how long JetStream waits for an ack before redelivering, e.g. after a crash [$READSIDE_ACK_WAIT]")
 	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", 10*time.Second), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
+	fs.BoolVar(&s.check, "check", false, "load and validate the definitions, print every problem (or one OK line) and exit, connecting to nothing: for the CI of the definitions")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -117,6 +119,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	s, err := parse(args, stderr)
 	if err != nil {
 		return err
+	}
+	if s.check {
+		return check(s.Definitions, stderr)
 	}
 	log, defs, err := s.Common.Start(stderr)
 	if err != nil {

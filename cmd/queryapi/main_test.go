@@ -14,6 +14,7 @@ import (
 
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
@@ -103,5 +104,69 @@ func TestEmbeddedNATSNeedsNoReproject(t *testing.T) {
 	_, err := parse([]string{"-definitions", "x.yaml", "-nats-url", "embedded"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "-no-reproject") {
 		t.Fatalf("parse: %v, want the -nats-url embedded problem", err)
+	}
+}
+
+// -nats-creds reaches a NATS server that requires user credentials (an
+// operator-mode server, as production runs): the query API connects with
+// them and reports NATS up; without them it serves on, reports NATS down,
+// and logs the refusal.
+func TestNATSCreds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	defFile := filepath.Join(dir, "shops.yaml")
+	if err := os.WriteFile(defFile, []byte(testenv.ShopDefinition("shops", "http://127.0.0.1:1", true)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	def, err := projections.Load(defFile, projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.StartSecureJetStream(t)
+	_, js := srv.Connect(t)
+	if _, err := stream.Ensure(ctx, js, stream.Config{}, def.AllSubjects()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		creds []string
+		nats  string
+		log   string
+	}{
+		{[]string{"-nats-creds", srv.Creds}, "up", "NATS connected"},
+		{nil, "down", "Authorization Violation"},
+	} {
+		rctx, stop := context.WithCancel(ctx)
+		args := append([]string{"-definitions", defFile, "-addr", "127.0.0.1:0", "-metrics-addr", "", "-redis-addr", "embedded", "-es-urls", "embedded",
+			"-data-dir", filepath.Join(dir, "data"), "-access-log=false", "-nats-url", srv.URL}, tc.creds...)
+		var log testenv.Buffer
+		ready := make(chan string, 1)
+		errc := make(chan error, 1)
+		go func() { errc <- run(rctx, args, &log, ready) }()
+		var addr string
+		select {
+		case addr = <-ready:
+		case err := <-errc:
+			t.Fatalf("%v: run: %v", tc.creds, err)
+		}
+		state := ""
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			res, err := http.Get("http://" + addr + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if state = gjson.GetBytes(b, "nats").Str; state == tc.nats && strings.Contains(log.String(), tc.log) {
+				break
+			}
+		}
+		if state != tc.nats || !strings.Contains(log.String(), tc.log) {
+			t.Errorf("%v: readyz nats %q, want %q; the log lacks %q:\n%s", tc.creds, state, tc.nats, tc.log, log.String())
+		}
+		stop()
+		if err := <-errc; err != nil {
+			t.Errorf("%v: run after cancel: %v", tc.creds, err)
+		}
 	}
 }

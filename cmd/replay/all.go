@@ -52,7 +52,7 @@ continues there.`,
 				return err
 			}
 		}
-		return a.reissue(cmd.Context(), args[0], rf, func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error) {
+		return a.reissue(cmd.Context(), "all", args[0], rf, func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error) {
 			return e.All(ctx, def, origin, o)
 		})
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -31,6 +33,10 @@ type app struct {
 	dlqStream      string
 	ownStream      string
 	connectTimeout time.Duration
+	output         string // --output: text or json
+
+	// wrote is set once the command's report is written (see write).
+	wrote bool
 
 	// unsetEnv are the environment variables the definitions name that are
 	// not set (see loadDefinitions).
@@ -52,6 +58,7 @@ func (a *app) registerGlobal(root *cobra.Command) {
 	pf.StringVar(&a.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events, where re-issued events go [$READSIDE_OWN_STREAM]")
 	pf.StringVar(&a.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	pf.DurationVar(&a.connectTimeout, "connect-timeout", 3*time.Second, "how long to wait for NATS to answer before giving up")
+	pf.StringVarP(&a.output, "output", "o", outputText, "the report on stdout: text, or json (one document; progress and notes stay on stderr)")
 }
 
 // projectionArgs checks a subcommand's arguments: the projection first,
@@ -187,20 +194,17 @@ func (a *app) connect() (*conns, error) {
 	if err := a.backends.Validate(); err != nil {
 		return nil, err
 	}
-	opts := []nats.Option{
-		nats.Name("readside-replay"), nats.Timeout(a.connectTimeout),
-		nats.MaxReconnects(30), nats.ReconnectWait(time.Second), // a blip during a long run is waited out
-	}
-	if a.backends.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(a.backends.NATSCreds))
-	}
 	if a.backends.EmbeddedNATS() {
 		return nil, errors.New("--nats-url embedded: replay re-issues events to a running NATS, the projector's: give its URL (the demo's embedded NATS listens on nats://127.0.0.1:4222)")
 	}
-	nc, err := nats.Connect(a.backends.NATSURL, opts...)
+	// The same connection as every Readside command's (name, --nats-creds,
+	// connection events logged), but failing fast: an operator is waiting.
+	// A blip during a long run is waited out, up to 30 reconnects.
+	nc, err := a.backends.NATS("readside-replay", a.log(), nats.Timeout(a.connectTimeout),
+		nats.MaxReconnects(30), nats.ReconnectWait(time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach NATS at %s (%v): replay needs the NATS server the projector uses, where its stream %s must exist; set --nats-url or READSIDE_NATS_URL",
-			a.backends.NATSURL, err, a.stream)
+			a.backends.NATSURL, errors.Unwrap(err), a.stream)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -219,6 +223,14 @@ func (a *app) connect() (*conns, error) {
 	return &conns{nc: nc, stores: stores, env: env}, nil
 }
 
+// log is where the commands log what is not their report: the NATS
+// connection's troubles (connection lost, an asynchronous error), on
+// stderr. Warnings and errors only: a routine connect is not news to an
+// operator.
+func (a *app) log() *slog.Logger {
+	return slog.New(slog.NewTextHandler(a.env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
 // close drains NATS (flushing what was published) and closes Redis.
 func (c *conns) close() {
 	c.stores.Close()
@@ -233,7 +245,7 @@ func (c *conns) close() {
 
 // reissue is the body of every re-issuing command: load the projection,
 // connect, run, and report.
-func (a *app) reissue(ctx context.Context, projection string, rf *runFlags, run func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error)) error {
+func (a *app) reissue(ctx context.Context, command, projection string, rf *runFlags, run func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error)) error {
 	o, err := a.options(rf)
 	if err != nil {
 		return err
@@ -248,17 +260,15 @@ func (a *app) reissue(ctx context.Context, projection string, rf *runFlags, run 
 	}
 	defer c.close()
 	res, err := run(ctx, c.env, def, o)
-	a.report(res, err)
+	if res != nil {
+		a.write(newRunReport(ctx, command, projection, res, err), func(w io.Writer) { writeResult(w, res, err) })
+	}
 	return err
 }
 
-// report writes the summary of a run (also an interrupted or failed one)
-// and the inputs it skipped to stdout.
-func (a *app) report(res *replay.Result, err error) {
-	if res == nil {
-		return
-	}
-	w := a.env.stdout
+// writeResult writes the summary of a run (also an interrupted or failed
+// one) and the inputs it skipped.
+func writeResult(w io.Writer, res *replay.Result, err error) {
 	fmt.Fprint(w, res.Summary())
 	if !strings.HasPrefix(res.Run, "ids ") { // ids lists them as it reads them
 		for _, p := range res.Problems {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -51,7 +52,7 @@ ids. Without a projection, --list shows every projection's entries.`,
 		if len(args) == 0 {
 			return errors.New("name the projection whose entries to re-issue (or use --list to see them all)")
 		}
-		return a.reissue(cmd.Context(), args[0], rf, func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error) {
+		return a.reissue(cmd.Context(), "dlq", args[0], rf, func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error) {
 			return e.DLQ(ctx, def, replay.DLQOptions{Reason: reason, Purge: purge}, o)
 		})
 	}
@@ -79,6 +80,5 @@ func (a *app) listDLQ(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	replay.WriteDLQGroups(a.env.stdout, groups)
-	return nil
+	return a.write(newDLQListReport(projection, groups), func(w io.Writer) { replay.WriteDLQGroups(w, groups) })
 }

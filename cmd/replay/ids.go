@@ -41,7 +41,7 @@ the last id JetStream stored.`,
 		if err != nil {
 			return err
 		}
-		return a.reissue(cmd.Context(), args[0], rf, func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error) {
+		return a.reissue(cmd.Context(), "ids", args[0], rf, func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error) {
 			return e.IDs(ctx, def, list, o)
 		})
 	}

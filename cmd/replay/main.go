@@ -13,7 +13,9 @@
 //
 // Every subcommand is rate-limited (--rate), can be dry-run (--dry-run) and
 // resumed: interrupted, it saves a checkpoint, and the same command continues
-// where it stopped. Run replay --help, or replay COMMAND --help, for more.
+// where it stopped. --output json writes each command's report as one JSON
+// document on stdout (report.go holds its fields). Run replay --help, or
+// replay COMMAND --help, for more.
 package main
 
 import (
@@ -41,7 +43,7 @@ func main() {
 		stdinTerminal:  term.IsTerminal(int(os.Stdin.Fd())),
 		stderrTerminal: term.IsTerminal(int(os.Stderr.Fd())),
 	}
-	os.Exit(execute(ctx, newRoot(e), e))
+	os.Exit(execute(ctx, e, os.Args[1:]))
 }
 
 // env is what the commands get from the process: its standard streams and
@@ -61,10 +63,14 @@ const (
 	exitInterrupted = 130 // as a shell reports a process ended by SIGINT
 )
 
-// execute runs root and returns the process's exit code, having written any
-// error to stderr.
-func execute(ctx context.Context, root *cobra.Command, e *env) int {
-	err := root.ExecuteContext(ctx)
+// execute runs the command line args and returns the process's exit
+// code, having written any error to stderr (and, with --output json, as a
+// document to stdout when the command wrote no report).
+func execute(ctx context.Context, e *env, args []string) int {
+	a := newApp(e)
+	root := newRoot(a)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
@@ -73,15 +79,18 @@ func execute(ctx context.Context, root *cobra.Command, e *env) int {
 		msg = "replay: " + msg
 	}
 	fmt.Fprintln(e.stderr, msg)
+	command := strings.TrimPrefix(cmd.CommandPath(), "replay ")
 	if errors.Is(err, replay.ErrInterrupted) || ctx.Err() != nil {
+		a.writeError(command, statusInterrupted, err)
 		return exitInterrupted
 	}
+	a.writeError(command, statusFailed, err)
 	return exitFailed
 }
 
-// newRoot builds the replay command and its subcommands on e.
-func newRoot(e *env) *cobra.Command {
-	a := newApp(e)
+// newRoot builds the replay command and its subcommands on a.
+func newRoot(a *app) *cobra.Command {
+	e := a.env
 	root := &cobra.Command{
 		Use:   "replay",
 		Short: "Repair Readside read models by re-issuing events",
@@ -97,7 +106,12 @@ stopped (--restart starts over). JetStream drops the few ids both runs re-issue.
 
 Connections and definitions come from the same flags and environment variables
 as the projector's (READSIDE_NATS_URL, READSIDE_REDIS_ADDR, READSIDE_ES_URLS,
-READSIDE_DEFINITIONS, ...).`,
+READSIDE_DEFINITIONS, ...).
+
+--output json writes the report of every command as one JSON document on
+stdout (snake_case fields; errors as data: status, error), for scripts;
+progress and notes stay on stderr.`,
+		PersistentPreRunE: func(*cobra.Command, []string) error { return a.checkOutput() },
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},

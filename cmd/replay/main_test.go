@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -53,9 +55,7 @@ func (c *cli) run(args ...string) (code int, stdout, stderr string) {
 	if c.stdin != nil {
 		e.stdin, e.stdinTerminal = c.stdin, false
 	}
-	root := newRoot(e)
-	root.SetArgs(args)
-	code = execute(c.ctx, root, e)
+	code = execute(c.ctx, e, args)
 	return code, out.String(), errOut.String()
 }
 
@@ -84,6 +84,14 @@ func jetStream(t *testing.T, dir string) (string, jetstream.JetStream) {
 	t.Helper()
 	srv := testenv.StartJetStream(t)
 	_, js := srv.Connect(t)
+	ensureStreams(t, js, dir)
+	return srv.URL, js
+}
+
+// ensureStreams creates the streams the projector would create for the
+// definitions in dir.
+func ensureStreams(t *testing.T, js jetstream.JetStream, dir string) {
+	t.Helper()
 	defs, err := projections.LoadDir(dir, projections.Options{Lookup: func(string) (string, bool) { return "http://x", true }})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +103,6 @@ func jetStream(t *testing.T, dir string) (string, jetstream.JetStream) {
 	if _, err := stream.Ensure(context.Background(), js, stream.Config{}, subjects); err != nil {
 		t.Fatal(err)
 	}
-	return srv.URL, js
 }
 
 // replayed is how many events the own stream holds on subject.
@@ -342,4 +349,133 @@ func TestDLQListEmpty(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "the dead-letter queue is empty") {
 		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
+}
+
+// --nats-creds reaches a NATS server that requires user credentials (an
+// operator-mode server, as production runs): replay connects through
+// config.Backends.NATS with them, and without them fails saying why.
+func TestNATSCreds(t *testing.T) {
+	c := newCLI(t)
+	dir := definitions(t, "http://127.0.0.1:1")
+	srv := testenv.StartSecureJetStream(t)
+	_, js := srv.Connect(t)
+	ensureStreams(t, js, dir)
+	code, out, errOut := c.run("ids", "shops", "1", "2", "--definitions", dir, "--nats-url", srv.URL, "--nats-creds", srv.Creds)
+	if code != exitOK || !strings.Contains(out, "re-issued 2 ids") {
+		t.Fatalf("with --nats-creds: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if n := replayed(t, js, "readside.replay.shops"); n != 2 {
+		t.Errorf("%d events on the replay subject, want 2", n)
+	}
+	t.Setenv("READSIDE_NATS_CREDS", srv.Creds) // the environment variable too
+	if code, out, errOut := c.run("ids", "shops", "3", "--definitions", dir, "--nats-url", srv.URL); code != exitOK {
+		t.Fatalf("with $READSIDE_NATS_CREDS: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	t.Setenv("READSIDE_NATS_CREDS", "")
+	code, _, errOut = c.run("ids", "shops", "1", "--definitions", dir, "--nats-url", srv.URL)
+	if code != exitFailed || !strings.Contains(errOut, "cannot reach NATS at "+srv.URL) || !strings.Contains(errOut, "Authorization Violation") {
+		t.Errorf("without credentials: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// --output json writes one JSON document on stdout, with stable snake_case
+// fields: a run's report (also an interrupted one, with its checkpoint and
+// error), dlq --list's groups, and for a command that failed before it had
+// a report, the error. Notes and progress stay on stderr.
+func TestOutputJSON(t *testing.T) {
+	c := newCLI(t)
+	dir := definitions(t, "http://127.0.0.1:1")
+	url, _ := jetStream(t, dir)
+	decode := func(what, out string) map[string]any {
+		t.Helper()
+		var doc map[string]any
+		dec := json.NewDecoder(strings.NewReader(out))
+		if err := dec.Decode(&doc); err != nil {
+			t.Fatalf("%s: stdout is not a JSON document: %v\n%s", what, err, out)
+		}
+		if dec.More() {
+			t.Fatalf("%s: more than one JSON document on stdout:\n%s", what, out)
+		}
+		return doc
+	}
+
+	file := filepath.Join(t.TempDir(), "ids.txt")
+	if err := os.WriteFile(file, []byte("1\n2\nshop 3\n4\n*\n2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := c.run("ids", "shops", "--file", file, "--rate", "-1", "--definitions", dir, "--nats-url", url, "--output", "json")
+	if code != exitOK || !strings.Contains(errOut, `line 3: "shop 3"`) {
+		t.Fatalf("ids: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	doc := decode("ids", out)
+	for path, want := range map[string]any{
+		"command": "ids", "projection": "shops", "status": "completed", "dry_run": false, "resumed": false,
+		"counts.reissued": 3.0, "counts.invalid": 2.0, "counts.duplicates": 1.0, "counts.kept": 0.0, "before.reissued": 0.0,
+		"problems.0.where": "line 3", "problems.0.input": "shop 3", "problems.1.where": "line 5", "problems.1.input": "*",
+	} {
+		if got := lookup(doc, path); got != want {
+			t.Errorf("ids: %s = %#v, want %#v\n%s", path, got, want, out)
+		}
+	}
+	if _, ok := doc["error"]; ok {
+		t.Errorf("ids: an error in a completed run's report: %s", out)
+	}
+	if s, ok := doc["elapsed_seconds"].(float64); !ok || s <= 0 {
+		t.Errorf("ids: elapsed_seconds %v", doc["elapsed_seconds"])
+	}
+
+	// Interrupted: the report says so, with the checkpoint and the error.
+	var ids strings.Builder
+	for i := range 2000 {
+		ids.WriteString("kiosk-" + strconv.Itoa(i) + "\n")
+	}
+	if err := os.WriteFile(file, []byte(ids.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond) // 2000 ids at 1000/s take 2 s
+	defer cancel()
+	c.ctx = ctx
+	code, out, errOut = c.run("ids", "kiosks", "--file", file, "--rate", "1000", "--definitions", dir, "--nats-url", url, "-o", "json")
+	c.ctx = context.Background()
+	doc = decode("interrupted", out)
+	if code != exitInterrupted || doc["status"] != "interrupted" || doc["checkpoint"] == nil || !strings.Contains(fmt.Sprint(doc["error"]), "interrupted") {
+		t.Errorf("interrupted: exit %d, report %s\nstderr %s", code, out, errOut)
+	}
+
+	code, out, errOut = c.run("dlq", "--list", "--nats-url", url, "--output", "json")
+	doc = decode("dlq --list", out)
+	if groups, ok := doc["groups"].([]any); code != exitOK || !ok || len(groups) != 0 || doc["entries"] != 0.0 || doc["command"] != "dlq list" {
+		t.Errorf("dlq --list: exit %d, report %s\nstderr %s", code, out, errOut)
+	}
+
+	// Failed before a report: the error, as a document.
+	code, out, errOut = c.run("ids", "shops", "1", "--definitions", dir, "--nats-url", "nats://"+closedPort(t), "--output", "json")
+	doc = decode("unreachable", out)
+	if code != exitFailed || doc["command"] != "ids" || doc["status"] != "failed" || !strings.Contains(fmt.Sprint(doc["error"]), "cannot reach NATS") {
+		t.Errorf("unreachable NATS: exit %d, report %s\nstderr %s", code, out, errOut)
+	}
+
+	code, out, errOut = c.run("ids", "shops", "1", "--definitions", dir, "--nats-url", url, "--output", "yaml")
+	if code != exitFailed || out != "" || !strings.Contains(errOut, `--output "yaml": use text or json`) {
+		t.Errorf("--output yaml: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+}
+
+// lookup follows a dotted path ("problems.0.where") through decoded JSON.
+func lookup(v any, path string) any {
+	for _, k := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[k]
+		case []any:
+			i, err := strconv.Atoi(k)
+			if err != nil || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
 }

@@ -85,15 +85,20 @@ does not finish: add a field under a new name instead.`,
 			Rate: rate, Tolerance: tolerance, DeleteOld: deleteOld, DryRun: dryRun,
 			Out: a.env.stdout, Progress: replay.Lines(a.env.stderr, 5*time.Second),
 		}
+		if a.output == outputJSON {
+			o.Out = a.env.stderr // the steps as they happen; the report at the end
+		}
 		if a.env.stderrTerminal {
 			o.Progress = replay.Bar(a.env.stderr)
 		}
 		ctx := cmd.Context()
-		_, err = c.env.Rebuild(ctx, def, o)
+		start := time.Now()
+		res, err := c.env.Rebuild(ctx, def, o)
 		if err != nil && ctx.Err() != nil {
-			return fmt.Errorf("replay: rebuild %s: %w (%w): run the same command again to continue; alias %s has not moved",
+			err = fmt.Errorf("replay: rebuild %s: %w (%w): run the same command again to continue; alias %s has not moved",
 				def.Name, replay.ErrInterrupted, ctx.Err(), def.Elasticsearch.Alias)
 		}
+		a.write(newRebuildReport(ctx, def.Name, res, time.Since(start), err), nil) // text: the steps said it all
 		return err
 	}
 	return cmd

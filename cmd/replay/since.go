@@ -39,7 +39,7 @@ the same command continues there, for the same window.`,
 		if _, err := replay.ParseSince(args[1], time.Now()); err != nil {
 			return err // before connecting: a typo fails at once
 		}
-		return a.reissue(cmd.Context(), args[0], rf, func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error) {
+		return a.reissue(cmd.Context(), "since", args[0], rf, func(ctx context.Context, e *replay.Env, def *projections.Definition, o replay.Options) (*replay.Result, error) {
 			return e.Since(ctx, def, args[1], o)
 		})
 	}

@@ -69,21 +69,21 @@ the projectors build them again; verify again once the replay consumer drained.
 			return err
 		}
 		defer c.close()
-		r, err := c.env.Verify(cmd.Context(), def, replay.VerifyOptions{Sample: sample, All: all, Fix: fix, Rate: rate, Notes: a.env.stderr})
-		if r != nil {
-			r.Print(a.env.stdout)
-		}
+		ctx := cmd.Context()
+		r, err := c.env.Verify(ctx, def, replay.VerifyOptions{Sample: sample, All: all, Fix: fix, Rate: rate, Notes: a.env.stderr})
 		switch {
-		case err != nil && cmd.Context().Err() != nil:
-			return fmt.Errorf("replay: verify %s: %w (%w)", def.Name, replay.ErrInterrupted, cmd.Context().Err())
+		case err != nil && ctx.Err() != nil:
+			err = fmt.Errorf("replay: verify %s: %w (%w)", def.Name, replay.ErrInterrupted, ctx.Err())
 		case err != nil:
-			return err
 		case len(r.Drifted()) > 0:
-			return fmt.Errorf("verify %s: drift in %d ids", def.Name, len(r.Drifted()))
+			err = fmt.Errorf("verify %s: drift in %d ids", def.Name, len(r.Drifted()))
 		case len(r.Unverified) > 0:
-			return fmt.Errorf("verify %s: no drift found, but %d ids could not be checked", def.Name, len(r.Unverified))
+			err = fmt.Errorf("verify %s: no drift found, but %d ids could not be checked", def.Name, len(r.Unverified))
 		}
-		return nil
+		if r != nil {
+			a.write(newVerifyReport(ctx, r, err), r.Print)
+		}
+		return err
 	}
 	return cmd
 }

@@ -52,7 +52,7 @@ func (s *Server) listFromSource(w http.ResponseWriter, r *http.Request, v *view,
 		return
 	}
 	w.Header().Set("X-Readside-Degraded", "list-endpoint")
-	s.writeItems(w, v, listed(ids, gone), docs, next, true)
+	s.writeItems(w, v, listed(ids, gone), docs, next, epList, true)
 }
 
 // asmSource asks the primary source, through the same per-source bound as

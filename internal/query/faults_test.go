@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tidwall/gjson"
 
 	"github.com/readside/readside/internal/query"
@@ -473,7 +474,8 @@ func TestElasticsearchUnreachable(t *testing.T) {
 	es := testenv.StartProxy(t, testenv.ElasticHostPort(t))
 	es.Down()
 	esDown := testenv.ElasticAt(t, "http://"+es.Addr)
-	listing := w.through(api, true).serve(w.redis, esDown, query.Options{RequestTimeout: 5 * time.Second})
+	reg := prometheus.NewRegistry()
+	listing := w.through(api, true).serve(w.redis, esDown, query.Options{RequestTimeout: 5 * time.Second, Registerer: reg})
 	plain := w.serve(w.redis, esDown, query.Options{RequestTimeout: 5 * time.Second})
 	c := testClient(t)
 
@@ -506,6 +508,7 @@ func TestElasticsearchUnreachable(t *testing.T) {
 	// A plain list pages through the list endpoint: 4 ids an answer out of
 	// pages of 7, so cursors point into the middle of a page too.
 	var seen []string
+	pages := 0
 	u := listing.URL + "/v1/" + w.ns + "?limit=4"
 	for page := 0; ; page++ {
 		if page > n {
@@ -516,6 +519,7 @@ func TestElasticsearchUnreachable(t *testing.T) {
 		if a.status != http.StatusOK || json.Unmarshal(a.body, &got) != nil {
 			t.Fatalf("degraded list page %d: %v", page, a)
 		}
+		pages++
 		if d := a.header.Get("X-Readside-Degraded"); d != "list-endpoint" {
 			t.Errorf("page %d: X-Readside-Degraded %q, want list-endpoint", page, d)
 		}
@@ -536,6 +540,9 @@ func TestElasticsearchUnreachable(t *testing.T) {
 			break
 		}
 		u = listing.URL + "/v1/" + w.ns + "?limit=4&cursor=" + url.QueryEscape(*got.Next)
+	}
+	if got := answerCount(t, reg, w.ns, "list", "degraded"); got != float64(pages) {
+		t.Errorf("readside_query_answers_total{endpoint=list,from=degraded} = %v, want %d: one for each page", got, pages)
 	}
 	if !slices.Equal(seen, all) {
 		t.Errorf("paging the degraded list gave\n%v\nwant every id once, in the list endpoint's order:\n%v", seen, all)

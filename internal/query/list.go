@@ -97,7 +97,7 @@ func (s *Server) multiGet(w http.ResponseWriter, r *http.Request, v *view, param
 		timedOut(w, r)
 		return
 	}
-	s.writeItems(w, v, ids, docs, "", false)
+	s.writeItems(w, v, ids, docs, "", epMultiget, false)
 }
 
 // answers are buffers for the answers of writeItems: a page of 25
@@ -108,9 +108,18 @@ var answers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // maxPooledAnswer is the largest buffer kept for another answer.
 const maxPooledAnswer = 1 << 20
 
+// endpoint is the endpoint label of the query's answer: search with q, else list.
+func (lq *listQuery) endpoint() endpoint {
+	if lq.q != "" {
+		return epSearch
+	}
+	return epList
+}
+
 // writeItems answers {"items": [...], "missing": [...], "next": ...} with the
-// stored JSON spliced in as it is, in the order of ids.
-func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs map[string]doc, next string, listing bool) {
+// stored JSON spliced in as it is, in the order of ids, and counts the
+// answer for endpoint e (degraded: a list from the source's list endpoint).
+func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs map[string]doc, next string, e endpoint, degraded bool) {
 	b := answers.Get().(*bytes.Buffer)
 	defer func() {
 		if b.Cap() <= maxPooledAnswer {
@@ -140,7 +149,7 @@ func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs m
 		m, _ := json.Marshal(missing)
 		b.Write(m)
 	}
-	if listing {
+	if e != epMultiget {
 		b.WriteString(`,"next":`)
 		if next == "" {
 			b.WriteString("null")
@@ -151,6 +160,7 @@ func (s *Server) writeItems(w http.ResponseWriter, v *view, ids []string, docs m
 	}
 	b.WriteString("}")
 	f.set(w)
+	v.m.answered(e, &f, degraded)
 	w.Header()["Content-Type"] = jsonType
 	w.Write(b.Bytes())
 }
@@ -502,7 +512,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQ
 		timedOut(w, r)
 		return
 	}
-	s.writeItems(w, v, listed(ids, gone), docs, next, true)
+	s.writeItems(w, v, listed(ids, gone), docs, next, lq.endpoint(), false)
 }
 
 // searchIDs asks the search engine for one page of ids, and where the next

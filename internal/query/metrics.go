@@ -19,16 +19,77 @@ type metrics struct {
 	breakers *prometheus.GaugeVec     // projection, store
 	failures *prometheus.CounterVec   // projection, store
 	late     prometheus.Counter
+	answers  *prometheus.CounterVec // projection, endpoint, from
+	reprojN  *prometheus.CounterVec // projection, result
 	// Children of the vectors above, looked up once: a request then costs
 	// no label hashing.
 	byEndpoint map[string]prometheus.Observer
 	counted    map[string]map[int]prometheus.Counter // endpoint, then the usual codes
 }
 
+// endpoint is the index of an endpoint label value in endpoints.
+type endpoint int
+
+const (
+	epDetail endpoint = iota
+	epMultiget
+	epList
+	epSearch
+)
+
+// Where the documents of an answer came from: the values of the from label,
+// in the order of answerFroms.
+const (
+	fromStoreAll  = iota // every document from the doc store (or none at all)
+	fromSourceAll        // every document built from the sources
+	fromMixed            // some of each
+	fromDegraded         // a list from the source's list endpoint: the search engine down
+)
+
+var answerFroms = []string{"store", "source", "mixed", "degraded"}
+
+// viewMetrics are the series of one projection, looked up once when the
+// server is built: counting an answer or a re-project event costs an
+// atomic add, no label hashing.
+type viewMetrics struct {
+	answers                   [epSearch + 1][fromDegraded + 1]prometheus.Counter
+	reprojectOK, reprojectErr prometheus.Counter
+}
+
+// answered counts an answer of endpoint e whose documents came as f says
+// (degraded: from the source's list endpoint).
+func (vm *viewMetrics) answered(e endpoint, f *freshness, degraded bool) {
+	from := fromStoreAll
+	switch {
+	case degraded:
+		from = fromDegraded
+	case f.src == 0:
+	case f.store == 0:
+		from = fromSourceAll
+	default:
+		from = fromMixed
+	}
+	vm.answers[e][from].Inc()
+}
+
+// forView returns projection's series.
+func (m *metrics) forView(projection string) *viewMetrics {
+	vm := &viewMetrics{
+		reprojectOK:  m.reprojN.WithLabelValues(projection, "ok"),
+		reprojectErr: m.reprojN.WithLabelValues(projection, "failed"),
+	}
+	for e := range vm.answers {
+		for f := range vm.answers[e] {
+			vm.answers[e][f] = m.answers.WithLabelValues(projection, endpoints[e], answerFroms[f])
+		}
+	}
+	return vm
+}
+
 // usualCodes are the status codes whose counters are looked up once.
 var usualCodes = []int{200, 304, 400, 404, 405, 414, 431, 503, 504}
 
-// endpoints are the values of the endpoint label.
+// endpoints are the values of the endpoint label (see endpoint).
 var endpoints = []string{"detail", "multiget", "list", "search", "other"}
 
 func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
@@ -58,6 +119,14 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 			Name: "readside_query_search_late_total",
 			Help: "Searches the search engine finished after their request's deadline (the request was answered 504 at the deadline).",
 		}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "readside_query_answers_total",
+			Help: "Answers with documents (200 and 304), by projection, endpoint (detail, multiget, list, search) and where their documents came from: store (the doc store; also an answer with no document), source (every one built from the source APIs, the store missing them or failing), mixed (some of each), degraded (a list served from the source's list endpoint while the search engine is down).",
+		}, []string{"projection", "endpoint", "from"}),
+		reprojN: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "readside_query_reproject_published_total",
+			Help: "Re-project events the API published for documents it built from the sources because the store lacked them, by projection and result: ok (handed to NATS; JetStream drops repeats of an id within 10s), failed (refused at once: NATS disconnected, or too many events awaiting JetStream's acknowledgement).",
+		}, []string{"projection", "result"}),
 		byEndpoint: map[string]prometheus.Observer{},
 	}
 	m.counted = map[string]map[int]prometheus.Counter{}
@@ -74,7 +143,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.requests, m.seconds, m.shedN, m.breakers, m.failures, m.late,
+	reg.MustRegister(m.requests, m.seconds, m.shedN, m.breakers, m.failures, m.late, m.answers, m.reprojN,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "readside_query_inflight",
 			Help: "Requests being answered.",

@@ -137,6 +137,7 @@ type view struct {
 	probing, probeFailed atomic.Bool
 	// storeWarn and searchWarn space out the warnings that a store fails.
 	storeWarn, searchWarn, sourceWarn rate.Sometimes
+	m                                 *viewMetrics
 }
 
 // New builds the API over views. pub may be nil (no re-project events);
@@ -166,6 +167,7 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 			storeWarn:      rate.Sometimes{Interval: 5 * time.Second},
 			searchWarn:     rate.Sometimes{Interval: 5 * time.Second},
 			sourceWarn:     rate.Sometimes{Interval: 5 * time.Second},
+			m:              s.m.forView(v.Def.Name),
 		}
 		vw.redisCB = gobreaker.NewCircuitBreaker[[]*sink.Stored](gobreaker.Settings{
 			Name: v.Def.Name + "/redis", Timeout: 2 * time.Second,
@@ -341,6 +343,7 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 	var f freshness
 	f.add(&d)
 	f.set(w)
+	v.m.answered(epDetail, &f, false)
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return

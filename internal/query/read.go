@@ -158,8 +158,11 @@ func (s *Server) reproject(v *view, ids []string) {
 		// A NATS outage must not slow a read: wait at most a millisecond.
 		_, err := s.pub.PublishAsync(v.Def.ReprojectSubject(), body, jetstream.WithMsgID(msgID), jetstream.WithStallWait(time.Millisecond))
 		if err != nil {
+			v.m.reprojectErr.Inc()
 			s.log.Debug("publishing a re-project event failed", "projection", v.Def.Name, "id", id, "err", err)
+			continue
 		}
+		v.m.reprojectOK.Inc()
 	}
 }
 
