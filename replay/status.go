@@ -18,9 +18,9 @@ import (
 // Status is one projection's freshness, as `replay status` shows it: the
 // figures of the projector's status page, read from JetStream now.
 type Status struct {
-	Projection  string               `json:"projection"`
-	Consumers   []stream.ConsumerLag `json:"consumers"`
-	DeadLetters stream.DeadLetters   `json:"dead_letters"`
+	Projection  string
+	Consumers   []stream.ConsumerLag // live, reproject, replay, retry
+	DeadLetters stream.DeadLetters
 }
 
 // Status reads the freshness of the projections named, or, when none is,
