@@ -20,7 +20,8 @@ type chart struct {
 	Lines         []line
 	YTicks        []tick
 	XTicks        []tick
-	Empty         bool // no history yet
+	Empty         bool   // no history yet
+	Window        string // what the x axis spans, e.g. "4 min"
 }
 
 type line struct {
@@ -42,23 +43,32 @@ const (
 
 func lagChart(consumers []consumerView, history map[string][]stream.ConsumerLag, now time.Time) chart {
 	c := chart{Width: chartW, Height: chartH, Left: padL, Top: padT, PlotW: chartW - padL - padR, PlotH: chartH - padT - padB}
+	// The window is the history kept, or since the first round when that
+	// is shorter (at least a minute): a process started a minute ago does
+	// not draw its minute squeezed into the right fifteenth.
 	window := projector.HistoryWindow
 	from := now.Add(-window)
 	var top time.Duration
-	any := false
+	first := now
 	for _, cv := range consumers {
 		for _, h := range history[cv.Name] {
 			if h.At.Before(from) || h.Err != "" {
 				continue
 			}
-			any = true
+			if h.At.Before(first) {
+				first = h.At
+			}
 			top = max(top, h.Lag)
 		}
 	}
-	if !any {
+	if first.Equal(now) {
 		c.Empty = true
 		return c
 	}
+	window = min(window, max(time.Minute, now.Sub(first)))
+	window = niceWindow(window)
+	from = now.Add(-window)
+	c.Window = windowLabel(window)
 	ymax := niceCeil(top.Seconds())
 	x := func(t time.Time) float64 { return float64(c.PlotW) * t.Sub(from).Seconds() / window.Seconds() }
 	y := func(s float64) float64 { return float64(c.PlotH) * (1 - s/ymax) }
@@ -81,15 +91,38 @@ func lagChart(consumers []consumerView, history map[string][]stream.ConsumerLag,
 		s := ymax * float64(i) / 4
 		c.YTicks = append(c.YTicks, tick{Pos: y(s), Label: secondsLabel(s)})
 	}
-	for m := 0; m <= int(window.Minutes()); m += 5 {
-		t := from.Add(time.Duration(m) * time.Minute)
-		label := fmt.Sprintf("−%d min", int(window.Minutes())-m)
-		if m == int(window.Minutes()) {
+	n := 4
+	if window%(4*time.Minute) != 0 && window > 4*time.Minute {
+		n = 5 // 15 minutes: every 3
+	}
+	step := window / time.Duration(n)
+	for i := 0; i <= n; i++ {
+		t := from.Add(time.Duration(i) * step)
+		label := "−" + windowLabel(window-time.Duration(i)*step)
+		if i == n {
 			label = "now"
 		}
 		c.XTicks = append(c.XTicks, tick{Pos: x(t), Label: label})
 	}
 	return c
+}
+
+// niceWindow rounds a window up to 1, 2, 4, 8 or 15 minutes: ticks then
+// fall on whole seconds or minutes (quarters; fifths of 15).
+func niceWindow(d time.Duration) time.Duration {
+	for _, m := range []time.Duration{1, 2, 4, 8} {
+		if d <= m*time.Minute {
+			return m * time.Minute
+		}
+	}
+	return projector.HistoryWindow
+}
+
+func windowLabel(d time.Duration) string {
+	if d < time.Minute || d%time.Minute != 0 {
+		return fmt.Sprintf("%.0f s", d.Seconds())
+	}
+	return fmt.Sprintf("%d min", int(d.Minutes()))
 }
 
 // niceCeil rounds s up to 1, 2 or 5 times a power of ten, at least 1 second.

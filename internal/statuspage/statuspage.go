@@ -134,7 +134,7 @@ func build(ctx context.Context, src Source) view {
 	if f.At.IsZero() {
 		v.NoRound = true
 	} else {
-		v.Observed = f.At.UTC().Format(time.RFC3339) + " (" + ago(now.Sub(f.At)) + " ago)"
+		v.Observed = f.At.UTC().Format(time.RFC3339) + " (" + ago(max(now.Sub(f.At), 0)) + " ago)"
 	}
 	byName := map[string]*projectionView{}
 	var order []string
