@@ -57,7 +57,7 @@ func TestServesEmbeddedStores(t *testing.T) {
 	}
 
 	args := []string{"-definitions", defFile, "-addr", "127.0.0.1:0", "-redis-addr", "embedded", "-es-urls", "embedded",
-		"-data-dir", data, "-no-reproject", "-access-log=false"}
+		"-data-dir", data, "-no-reproject", "-access-log=false", "-metrics-addr", "", "-shutdown-delay", "0s"}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, args, io.Discard, ready) }()
