@@ -105,3 +105,29 @@ func TestEmbeddedNATSNeedsNoReproject(t *testing.T) {
 		t.Fatalf("parse: %v, want the -nats-url embedded problem", err)
 	}
 }
+
+// -shutdown-delay defaults to 5s, long enough for Kubernetes to take the pod
+// out of its Service's endpoints; the environment sets it; a negative one
+// or one that is no duration stops the start.
+func TestParseShutdownDelay(t *testing.T) {
+	for _, v := range []string{"READSIDE_SHUTDOWN_DELAY", "READSIDE_METRICS_ADDR"} {
+		t.Setenv(v, "")
+	}
+	s, err := parse([]string{"-definitions", "x.yaml", "-no-reproject"}, io.Discard)
+	if err != nil || s.stopDelay != 5*time.Second || s.metricsAddr != "127.0.0.1:9465" {
+		t.Errorf("defaults: %v, %+v; want -shutdown-delay 5s, -metrics-addr 127.0.0.1:9465", err, s)
+	}
+	t.Setenv("READSIDE_SHUTDOWN_DELAY", "12s")
+	if s, err := parse([]string{"-definitions", "x.yaml", "-no-reproject"}, io.Discard); err != nil || s.stopDelay != 12*time.Second {
+		t.Errorf("from the environment: %v, %v; want 12s", err, s.stopDelay)
+	}
+	if _, err := parse([]string{"-definitions", "x.yaml", "-no-reproject", "-shutdown-delay", "-1s"}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "-shutdown-delay must be 0 or more, not -1s") {
+		t.Errorf("negative: %v", err)
+	}
+	t.Setenv("READSIDE_SHUTDOWN_DELAY", "5")
+	if _, err := parse([]string{"-definitions", "x.yaml", "-no-reproject"}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), `$READSIDE_SHUTDOWN_DELAY: "5" is not a duration`) {
+		t.Errorf("no duration: %v", err)
+	}
+}

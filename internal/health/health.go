@@ -98,11 +98,11 @@ func NATSCheck(c Conn) error {
 var userinfo = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@`)
 
 // maxReason bounds a reason: a probe's answer is read by people and kubelets.
-const maxReason = 300
+const maxReason = 1024
 
 // Reason makes an error text fit for a probe's answer: a URL's user and
 // password are redacted (clients usually strip them from their errors; this
-// holds whatever a library returns), and it is cut to 300 bytes.
+// holds whatever a library returns), and it is cut to 1 KiB.
 func Reason(s string) string {
 	s = userinfo.ReplaceAllString(s, "${1}[redacted]@")
 	if len(s) > maxReason {

@@ -176,7 +176,7 @@ func TestReason(t *testing.T) {
 		`Get "https://elastic:changeme@es-1:9200/_cluster/health": EOF`: `Get "https://[redacted]@es-1:9200/_cluster/health": EOF`,
 		"redis://:pw@redis-1:6379 refused":                              "redis://[redacted]@redis-1:6379 refused",
 		"nats: no servers available for connection":                     "nats: no servers available for connection",
-		strings.Repeat("é", 200):                                        strings.Repeat("é", 150) + "…",
+		strings.Repeat("é", 600):                                        strings.Repeat("é", 512) + "…",
 	} {
 		if got := health.Reason(in); got != want {
 			t.Errorf("Reason(%q) = %q, want %q", in, got, want)
