@@ -175,7 +175,7 @@ func (p *Probes) Livez(w http.ResponseWriter, r *http.Request) {
 // From the moment the daemon is told to stop (ShutdownAfter) it answers 503
 // "shutting down" without checking anything.
 func (p *Probes) Readyz(w http.ResponseWriter, r *http.Request) {
-	b := p.Status(r.Context())
+	b := p.Check(r.Context())
 	code := http.StatusOK
 	if b.Status != StatusReady && b.Status != StatusDegraded {
 		code = http.StatusServiceUnavailable
@@ -186,9 +186,9 @@ func (p *Probes) Readyz(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(b)
 }
 
-// Status checks readiness now, as /readyz answers it, logging a change of
+// Check checks readiness now, as /readyz answers it, logging a change of
 // its status.
-func (p *Probes) Status(ctx context.Context) Report {
+func (p *Probes) Check(ctx context.Context) Report {
 	b := Report{Checks: map[string]string{}}
 	check := p.check.Load()
 	switch {
