@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -244,7 +242,7 @@ func (e *Env) ListDLQ(ctx context.Context, projection string) ([]DLQGroup, error
 	err = e.readStream(ctx, e.deadLetter(), []string{subject}, 0, time.Time{}, end, func(msgs []jetstream.Msg) error {
 		for _, m := range msgs {
 			en := readEntry(m)
-			reason := normalizeReason(en.reason, en.id)
+			reason := stream.NormalizeReason(en.reason, en.id)
 			g := groups[[2]string{en.projection, reason}]
 			if g == nil {
 				g = &DLQGroup{Projection: en.projection, Reason: reason, First: en.at, Last: en.at}
@@ -278,52 +276,6 @@ func (e *Env) ListDLQ(ctx context.Context, projection string) ([]DLQGroup, error
 		return cmp.Or(strings.Compare(a.Projection, b.Projection), b.Count-a.Count, strings.Compare(a.Reason, b.Reason))
 	})
 	return out, nil
-}
-
-// normalizeReason replaces the entry's id in its reason, as it is and as
-// escaped in a URL, with {id}.
-func normalizeReason(reason, id string) string {
-	if id == "" {
-		return reason
-	}
-	for _, form := range []string{url.PathEscape(id), url.QueryEscape(id), strconv.Quote(id), id} {
-		if form == strconv.Quote(id) {
-			reason = strings.ReplaceAll(reason, form, `"{id}"`)
-			continue
-		}
-		reason = replaceToken(reason, form)
-	}
-	return reason
-}
-
-// replaceToken replaces id where it stands alone: not inside a longer run of
-// letters and digits (so id 4 does not turn status 400 into status {id}00).
-func replaceToken(s, id string) string {
-	if id == "" {
-		return s
-	}
-	var b strings.Builder
-	from := 0 // s[:from] is written
-	for at := 0; ; {
-		i := strings.Index(s[at:], id)
-		if i < 0 {
-			b.WriteString(s[from:])
-			return b.String()
-		}
-		i += at
-		j := i + len(id)
-		if (i == 0 || !isWord(s[i-1])) && (j == len(s) || !isWord(s[j])) {
-			b.WriteString(s[from:i])
-			b.WriteString("{id}")
-			from, at = j, j
-			continue
-		}
-		at = i + 1
-	}
-}
-
-func isWord(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-'
 }
 
 // WriteDLQGroups writes groups for an operator:

@@ -53,6 +53,7 @@ type settings struct {
 	stopDelay    time.Duration
 	tombstoneTTL time.Duration
 	retryBudget  time.Duration
+	monitorEvery time.Duration
 	sourceMax    int
 	opts         projector.Options
 	check        bool
@@ -69,6 +70,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.IntVar(&s.replicas, "stream-replicas", config.EnvInt("READSIDE_STREAM_REPLICAS", 1), "servers of the NATS cluster keeping the events and dead-letter streams and the durable consumers, 1 to 5; an existing stream is changed to it [$READSIDE_STREAM_REPLICAS]")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "admin address serving /metrics, /livez, /readyz and /healthz (the old name of /readyz); :9464 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.StringVar(&s.queryAddr, "query-addr", config.Env("READSIDE_PROJECTOR_QUERY_ADDR", ""), "also serve the query API here, from this process, with its default settings: how a single machine on embedded stores serves reads (cmd/queryapi has every setting); empty: no [$READSIDE_PROJECTOR_QUERY_ADDR]")
+	fs.DurationVar(&s.monitorEvery, "monitor-interval", config.EnvDuration("READSIDE_MONITOR_INTERVAL", 5*time.Second), "how often the projector asks JetStream for the stream, each durable consumer (availability, backlog, lag) and the dead-letter counts [$READSIDE_MONITOR_INTERVAL]")
 	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
 	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
 	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", 256), "ids per write batch [$READSIDE_BATCH]")
@@ -91,12 +93,15 @@ func parse(args []string, out io.Writer) (*settings, error) {
 func (s *settings) validate() error {
 	errs := []error{s.Common.Validate(), config.CheckEnv(
 		[]string{"READSIDE_BATCH", "READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY", "READSIDE_SOURCE_MAX_CONCURRENCY", "READSIDE_STREAM_REPLICAS"},
-		[]string{"READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_ACK_WAIT", "READSIDE_SHUTDOWN_GRACE", "READSIDE_SHUTDOWN_DELAY"})}
+		[]string{"READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_ACK_WAIT", "READSIDE_SHUTDOWN_GRACE", "READSIDE_SHUTDOWN_DELAY", "READSIDE_MONITOR_INTERVAL"})}
 	if s.opts.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("-ack-wait must be at least 1s, not %s", s.opts.AckWait))
 	}
 	if s.stopDelay < 0 {
 		errs = append(errs, fmt.Errorf("-shutdown-delay must be 0 or more, not %s", s.stopDelay))
+	}
+	if s.monitorEvery < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("-monitor-interval must be at least 100ms, not %s", s.monitorEvery))
 	}
 	if s.replicas < 1 || s.replicas > stream.MaxReplicas {
 		errs = append(errs, fmt.Errorf("-stream-replicas must be 1 to %d (servers of the NATS cluster keeping each stream), not %d", stream.MaxReplicas, s.replicas))
@@ -200,7 +205,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		consumers = append(consumers, stream.ConsumerName(d.Name), stream.ReprojectConsumerName(d.Name), stream.ReplayConsumerName(d.Name), stream.RetryConsumerName(d.Name))
 		g.Go(func() error { return p.Run(gctx) })
 	}
-	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{StreamOf: streams.StreamOf})
+	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{
+		Interval: s.monitorEvery, StreamOf: streams.StreamOf, Projections: names, DeadLetters: streams,
+	})
 	g.Go(func() error { return monitor.Run(gctx) })
 	probes.SetCheck(projector.Readiness{NATS: nc, Monitor: monitor, Stores: conn.Stores.Check}.Check)
 	if s.queryAddr != "" {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/readside/readside/internal/health"
+	"github.com/readside/readside/internal/stream"
 )
 
 // JetStreamInfo is what Monitor asks JetStream; jetstream.JetStream has it.
@@ -32,6 +33,40 @@ type MonitorOptions struct {
 	// every consumer is on the stream given to NewMonitor. Each stream it
 	// names is checked too.
 	StreamOf func(consumer string) string
+	// Projections are the projections whose freshness the Monitor reads:
+	// each one's four durable consumers (see ConsumersOf; watched for
+	// availability too, whether or not NewMonitor was given them) and, with
+	// DeadLetters, its dead-letter entries.
+	Projections []string
+	// DeadLetters counts and reads the dead-letter entries (stream.Setup);
+	// nil: not read.
+	DeadLetters DeadLetterReader
+}
+
+// DeadLetterReader reads the dead-letter stream; *stream.Setup has it.
+type DeadLetterReader interface {
+	// CountDeadLetters counts the entries of every projection at once.
+	CountDeadLetters(ctx context.Context) (map[string]uint64, error)
+	// ReadDeadLetters counts one projection's entries and reads the reasons
+	// of the newest.
+	ReadDeadLetters(ctx context.Context, projection string) (stream.DeadLetters, error)
+}
+
+// MonitoredConsumer is a durable consumer and what it feeds.
+type MonitoredConsumer struct {
+	Name       string
+	Projection string
+	Kind       string // "live", "reproject", "replay" or "retry"
+}
+
+// ConsumersOf lists the durable consumers of a projection, live first.
+func ConsumersOf(projection string) []MonitoredConsumer {
+	return []MonitoredConsumer{
+		{stream.ConsumerName(projection), projection, "live"},
+		{stream.ReprojectConsumerName(projection), projection, "reproject"},
+		{stream.ReplayConsumerName(projection), projection, "replay"},
+		{stream.RetryConsumerName(projection), projection, "retry"},
+	}
 }
 
 // Monitor checks, every Interval, that JetStream answers for the events
@@ -43,25 +78,42 @@ type MonitorOptions struct {
 // It logs a WARN line when something becomes unavailable and an INFO line
 // when it is back, never one per check, and sets the gauge
 // readside_jetstream_available{what="stream"|"consumer",name} to 0 or 1.
-// Its methods are safe for concurrent use.
+//
+// Each round also reads the freshness of the projections in
+// MonitorOptions.Projections (see Freshness and the lag gauges): the
+// consumer info just read gives each consumer's backlog, and when anything
+// is unacknowledged one message get per filter subject gives the age of the
+// oldest such event (stream.LagOf); one stream info request counts the
+// dead-letter entries of all projections, and a projection's newest entries
+// are read for their reasons when its count changes (at most once a minute
+// otherwise). Its methods are safe for concurrent use.
 type Monitor struct {
 	js        JetStreamInfo
 	stream    string
 	consumers []string
+	lagged    map[string]MonitoredConsumer // the consumers whose lag is read, by name
 	o         MonitorOptions
 	log       *slog.Logger
 	gauge     *prometheus.GaugeVec
+	g         lagGauges
 
 	mu      sync.Mutex
 	checked bool
 	down    map[target]error // the last round's failures
+	fresh   Freshness        // the last round's; History is kept here
+	// lagDown: the consumers whose oldest event could not be read, and
+	// whether the dead letters could not be read: logged on a change.
+	lagDown  map[string]bool
+	deadDown bool
+	reasons  map[string]stream.DeadLetters // the last reasons read, by projection
+	reasonAt map[string]time.Time          // when they were read
 }
 
 type target struct{ what, name string }
 
-// NewMonitor watches stream and its durable consumers, registering its
-// gauge on reg when reg is not nil.
-func NewMonitor(js JetStreamInfo, stream string, consumers []string, log *slog.Logger, reg prometheus.Registerer, o MonitorOptions) *Monitor {
+// NewMonitor watches stream and its durable consumers, and the freshness of
+// o.Projections, registering its gauges on reg when reg is not nil.
+func NewMonitor(js JetStreamInfo, streamName string, consumers []string, log *slog.Logger, reg prometheus.Registerer, o MonitorOptions) *Monitor {
 	if o.Interval <= 0 {
 		o.Interval = 5 * time.Second
 	}
@@ -69,14 +121,29 @@ func NewMonitor(js JetStreamInfo, stream string, consumers []string, log *slog.L
 		o.Timeout = 2 * time.Second
 	}
 	m := &Monitor{
-		js: js, stream: stream, consumers: consumers, o: o, log: log, down: map[target]error{},
+		js: js, stream: streamName, consumers: slices.Clone(consumers), o: o, log: log, down: map[target]error{},
+		lagged: map[string]MonitoredConsumer{}, lagDown: map[string]bool{},
+		reasons: map[string]stream.DeadLetters{}, reasonAt: map[string]time.Time{},
 		gauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "readside_jetstream_available",
 			Help: "1 while JetStream answers for the events stream or a durable consumer (the projector's last check), 0 while not.",
 		}, []string{"what", "name"}),
+		g:     newLagGauges(),
+		fresh: Freshness{History: map[string][]stream.ConsumerLag{}},
+	}
+	o.Projections = slices.Clone(o.Projections)
+	slices.Sort(o.Projections) // Freshness lists them in order
+	for _, p := range o.Projections {
+		for _, c := range ConsumersOf(p) {
+			m.lagged[c.Name] = c
+			if !slices.Contains(m.consumers, c.Name) {
+				m.consumers = append(m.consumers, c.Name)
+			}
+		}
 	}
 	if reg != nil {
 		reg.MustRegister(m.gauge)
+		m.g.register(reg)
 	}
 	return m
 }
@@ -108,11 +175,12 @@ func (m *Monitor) Check(ctx context.Context) {
 		targets = append(targets, target{"consumer", c})
 	}
 	errs := make([]error, len(targets))
+	found := make([]any, len(targets)) // jetstream.Stream or jetstream.Consumer
 	var g errgroup.Group
 	g.SetLimit(8)
 	for i, tg := range targets {
 		g.Go(func() error {
-			errs[i] = m.check(ctx, tg)
+			found[i], errs[i] = m.check(ctx, tg)
 			return nil
 		})
 	}
@@ -120,9 +188,14 @@ func (m *Monitor) Check(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	fresh := m.readFreshness(ctx, targets, found, errs)
+	if ctx.Err() != nil {
+		return
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.record(fresh)
 	for i, tg := range targets {
 		was, wasDown := m.down[tg]
 		attrs := []any{tg.what, tg.name}
@@ -147,19 +220,22 @@ func (m *Monitor) Check(ctx context.Context) {
 	m.checked = true
 }
 
-func (m *Monitor) check(ctx context.Context, tg target) error {
+// check asks JetStream for the target's info and returns what it got: a
+// jetstream.Stream or a jetstream.Consumer holding the info.
+func (m *Monitor) check(ctx context.Context, tg target) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.o.Timeout)
 	defer cancel()
+	var found any
 	var err error
 	if tg.what == "stream" {
-		_, err = m.js.Stream(ctx, tg.name)
+		found, err = m.js.Stream(ctx, tg.name)
 	} else {
-		_, err = m.js.Consumer(ctx, m.streamOf(tg.name), tg.name)
+		found, err = m.js.Consumer(ctx, m.streamOf(tg.name), tg.name)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("no answer within %s: it has no leader, or NATS is unreachable", m.o.Timeout)
+		return nil, fmt.Errorf("no answer within %s: it has no leader, or NATS is unreachable", m.o.Timeout)
 	}
-	return err
+	return found, err
 }
 
 func (m *Monitor) streamOf(consumer string) string {

@@ -12,6 +12,9 @@ type Metrics struct {
 	Paused       *prometheus.GaugeVec     // 1 while pulling is paused because a dependency fails
 	PullErrors   *prometheus.CounterVec   // pulls from JetStream that failed
 	SettleErrors *prometheus.CounterVec   // acks, naks, in-progress and terms JetStream did not take, by op
+	// EventToStore: from the stream timestamp of the newest event a written
+	// document answers to its write, by projection and consumer kind.
+	EventToStore *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them on reg when it is not nil.
@@ -42,9 +45,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		SettleErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "readside_projector_settle_errors_total", Help: "Acks, naks, in-progress signals and terminations JetStream did not take (the event is delivered again), by op.",
 		}, []string{"projection", "op"}),
+		EventToStore: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "readside_projector_event_to_store_seconds",
+			Help: "From the stream timestamp of the newest event a document answers to the document written in every store and its events acknowledged, by consumer (live, reproject, replay, retry).",
+			// 5 ms to an hour: a backlog after an outage is minutes old.
+			Buckets: prometheus.ExponentialBucketsRange(0.005, 3600, 18),
+		}, []string{"projection", "consumer"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.BatchSeconds, m.Held, m.Paused, m.PullErrors, m.SettleErrors)
+		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.BatchSeconds, m.Held, m.Paused, m.PullErrors, m.SettleErrors, m.EventToStore)
 	}
 	return m
 }

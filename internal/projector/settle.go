@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,10 +45,12 @@ func (p *Projector) settle(ctx context.Context, it item, r result) fate {
 		if p.ack(ctx, it, r) {
 			answers = it.answers
 		}
-		for _, m := range p.sched.finish(it.job, answers) {
+		coalesced := p.sched.finish(it.job, answers)
+		for _, m := range coalesced {
 			p.ackMsg(m)
 			p.m.Events.WithLabelValues(p.label, "coalesced").Inc()
 		}
+		p.observeStored(it.msgs, coalesced)
 		return settledWritten
 	case r.permanent:
 		for _, m := range it.msgs {
@@ -107,6 +110,27 @@ func (p *Projector) ack(ctx context.Context, it item, r result) (answered bool) 
 	}
 	p.m.Events.WithLabelValues(p.label, "acked").Add(float64(len(msgs)))
 	return len(r.partial) == 0
+}
+
+// observeStored observes the event-to-store delay of a written document:
+// from the stream timestamp of the newest event it answers to now.
+func (p *Projector) observeStored(msgs ...[]jetstream.Msg) {
+	var newest time.Time
+	for _, ms := range msgs {
+		for _, m := range ms {
+			if md, err := m.Metadata(); err == nil && md.Timestamp.After(newest) {
+				newest = md.Timestamp
+			}
+		}
+	}
+	if newest.IsZero() {
+		return
+	}
+	kind := "live"
+	if _, k, ok := strings.Cut(p.label, "/"); ok { // see Parts.Kind
+		kind = k
+	}
+	p.m.EventToStore.WithLabelValues(p.def.Name, kind).Observe(max(time.Since(newest), 0).Seconds())
 }
 
 // nakHeld hands every message still held back to JetStream on shutdown.

@@ -1,4 +1,4 @@
-package replay
+package stream
 
 import "testing"
 
@@ -12,8 +12,8 @@ func TestNormalizeReason(t *testing.T) {
 		{`33 333 3`, "33", `{id} 333 3`},
 		{`no id here`, "", `no id here`},
 	} {
-		if got := normalizeReason(c.reason, c.id); got != c.want {
-			t.Errorf("normalizeReason(%q, %q) = %q, want %q", c.reason, c.id, got, c.want)
+		if got := NormalizeReason(c.reason, c.id); got != c.want {
+			t.Errorf("NormalizeReason(%q, %q) = %q, want %q", c.reason, c.id, got, c.want)
 		}
 	}
 }

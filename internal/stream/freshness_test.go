@@ -1,0 +1,229 @@
+package stream_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/testenv"
+)
+
+// ReadLag reports what the consumer's leader says is pending and
+// ack-pending, and the age of the oldest event not yet acknowledged: the
+// first one after the ack floor matching any of the consumer's filter
+// subjects, never an event of another subject stored before it, nor one
+// deleted from the stream.
+func TestReadLag(t *testing.T) {
+	_, js := testenv.StartJetStream(t).Connect(t)
+	ctx := context.Background()
+	setup, err := stream.Ensure(ctx, js, stream.Config{}, []string{"lag.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two filter subjects, and a single-filter consumer of one of them.
+	multi, err := setup.Consumer(ctx, "multi", []string{"lag.a.*", "lag.b.*"}, stream.ConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setup.Consumer(ctx, "single", []string{"lag.a.*"}, stream.ConsumerConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	events, err := js.Stream(ctx, "READSIDE_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(subject string) *jetstream.RawStreamMsg {
+		t.Helper()
+		ack, err := js.Publish(ctx, subject, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := events.GetMsg(ctx, ack.Sequence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	read := func(durable string) stream.ConsumerLag {
+		t.Helper()
+		l, err := stream.ReadLag(ctx, js, "READSIDE_EVENTS", durable)
+		if err != nil || l.Err != "" || l.LagErr != "" {
+			t.Fatalf("ReadLag %s: %v (Err %q, LagErr %q)", durable, err, l.Err, l.LagErr)
+		}
+		if l.Name != durable || l.Stream != "READSIDE_EVENTS" || l.At.IsZero() {
+			t.Fatalf("ReadLag %s: name %q stream %q at %v", durable, l.Name, l.Stream, l.At)
+		}
+		return l
+	}
+	// want checks the figures, and that Lag is the age, at the consumer
+	// info's time, of the event oldest (nil: none).
+	want := func(what string, l stream.ConsumerLag, pending uint64, ackPending int, oldest *jetstream.RawStreamMsg) {
+		t.Helper()
+		var seq uint64
+		var lag time.Duration
+		if oldest != nil {
+			seq, lag = oldest.Sequence, l.At.Sub(oldest.Time)
+		}
+		if l.Pending != pending || l.AckPending != ackPending || l.Oldest != seq || l.Lag != lag {
+			t.Errorf("%s: pending %d, ack-pending %d, oldest %d, lag %s; want %d, %d, %d, %s",
+				what, l.Pending, l.AckPending, l.Oldest, l.Lag, pending, ackPending, seq, lag)
+		}
+	}
+
+	want("nothing stored", read("readside_multi"), 0, 0, nil)
+
+	other := publish("lag.other.1") // no consumer's
+	b1 := publish("lag.b.1")
+	a1 := publish("lag.a.1")
+	want("multi, before any delivery", read("readside_multi"), 2, 0, b1)
+	want("single, before any delivery", read("readside_single"), 1, 0, a1)
+	if l := read("readside_multi"); l.Lag <= 0 || l.Lag > l.At.Sub(other.Time) {
+		t.Errorf("lag %s: want positive and not counting the other subject's older event (%s)", l.Lag, l.At.Sub(other.Time))
+	}
+
+	// Delivered, not acknowledged: still the oldest.
+	got := fetch(t, multi, 1)
+	want("multi, b1 ack-pending", read("readside_multi"), 1, 1, b1)
+
+	// Nak'ed and delivered again: redelivered.
+	if err := got[0].Nak(); err != nil {
+		t.Fatal(err)
+	}
+	got = fetch(t, multi, 2)
+	if l := read("readside_multi"); l.Redelivered != 1 || l.AckPending != 2 {
+		t.Errorf("after a nak and a redelivery: redelivered %d, ack-pending %d; want 1, 2", l.Redelivered, l.AckPending)
+	}
+	// b1 acknowledged: the floor moves past it, to a1 (ack-pending).
+	ackSubject(t, got, "lag.b.1")
+	want("multi, b1 acked", read("readside_multi"), 0, 1, a1)
+
+	// The oldest unacknowledged event deleted from the stream: the next
+	// matching one is the oldest.
+	a2 := publish("lag.a.2")
+	publish("lag.other.2")
+	if err := events.DeleteMsg(ctx, a1.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	l := read("readside_single")
+	want("single, a1 deleted", l, 1, 0, a2)
+
+	// Everything acknowledged: no lag.
+	ackSubject(t, got, "lag.a.1") // deleted meanwhile; its ack still counts
+	ackSubject(t, fetch(t, multi, 1), "lag.a.2")
+	want("multi, all acked", read("readside_multi"), 0, 0, nil)
+	if l := read("readside_multi"); l.Acked == 0 {
+		t.Errorf("acked %d after acknowledging events", l.Acked)
+	}
+
+	// A consumer that does not exist: an error, and Err says it.
+	l, err = stream.ReadLag(ctx, js, "READSIDE_EVENTS", "readside_nope")
+	if err == nil || l.Err == "" || l.Name != "readside_nope" {
+		t.Errorf("missing consumer: %+v, %v; want an error", l, err)
+	}
+}
+
+func fetch(t *testing.T, c jetstream.Consumer, n int) []jetstream.Msg {
+	t.Helper()
+	var out []jetstream.Msg
+	for deadline := time.Now().Add(10 * time.Second); len(out) < n && time.Now().Before(deadline); {
+		b, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			out = append(out, m)
+		}
+		if err := b.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(out) != n {
+		t.Fatalf("fetched %d messages, want %d", len(out), n)
+	}
+	return out
+}
+
+func ackSubject(t *testing.T, msgs []jetstream.Msg, subject string) {
+	t.Helper()
+	for _, m := range msgs {
+		if m.Subject() == subject {
+			if err := m.DoubleAck(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no %s among the fetched messages", subject)
+}
+
+// ReadDeadLetters counts a projection's entries, and only its own, and
+// gives the most frequent reasons among the newest, one reason for entries
+// that differ only by id.
+func TestReadDeadLetters(t *testing.T) {
+	_, js := testenv.StartJetStream(t).Connect(t)
+	ctx := context.Background()
+	setup, err := stream.Ensure(ctx, js, stream.Config{}, []string{"dl.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := func(projection, id, reason string) {
+		t.Helper()
+		m := nats.NewMsg(setup.DeadLetterSubject(projection))
+		m.Header.Set(stream.HeaderReason, reason)
+		m.Header.Set(stream.HeaderID, id)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	d, err := setup.ReadDeadLetters(ctx, "shops")
+	if err != nil || d.Messages != 0 || len(d.Reasons) != 0 || d.Projection != "shops" {
+		t.Fatalf("no entries: %+v, %v", d, err)
+	}
+	// Older entries with a reason the newest do not give, more than one
+	// read takes (800); then the newest, among three times as many of
+	// another projection's (the estimated start is too late at first).
+	const old = 1000
+	for i := range old {
+		entry("shops", fmt.Sprint(i), "old reason")
+	}
+	for i := range stream.MaxReasonEntries {
+		if i%4 == 0 {
+			entry("shops", fmt.Sprint(1000+i), fmt.Sprintf("GET /shops/%d: status 400", 1000+i))
+		} else {
+			entry("shops", fmt.Sprint(1000+i), "no valid id")
+		}
+		for range 3 {
+			entry("others", fmt.Sprint(i), "another projection's reason")
+		}
+	}
+	d, err = setup.ReadDeadLetters(ctx, "shops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReasons := []stream.ReasonCount{{"no valid id", 150}, {"GET /shops/{id}: status 400", 50}}
+	if d.Messages != old+stream.MaxReasonEntries || d.Read != stream.MaxReasonEntries || fmt.Sprint(d.Reasons) != fmt.Sprint(wantReasons) {
+		t.Errorf("got %d entries, %d read, reasons %v; want %d, %d, %v", d.Messages, d.Read, d.Reasons, old+stream.MaxReasonEntries, stream.MaxReasonEntries, wantReasons)
+	}
+	// The ordered consumers that read the entries are gone.
+	dlq, err := js.Stream(ctx, setup.Config().DeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Errorf("%d consumers left on the dead-letter stream", info.State.Consumers)
+	}
+	counts, err := setup.CountDeadLetters(ctx)
+	if err != nil || counts["shops"] != old+stream.MaxReasonEntries || counts["others"] != 3*stream.MaxReasonEntries || len(counts) != 2 {
+		t.Errorf("CountDeadLetters: %v, %v", counts, err)
+	}
+}
