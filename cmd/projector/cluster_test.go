@@ -60,8 +60,9 @@ func probe(addr, path string) (int, string) {
 
 // readyz is the projector's /readyz body.
 type readyz struct {
-	Status string            `json:"status"`
-	Checks map[string]string `json:"checks"`
+	Status  string            `json:"status"`
+	Checks  map[string]string `json:"checks"`
+	Reasons map[string]string `json:"reasons"`
 }
 
 func getReadyz(t *testing.T, addr string) (int, readyz) {
@@ -265,8 +266,8 @@ func TestStreamReplicasOnCluster(t *testing.T) {
 
 // With the events stream on one server of three (one replica, the default),
 // losing that server is loud: the projector logs a WARN line naming the
-// stream, its /readyz answers 503 with "stream":"down" (and the gauge says
-// so) while /livez stays 200; once the server is back, /readyz is 200 again.
+// stream, its /readyz answers 503 with "stream":"down" and the reason
+// naming the stream (and the gauge says so) while /livez stays 200; once the server is back, /readyz is 200 again.
 func TestStreamLossIsLoud(t *testing.T) {
 	t.Parallel()
 	c := testenv.StartNATSCluster(t, 3)
@@ -288,9 +289,12 @@ func TestStreamLossIsLoud(t *testing.T) {
 	lost := time.Now()
 	w.waitFor(30*time.Second, "/readyz reports the stream down", func() (bool, string) {
 		code, r := getReadyz(t, admin)
-		return code == http.StatusServiceUnavailable && r.Status == "not ready" && r.Checks["stream"] == "down",
+		return code == http.StatusServiceUnavailable && r.Status == "not ready" && r.Checks["stream"] == "down" &&
+				strings.Contains(r.Reasons["stream"], "stream READSIDE_EVENTS: "),
 			fmt.Sprintf("/readyz %d %+v", code, r)
 	})
+	_, r := getReadyz(t, admin)
+	t.Logf("/readyz: %+v", r)
 	t.Logf("/readyz said 503 %s after the server went", time.Since(lost).Round(time.Millisecond))
 	w.waitFor(10*time.Second, "a WARN line names the stream", func() (bool, string) {
 		return regexp.MustCompile(`level=WARN msg="JetStream stream unavailable[^"]*" stream=READSIDE_EVENTS err=`).MatchString(p.logText()), "none yet"

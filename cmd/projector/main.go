@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,6 +31,7 @@ import (
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
+	"github.com/readside/readside/internal/health"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/source"
@@ -51,6 +52,7 @@ type settings struct {
 	replicas     int
 	metricsAddr  string
 	queryAddr    string
+	stopDelay    time.Duration
 	tombstoneTTL time.Duration
 	retryBudget  time.Duration
 	monitorEvery time.Duration
@@ -68,7 +70,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.StringVar(&s.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events: re-project, replay and retry requests [$READSIDE_OWN_STREAM]")
 	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	fs.IntVar(&s.replicas, "stream-replicas", config.EnvInt("READSIDE_STREAM_REPLICAS", 1), "servers of the NATS cluster keeping the events and dead-letter streams and the durable consumers, 1 to 5; an existing stream is changed to it [$READSIDE_STREAM_REPLICAS]")
-	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "address serving /metrics, /livez, /readyz, /healthz (the old name of /readyz) and the /status page; empty disables [$READSIDE_METRICS_ADDR]")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "admin address serving /metrics, /livez, /readyz, /healthz (the old name of /readyz) and the /status page; :9464 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.StringVar(&s.queryAddr, "query-addr", config.Env("READSIDE_PROJECTOR_QUERY_ADDR", ""), "also serve the query API here, from this process, with its default settings: how a single machine on embedded stores serves reads (cmd/queryapi has every setting); empty: no [$READSIDE_PROJECTOR_QUERY_ADDR]")
 	fs.DurationVar(&s.monitorEvery, "monitor-interval", config.EnvDuration("READSIDE_MONITOR_INTERVAL", 5*time.Second), "how often the projector asks JetStream for the stream, each durable consumer (availability, backlog, lag) and the dead-letter counts [$READSIDE_MONITOR_INTERVAL]")
 	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
@@ -78,6 +80,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.IntVar(&s.sourceMax, "source-max-concurrency", config.EnvInt("READSIDE_SOURCE_MAX_CONCURRENCY", source.DefaultLimitMax), "ceiling of each source's adaptive concurrency limit: requests in flight to one source of a projection, across all batches; the limit starts at 32 and adapts to the source's latency and failures [$READSIDE_SOURCE_MAX_CONCURRENCY]")
 	fs.IntVar(&s.opts.FetchConcurrency, "fetch-concurrency", config.EnvInt("READSIDE_FETCH_CONCURRENCY", 0), "source requests at once per batch, under each source's adaptive limit; 0: no bound of its own [$READSIDE_FETCH_CONCURRENCY]")
 	fs.DurationVar(&s.opts.AckWait, "ack-wait", config.EnvDuration("READSIDE_ACK_WAIT", 30*time.Second), "how long JetStream waits for an ack before redelivering, e.g. after a crash [$READSIDE_ACK_WAIT]")
+	fs.DurationVar(&s.stopDelay, "shutdown-delay", config.EnvDuration("READSIDE_SHUTDOWN_DELAY", 0), "on SIGTERM, how long /readyz answers 503 while the projector goes on working, before it stops pulling and drains; 0: at once, since no Service routes traffic to a projector (set it, e.g. 5s, when -query-addr serves behind one) [$READSIDE_SHUTDOWN_DELAY]")
 	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", 10*time.Second), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
 	fs.BoolVar(&s.check, "check", false, "load and validate the definitions, print every problem (or one OK line) and exit, connecting to nothing: for the CI of the definitions")
 	if err := fs.Parse(args); err != nil {
@@ -92,9 +95,12 @@ func parse(args []string, out io.Writer) (*settings, error) {
 func (s *settings) validate() error {
 	errs := []error{s.Common.Validate(), config.CheckEnv(
 		[]string{"READSIDE_BATCH", "READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY", "READSIDE_SOURCE_MAX_CONCURRENCY", "READSIDE_STREAM_REPLICAS"},
-		[]string{"READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_ACK_WAIT", "READSIDE_SHUTDOWN_GRACE", "READSIDE_MONITOR_INTERVAL"})}
+		[]string{"READSIDE_TOMBSTONE_TTL", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_ACK_WAIT", "READSIDE_SHUTDOWN_GRACE", "READSIDE_SHUTDOWN_DELAY", "READSIDE_MONITOR_INTERVAL"})}
 	if s.opts.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("-ack-wait must be at least 1s, not %s", s.opts.AckWait))
+	}
+	if s.stopDelay < 0 {
+		errs = append(errs, fmt.Errorf("-shutdown-delay must be 0 or more, not %s", s.stopDelay))
 	}
 	if s.monitorEvery < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("-monitor-interval must be at least 100ms, not %s", s.monitorEvery))
@@ -131,6 +137,31 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := projector.NewMetrics(reg)
+
+	// The admin server comes first, answering /readyz "starting" while
+	// the projector sets up, and closes last, after the drain.
+	probes := health.New(log)
+	var monitored atomic.Pointer[projector.Monitor] // for the status page, once made
+	status := statuspage.Handler(statuspage.Source{
+		Freshness: func() projector.Freshness {
+			if m := monitored.Load(); m != nil {
+				return m.Freshness()
+			}
+			return projector.Freshness{}
+		},
+		Ready: probes.Check,
+	})
+	if s.metricsAddr != "" {
+		stopAdmin, err := health.ListenAdmin(s.metricsAddr, adminMux(reg, probes, status), log)
+		if err != nil {
+			return err
+		}
+		defer stopAdmin()
+	}
+	// ctx ends at SIGTERM, when /readyz turns 503; the work stops
+	// -shutdown-delay later.
+	ctx, cancelWork := probes.ShutdownAfter(ctx, s.stopDelay)
+	defer cancelWork()
 
 	conn, err := backend.Open(ctx, s.Backends, "readside-projector", log)
 	if err != nil {
@@ -183,30 +214,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		names = append(names, d.Name)
-		consumers = append(consumers, stream.ConsumerName(d.Name), stream.ReprojectConsumerName(d.Name), stream.ReplayConsumerName(d.Name), stream.RetryConsumerName(d.Name))
+		for _, c := range stream.ConsumersOf(d.Name) {
+			consumers = append(consumers, c.Name)
+		}
 		g.Go(func() error { return p.Run(gctx) })
 	}
 	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{
 		Interval: s.monitorEvery, StreamOf: streams.StreamOf, Projections: names, DeadLetters: streams,
 	})
 	g.Go(func() error { return monitor.Run(gctx) })
-	if s.metricsAddr != "" {
-		ready := projector.Readiness{NATS: nc, Monitor: monitor, Stores: conn.Stores.Ready}
-		status := statuspage.Handler(statuspage.Source{Freshness: monitor.Freshness, Ready: ready.Check})
-		srv := &http.Server{Addr: s.metricsAddr, Handler: adminMux(reg, ready, status), ReadHeaderTimeout: 5 * time.Second}
-		g.Go(func() error {
-			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics server: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			shut, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(shut)
-		})
-	}
+	monitored.Store(monitor)
+	probes.SetCheck(projector.Readiness{NATS: nc, Monitor: monitor, Stores: conn.Stores.Check}.Check)
 	if s.queryAddr != "" {
 		if err := serveQuery(gctx, g, s.queryAddr, defs, conn.Stores, js, reg, log); err != nil {
 			return err
@@ -226,35 +244,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// adminMux serves the metrics, the probes and the status page. /livez answers 200 while the
-// process serves, whatever its dependencies do: restarting the process
-// would not bring NATS back. /readyz (and /healthz, its old name) answers
-// 200 only while the projector can work: connected to NATS, the events
-// stream and every durable consumer available, every store answering.
-func adminMux(reg *prometheus.Registry, ready projector.Readiness, status http.Handler) *http.ServeMux {
+// adminMux serves the metrics, the status page and the probes
+// (health.Probes): /livez
+// answers 200 while the process serves, whatever its dependencies do:
+// restarting the process would not bring NATS back. /readyz (and /healthz,
+// its old name) answers 200 only while the projector can work: connected to
+// NATS, the events stream and every durable consumer available, every store
+// answering; else 503 with the reasons.
+func adminMux(reg *prometheus.Registry, probes *health.Probes, status http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /status", status)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	readyz := func(w http.ResponseWriter, r *http.Request) {
-		ok, checks := ready.Check(r.Context())
-		body := struct {
-			Status string            `json:"status"`
-			Checks map[string]string `json:"checks"`
-		}{"ready", checks}
-		code := http.StatusOK
-		if !ok {
-			body.Status, code = "not ready", http.StatusServiceUnavailable
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(code)
-		json.NewEncoder(w).Encode(body)
-	}
-	mux.HandleFunc("GET /readyz", readyz)
-	mux.HandleFunc("GET /healthz", readyz)
+	probes.Register(mux)
+	mux.HandleFunc("GET /healthz", probes.Readyz)
 	return mux
 }
 

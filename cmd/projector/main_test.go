@@ -40,6 +40,7 @@ var envVars = []string{
 	"READSIDE_WORKERS", "READSIDE_FETCH_CONCURRENCY", "READSIDE_SHUTDOWN_GRACE",
 	"READSIDE_NATS_LISTEN", "READSIDE_DATA_DIR", "READSIDE_PROJECTOR_QUERY_ADDR", "READSIDE_ACK_WAIT",
 	"READSIDE_STREAM_REPLICAS", "READSIDE_SOURCE_MAX_CONCURRENCY", "READSIDE_OWN_STREAM",
+	"READSIDE_SHUTDOWN_DELAY",
 }
 
 func clearEnv(t *testing.T) {
@@ -89,6 +90,17 @@ func TestParseFlags(t *testing.T) {
 			},
 		},
 		{
+			name:    "negative shutdown delay",
+			args:    []string{"-definitions", "defs", "-shutdown-delay", "-1s"},
+			wantErr: []string{"-shutdown-delay must be 0 or more, not -1s"},
+		},
+		{
+			name:    "shutdown delay from the environment that is no duration",
+			env:     map[string]string{"READSIDE_SHUTDOWN_DELAY": "5"},
+			args:    []string{"-definitions", "defs"},
+			wantErr: []string{`$READSIDE_SHUTDOWN_DELAY: "5" is not a duration`},
+		},
+		{
 			name:    "positional arguments",
 			args:    []string{"-definitions", "defs", "shops.yaml"},
 			wantErr: []string{`unexpected arguments ["shops.yaml"]`},
@@ -110,7 +122,7 @@ func TestParseFlags(t *testing.T) {
 				if s.stream != "READSIDE_EVENTS" || s.dlqStream != "READSIDE_DLQ" || s.metricsAddr != "127.0.0.1:9464" {
 					t.Errorf("stream %q, dlq %q, metrics %q: want the defaults", s.stream, s.dlqStream, s.metricsAddr)
 				}
-				if o := s.opts; o.Batch != 256 || o.Workers != 4 || o.FetchConcurrency != 0 || o.ShutdownGrace != 10*time.Second {
+				if o := s.opts; o.Batch != 256 || o.Workers != 4 || o.FetchConcurrency != 0 || o.ShutdownGrace != 10*time.Second || s.stopDelay != 0 {
 					t.Errorf("options %+v: want the defaults", o)
 				}
 				if s.tombstoneTTL != 7*24*time.Hour || s.retryBudget != 3*time.Second || s.sourceMax != source.DefaultLimitMax {
@@ -125,7 +137,7 @@ func TestParseFlags(t *testing.T) {
 				"READSIDE_REDIS_ADDR": "r1:6379, r2:6379", "READSIDE_ES_URLS": "https://es1:9200,https://es2:9200",
 				"READSIDE_ES_USERNAME": "elastic", "READSIDE_ES_PASSWORD": "from-env", "READSIDE_REDIS_TLS": "true",
 				"READSIDE_STREAM": "EVENTS", "READSIDE_METRICS_ADDR": ":9000", "READSIDE_LOG_LEVEL": "debug",
-				"READSIDE_BATCH": "7", "READSIDE_WORKERS": "2", "READSIDE_SHUTDOWN_GRACE": "3s",
+				"READSIDE_BATCH": "7", "READSIDE_WORKERS": "2", "READSIDE_SHUTDOWN_GRACE": "3s", "READSIDE_SHUTDOWN_DELAY": "4s",
 				"READSIDE_TOMBSTONE_TTL": "1h", "READSIDE_SOURCE_MAX_CONCURRENCY": "64",
 			},
 			args: []string{},
@@ -140,7 +152,7 @@ func TestParseFlags(t *testing.T) {
 				if s.stream != "EVENTS" || s.metricsAddr != ":9000" || s.LogLevel != "debug" || s.tombstoneTTL != time.Hour {
 					t.Errorf("stream %q, metrics %q, log level %q, tombstone TTL %v: want the environment's", s.stream, s.metricsAddr, s.LogLevel, s.tombstoneTTL)
 				}
-				if o := s.opts; o.Batch != 7 || o.Workers != 2 || o.ShutdownGrace != 3*time.Second || s.sourceMax != 64 {
+				if o := s.opts; o.Batch != 7 || o.Workers != 2 || o.ShutdownGrace != 3*time.Second || s.stopDelay != 4*time.Second || s.sourceMax != 64 {
 					t.Errorf("options %+v, source max concurrency %d: want the environment's", o, s.sourceMax)
 				}
 			},

@@ -40,7 +40,7 @@ func TestReadyzReportsStreamLoss(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		errc <- run(ctx, []string{"-definitions", defFile, "-addr", "127.0.0.1:0", "-nats-url", c.URLs(),
-			"-redis-addr", testenv.RedisAddr(), "-es-urls", testenv.ElasticURL(), "-access-log=false"}, logs, ready)
+			"-redis-addr", testenv.RedisAddr(), "-es-urls", testenv.ElasticURL(), "-access-log=false", "-metrics-addr", "", "-shutdown-delay", "0s"}, logs, ready)
 	}()
 	var addr string
 	select {

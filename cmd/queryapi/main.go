@@ -28,6 +28,7 @@ import (
 
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
+	"github.com/readside/readside/internal/health"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/stream"
 )
@@ -45,6 +46,7 @@ type settings struct {
 	retryBudget time.Duration
 	accessLog   bool
 	metricsAddr string
+	stopDelay   time.Duration
 	opts        query.Options
 }
 
@@ -54,7 +56,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		"Serves detail, multi-get, list and search over the projections, falling back to the\nsource APIs when a store misses or fails.\n", out)
 	s.Common.Register(fs)
 	fs.StringVar(&s.addr, "addr", config.Env("READSIDE_QUERY_ADDR", "127.0.0.1:8080"), "address to serve on [$READSIDE_QUERY_ADDR]")
-	fs.StringVar(&s.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events, where re-project events go: /readyz reports its availability as nats [$READSIDE_OWN_STREAM]")
+	fs.StringVar(&s.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events, where re-project events go: the admin /readyz reports its availability as stream, the public one as nats [$READSIDE_OWN_STREAM]")
 	fs.DurationVar(&s.opts.RequestTimeout, "request-timeout", config.EnvDuration("READSIDE_REQUEST_TIMEOUT", query.DefaultRequestTimeout), "deadline of one request; every backend call gets what remains [$READSIDE_REQUEST_TIMEOUT]")
 	fs.IntVar(&s.opts.SourceConcurrency, "source-concurrency", config.EnvInt("READSIDE_SOURCE_CONCURRENCY", 16), "fallback requests at once to each source API [$READSIDE_SOURCE_CONCURRENCY]")
 	fs.IntVar(&s.opts.MaxLimit, "max-limit", config.EnvInt("READSIDE_MAX_LIMIT", 100), "largest page of list and search [$READSIDE_MAX_LIMIT]")
@@ -65,7 +67,8 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.BoolVar(&s.noPublish, "no-reproject", config.EnvBool("READSIDE_NO_REPROJECT", false), "do not publish re-project events for documents built from the sources [$READSIDE_NO_REPROJECT=true]")
 	fs.IntVar(&s.opts.MaxInflight, "max-inflight", config.EnvInt("READSIDE_MAX_INFLIGHT", 2048), "requests answered at once; beyond, a request gets 503 with Retry-After at once [$READSIDE_MAX_INFLIGHT]")
 	fs.IntVar(&s.opts.SearchMaxInflight, "search-max-inflight", config.EnvInt("READSIDE_SEARCH_MAX_INFLIGHT", 64), "ceiling of the adaptive limit on lists and searches answered at once; beyond the limit, they queue briefly, then get 503 with Retry-After, while detail and multi-get are still served [$READSIDE_SEARCH_MAX_INFLIGHT]")
-	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9465"), "address serving /metrics (Prometheus), apart from the public API; empty disables [$READSIDE_METRICS_ADDR]")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9465"), "admin address serving /metrics (Prometheus), /livez and /readyz, apart from the public API; :9465 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
+	fs.DurationVar(&s.stopDelay, "shutdown-delay", config.EnvDuration("READSIDE_SHUTDOWN_DELAY", 5*time.Second), "on SIGTERM, how long the admin /readyz answers 503 while the API goes on serving, so that load balancers stop sending requests, before the server drains [$READSIDE_SHUTDOWN_DELAY]")
 	fs.BoolVar(&s.accessLog, "access-log", config.EnvBool("READSIDE_ACCESS_LOG", true), "log every request [$READSIDE_ACCESS_LOG]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -75,10 +78,13 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	}
 	errs := []error{s.Common.Validate(), config.CheckEnv(
 		[]string{"READSIDE_SOURCE_CONCURRENCY", "READSIDE_MAX_LIMIT", "READSIDE_MAX_IDS", "READSIDE_MAX_INFLIGHT", "READSIDE_SEARCH_MAX_INFLIGHT"},
-		[]string{"READSIDE_REQUEST_TIMEOUT", "READSIDE_SOURCE_RETRY_BUDGET"}),
+		[]string{"READSIDE_REQUEST_TIMEOUT", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_SHUTDOWN_DELAY"}),
 		config.CheckEnvBools("READSIDE_NO_REPROJECT", "READSIDE_ACCESS_LOG")}
 	if s.opts.RequestTimeout < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("-request-timeout %s is too short", s.opts.RequestTimeout))
+	}
+	if s.stopDelay < 0 {
+		errs = append(errs, fmt.Errorf("-shutdown-delay must be 0 or more, not %s", s.stopDelay))
 	}
 	for name, v := range map[string]int{"-source-concurrency": s.opts.SourceConcurrency, "-max-limit": s.opts.MaxLimit, "-max-ids": s.opts.MaxIDs,
 		"-max-inflight": s.opts.MaxInflight, "-search-max-inflight": s.opts.SearchMaxInflight} {
@@ -110,17 +116,37 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.opts.Registerer = reg
+	// The admin server comes first, answering /readyz "starting" while
+	// the API sets up, and closes last, after the drain.
+	probes := health.New(log)
+	if s.metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		probes.Register(mux)
+		stopAdmin, err := health.ListenAdmin(s.metricsAddr, mux, log)
+		if err != nil {
+			return err
+		}
+		defer stopAdmin()
+	}
+	// ctx ends at SIGTERM, when the admin /readyz turns 503; the server
+	// drains -shutdown-delay later.
+	ctx, cancelWork := probes.ShutdownAfter(ctx, s.stopDelay)
+	defer cancelWork()
+
 	stores, err := backend.OpenStores(s.Backends, log)
 	if err != nil {
 		return err
 	}
 	defer stores.Close()
+	readiness := query.Readiness{Stores: stores.Check}
 	var pub query.Publisher
-	var nc *nats.Conn
-	var probe *stream.Probe
 	if !s.noPublish {
 		// NATS is only for re-project events: the API serves without it.
-		nc, err = s.Backends.NATS("readside-queryapi", log, nats.RetryOnFailedConnect(true))
+		nc, err := s.Backends.NATS("readside-queryapi", log, nats.RetryOnFailedConnect(true))
 		if err != nil {
 			return err
 		}
@@ -133,37 +159,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		// A connection is not enough: re-project events need the own
 		// stream, which may have lost its servers while the connection
 		// stays up.
-		probe = stream.NewProbe(js, s.ownStream, 2*time.Second, 2*time.Second, log)
+		readiness.NATS = nc
+		readiness.Stream = stream.NewProbe(js, s.ownStream, 2*time.Second, 2*time.Second, log)
 	}
 	views, err := backend.Views(ctx, defs, stores, s.retryBudget)
 	if err != nil {
 		return err
 	}
-	readiness := func(ctx context.Context) map[string]string {
-		state := stores.Ready(ctx)
-		if nc != nil {
-			state["nats"] = "down"
-			if nc.IsConnected() && probe.Check(ctx) == nil {
-				state["nats"] = "up"
-			}
-		}
-		return state
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.opts.Registerer = reg
-	api := query.New(views, pub, log, readiness, s.opts)
-	if s.metricsAddr != "" {
-		mln, err := net.Listen("tcp", s.metricsAddr)
-		if err != nil {
-			return fmt.Errorf("-metrics-addr: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go msrv.Serve(mln)
-		defer msrv.Close()
-	}
+	api := query.New(views, pub, log, readiness.Public, s.opts)
 	var handler http.Handler = api
 	if s.accessLog {
 		// One line a request, in the same format, through a buffer: a
@@ -180,6 +183,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
+	probes.SetCheck(readiness.Check)
 	names := make([]string, len(defs))
 	for i, d := range defs {
 		names[i] = d.Name

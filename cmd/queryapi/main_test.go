@@ -58,7 +58,7 @@ func TestServesEmbeddedStores(t *testing.T) {
 	}
 
 	args := []string{"-definitions", defFile, "-addr", "127.0.0.1:0", "-redis-addr", "embedded", "-es-urls", "embedded",
-		"-data-dir", data, "-no-reproject", "-access-log=false"}
+		"-data-dir", data, "-no-reproject", "-access-log=false", "-metrics-addr", "", "-shutdown-delay", "0s"}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, args, io.Discard, ready) }()
@@ -138,7 +138,7 @@ func TestNATSCreds(t *testing.T) {
 	} {
 		rctx, stop := context.WithCancel(ctx)
 		args := append([]string{"-definitions", defFile, "-addr", "127.0.0.1:0", "-metrics-addr", "", "-redis-addr", "embedded", "-es-urls", "embedded",
-			"-data-dir", filepath.Join(dir, "data"), "-access-log=false", "-nats-url", srv.URL}, tc.creds...)
+			"-data-dir", filepath.Join(dir, "data"), "-access-log=false", "-shutdown-delay", "0s", "-nats-url", srv.URL}, tc.creds...)
 		var log testenv.Buffer
 		ready := make(chan string, 1)
 		errc := make(chan error, 1)
@@ -168,5 +168,31 @@ func TestNATSCreds(t *testing.T) {
 		if err := <-errc; err != nil {
 			t.Errorf("%v: run after cancel: %v", tc.creds, err)
 		}
+	}
+}
+
+// -shutdown-delay defaults to 5s, long enough for Kubernetes to take the pod
+// out of its Service's endpoints; the environment sets it; a negative one
+// or one that is no duration stops the start.
+func TestParseShutdownDelay(t *testing.T) {
+	for _, v := range []string{"READSIDE_SHUTDOWN_DELAY", "READSIDE_METRICS_ADDR"} {
+		t.Setenv(v, "")
+	}
+	s, err := parse([]string{"-definitions", "x.yaml", "-no-reproject"}, io.Discard)
+	if err != nil || s.stopDelay != 5*time.Second || s.metricsAddr != "127.0.0.1:9465" {
+		t.Errorf("defaults: %v, %+v; want -shutdown-delay 5s, -metrics-addr 127.0.0.1:9465", err, s)
+	}
+	t.Setenv("READSIDE_SHUTDOWN_DELAY", "12s")
+	if s, err := parse([]string{"-definitions", "x.yaml", "-no-reproject"}, io.Discard); err != nil || s.stopDelay != 12*time.Second {
+		t.Errorf("from the environment: %v, %v; want 12s", err, s.stopDelay)
+	}
+	if _, err := parse([]string{"-definitions", "x.yaml", "-no-reproject", "-shutdown-delay", "-1s"}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "-shutdown-delay must be 0 or more, not -1s") {
+		t.Errorf("negative: %v", err)
+	}
+	t.Setenv("READSIDE_SHUTDOWN_DELAY", "5")
+	if _, err := parse([]string{"-definitions", "x.yaml", "-no-reproject"}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), `$READSIDE_SHUTDOWN_DELAY: "5" is not a duration`) {
+		t.Errorf("no duration: %v", err)
 	}
 }

@@ -221,7 +221,6 @@ func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare 
 	return out, nil
 }
 
-// Ready reports each store's state for a readiness probe: "up" or "down"
 // ElasticProbe asks Elasticsearch through es for its cluster health as the
 // node it reaches sees it: a ping, since HEAD / is missing from some
 // distributions (the integration-test zip answers 405).
@@ -240,12 +239,30 @@ func ElasticProbe(es *elasticsearch.Client) func(ctx context.Context) error {
 	}
 }
 
-// (why, at debug level in the log).
-func (s *Stores) Ready(ctx context.Context) map[string]string {
+// Check asks each store whether it answers, within 1s at most: nil for one
+// that does, else why not, keyed "redis", "elasticsearch" or "embedded"
+// (up while the process runs). Safe for concurrent use.
+func (s *Stores) Check(ctx context.Context) map[string]error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
+	state := map[string]error{}
+	if s.Redis != nil {
+		state["redis"] = s.Redis.Ping(ctx).Err()
+	}
+	if s.Elastic != nil {
+		state["elasticsearch"] = ElasticProbe(s.Elastic)(ctx)
+	}
+	if s.Embedded != nil {
+		state["embedded"] = nil
+	}
+	return state
+}
+
+// Ready reports each store's state for a readiness probe: "up" or "down"
+// (why, at debug level in the log).
+func (s *Stores) Ready(ctx context.Context) map[string]string {
 	state := map[string]string{}
-	check := func(name string, err error) {
+	for name, err := range s.Check(ctx) {
 		state[name] = "up"
 		if err != nil {
 			state[name] = "down"
@@ -253,15 +270,6 @@ func (s *Stores) Ready(ctx context.Context) map[string]string {
 				s.Log.Debug("readiness: a store does not answer", "store", name, "err", err)
 			}
 		}
-	}
-	if s.Redis != nil {
-		check("redis", s.Redis.Ping(ctx).Err())
-	}
-	if s.Elastic != nil {
-		check("elasticsearch", ElasticProbe(s.Elastic)(ctx))
-	}
-	if s.Embedded != nil {
-		check("embedded", nil) // in the process: up while it runs
 	}
 	return state
 }

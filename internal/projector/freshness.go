@@ -201,7 +201,7 @@ func (m *Monitor) record(f Freshness) {
 		switch {
 		case len(failing) > 0 && !m.deadDown:
 			m.log.Warn("reading the dead-letter stream failed: readside_dead_letter_messages is missing or its reasons old until it works",
-				"stream", "dead-letter", "err", failing[0], "projections", len(failing))
+				"err", failing[0], "projections", len(failing))
 		case len(failing) == 0 && m.deadDown:
 			m.log.Info("reading the dead-letter stream works again")
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/readside/readside/internal/health"
 	"github.com/readside/readside/internal/stream"
 )
 
@@ -57,14 +59,14 @@ type MonitoredConsumer struct {
 	Kind       string // "live", "reproject", "replay" or "retry"
 }
 
-// ConsumersOf lists the durable consumers of a projection, live first.
+// ConsumersOf lists the durable consumers of a projection, live first
+// (stream.ConsumersOf, with the projection).
 func ConsumersOf(projection string) []MonitoredConsumer {
-	return []MonitoredConsumer{
-		{stream.ConsumerName(projection), projection, "live"},
-		{stream.ReprojectConsumerName(projection), projection, "reproject"},
-		{stream.ReplayConsumerName(projection), projection, "replay"},
-		{stream.RetryConsumerName(projection), projection, "retry"},
+	var out []MonitoredConsumer
+	for _, c := range stream.ConsumersOf(projection) {
+		out = append(out, MonitoredConsumer{Name: c.Name, Projection: projection, Kind: c.Kind})
 	}
+	return out
 }
 
 // Monitor checks, every Interval, that JetStream answers for the events
@@ -267,33 +269,62 @@ func (m *Monitor) State() (stream, consumers string, down []string) {
 
 // Readiness is the projector's readiness: NATS connected, the events stream
 // and every durable consumer available at the Monitor's last check, and
-// every store answering.
+// every store answering. Each part missing is not ready, with its reason.
 type Readiness struct {
-	NATS    interface{ IsConnected() bool }
+	NATS    health.Conn
 	Monitor *Monitor
-	// Stores reports each store "up" or anything else (backend.Stores.Ready).
-	Stores func(ctx context.Context) map[string]string
+	// Stores asks each store whether it answers (backend.Stores.Check).
+	Stores func(ctx context.Context) map[string]error
 }
 
-// Check reports whether the projector is ready and the state of each part:
-// "nats", "stream", "consumers", and one entry per store.
-func (r Readiness) Check(ctx context.Context) (ready bool, checks map[string]string) {
-	checks = map[string]string{}
+// Check reports whether the projector is ready, and each part's state:
+// "nats", "stream" (the events and own streams), "consumers" (every durable
+// consumer), and one entry per store; each part not up has its reason, the
+// streams' and consumers' naming which one. Before the Monitor's first
+// round, "stream" and "consumers" are unknown, and the projector is not
+// ready. Safe for concurrent use.
+func (r Readiness) Check(ctx context.Context) health.Status {
+	s := health.NewStatus()
 	if r.Stores != nil {
-		maps.Copy(checks, r.Stores(ctx))
-	}
-	checks["nats"] = "down"
-	if r.NATS != nil && r.NATS.IsConnected() {
-		checks["nats"] = "up"
-	}
-	if r.Monitor != nil {
-		checks["stream"], checks["consumers"], _ = r.Monitor.State()
-	}
-	ready = true
-	for _, v := range checks {
-		if v != "up" {
-			ready = false
+		for name, err := range r.Stores(ctx) {
+			s.Set(name, err)
 		}
 	}
-	return ready, checks
+	s.Set("nats", health.NATSCheck(r.NATS))
+	if r.Monitor != nil {
+		stream, _, _ := r.Monitor.State()
+		unavailable := r.Monitor.Unavailable()
+		for _, part := range []struct{ check, what string }{{"stream", "stream "}, {"consumers", "consumer "}} {
+			if stream == health.Unknown {
+				s.SetUnknown(part.check, "not checked yet: the first JetStream check has not ended")
+				continue
+			}
+			var why []string
+			for _, name := range slices.Sorted(maps.Keys(unavailable)) {
+				if strings.HasPrefix(name, part.what) {
+					why = append(why, name+": "+unavailable[name].Error())
+				}
+			}
+			if len(why) == 0 {
+				s.Set(part.check, nil)
+			} else {
+				s.Set(part.check, errors.New(strings.Join(why, "; ")))
+			}
+		}
+	}
+	s.Ready = s.AllUp()
+	return s
+}
+
+// Unavailable returns why each stream and consumer was unavailable at the
+// last round of checks, keyed "stream <name>" or "consumer <name>" as State
+// names them.
+func (m *Monitor) Unavailable() map[string]error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]error, len(m.down))
+	for tg, err := range m.down {
+		out[tg.what+" "+tg.name] = err
+	}
+	return out
 }

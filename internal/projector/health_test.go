@@ -2,11 +2,13 @@ package projector_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -132,7 +134,7 @@ func TestMonitor(t *testing.T) {
 }
 
 // Readiness is ready only when NATS, the stream, every consumer and every
-// store are up; it reports each part.
+// store are up; it reports each part, and why each one not up is not.
 func TestReadiness(t *testing.T) {
 	_, js := testenv.StartJetStream(t).Connect(t)
 	ctx := context.Background()
@@ -143,32 +145,48 @@ func TestReadiness(t *testing.T) {
 	up.Check(ctx)
 	down := projector.NewMonitor(js, "NO_SUCH_STREAM", nil, nil, nil, projector.MonitorOptions{})
 	down.Check(ctx)
+	noConsumer := projector.NewMonitor(js, "READSIDE_EVENTS", []string{"readside_gone"}, nil, nil, projector.MonitorOptions{})
+	noConsumer.Check(ctx)
 	unchecked := projector.NewMonitor(js, "READSIDE_EVENTS", nil, nil, nil, projector.MonitorOptions{})
-	stores := func(s map[string]string) func(context.Context) map[string]string {
-		return func(context.Context) map[string]string { return s }
+	stores := func(s map[string]error) func(context.Context) map[string]error {
+		return func(context.Context) map[string]error { return s }
 	}
+	refused := errors.New("dial tcp 127.0.0.1:9200: connect: connection refused")
 	for _, tc := range []struct {
-		name  string
-		r     projector.Readiness
-		ready bool
-		want  string // a check that must hold, name=state
+		name   string
+		r      projector.Readiness
+		ready  bool
+		want   string // a check that must hold, name=state
+		reason string // what its reason says, when not up
 	}{
-		{"all up", projector.Readiness{NATS: connected(true), Monitor: up, Stores: stores(map[string]string{"redis": "up", "elasticsearch": "up"})}, true, "stream=up"},
-		{"nats down", projector.Readiness{NATS: connected(false), Monitor: up, Stores: stores(map[string]string{"redis": "up"})}, false, "nats=down"},
-		{"stream down", projector.Readiness{NATS: connected(true), Monitor: down, Stores: stores(map[string]string{"redis": "up"})}, false, "stream=down"},
-		{"not checked yet", projector.Readiness{NATS: connected(true), Monitor: unchecked, Stores: stores(map[string]string{"redis": "up"})}, false, "stream=unknown"},
-		{"a store down", projector.Readiness{NATS: connected(true), Monitor: up, Stores: stores(map[string]string{"redis": "up", "elasticsearch": "down"})}, false, "elasticsearch=down"},
+		{"all up", projector.Readiness{NATS: conn{connected: true}, Monitor: up, Stores: stores(map[string]error{"redis": nil, "elasticsearch": nil})}, true, "stream=up", ""},
+		{"nats down", projector.Readiness{NATS: conn{status: nats.RECONNECTING, err: errors.New("connection refused")}, Monitor: up, Stores: stores(map[string]error{"redis": nil})}, false, "nats=down",
+			"not connected (RECONNECTING): nothing is published or consumed until nats.go reconnects; last error: connection refused"},
+		{"stream down", projector.Readiness{NATS: conn{connected: true}, Monitor: down, Stores: stores(map[string]error{"redis": nil})}, false, "stream=down", "stream NO_SUCH_STREAM: nats: API error: code=404 err_code=10059 description=stream not found"},
+		{"a consumer down", projector.Readiness{NATS: conn{connected: true}, Monitor: noConsumer, Stores: stores(map[string]error{"redis": nil})}, false, "consumers=down", "consumer readside_gone: nats: API error: code=404 err_code=10014 description=consumer not found"},
+		{"not checked yet", projector.Readiness{NATS: conn{connected: true}, Monitor: unchecked, Stores: stores(map[string]error{"redis": nil})}, false, "stream=unknown", "not checked yet"},
+		{"a store down", projector.Readiness{NATS: conn{connected: true}, Monitor: up, Stores: stores(map[string]error{"redis": nil, "elasticsearch": refused})}, false, "elasticsearch=down", refused.Error()},
 	} {
-		ready, checks := tc.r.Check(ctx)
+		s := tc.r.Check(ctx)
 		name, state, _ := strings.Cut(tc.want, "=")
-		if ready != tc.ready || checks[name] != state {
-			t.Errorf("%s: ready %v, checks %v; want ready %v and %s", tc.name, ready, checks, tc.ready, tc.want)
+		if s.Ready != tc.ready || s.Checks[name] != state {
+			t.Errorf("%s: ready %v, checks %v; want ready %v and %s", tc.name, s.Ready, s.Checks, tc.ready, tc.want)
+		}
+		if !strings.Contains(s.Reasons[name], tc.reason) || (tc.reason == "") != (s.Reasons[name] == "") {
+			t.Errorf("%s: reason of %s %q, want %q", tc.name, name, s.Reasons[name], tc.reason)
 		}
 	}
 }
 
-type connected bool
+// conn is a NATS connection's state, for Readiness.
+type conn struct {
+	connected bool
+	status    nats.Status
+	err       error
+}
 
-func (c connected) IsConnected() bool { return bool(c) }
+func (c conn) IsConnected() bool   { return c.connected }
+func (c conn) Status() nats.Status { return c.status }
+func (c conn) LastError() error    { return c.err }
 
 var _ projector.JetStreamInfo = jetstream.JetStream(nil)

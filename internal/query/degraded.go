@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 )
@@ -61,27 +62,32 @@ func (v *view) asmSource(ctx context.Context, url string) ([]byte, error) {
 	return v.limitedPrimary.Get(ctx, url)
 }
 
-// readyz reports each backend's state. It answers 503 only when neither
-// store answers: with one of them, or with the sources, reads still work.
+// errDown stands for a store the public state reports down.
+var errDown = errors.New("down")
+
+// readyz is the public /readyz: each backend's state, in a flat map. It
+// answers 503 only when no store answers: with one of them, or with the
+// sources, reads still work (see Readiness). Kubernetes should probe the
+// admin address's /readyz instead, which also fails on shutdown and says why.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	state := map[string]string{}
 	if s.ready != nil {
 		state = s.ready(r.Context())
 	}
-	// Ready while any store answers: with one of them, or with the source
-	// APIs, reads still work. NATS only carries re-project events.
-	code := http.StatusServiceUnavailable
-	stores := 0
+	// NATS only carries re-project events: the rule of Readiness.
+	var stores []error
 	for name, st := range state {
 		if name != "nats" {
-			stores++
 			if st == "up" {
-				code = http.StatusOK
+				stores = append(stores, nil)
+			} else {
+				stores = append(stores, errDown)
 			}
 		}
 	}
-	if stores == 0 {
-		code = http.StatusOK
+	code := http.StatusOK
+	if !readsWork(stores) {
+		code = http.StatusServiceUnavailable
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

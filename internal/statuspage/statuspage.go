@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/readside/readside/internal/health"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/stream"
 )
@@ -33,9 +34,10 @@ import (
 type Source struct {
 	// Freshness is the Monitor's last view (projector.Monitor.Freshness).
 	Freshness func() projector.Freshness
-	// Ready is the projector's readiness: whether it is ready, and each
-	// dependency's state ("up", or why not).
-	Ready func(ctx context.Context) (ready bool, checks map[string]string)
+	// Ready is the projector's readiness, as /readyz answers it
+	// (health.Probes.Check): its status, and each dependency's state with
+	// the reason when it is not up.
+	Ready func(ctx context.Context) health.Report
 	// Refresh is how often the page reloads itself [5s].
 	Refresh time.Duration
 	// Now is the clock [time.Now]; tests set it.
@@ -78,7 +80,8 @@ func Handler(src Source) http.Handler {
 type view struct {
 	Now         string
 	Refresh     int // seconds
-	Ready       bool
+	Ready       bool   // ready or degraded: /readyz answers 200
+	Status      string // as /readyz says it: ready, degraded, not ready, starting, shutting down
 	Checks      []check
 	Projections []projectionView
 	Observed    string // when the Monitor's last round ended
@@ -86,8 +89,8 @@ type view struct {
 }
 
 type check struct {
-	Name, State string
-	Up          bool
+	Name, State, Reason string
+	Up                  bool
 }
 
 type projectionView struct {
@@ -120,10 +123,11 @@ func build(ctx context.Context, src Source) view {
 	now := src.Now()
 	v := view{Now: now.UTC().Format(time.RFC3339), Refresh: int(math.Ceil(src.Refresh.Seconds()))}
 	if src.Ready != nil {
-		ready, checks := src.Ready(ctx)
-		v.Ready = ready
-		for name, state := range checks {
-			v.Checks = append(v.Checks, check{Name: name, State: state, Up: state == "up"})
+		r := src.Ready(ctx)
+		v.Status = r.Status
+		v.Ready = r.Status == health.StatusReady || r.Status == health.StatusDegraded
+		for name, state := range r.Checks {
+			v.Checks = append(v.Checks, check{Name: name, State: state, Reason: r.Reasons[name], Up: state == health.Up})
 		}
 		slices.SortFunc(v.Checks, func(a, b check) int { return strings.Compare(a.Name, b.Name) })
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/readside/readside/internal/health"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/stream"
 )
@@ -63,15 +64,16 @@ func TestPageShowsFreshness(t *testing.T) {
 	now := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
 	src := Source{
 		Freshness: func() projector.Freshness { return sample(now) },
-		Ready: func(context.Context) (bool, map[string]string) {
-			return false, map[string]string{"nats": "up", "redis": "up", "consumers": "down"}
+		Ready: func(context.Context) health.Report {
+			return health.Report{Status: health.StatusNotReady, Checks: map[string]string{"nats": "up", "redis": "up", "consumers": "down"},
+				Reasons: map[string]string{"consumers": "consumer readside_shops_retry: no answer within 2s"}}
 		},
 		Now: func() time.Time { return now },
 	}
 	body := render(t, src)
 	for _, want := range []string{
 		`id="readiness">not ready`,
-		`data-dependency="consumers"><td>consumers</td><td class="down">down`,
+		`data-dependency="consumers"><td>consumers</td><td class="down">down</td><td class="reason">consumer readside_shops_retry: no answer within 2s`,
 		`data-projection="shops"`,
 		`data-kind="live" data-lag-seconds="43.500"`,
 		`data-kind="reproject" data-lag-seconds="0.000"`,

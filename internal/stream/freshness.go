@@ -234,7 +234,8 @@ func (s *Setup) dlqInfo(ctx context.Context, subject string) (*jetstream.StreamI
 // all projections share the stream, so the start is estimated from the
 // projection's share of the sequence range, corrected once from what the
 // server says is left after it, and at most 4×MaxReasonEntries entries are
-// read through an ordered consumer (which JetStream removes when idle).
+// read through an ordered consumer, deleted after (or else removed by
+// JetStream after 30 s idle).
 // On error, the returned DeadLetters has Err set and whatever was learnt.
 func (s *Setup) ReadDeadLetters(ctx context.Context, projection string) (DeadLetters, error) {
 	d := DeadLetters{Projection: projection}
@@ -317,6 +318,16 @@ func (s *Setup) readEntries(ctx context.Context, subject string, start uint64) (
 	if err != nil {
 		return nil, 0, fmt.Errorf("stream: reading %s: %w", subject, err)
 	}
+	defer func() {
+		// Gone at once rather than after InactiveThreshold: every replica
+		// of the projector reads the reasons when the count changes. A
+		// failure leaves it to the threshold.
+		if info := c.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			_ = s.js.DeleteConsumer(dctx, s.cfg.DeadLetter, info.Name)
+		}
+	}()
 	var out []deadEntry
 	var left uint64
 	for m := range batch.Messages() {

@@ -185,10 +185,11 @@ func TestReadDeadLetters(t *testing.T) {
 	if err != nil || d.Messages != 0 || len(d.Reasons) != 0 || d.Projection != "shops" {
 		t.Fatalf("no entries: %+v, %v", d, err)
 	}
-	// Older entries with a reason the newest do not give, more than are
-	// read; then the newest, among three times as many of another
-	// projection's (the estimated start is too late at first).
-	for i := range 300 {
+	// Older entries with a reason the newest do not give, more than one
+	// read takes (800); then the newest, among three times as many of
+	// another projection's (the estimated start is too late at first).
+	const old = 1000
+	for i := range old {
 		entry("shops", fmt.Sprint(i), "old reason")
 	}
 	for i := range stream.MaxReasonEntries {
@@ -206,11 +207,23 @@ func TestReadDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantReasons := []stream.ReasonCount{{"no valid id", 150}, {"GET /shops/{id}: status 400", 50}}
-	if d.Messages != 300+stream.MaxReasonEntries || d.Read != stream.MaxReasonEntries || fmt.Sprint(d.Reasons) != fmt.Sprint(wantReasons) {
-		t.Errorf("got %d entries, %d read, reasons %v; want %d, %d, %v", d.Messages, d.Read, d.Reasons, 300+stream.MaxReasonEntries, stream.MaxReasonEntries, wantReasons)
+	if d.Messages != old+stream.MaxReasonEntries || d.Read != stream.MaxReasonEntries || fmt.Sprint(d.Reasons) != fmt.Sprint(wantReasons) {
+		t.Errorf("got %d entries, %d read, reasons %v; want %d, %d, %v", d.Messages, d.Read, d.Reasons, old+stream.MaxReasonEntries, stream.MaxReasonEntries, wantReasons)
+	}
+	// The ordered consumers that read the entries are gone.
+	dlq, err := js.Stream(ctx, setup.Config().DeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Errorf("%d consumers left on the dead-letter stream", info.State.Consumers)
 	}
 	counts, err := setup.CountDeadLetters(ctx)
-	if err != nil || counts["shops"] != 300+stream.MaxReasonEntries || counts["others"] != 3*stream.MaxReasonEntries || len(counts) != 2 {
+	if err != nil || counts["shops"] != old+stream.MaxReasonEntries || counts["others"] != 3*stream.MaxReasonEntries || len(counts) != 2 {
 		t.Errorf("CountDeadLetters: %v, %v", counts, err)
 	}
 }
