@@ -12,6 +12,8 @@
 #                                      instant when they are). A cluster node that a test killed or stopped
 #                                      is started again; a Redis Cluster that cannot be repaired is made
 #                                      anew. The Elasticsearch nodes start in parallel (~1-2 min cold).
+#                                      `up` also installs the tools tests run when missing: Debian's
+#                                      chromium (headless: the status page's browser test).
 #   scripts/testenv.sh down [PIECE...] stop the pieces named, all by default; their data stays
 #   scripts/testenv.sh status          say how each piece is (exit 0 only when all are healthy)
 #
@@ -720,8 +722,15 @@ piece_healthy() { # PIECE
 	esac
 }
 
+# Tools the tests run besides the services: Debian's chromium, headless, for the browser test of the
+# projector's status page. Installed when missing; instant when there.
+tools_up() {
+	command -v chromium >/dev/null || apt_install chromium
+}
+
 cmd_up() {
 	local piece keys=() healthy=1
+	tools_up
 	want_pieces "$@"
 	local want=("${WANT[@]}")
 	# Warm path: nothing to do, touch nothing.

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,6 +35,7 @@ import (
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/source"
+	"github.com/readside/readside/internal/statuspage"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
 )
@@ -68,7 +70,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.StringVar(&s.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events: re-project, replay and retry requests [$READSIDE_OWN_STREAM]")
 	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	fs.IntVar(&s.replicas, "stream-replicas", config.EnvInt("READSIDE_STREAM_REPLICAS", 1), "servers of the NATS cluster keeping the events and dead-letter streams and the durable consumers, 1 to 5; an existing stream is changed to it [$READSIDE_STREAM_REPLICAS]")
-	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "admin address serving /metrics, /livez, /readyz and /healthz (the old name of /readyz); :9464 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "admin address serving /metrics, /livez, /readyz, /healthz (the old name of /readyz) and the /status page; :9464 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.StringVar(&s.queryAddr, "query-addr", config.Env("READSIDE_PROJECTOR_QUERY_ADDR", ""), "also serve the query API here, from this process, with its default settings: how a single machine on embedded stores serves reads (cmd/queryapi has every setting); empty: no [$READSIDE_PROJECTOR_QUERY_ADDR]")
 	fs.DurationVar(&s.monitorEvery, "monitor-interval", config.EnvDuration("READSIDE_MONITOR_INTERVAL", 5*time.Second), "how often the projector asks JetStream for the stream, each durable consumer (availability, backlog, lag) and the dead-letter counts [$READSIDE_MONITOR_INTERVAL]")
 	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
@@ -139,8 +141,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// The admin server comes first, answering /readyz "starting" while
 	// the projector sets up, and closes last, after the drain.
 	probes := health.New(log)
+	var monitored atomic.Pointer[projector.Monitor] // for the status page, once made
+	status := statuspage.Handler(statuspage.Source{
+		Freshness: func() projector.Freshness {
+			if m := monitored.Load(); m != nil {
+				return m.Freshness()
+			}
+			return projector.Freshness{}
+		},
+		Ready: probes.Check,
+	})
 	if s.metricsAddr != "" {
-		stopAdmin, err := health.ListenAdmin(s.metricsAddr, adminMux(reg, probes), log)
+		stopAdmin, err := health.ListenAdmin(s.metricsAddr, adminMux(reg, probes, status), log)
 		if err != nil {
 			return err
 		}
@@ -202,13 +214,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		names = append(names, d.Name)
-		consumers = append(consumers, stream.ConsumerName(d.Name), stream.ReprojectConsumerName(d.Name), stream.ReplayConsumerName(d.Name), stream.RetryConsumerName(d.Name))
+		for _, c := range stream.ConsumersOf(d.Name) {
+			consumers = append(consumers, c.Name)
+		}
 		g.Go(func() error { return p.Run(gctx) })
 	}
 	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{
 		Interval: s.monitorEvery, StreamOf: streams.StreamOf, Projections: names, DeadLetters: streams,
 	})
 	g.Go(func() error { return monitor.Run(gctx) })
+	monitored.Store(monitor)
 	probes.SetCheck(projector.Readiness{NATS: nc, Monitor: monitor, Stores: conn.Stores.Check}.Check)
 	if s.queryAddr != "" {
 		if err := serveQuery(gctx, g, s.queryAddr, defs, conn.Stores, js, reg, log); err != nil {
@@ -229,14 +244,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// adminMux serves the metrics and the probes (health.Probes): /livez
+// adminMux serves the metrics, the status page and the probes
+// (health.Probes): /livez
 // answers 200 while the process serves, whatever its dependencies do:
 // restarting the process would not bring NATS back. /readyz (and /healthz,
 // its old name) answers 200 only while the projector can work: connected to
 // NATS, the events stream and every durable consumer available, every store
 // answering; else 503 with the reasons.
-func adminMux(reg *prometheus.Registry, probes *health.Probes) *http.ServeMux {
+func adminMux(reg *prometheus.Registry, probes *health.Probes, status http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /status", status)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	probes.Register(mux)
 	mux.HandleFunc("GET /healthz", probes.Readyz)

@@ -121,7 +121,7 @@ progress and notes stay on stderr.`,
 	root.SetErr(e.stderr)
 	a.registerGlobal(root)
 
-	root.AddCommand(newIDsCmd(a), newAllCmd(a), newSinceCmd(a), newDLQCmd(a), newRebuildCmd(a), newVerifyCmd(a))
+	root.AddCommand(newIDsCmd(a), newAllCmd(a), newSinceCmd(a), newDLQCmd(a), newRebuildCmd(a), newVerifyCmd(a), newStatusCmd(a))
 
 	return root
 }

@@ -32,7 +32,13 @@ func clients(def *projections.Definition, transport http.RoundTripper, retryBudg
 			hist := l.seconds.MustCurryWith(prometheus.Labels{"projection": key.projection, "source": key.source})
 			o.Observe = func(result string, d time.Duration) { hist.WithLabelValues(result).Observe(d.Seconds()) }
 		}
-		out[i] = source.WithBreaker(source.New(o), def.Name+"/"+s.Name)
+		b := source.WithBreaker(source.New(o), def.Name+"/"+s.Name)
+		if l != nil {
+			l.mu.Lock()
+			l.breakers[limitKey{def.Name, s.Name}] = b
+			l.mu.Unlock()
+		}
+		out[i] = b
 	}
 	return out
 }
@@ -49,13 +55,15 @@ func clients(def *projections.Definition, transport http.RoundTripper, retryBudg
 //	readside_source_inflight           gauge: requests in flight now
 //	readside_source_request_seconds    histogram of one attempt (a retry is another), also labelled
 //	                                   result: ok, not_found, bad, unavailable
+//	readside_source_breaker_state      gauge: the source's circuit breaker, 0 closed, 1 half-open, 2 open
 type Limits struct {
 	o        source.LimiterOptions
 	mu       sync.Mutex
 	limiters map[limitKey]*source.Limiter
+	breakers map[limitKey]*source.Breaker // the last made for each source
 
-	limit, inflight *prometheus.Desc
-	seconds         *prometheus.HistogramVec
+	limit, inflight, breaker *prometheus.Desc
+	seconds                  *prometheus.HistogramVec
 }
 
 type limitKey struct{ projection, source string }
@@ -70,10 +78,13 @@ func NewLimits(o source.LimiterOptions, reg prometheus.Registerer) *Limits {
 	l := &Limits{
 		o:        o,
 		limiters: map[limitKey]*source.Limiter{},
+		breakers: map[limitKey]*source.Breaker{},
 		limit: prometheus.NewDesc("readside_source_concurrency_limit",
 			"Requests to the source that the adaptive limiter lets be in flight now.", []string{"projection", "source"}, nil),
 		inflight: prometheus.NewDesc("readside_source_inflight",
 			"Requests to the source in flight now.", []string{"projection", "source"}, nil),
+		breaker: prometheus.NewDesc("readside_source_breaker_state",
+			"State of the source's circuit breaker: 0 closed (requests go through), 1 half-open (one probes the source), 2 open (failing fast after 5 failures in a row).", []string{"projection", "source"}, nil),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "readside_source_request_seconds", Help: "Time of one request to the source (one attempt), by result: ok, not_found, bad (another 4xx), unavailable (a network error, a timeout, 408, 429, 5xx).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
@@ -114,6 +125,7 @@ func (l *Limits) limiter(k limitKey) *source.Limiter {
 func (l *Limits) Describe(ch chan<- *prometheus.Desc) {
 	ch <- l.limit
 	ch <- l.inflight
+	ch <- l.breaker
 	l.seconds.Describe(ch)
 }
 
@@ -124,6 +136,9 @@ func (l *Limits) Collect(ch chan<- prometheus.Metric) {
 	for k, lim := range l.limiters {
 		ch <- prometheus.MustNewConstMetric(l.limit, prometheus.GaugeValue, float64(lim.Limit()), k.projection, k.source)
 		ch <- prometheus.MustNewConstMetric(l.inflight, prometheus.GaugeValue, float64(lim.Inflight()), k.projection, k.source)
+	}
+	for k, b := range l.breakers {
+		ch <- prometheus.MustNewConstMetric(l.breaker, prometheus.GaugeValue, float64(b.State()), k.projection, k.source)
 	}
 	l.seconds.Collect(ch)
 }

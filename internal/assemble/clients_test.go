@@ -94,3 +94,48 @@ func TestLimits(t *testing.T) {
 		}
 	}
 }
+
+// The state of each source's circuit breaker is a metric: 0 while the
+// source answers, 2 once it failed 5 times in a row.
+func TestLimitsReportBreakerState(t *testing.T) {
+	var down atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, `{"name":"a shop","rating":4}`)
+	}))
+	t.Cleanup(srv.Close)
+	def := parse(t, primaryOnly, srv.URL)
+	reg := prometheus.NewRegistry()
+	limits := assemble.NewLimits(source.LimiterOptions{}, reg)
+	asm := assemble.New(def, limits.Clients(def, nil, time.Millisecond), assemble.Options{Concurrency: 1})
+	state := func() float64 {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "readside_source_breaker_state" {
+				for _, m := range f.GetMetric() {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Fatal("no readside_source_breaker_state")
+		return -1
+	}
+	asm.Assemble(testCtx(t), []string{"1"})
+	if s := state(); s != 0 {
+		t.Errorf("breaker state %v while the source answers, want 0 (closed)", s)
+	}
+	down.Store(true)
+	for i := range 6 {
+		asm.Assemble(testCtx(t), []string{strconv.Itoa(i)})
+	}
+	if s := state(); s != 2 {
+		t.Errorf("breaker state %v after the source failed 6 times, want 2 (open)", s)
+	}
+}

@@ -118,11 +118,13 @@ func (p *Projector) attempt(ctx context.Context, head uint64, batch []item, fetc
 	var wg errgroup.Group
 	for s, st := range p.stores {
 		wg.Go(func() error {
+			start := time.Now()
 			if r, ok := st.Store.(sink.Reporter); ok {
 				reports[s], errs[s] = r.WriteReport(ctx, write)
 			} else {
 				errs[s] = st.Store.Write(ctx, write)
 			}
+			p.m.WriteSeconds.WithLabelValues(p.label, st.Name).Observe(time.Since(start).Seconds())
 			p.m.Writes.WithLabelValues(p.label, st.Name, status(errs[s])).Inc()
 			return nil
 		})

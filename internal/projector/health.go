@@ -59,14 +59,14 @@ type MonitoredConsumer struct {
 	Kind       string // "live", "reproject", "replay" or "retry"
 }
 
-// ConsumersOf lists the durable consumers of a projection, live first.
+// ConsumersOf lists the durable consumers of a projection, live first
+// (stream.ConsumersOf, with the projection).
 func ConsumersOf(projection string) []MonitoredConsumer {
-	return []MonitoredConsumer{
-		{stream.ConsumerName(projection), projection, "live"},
-		{stream.ReprojectConsumerName(projection), projection, "reproject"},
-		{stream.ReplayConsumerName(projection), projection, "replay"},
-		{stream.RetryConsumerName(projection), projection, "retry"},
+	var out []MonitoredConsumer
+	for _, c := range stream.ConsumersOf(projection) {
+		out = append(out, MonitoredConsumer{Name: c.Name, Projection: projection, Kind: c.Kind})
 	}
+	return out
 }
 
 // Monitor checks, every Interval, that JetStream answers for the events

@@ -42,6 +42,7 @@ func TestAdaptiveSourceConcurrency(t *testing.T) {
 	env := projector.Env{
 		JetStream: h.js, Streams: h.streams, Stores: h.stores, Log: testenv.Logger(t, "projector"),
 		SourceLimits: assemble.NewLimits(source.LimiterOptions{}, reg),
+		Metrics:      projector.NewMetrics(reg),
 	}
 	p, err := projector.ForDefinition(ctx, h.def, env, projector.Options{})
 	if err != nil {
@@ -82,6 +83,9 @@ func TestAdaptiveSourceConcurrency(t *testing.T) {
 		"readside_source_concurrency_limit{projection=" + h.def.Name + ",source=shop}",
 		"readside_source_inflight{projection=" + h.def.Name + ",source=shop}",
 		"readside_source_request_seconds{projection=" + h.def.Name + ",result=ok,source=shop}",
+		"readside_source_breaker_state{projection=" + h.def.Name + ",source=shop}",
+		"readside_projector_write_seconds{projection=" + h.def.Name + ",store=redis}",
+		"readside_projector_write_seconds{projection=" + h.def.Name + ",store=elasticsearch}",
 	} {
 		if !seen[name] {
 			t.Errorf("no metric %s", name)

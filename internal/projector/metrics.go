@@ -7,6 +7,7 @@ type Metrics struct {
 	Events       *prometheus.CounterVec   // events by outcome: acked, dead_lettered, retried, naked, partial, rechecked
 	Fetches      *prometheus.CounterVec   // source fetches by result: ok, not_found, bad, unavailable
 	Writes       *prometheus.CounterVec   // batch writes by store and result
+	WriteSeconds *prometheus.HistogramVec // time of one batch write, by store
 	BatchSeconds *prometheus.HistogramVec // time to fetch, build and write one batch
 	Held         *prometheus.GaugeVec     // messages held: pending and in flight
 	Paused       *prometheus.GaugeVec     // 1 while pulling is paused because a dependency fails
@@ -29,6 +30,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "readside_projector_writes_total", Help: "Batch writes, by store and result.",
 		}, []string{"projection", "store", "result"}),
+		WriteSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "readside_projector_write_seconds", Help: "Time of one batch write to a store (all the batch's documents), by store.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"projection", "store"}),
 		BatchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "readside_projector_batch_seconds", Help: "Time to fetch, build and write one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
@@ -53,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"projection", "consumer"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.BatchSeconds, m.Held, m.Paused, m.PullErrors, m.SettleErrors, m.EventToStore)
+		reg.MustRegister(m.Events, m.Fetches, m.Writes, m.WriteSeconds, m.BatchSeconds, m.Held, m.Paused, m.PullErrors, m.SettleErrors, m.EventToStore)
 	}
 	return m
 }

@@ -49,6 +49,10 @@ func (b *Breaker) Get(ctx context.Context, url string) ([]byte, error) {
 	return body, err
 }
 
+// State is the breaker's state now: closed (requests go through), half-open
+// (one probes the source) or open (failing fast).
+func (b *Breaker) State() gobreaker.State { return b.cb.State() }
+
 // redactURL hides a password in url, as the Client's errors do.
 func redactURL(raw string) string {
 	if u, err := neturl.Parse(raw); err == nil {

@@ -93,6 +93,14 @@ type Setup struct {
 	consumers map[string]string // durable → the stream it was made on
 }
 
+// Attach is a Setup for streams a projector made, for reading them (dead
+// letters, consumer names) without creating or changing anything; cfg's
+// zero values take the defaults, as with Ensure.
+func Attach(js jetstream.JetStream, cfg Config) *Setup {
+	cfg.defaults()
+	return &Setup{cfg: cfg, js: js, consumers: map[string]string{}}
+}
+
 // Ensure creates or updates the events stream so that it captures subjects
 // (keeping any subject it already had: other teams may publish there too),
 // and creates the dead-letter stream, both with cfg.Replicas replicas. It is
@@ -382,6 +390,31 @@ func (s *Setup) consumer(ctx context.Context, streamName, durable, description s
 
 // ConsumerName is the durable consumer name of a projection.
 func ConsumerName(projection string) string { return "readside_" + projection }
+
+// ConsumerRef names one of a projection's durable consumers.
+type ConsumerRef struct {
+	Kind string // "live", "reproject", "replay" or "retry"
+	Name string // the durable consumer's name
+	Own  bool   // on the own stream; else on the events stream
+}
+
+// ConsumersOf are the durable consumers a projector makes for a projection,
+// live first.
+func ConsumersOf(projection string) []ConsumerRef {
+	return []ConsumerRef{
+		{Kind: "live", Name: ConsumerName(projection)},
+		{Kind: "reproject", Name: ReprojectConsumerName(projection), Own: true},
+		{Kind: "replay", Name: ReplayConsumerName(projection), Own: true},
+		{Kind: "retry", Name: RetryConsumerName(projection), Own: true},
+	}
+}
+
+// ProjectionOf is the projection whose live consumer, on the events stream,
+// is named durable: false for a consumer Readside did not name.
+func ProjectionOf(durable string) (string, bool) {
+	p, ok := strings.CutPrefix(durable, "readside_")
+	return p, ok && p != ""
+}
 
 // ReplayConsumerName is the durable consumer of a projection's re-issued events.
 func ReplayConsumerName(projection string) string { return "readside_" + projection + "_replay" }
