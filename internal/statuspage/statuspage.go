@@ -79,7 +79,7 @@ func Handler(src Source) http.Handler {
 // view is what the template shows.
 type view struct {
 	Now         string
-	Refresh     int // seconds
+	Refresh     int    // seconds
 	Ready       bool   // ready or degraded: /readyz answers 200
 	Status      string // as /readyz says it: ready, degraded, not ready, starting, shutting down
 	Checks      []check
