@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,6 +97,12 @@ func TestReadLag(t *testing.T) {
 		t.Errorf("lag %s: want positive and not counting the other subject's older event (%s)", l.Lag, l.At.Sub(other.Time))
 	}
 
+	// The request budget: "lag.*.*" covers both filters; another subject
+	// under it comes first, so each filter is asked too.
+	if gets, l := countGets(t, events, multi); gets != 3 || l.Oldest != b1.Sequence {
+		t.Errorf("with another subject first: %d gets, oldest %d; want 3, %d", gets, l.Oldest, b1.Sequence)
+	}
+
 	// Delivered, not acknowledged: still the oldest.
 	got := fetch(t, multi, 1)
 	want("multi, b1 ack-pending", "readside_multi", 1, 1, b1)
@@ -111,6 +118,10 @@ func TestReadLag(t *testing.T) {
 	// b1 acknowledged: the floor moves past it, to a1 (ack-pending).
 	ackSubject(t, got, "lag.b.1")
 	want("multi, b1 acked", "readside_multi", 0, 1, a1)
+	// The first event under the cover is one of the consumer's: one get.
+	if gets, l := countGets(t, events, multi); gets != 1 || l.Oldest != a1.Sequence {
+		t.Errorf("with the consumer's event first: %d gets, oldest %d; want 1, %d", gets, l.Oldest, a1.Sequence)
+	}
 
 	// The oldest unacknowledged event deleted from the stream: the next
 	// matching one is the oldest.
@@ -133,6 +144,31 @@ func TestReadLag(t *testing.T) {
 	if err == nil || l.Err == "" || l.Name != "readside_nope" {
 		t.Errorf("missing consumer: %+v, %v; want an error", l, err)
 	}
+}
+
+// countGets runs LagOf on c's info and counts the message gets it makes.
+func countGets(t *testing.T, st jetstream.Stream, c jetstream.Consumer) (int, stream.ConsumerLag) {
+	t.Helper()
+	info, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &countingGetter{st: st}
+	l := stream.LagOf(context.Background(), g, info)
+	if l.LagErr != "" {
+		t.Fatal(l.LagErr)
+	}
+	return int(g.n.Load()), l
+}
+
+type countingGetter struct {
+	st jetstream.Stream
+	n  atomic.Int32
+}
+
+func (g *countingGetter) GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	g.n.Add(1)
+	return g.st.GetMsg(ctx, seq, opts...)
 }
 
 func fetch(t *testing.T, c jetstream.Consumer, n int) []jetstream.Msg {
