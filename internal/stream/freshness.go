@@ -99,7 +99,7 @@ func ReadLag(ctx context.Context, js jetstream.JetStream, streamName, durable st
 		s, err := js.Stream(ctx, streamName)
 		if err != nil {
 			l := LagOf(ctx, nil, info)
-			l.LagErr = err.Error()
+			l.LagErr = fmt.Sprintf("stream %s: %v", streamName, err)
 			return l, nil
 		}
 		st = s
@@ -114,8 +114,9 @@ func ReadLag(ctx context.Context, js jetstream.JetStream, streamName, durable st
 // acknowledged (or terminated), so that event is the oldest one pending or
 // ack-pending. It is found with a get of the next message by subject
 // (usually one request, see oldest), which skips the messages deleted from
-// the stream and works whether or not the stream allows direct gets. st
-// may be nil when nothing is unacknowledged.
+// the stream and works whether or not the stream allows direct gets (with
+// them a follower may answer: an event's timestamp is the same on every
+// replica). st may be nil when nothing is unacknowledged.
 //
 // Lag is measured from the server's clock: the consumer info's timestamp
 // (when the server gathered it) less the event's stream timestamp; a server
