@@ -260,3 +260,43 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, labels string) float
 	}
 	return -1
 }
+
+// Freshness lists projections in order whatever order they are given in;
+// consumers that do not exist have Err set and no lag series.
+func TestMonitorFreshnessOrderAndMissingConsumers(t *testing.T) {
+	_, js := testenv.StartJetStream(t).Connect(t)
+	ctx := context.Background()
+	setup, err := stream.Ensure(ctx, js, stream.Config{}, []string{"o.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	given := []string{"zeta", "alpha"}
+	m := projector.NewMonitor(js, "READSIDE_EVENTS", nil, nil, reg, projector.MonitorOptions{
+		Timeout: time.Second, StreamOf: setup.StreamOf, Projections: given, DeadLetters: setup,
+	})
+	m.Check(ctx)
+	f := m.Freshness()
+	var got []string
+	for _, l := range f.Consumers {
+		got = append(got, l.Projection+"/"+l.Kind)
+		if l.Err == "" {
+			t.Errorf("%s: no error for a consumer that does not exist", l.Name)
+		}
+	}
+	if want := "alpha/live alpha/reproject alpha/replay alpha/retry zeta/live zeta/reproject zeta/replay zeta/retry"; strings.Join(got, " ") != want {
+		t.Errorf("consumers %v, want %s", got, want)
+	}
+	if len(f.DeadLetters) != 2 || f.DeadLetters[0].Projection != "alpha" || f.DeadLetters[1].Projection != "zeta" {
+		t.Errorf("dead letters %+v", f.DeadLetters)
+	}
+	if given[0] != "zeta" {
+		t.Errorf("the caller's list was reordered: %v", given)
+	}
+	if n, err := testutil.GatherAndCount(reg, "readside_consumer_lag_seconds"); err != nil || n != 0 {
+		t.Errorf("%d lag series for consumers that do not exist (%v)", n, err)
+	}
+	if got := gathered(t, reg, "readside_dead_letter_messages", "projection=alpha"); got != 0 {
+		t.Errorf("dead letters of alpha: %v, want 0", got)
+	}
+}
