@@ -65,13 +65,15 @@ func (m *Monitor) readFreshness(ctx context.Context, targets []target, found []a
 	consumers := map[string]jetstream.Consumer{}
 	failed := map[string]error{}
 	for i, tg := range targets {
-		switch v := found[i].(type) {
-		case jetstream.Stream:
-			streams[tg.name] = v
-		case jetstream.Consumer:
-			consumers[tg.name] = v
+		if tg.what == "stream" {
+			if st, ok := found[i].(jetstream.Stream); ok && errs[i] == nil {
+				streams[tg.name] = st
+			}
+			continue
 		}
-		if tg.what == "consumer" && errs[i] != nil {
+		if c, ok := found[i].(jetstream.Consumer); ok && errs[i] == nil {
+			consumers[tg.name] = c
+		} else if errs[i] != nil {
 			failed[tg.name] = errs[i]
 		}
 	}
@@ -167,8 +169,8 @@ func (m *Monitor) readDeadLetters(ctx context.Context) []stream.DeadLetters {
 // record keeps f as the last round, adds it to the history, sets the lag
 // gauges and logs what stopped or started working. m.mu is held.
 func (m *Monitor) record(f Freshness) {
-	if len(m.o.Projections) == 0 {
-		return
+	if len(m.o.Projections) == 0 || f.At.Before(m.fresh.At) {
+		return // nothing to read, or a concurrent Check ended after a later one
 	}
 	history := m.fresh.History
 	for _, l := range f.Consumers {

@@ -87,8 +87,15 @@ func TestMonitorFreshness(t *testing.T) {
 	if _, err := js.PublishMsg(ctx, dl); err != nil {
 		t.Fatal(err)
 	}
-	m.Check(ctx)
-	f = m.Freshness()
+	// The consumers learn of new messages a moment after the stream
+	// stores them.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		m.Check(ctx)
+		f = m.Freshness()
+		if f.Consumers[0].Pending == 2 && f.Consumers[3].Pending == 1 && f.DeadLetters[0].Messages == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
 	live, retry := f.Consumers[0], f.Consumers[3]
 	if live.Pending != 2 || live.Lag <= 0 || retry.Pending != 1 || retry.Lag <= 0 || f.Consumers[1].Lag != 0 {
 		t.Errorf("after publishing: live %+v, retry %+v", live, retry)
@@ -105,7 +112,7 @@ func TestMonitorFreshness(t *testing.T) {
 	if got := gathered(t, reg, "readside_dead_letter_messages", "projection=shops"); got != 1 {
 		t.Errorf("dead-letter gauge %v, want 1", got)
 	}
-	if h := f.History["readside_shops"]; len(h) != 2 || h[0].Pending != 0 || h[1].Pending != 2 {
+	if h := f.History["readside_shops"]; len(h) < 2 || h[0].Pending != 0 || h[len(h)-1].Pending != 2 {
 		t.Errorf("history %+v", h)
 	}
 
@@ -252,4 +259,44 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, labels string) float
 		}
 	}
 	return -1
+}
+
+// Freshness lists projections in order whatever order they are given in;
+// consumers that do not exist have Err set and no lag series.
+func TestMonitorFreshnessOrderAndMissingConsumers(t *testing.T) {
+	_, js := testenv.StartJetStream(t).Connect(t)
+	ctx := context.Background()
+	setup, err := stream.Ensure(ctx, js, stream.Config{}, []string{"o.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	given := []string{"zeta", "alpha"}
+	m := projector.NewMonitor(js, "READSIDE_EVENTS", nil, nil, reg, projector.MonitorOptions{
+		Timeout: time.Second, StreamOf: setup.StreamOf, Projections: given, DeadLetters: setup,
+	})
+	m.Check(ctx)
+	f := m.Freshness()
+	var got []string
+	for _, l := range f.Consumers {
+		got = append(got, l.Projection+"/"+l.Kind)
+		if l.Err == "" {
+			t.Errorf("%s: no error for a consumer that does not exist", l.Name)
+		}
+	}
+	if want := "alpha/live alpha/reproject alpha/replay alpha/retry zeta/live zeta/reproject zeta/replay zeta/retry"; strings.Join(got, " ") != want {
+		t.Errorf("consumers %v, want %s", got, want)
+	}
+	if len(f.DeadLetters) != 2 || f.DeadLetters[0].Projection != "alpha" || f.DeadLetters[1].Projection != "zeta" {
+		t.Errorf("dead letters %+v", f.DeadLetters)
+	}
+	if given[0] != "zeta" {
+		t.Errorf("the caller's list was reordered: %v", given)
+	}
+	if n, err := testutil.GatherAndCount(reg, "readside_consumer_lag_seconds"); err != nil || n != 0 {
+		t.Errorf("%d lag series for consumers that do not exist (%v)", n, err)
+	}
+	if got := gathered(t, reg, "readside_dead_letter_messages", "projection=alpha"); got != 0 {
+		t.Errorf("dead letters of alpha: %v, want 0", got)
+	}
 }

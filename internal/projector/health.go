@@ -91,7 +91,6 @@ type Monitor struct {
 	js        JetStreamInfo
 	stream    string
 	consumers []string
-	lagged    map[string]MonitoredConsumer // the consumers whose lag is read, by name
 	o         MonitorOptions
 	log       *slog.Logger
 	gauge     *prometheus.GaugeVec
@@ -120,9 +119,11 @@ func NewMonitor(js JetStreamInfo, streamName string, consumers []string, log *sl
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Second
 	}
+	o.Projections = slices.Clone(o.Projections)
+	slices.Sort(o.Projections) // Freshness lists them in order
 	m := &Monitor{
 		js: js, stream: streamName, consumers: slices.Clone(consumers), o: o, log: log, down: map[target]error{},
-		lagged: map[string]MonitoredConsumer{}, lagDown: map[string]bool{},
+		lagDown: map[string]bool{},
 		reasons: map[string]stream.DeadLetters{}, reasonAt: map[string]time.Time{},
 		gauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "readside_jetstream_available",
@@ -131,11 +132,8 @@ func NewMonitor(js JetStreamInfo, streamName string, consumers []string, log *sl
 		g:     newLagGauges(),
 		fresh: Freshness{History: map[string][]stream.ConsumerLag{}},
 	}
-	o.Projections = slices.Clone(o.Projections)
-	slices.Sort(o.Projections) // Freshness lists them in order
 	for _, p := range o.Projections {
 		for _, c := range ConsumersOf(p) {
-			m.lagged[c.Name] = c
 			if !slices.Contains(m.consumers, c.Name) {
 				m.consumers = append(m.consumers, c.Name)
 			}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/readside/readside/projections"
 )
 
 // Freshness of the read model, as JetStream's consumer info tells it: the
@@ -80,8 +82,8 @@ type MsgGetter interface {
 
 // ReadLag reads one durable consumer's backlog: the consumer info, and when
 // anything is unacknowledged, the stream timestamp of the oldest such event
-// (a stream info request and one message get per filter subject of the
-// consumer). Projection and Kind are left empty: the caller knows them.
+// (a stream info request and a message get, see LagOf). Projection and
+// Kind are left empty: the caller knows them.
 //
 // An error reading the consumer info is returned (and set in Err); an error
 // reading the oldest event is not: the figures of the consumer info are
@@ -97,7 +99,7 @@ func ReadLag(ctx context.Context, js jetstream.JetStream, streamName, durable st
 		s, err := js.Stream(ctx, streamName)
 		if err != nil {
 			l := LagOf(ctx, nil, info)
-			l.LagErr = err.Error()
+			l.LagErr = fmt.Sprintf("stream %s: %v", streamName, err)
 			return l, nil
 		}
 		st = s
@@ -110,10 +112,11 @@ func ReadLag(ctx context.Context, js jetstream.JetStream, streamName, durable st
 // after the ack floor that matches the consumer's filter subjects. The ack
 // floor is the stream sequence before which every matching event is
 // acknowledged (or terminated), so that event is the oldest one pending or
-// ack-pending. It is found with a get of the next message by subject (one
-// request per filter subject, at once; the earliest wins), which skips the
-// messages deleted from the stream and works whether or not the stream
-// allows direct gets. st may be nil when nothing is unacknowledged.
+// ack-pending. It is found with a get of the next message by subject
+// (usually one request, see oldest), which skips the messages deleted from
+// the stream and works whether or not the stream allows direct gets (with
+// them a follower may answer: an event's timestamp is the same on every
+// replica). st may be nil when nothing is unacknowledged.
 //
 // Lag is measured from the server's clock: the consumer info's timestamp
 // (when the server gathered it) less the event's stream timestamp; a server
@@ -159,8 +162,24 @@ func filterSubjects(cfg jetstream.ConsumerConfig) []string {
 }
 
 // oldest returns the first message at or after seq on any of subjects;
-// jetstream.ErrMsgNotFound when there is none.
+// jetstream.ErrMsgNotFound when there is none. With several subjects it
+// first asks for the first message under the narrowest filter covering them
+// all (a trigger's subjects usually share a prefix): when that one matches
+// a subject, or there is none, one request answers. Otherwise (another
+// subject under the cover came first) it asks for each subject's first, at
+// once, and takes the earliest.
 func oldest(ctx context.Context, st MsgGetter, seq uint64, subjects []string) (*jetstream.RawStreamMsg, error) {
+	if len(subjects) > 1 {
+		if c := coverOf(subjects); c != ">" {
+			m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(c))
+			if err != nil {
+				return nil, err // jetstream.ErrMsgNotFound: none under any subject
+			}
+			if slices.ContainsFunc(subjects, func(s string) bool { return projections.Covers(s, m.Subject) }) {
+				return m, nil
+			}
+		}
+	}
 	msgs := make([]*jetstream.RawStreamMsg, len(subjects))
 	var g errgroup.Group
 	for i, subject := range subjects {
@@ -186,6 +205,45 @@ func oldest(ctx context.Context, st MsgGetter, seq uint64, subjects []string) (*
 		return nil, jetstream.ErrMsgNotFound
 	}
 	return first, nil
+}
+
+// coverOf is the narrowest subject filter of the form tokens, '*'s and a
+// final '>' that matches every subject the filters match: "a.b.*" and
+// "a.c.d" give "a.*.*", "a.b" and "a.b.c" give "a.>".
+func coverOf(filters []string) string {
+	toks := make([][]string, len(filters))
+	for i, f := range filters {
+		toks[i] = strings.Split(f, ".")
+	}
+	var out []string
+	for i := 0; ; i++ {
+		ended, wild := 0, false
+		for _, t := range toks {
+			if i >= len(t) {
+				ended++
+			} else if t[i] == ">" {
+				wild = true
+			}
+		}
+		switch {
+		case ended == len(toks):
+			return strings.Join(out, ".")
+		case ended > 0:
+			// Some end here, others go on: only '>' one token before
+			// covers both.
+			out = out[:max(i-1, 0)]
+			return strings.Join(append(out, ">"), ".")
+		case wild:
+			return strings.Join(append(out, ">"), ".")
+		}
+		tok := toks[0][i]
+		for _, t := range toks[1:] {
+			if t[i] != tok {
+				tok = "*"
+			}
+		}
+		out = append(out, tok)
+	}
 }
 
 // MaxReasonEntries is how many of a projection's newest dead-letter entries

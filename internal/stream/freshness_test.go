@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,47 +61,67 @@ func TestReadLag(t *testing.T) {
 		}
 		return l
 	}
-	// want checks the figures, and that Lag is the age, at the consumer
-	// info's time, of the event oldest (nil: none).
-	want := func(what string, l stream.ConsumerLag, pending uint64, ackPending int, oldest *jetstream.RawStreamMsg) {
+	// want reads the consumer until its figures are these and its Lag is
+	// the age, at the consumer info's time, of the event oldest (nil:
+	// none), and fails the test when they are not within 5 s: the
+	// consumer learns of new messages a moment after the stream stores
+	// them.
+	want := func(what, durable string, pending uint64, ackPending int, oldest *jetstream.RawStreamMsg) stream.ConsumerLag {
 		t.Helper()
-		var seq uint64
-		var lag time.Duration
-		if oldest != nil {
-			seq, lag = oldest.Sequence, l.At.Sub(oldest.Time)
-		}
-		if l.Pending != pending || l.AckPending != ackPending || l.Oldest != seq || l.Lag != lag {
-			t.Errorf("%s: pending %d, ack-pending %d, oldest %d, lag %s; want %d, %d, %d, %s",
-				what, l.Pending, l.AckPending, l.Oldest, l.Lag, pending, ackPending, seq, lag)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			l := read(durable)
+			var seq uint64
+			var lag time.Duration
+			if oldest != nil {
+				seq, lag = oldest.Sequence, l.At.Sub(oldest.Time)
+			}
+			if l.Pending == pending && l.AckPending == ackPending && l.Oldest == seq && l.Lag == lag {
+				return l
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s: pending %d, ack-pending %d, oldest %d, lag %s; want %d, %d, %d, %s",
+					what, l.Pending, l.AckPending, l.Oldest, l.Lag, pending, ackPending, seq, lag)
+				return l
+			}
 		}
 	}
 
-	want("nothing stored", read("readside_multi"), 0, 0, nil)
+	want("nothing stored", "readside_multi", 0, 0, nil)
 
 	other := publish("lag.other.1") // no consumer's
 	b1 := publish("lag.b.1")
 	a1 := publish("lag.a.1")
-	want("multi, before any delivery", read("readside_multi"), 2, 0, b1)
-	want("single, before any delivery", read("readside_single"), 1, 0, a1)
-	if l := read("readside_multi"); l.Lag <= 0 || l.Lag > l.At.Sub(other.Time) {
+	l := want("multi, before any delivery", "readside_multi", 2, 0, b1)
+	want("single, before any delivery", "readside_single", 1, 0, a1)
+	if l.Lag <= 0 || l.Lag > l.At.Sub(other.Time) {
 		t.Errorf("lag %s: want positive and not counting the other subject's older event (%s)", l.Lag, l.At.Sub(other.Time))
+	}
+
+	// The request budget: "lag.*.*" covers both filters; another subject
+	// under it comes first, so each filter is asked too.
+	if gets, l := countGets(t, events, multi); gets != 3 || l.Oldest != b1.Sequence {
+		t.Errorf("with another subject first: %d gets, oldest %d; want 3, %d", gets, l.Oldest, b1.Sequence)
 	}
 
 	// Delivered, not acknowledged: still the oldest.
 	got := fetch(t, multi, 1)
-	want("multi, b1 ack-pending", read("readside_multi"), 1, 1, b1)
+	want("multi, b1 ack-pending", "readside_multi", 1, 1, b1)
 
 	// Nak'ed and delivered again: redelivered.
 	if err := got[0].Nak(); err != nil {
 		t.Fatal(err)
 	}
 	got = fetch(t, multi, 2)
-	if l := read("readside_multi"); l.Redelivered != 1 || l.AckPending != 2 {
-		t.Errorf("after a nak and a redelivery: redelivered %d, ack-pending %d; want 1, 2", l.Redelivered, l.AckPending)
+	if l := want("multi, b1 redelivered", "readside_multi", 0, 2, b1); l.Redelivered != 1 {
+		t.Errorf("after a nak and a redelivery: redelivered %d, want 1", l.Redelivered)
 	}
 	// b1 acknowledged: the floor moves past it, to a1 (ack-pending).
 	ackSubject(t, got, "lag.b.1")
-	want("multi, b1 acked", read("readside_multi"), 0, 1, a1)
+	want("multi, b1 acked", "readside_multi", 0, 1, a1)
+	// The first event under the cover is one of the consumer's: one get.
+	if gets, l := countGets(t, events, multi); gets != 1 || l.Oldest != a1.Sequence {
+		t.Errorf("with the consumer's event first: %d gets, oldest %d; want 1, %d", gets, l.Oldest, a1.Sequence)
+	}
 
 	// The oldest unacknowledged event deleted from the stream: the next
 	// matching one is the oldest.
@@ -109,14 +130,12 @@ func TestReadLag(t *testing.T) {
 	if err := events.DeleteMsg(ctx, a1.Sequence); err != nil {
 		t.Fatal(err)
 	}
-	l := read("readside_single")
-	want("single, a1 deleted", l, 1, 0, a2)
+	want("single, a1 deleted", "readside_single", 1, 0, a2)
 
 	// Everything acknowledged: no lag.
 	ackSubject(t, got, "lag.a.1") // deleted meanwhile; its ack still counts
 	ackSubject(t, fetch(t, multi, 1), "lag.a.2")
-	want("multi, all acked", read("readside_multi"), 0, 0, nil)
-	if l := read("readside_multi"); l.Acked == 0 {
+	if l := want("multi, all acked", "readside_multi", 0, 0, nil); l.Acked == 0 {
 		t.Errorf("acked %d after acknowledging events", l.Acked)
 	}
 
@@ -125,6 +144,31 @@ func TestReadLag(t *testing.T) {
 	if err == nil || l.Err == "" || l.Name != "readside_nope" {
 		t.Errorf("missing consumer: %+v, %v; want an error", l, err)
 	}
+}
+
+// countGets runs LagOf on c's info and counts the message gets it makes.
+func countGets(t *testing.T, st jetstream.Stream, c jetstream.Consumer) (int, stream.ConsumerLag) {
+	t.Helper()
+	info, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &countingGetter{st: st}
+	l := stream.LagOf(context.Background(), g, info)
+	if l.LagErr != "" {
+		t.Fatal(l.LagErr)
+	}
+	return int(g.n.Load()), l
+}
+
+type countingGetter struct {
+	st jetstream.Stream
+	n  atomic.Int32
+}
+
+func (g *countingGetter) GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	g.n.Add(1)
+	return g.st.GetMsg(ctx, seq, opts...)
 }
 
 func fetch(t *testing.T, c jetstream.Consumer, n int) []jetstream.Msg {

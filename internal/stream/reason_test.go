@@ -1,6 +1,10 @@
 package stream
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/readside/readside/projections"
+)
 
 // The id is replaced only where it stands alone, wherever else its digits
 // appear: in a port, a status, a longer id.
@@ -14,6 +18,33 @@ func TestNormalizeReason(t *testing.T) {
 	} {
 		if got := NormalizeReason(c.reason, c.id); got != c.want {
 			t.Errorf("NormalizeReason(%q, %q) = %q, want %q", c.reason, c.id, got, c.want)
+		}
+	}
+}
+
+// The cover of several filter subjects is the narrowest filter matching
+// all they match.
+func TestCoverOf(t *testing.T) {
+	for _, c := range []struct {
+		filters []string
+		want    string
+	}{
+		{[]string{"a.b.*", "a.c.d"}, "a.*.*"},
+		{[]string{"ns.shop.changed.*", "ns.shop.events"}, "ns.shop.>"},
+		{[]string{"a.b", "a.b.c"}, "a.>"},
+		{[]string{"a", "a.b"}, ">"},
+		{[]string{"a.b", "c.d"}, "*.*"},
+		{[]string{"a.x.>", "a.y.z"}, "a.*.>"},
+		{[]string{"a.b", "a.b"}, "a.b"},
+	} {
+		got := coverOf(c.filters)
+		if got != c.want {
+			t.Errorf("coverOf(%q) = %q, want %q", c.filters, got, c.want)
+		}
+		for _, f := range c.filters {
+			if !projections.Covers(got, f) {
+				t.Errorf("coverOf(%q) = %q does not cover %q", c.filters, got, f)
+			}
 		}
 	}
 }
