@@ -91,6 +91,9 @@ type Setup struct {
 
 	mu        sync.Mutex
 	consumers map[string]string // durable → the stream it was made on
+	// consumerReplicasBefore: the replicas of the consumers of a stream
+	// whose replicas Ensure changed, read before the change.
+	consumerReplicasBefore map[string]int
 }
 
 // Attach is a Setup for streams a projector made, for reading them (dead
@@ -115,7 +118,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config, subjects []
 	if cfg.Replicas < 1 || cfg.Replicas > MaxReplicas {
 		return nil, fmt.Errorf("stream: %d replicas: JetStream keeps 1 to %d", cfg.Replicas, MaxReplicas)
 	}
-	s := &Setup{cfg: cfg, js: js, replicasBefore: map[string]int{}, consumers: map[string]string{}}
+	s := &Setup{cfg: cfg, js: js, replicasBefore: map[string]int{}, consumers: map[string]string{}, consumerReplicasBefore: map[string]int{}}
 	var domain, own []string
 	for _, sub := range subjects {
 		if isOwn(sub) {
@@ -197,6 +200,11 @@ func (s *Setup) ensureStream(ctx context.Context, want jetstream.StreamConfig) (
 		if len(missing) == 0 && before == want.Replicas {
 			return before, nil
 		}
+		if before != want.Replicas {
+			// NATS may bring the consumers down with the stream by itself:
+			// what they had is read now, for consumer's log line.
+			s.recordConsumerReplicas(ctx, st, before)
+		}
 		cur.Subjects = append(cur.Subjects, missing...)
 		cur.Replicas = want.Replicas
 		if _, err := s.js.UpdateStream(ctx, cur); err != nil {
@@ -210,6 +218,22 @@ func (s *Setup) ensureStream(ctx context.Context, want jetstream.StreamConfig) (
 				"stream", want.Name, "from", before, "to", want.Replicas)
 		}
 		return before, nil
+	}
+}
+
+// recordConsumerReplicas notes the replicas each consumer of st has now
+// (streamReplicas for one that inherits the stream's). A consumer it cannot
+// list is looked up again when it is made, as before.
+func (s *Setup) recordConsumerReplicas(ctx context.Context, st jetstream.Stream, streamReplicas int) {
+	lister := st.ListConsumers(ctx)
+	for info := range lister.Info() {
+		r := info.Config.Replicas
+		if r == 0 {
+			r = streamReplicas
+		}
+		s.mu.Lock()
+		s.consumerReplicasBefore[info.Name] = r
+		s.mu.Unlock()
 	}
 }
 
@@ -350,8 +374,10 @@ func (s *Setup) consumer(ctx context.Context, streamName, durable, description s
 	} else {
 		cfg.FilterSubjects = subjects
 	}
-	before := 0
-	if c, err := s.js.Consumer(ctx, streamName, durable); err == nil {
+	s.mu.Lock()
+	before, recorded := s.consumerReplicasBefore[durable]
+	s.mu.Unlock()
+	if c, err := s.js.Consumer(ctx, streamName, durable); err == nil && !recorded {
 		// 0: the stream's replicas, as they were before Ensure.
 		if before = c.CachedInfo().Config.Replicas; before == 0 {
 			before = s.replicasBefore[streamName]
