@@ -23,6 +23,7 @@ import (
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/telemetry"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
@@ -39,15 +40,18 @@ type bench struct {
 	base   string           // namespace prefix of this run, such as "bench3f9a1c"
 	seq    int              // projections made so far, for unique names; 0: nothing to clean
 	stores *benchkit.Stores // the servers; nil when -backends has no need of them
-	srv    *server.Server
-	dir    string // JetStream store
-	pubNC  *nats.Conn
-	pubJS  jetstream.JetStream
-	projNC *nats.Conn
-	projJS jetstream.JetStream
-	round  baselines       // measured in the current round
-	times  timings         // of the clients above and of the projector's source client
-	idle   benchkit.CPUUse // one second before the run
+	// tracing is on when the OTEL_* environment turns it on (see
+	// internal/telemetry); nil: off, as by default.
+	tracing *telemetry.Tracing
+	srv     *server.Server
+	dir     string // JetStream store
+	pubNC   *nats.Conn
+	pubJS   jetstream.JetStream
+	projNC  *nats.Conn
+	projJS  jetstream.JetStream
+	round   baselines       // measured in the current round
+	times   timings         // of the clients above and of the projector's source client
+	idle    benchkit.CPUUse // one second before the run
 }
 
 // baselines are the rates of 1a and 1b in the current round, 0 when not run.
@@ -86,9 +90,14 @@ func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*
 		return nil, err
 	}
 	b := &bench{s: s, log: log, out: out, base: base}
+	// Traced as the projector is, when the OTEL_* environment says so
+	// (README: Tracing): how its cost is measured.
+	if b.tracing, err = telemetry.New(ctx, "readside-bench", log); err != nil {
+		return nil, err
+	}
 	if slices.Contains(s.backends, servers) {
 		b.stores, err = benchkit.Connect(ctx, benchkit.StoresConfig{
-			RedisAddr: s.RedisAddr, ElasticURL: s.ElasticURL, HowToStart: howToStart,
+			RedisAddr: s.RedisAddr, ElasticURL: s.ElasticURL, HowToStart: howToStart, Tracing: b.tracing,
 			WrapElastic: func(next http.RoundTripper) http.RoundTripper {
 				return timedTransport{t: &b.times.index, match: isBulk, next: next}
 			},
@@ -97,6 +106,10 @@ func start(ctx context.Context, s *settings, log *slog.Logger, out io.Writer) (*
 			return nil, err
 		}
 		b.stores.Redis.AddHook(pipelineHook{&b.times.docs})
+		if err := b.tracing.InstrumentRedis(b.stores.Redis); err != nil {
+			b.close()
+			return nil, err
+		}
 	}
 	if err := b.startJetStream(); err != nil {
 		b.close()
@@ -168,6 +181,9 @@ func (b *bench) close() {
 		}
 		b.stores.Close()
 	}
+	if err := b.tracing.Shutdown(ctx); err != nil {
+		b.progress("tracing: %v", err)
+	}
 	for _, nc := range []*nats.Conn{b.pubNC, b.projNC} {
 		if nc != nil {
 			nc.Close()
@@ -189,6 +205,9 @@ func (b *bench) progress(format string, args ...any) {
 // describe is the report's header: where and how the figures were taken.
 func (b *bench) describe() []string {
 	where := "JetStream embedded (file store)"
+	if b.tracing.On() {
+		where += "; tracing on (OTEL_* environment)"
+	}
 	if b.stores != nil {
 		where = b.stores.Describe() + "; " + where
 	}
@@ -402,6 +421,7 @@ func (b *bench) runProjector(ctx context.Context, p *projection, o projector.Opt
 		JetStream: b.projJS, Streams: p.streams, Stores: p.stores, Log: b.log, Metrics: projector.NewMetrics(reg),
 		Transport:    sourceTransport(&b.times.source),
 		SourceLimits: assemble.NewLimits(source.LimiterOptions{Max: b.s.sourceMax}, reg),
+		Tracing:      b.tracing,
 	}
 	pr, err := projector.ForDefinition(ctx, p.def, env, o)
 	if err != nil {

@@ -34,6 +34,11 @@
 //	             from two thirds: the requests at once in each phase show the
 //	             adaptive source limit following the source.
 //
+// With the OTEL_* environment that turns the daemons' tracing on (README:
+// Tracing), the projector, its source requests and the Redis and
+// Elasticsearch clients are traced as in cmd/projector, and the report's
+// header says so: run it with and without, alternately, to measure the cost.
+//
 // It prints a Markdown table on stdout and its progress on stderr, and
 // deletes its Redis keys, Elasticsearch indices, embedded stores and
 // JetStream store at the end. Redis and Elasticsearch are found at $READSIDE_TEST_REDIS_ADDR and

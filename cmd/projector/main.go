@@ -37,6 +37,7 @@ import (
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/statuspage"
 	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/telemetry"
 	"github.com/readside/readside/projections"
 )
 
@@ -133,6 +134,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tracing, err := telemetry.New(ctx, "readside-projector", log)
+	if err != nil {
+		return err
+	}
+	defer flushTraces(tracing, log)
+	s.Backends.Tracing = tracing
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -205,6 +212,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		JetStream: js, Streams: streams, Stores: conn.Stores, Log: log, Metrics: metrics,
 		SourceRetryBudget: s.retryBudget,
 		SourceLimits:      assemble.NewLimits(source.LimiterOptions{Max: s.sourceMax}, reg),
+		Tracing:           tracing,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	var names, consumers []string
@@ -226,7 +234,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	monitored.Store(monitor)
 	probes.SetCheck(projector.Readiness{NATS: nc, Monitor: monitor, Stores: conn.Stores.Check}.Check)
 	if s.queryAddr != "" {
-		if err := serveQuery(gctx, g, s.queryAddr, defs, conn.Stores, js, reg, log); err != nil {
+		if err := serveQuery(gctx, g, s.queryAddr, defs, conn.Stores, js, reg, log, tracing); err != nil {
 			return err
 		}
 	}
@@ -263,7 +271,7 @@ func adminMux(reg *prometheus.Registry, probes *health.Probes, status http.Handl
 // serveQuery serves the query API on addr in g until ctx ends, over the
 // projector's own stores: with embedded stores, which belong to one
 // process, this is how reads are served.
-func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*projections.Definition, stores *backend.Stores, js jetstream.JetStream, reg prometheus.Registerer, log *slog.Logger) error {
+func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*projections.Definition, stores *backend.Stores, js jetstream.JetStream, reg prometheus.Registerer, log *slog.Logger, tracing *telemetry.Tracing) error {
 	views, err := backend.Views(ctx, defs, stores, 300*time.Millisecond)
 	if err != nil {
 		return err
@@ -275,6 +283,16 @@ func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*pro
 	o := query.Options{RequestTimeout: query.DefaultRequestTimeout, Registerer: reg}
 	api := query.New(views, js, log, stores.Ready, o)
 	log.Info("query API serving", "addr", ln.Addr().String())
-	g.Go(func() error { return query.Serve(ctx, ln, query.AccessLog(log, api), o.RequestTimeout, log) })
+	h := tracing.Handler(query.AccessLog(log, api), api.Route)
+	g.Go(func() error { return query.Serve(ctx, ln, h, o.RequestTimeout, log) })
 	return nil
+}
+
+// flushTraces exports the spans still buffered, within 5s.
+func flushTraces(t *telemetry.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("tracing: exporting the last spans failed", "err", err)
+	}
 }

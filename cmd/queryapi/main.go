@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,7 @@ import (
 	"github.com/readside/readside/internal/health"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/telemetry"
 )
 
 func main() {
@@ -137,6 +139,12 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	ctx, cancelWork := probes.ShutdownAfter(ctx, s.stopDelay)
 	defer cancelWork()
 
+	tracing, err := telemetry.New(ctx, "readside-queryapi", log)
+	if err != nil {
+		return err
+	}
+	defer flushTraces(tracing, log)
+	s.Backends.Tracing = tracing
 	stores, err := backend.OpenStores(s.Backends, log)
 	if err != nil {
 		return err
@@ -179,6 +187,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		handler = query.AccessLog(access, handler)
 	}
+	handler = tracing.Handler(handler, api.Route)
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return err
@@ -196,4 +205,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	err = query.Serve(ctx, ln, handler, s.opts.RequestTimeout, log)
 	log.Info("query API stopped", "err", err)
 	return err
+}
+
+// flushTraces exports the spans still buffered, within 5s.
+func flushTraces(t *telemetry.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("tracing: exporting the last spans failed", "err", err)
+	}
 }

@@ -83,7 +83,8 @@ func (a *Assembler) Assemble(ctx context.Context, ids []string) []Result {
 
 // AssembleAt is Assemble for a caller that knows each document's version
 // when the definition has no source version (the projector: the events'
-// stream sequence); refs carry it. versions may be nil.
+// stream sequence); refs carry it. versions may be nil. It traces the work
+// when ctx has spans (see WithSpans).
 func (a *Assembler) AssembleAt(ctx context.Context, ids []string, versions []int64) []Result {
 	out := make([]Result, len(ids))
 	answers := make([]map[string][]byte, len(ids))
@@ -94,27 +95,32 @@ func (a *Assembler) AssembleAt(ctx context.Context, ids []string, versions []int
 		}
 		answers[i] = map[string][]byte{}
 	}
-	a.primary(ctx, ids, out, answers)
+	t := startTracing(ctx, len(ids))
+	a.primary(ctx, t, ids, out, answers)
 	if a.def.Versioned() && a.def.VersionFromPrimary() {
 		a.versions(out, answers) // before the joins, so refs carry it
 	}
 	for s := 1; s < len(a.def.Sources); s++ {
-		a.join(ctx, s, out, answers)
+		a.join(ctx, t, s, out, answers)
 	}
 	if a.def.Versioned() && !a.def.VersionFromPrimary() {
 		a.versions(out, answers)
 	}
+	t.fetched(out)
 	for i := range out {
 		r := &out[i]
 		if r.Err != nil || r.Deleted {
 			continue
 		}
-		doc, err := a.def.Build(r.ID, answers[i], r.Partial...)
-		if err != nil {
-			r.Err, r.Permanent = err, true
-			continue
-		}
-		r.Doc = doc
+		t.build(ctx, i, func() error {
+			doc, err := a.def.Build(r.ID, answers[i], r.Partial...)
+			if err != nil {
+				r.Err, r.Permanent = err, true
+				return err
+			}
+			r.Doc = doc
+			return nil
+		})
 	}
 	return out
 }
@@ -138,7 +144,7 @@ func (a *Assembler) versions(out []Result, answers []map[string][]byte) {
 // primary fetches the primary source: through the batch endpoint for the
 // ids it can take, one by one for the rest and for any id a batch answer
 // lacks (so a missing id gets its proper 404).
-func (a *Assembler) primary(ctx context.Context, ids []string, out []Result, answers []map[string][]byte) {
+func (a *Assembler) primary(ctx context.Context, t *tracing, ids []string, out []Result, answers []map[string][]byte) {
 	name := a.def.Sources[0].Name
 	single := make([]int, 0, len(ids))
 	if max, ok := a.def.Batchable(); ok && len(ids) > 1 {
@@ -156,7 +162,7 @@ func (a *Assembler) primary(ctx context.Context, ids []string, out []Result, ans
 		for start := 0; start < len(batchable); start += max {
 			chunk := batchable[start:min(start+max, len(batchable))]
 			g.Go(func() error {
-				got, err := a.fetchBatch(gctx, ids, chunk)
+				got, err := a.fetchBatch(t.at(gctx, chunk[0]), ids, chunk)
 				mu.Lock()
 				defer mu.Unlock()
 				for _, i := range chunk {
@@ -184,7 +190,7 @@ func (a *Assembler) primary(ctx context.Context, ids []string, out []Result, ans
 			out[i].Err, out[i].Permanent = err, true
 			return
 		}
-		body, err := a.sources[0].Get(ctx, url)
+		body, err := a.sources[0].Get(t.at(ctx, i), url)
 		switch {
 		case errors.Is(err, source.ErrNotFound):
 			out[i].Deleted = true
@@ -216,7 +222,7 @@ func (a *Assembler) fetchBatch(ctx context.Context, ids []string, chunk []int) (
 }
 
 // join fetches joined source s for every id still being built.
-func (a *Assembler) join(ctx context.Context, s int, out []Result, answers []map[string][]byte) {
+func (a *Assembler) join(ctx context.Context, t *tracing, s int, out []Result, answers []map[string][]byte) {
 	src := a.def.Sources[s]
 	urls := make([]string, len(out))
 	var todo []int
@@ -253,7 +259,7 @@ func (a *Assembler) join(ctx context.Context, s int, out []Result, answers []map
 	}
 	var mu sync.Mutex
 	a.each(ctx, todo, func(ctx context.Context, i int) {
-		body, err := a.sources[s].Get(ctx, urls[i])
+		body, err := a.sources[s].Get(t.at(ctx, i), urls[i])
 		mu.Lock()
 		defer mu.Unlock()
 		switch {

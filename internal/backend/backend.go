@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/projections"
 )
 
@@ -66,14 +68,23 @@ func Open(ctx context.Context, cfg config.Backends, name string, log *slog.Logge
 
 // OpenStores prepares the stores cfg names: clients of Redis and
 // Elasticsearch (which connect when first used), or the embedded stores
-// under cfg.DataDir (opened when a projection first asks for them).
+// under cfg.DataDir (opened when a projection first asks for them). With
+// cfg.Tracing on, the clients are traced, and so are the source requests of
+// the Views.
 func OpenStores(cfg config.Backends, log *slog.Logger) (*Stores, error) {
 	s := &Stores{Log: log}
+	if cfg.Tracing.On() {
+		s.SourceTransport = cfg.Tracing.Transport(source.NewTransport())
+	}
 	if cfg.EmbeddedDocs() || cfg.EmbeddedSearch() {
 		s.Embedded = NewEmbedded(cfg.DataDir, log)
 	}
 	if !cfg.EmbeddedDocs() {
 		s.Redis = cfg.Redis()
+		if err := cfg.Tracing.InstrumentRedis(s.Redis); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	if !cfg.EmbeddedSearch() {
 		es, err := cfg.Elastic()
@@ -148,6 +159,9 @@ type Stores struct {
 	// document's refs [sink.DefaultTombstoneTTL].
 	TombstoneTTL time.Duration
 	Log          *slog.Logger
+	// SourceTransport sends the Views' source requests (the query API's
+	// fallback); nil: the source client's default.
+	SourceTransport http.RoundTripper
 }
 
 // For opens def's stores to project into. On Elasticsearch it creates the
@@ -167,7 +181,7 @@ func Views(ctx context.Context, defs []*projections.Definition, s *Stores, retry
 		if err != nil {
 			return nil, err
 		}
-		v := query.View{Def: d, Docs: st.Docs, Search: st.Index, Sources: assemble.Clients(d, nil, retryBudget)}
+		v := query.View{Def: d, Docs: st.Docs, Search: st.Index, Sources: assemble.Clients(d, s.SourceTransport, retryBudget)}
 		if s.Elastic != nil {
 			v.SearchProbe = ElasticProbe(s.Elastic)
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/internal/telemetry"
 )
 
 // StoresConfig says where the stores are and how to tell a user who has not
@@ -31,6 +33,9 @@ type StoresConfig struct {
 	// client, for example to time its requests. (Redis hooks can be added to
 	// Stores.Redis after Connect.)
 	WrapElastic func(http.RoundTripper) http.RoundTripper
+	// Tracing, when on, traces the Elasticsearch client as the daemons'
+	// is (Redis: Tracing.InstrumentRedis on Stores.Redis after Connect).
+	Tracing *telemetry.Tracing
 }
 
 // Stores are the Redis and Elasticsearch a benchmark runs against, with the
@@ -98,7 +103,7 @@ func (s *Stores) connectElastic(ctx context.Context) error {
 	if s.cfg.WrapElastic != nil {
 		tr = s.cfg.WrapElastic(tr)
 	}
-	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{u}, Transport: tr})
+	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{u}, Transport: tr, Instrumentation: s.cfg.Tracing.ElasticInstrumentation()})
 	if err != nil {
 		return fmt.Errorf("elasticsearch client: %w", err)
 	}

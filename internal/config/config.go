@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/readside/readside/internal/telemetry"
 	"github.com/readside/readside/projections"
 )
 
@@ -76,6 +77,11 @@ type Backends struct {
 	ElasticPassword Secret
 	ElasticAPIKey   Secret
 	ElasticCACert   string // a PEM file
+
+	// Tracing, set by main (not a flag: the OTEL_* environment configures
+	// it), instruments the Elasticsearch client and, in backend.OpenStores,
+	// the Redis client and the query API's source clients. Nil: off.
+	Tracing *telemetry.Tracing
 }
 
 // Register declares the flags on fs, each defaulting to its environment variable.
@@ -250,6 +256,7 @@ func (b *Backends) Elastic() (*elasticsearch.Client, error) {
 	c, err := elasticsearch.NewClient(elasticsearch.Config{
 		Addresses: b.ElasticURLs, Username: b.ElasticUsername, Password: string(b.ElasticPassword),
 		APIKey: string(b.ElasticAPIKey), Transport: tr,
+		Instrumentation: b.Tracing.ElasticInstrumentation(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch client: %w", err)

@@ -27,7 +27,8 @@ type result struct {
 // does not change the items. Every event up to head was stored before the
 // fetches start, so each item's fetch answers the events up to its answers
 // (set by the caller). fetched runs once the documents are built and before
-// they are written (see Projector.absorb).
+// they are written (see Projector.absorb). bt, when tracing is on, holds
+// the items' spans: the fetches, builds and writes go under them.
 //
 // With a source version, a deletion carries no version of its own, so it is
 // confirmed before it is written (see confirmDeletions), and an item whose
@@ -36,7 +37,7 @@ type result struct {
 // meanwhile, or a document stored over a tombstone. Either may be the entity
 // re-created, or a fetch made before the deletion written after it; a new
 // fetch tells which.
-func (p *Projector) attempt(ctx context.Context, head uint64, batch []item, fetched func()) []result {
+func (p *Projector) attempt(ctx context.Context, head uint64, batch []item, bt *batchTrace, fetched func()) []result {
 	ids := make([]string, len(batch))
 	for i := range batch {
 		ids[i] = batch[i].id
@@ -69,7 +70,11 @@ func (p *Projector) attempt(ctx context.Context, head uint64, batch []item, fetc
 			}
 		}
 	}
-	res := p.asm.AssembleAt(ctx, ids, versions)
+	actx := ctx
+	if bt != nil {
+		actx = assemble.WithSpans(ctx, bt.spans)
+	}
+	res := p.asm.AssembleAt(actx, ids, versions)
 	var floor map[int]int64 // with a source version: confirmed deletions → tombstone version
 	if p.def.Versioned() {
 		floor = p.confirmDeletions(ctx, ids, res)
@@ -119,12 +124,14 @@ func (p *Projector) attempt(ctx context.Context, head uint64, batch []item, fetc
 	for s, st := range p.stores {
 		wg.Go(func() error {
 			start := time.Now()
+			ctx, done := bt.startWrites(ctx, st.Name, idx)
 			if r, ok := st.Store.(sink.Reporter); ok {
 				reports[s], errs[s] = r.WriteReport(ctx, write)
 			} else {
 				errs[s] = st.Store.Write(ctx, write)
 			}
 			p.m.WriteSeconds.WithLabelValues(p.label, st.Name).Observe(time.Since(start).Seconds())
+			done(errs[s])
 			p.m.Writes.WithLabelValues(p.label, st.Name, status(errs[s])).Inc()
 			return nil
 		})

@@ -31,6 +31,7 @@ import (
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/telemetry"
 	"github.com/readside/readside/projections"
 )
 
@@ -140,6 +141,9 @@ type Parts struct {
 	// retry event published, so waiting documents never fill the live
 	// consumer's ack-pending limit.
 	Delays bool
+	// Tracing, when on, traces every id processed (see trace.go); nil: off,
+	// and nothing is spent on it.
+	Tracing *telemetry.Tracing
 }
 
 // Projector runs one projection. Create it with New; Run it once.
@@ -159,6 +163,8 @@ type Projector struct {
 	o          Options
 	label      string             // the projection's name, with "/<kind>" on the other consumers (see Parts.Kind)
 	delays     bool               // see Parts.Delays
+	kind       string             // see Parts.Kind
+	tracing    *telemetry.Tracing // see Parts.Tracing
 	fanout     chan jetstream.Msg // lookup events waiting to fan out
 
 	// head is a stream sequence every event up to which was stored before
@@ -186,7 +192,7 @@ func New(p Parts, o Options) *Projector {
 		fanout: make(chan jetstream.Msg, 256),
 		label:  p.Def.Name,
 		log:    p.Log.With("projection", p.Def.Name),
-		delays: p.Delays,
+		delays: p.Delays, kind: p.Kind, tracing: p.Tracing,
 	}
 	if p.Kind != "" {
 		pr.label += "/" + p.Kind
@@ -402,12 +408,15 @@ func (p *Projector) process(ctx, work context.Context, batch []item) {
 	for i := range batch {
 		batch[i].answers = max(head, uint64(maxSeq(batch[i])))
 	}
-	out := p.attempt(work, head, batch, func() { p.absorb(batch) })
+	bt := p.startTrace(work, batch)
+	out := p.attempt(work, head, batch, bt, func() { p.absorb(batch) })
 	var written, retried, rechecked int
 	var firstErr error
 	var built []sink.Built
 	for i, it := range batch {
-		switch p.settle(work, it, out[i]) {
+		f := p.settle(work, it, out[i])
+		bt.end(i, f, out[i].err)
+		switch f {
 		case settledWritten:
 			written++
 			if p.refs != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
+	"github.com/readside/readside/internal/telemetry"
 	"github.com/readside/readside/projections"
 )
 
@@ -36,6 +37,9 @@ type Env struct {
 	// registry. Nil: each ForDefinition makes its own, with the default
 	// ceiling and unregistered metrics.
 	SourceLimits *assemble.Limits
+	// Tracing, when on, traces every id processed, its source requests
+	// (sending their trace context to the sources) and its writes. Nil: off.
+	Tracing *telemetry.Tracing
 }
 
 // StoreOpener opens a projection's stores (see backend.Stores).
@@ -75,7 +79,7 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		return nil, fmt.Errorf("projection %s: %w", def.Name, err)
 	}
 	parts := Parts{
-		Def: def, Consumer: cons, DLQ: env.Streams, Log: env.Log, Metrics: env.Metrics, Publisher: env.JetStream,
+		Def: def, Consumer: cons, DLQ: env.Streams, Log: env.Log, Metrics: env.Metrics, Publisher: env.JetStream, Tracing: env.Tracing,
 		Stores: []NamedStore{{Name: stores.DocsName, Store: stores.Docs}, {Name: stores.IndexName, Store: stores.Index}},
 	}
 	var ao assemble.Options
@@ -91,7 +95,14 @@ func ForDefinition(ctx context.Context, def *projections.Definition, env Env, o 
 		}
 	}
 	ao.Concurrency = o.FetchConcurrency
-	parts.Assembler = assemble.New(def, limits.Clients(def, env.Transport, env.SourceRetryBudget), ao)
+	transport := env.Transport
+	if env.Tracing.On() {
+		if transport == nil {
+			transport = source.NewTransport()
+		}
+		transport = env.Tracing.Transport(transport)
+	}
+	parts.Assembler = assemble.New(def, limits.Clients(def, transport, env.SourceRetryBudget), ao)
 	live := New(parts, o)
 
 	// Re-project events (joined entities' changes fanned out, heal requests

@@ -271,6 +271,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.m.observe(endpointOf(r), rec.status, time.Since(start))
 }
 
+// Route is the pattern of the route r takes, such as
+// "GET /v1/{projection}/{id}", without serving it: what names a request's
+// trace span, never its path, which holds ids.
+func (s *Server) Route(r *http.Request) string {
+	_, pattern := s.mux.Handler(r)
+	return pattern
+}
+
 // notClean reports whether an escaped path has an empty, . or .. segment
 // (an id's own slashes are escaped, %2F, so they do not count).
 func notClean(p string) bool {

@@ -109,7 +109,7 @@ func New(o Options) *Client {
 	}
 	rt := o.Transport
 	if rt == nil {
-		rt = newTransport()
+		rt = NewTransport()
 	}
 	// No Client.Timeout: every attempt is bounded by its context instead, so
 	// that the caller's deadline and the per-attempt timeout are one mechanism.
@@ -124,9 +124,9 @@ func orDefault[T int64 | time.Duration](v, def T) T {
 	return v
 }
 
-// newTransport is the default Transport: many idle connections per host,
+// NewTransport is the default Transport: many idle connections per host,
 // because a projector sends bursts of small requests to a few source APIs.
-func newTransport() *http.Transport {
+func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{

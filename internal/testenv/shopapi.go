@@ -46,6 +46,7 @@ type ShopAPI struct {
 	active  atomic.Int64
 	peak    atomic.Int64
 	hook    atomic.Pointer[func(id string, exists bool)]
+	traces  []string // the traceparent header of every request that had one
 }
 
 // NewShopAPI starts a fake shop API; Close it when done.
@@ -73,6 +74,9 @@ func (a *ShopAPI) serve(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	a.mu.Lock()
 	a.perID[id]++
+	if tp := r.Header.Get("traceparent"); tp != "" {
+		a.traces = append(a.traces, tp)
+	}
 	shop, ok := a.shops[id]
 	bad := a.bad[id]
 	a.mu.Unlock()
@@ -188,6 +192,13 @@ func (a *ShopAPI) OnAnswer(fn func(id string, exists bool)) {
 		return
 	}
 	a.hook.Store(&fn)
+}
+
+// TraceParents returns the traceparent headers the API received, in order.
+func (a *ShopAPI) TraceParents() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.traces...)
 }
 
 // FailAll makes every request answer status (0 to answer normally again).
