@@ -584,8 +584,10 @@ func TestDemoFillAndRestart(t *testing.T) {
 		}
 	}
 	t.Logf("after the restart, the sources have %d shops changed (%d with a new owner name) and %d deleted", len(changed), len(renamed), len(deleted))
-	if !slices.Contains(deleted, 43) || !slices.Contains(renamed, 45) || !slices.Contains(changed, 46) || len(deleted) < 2 || len(changed) < 100 {
-		t.Fatalf("the sample APIs lost the changes made before the restart: deleted %v, renamed %d, changed %d (want 43 deleted, owner 4's shops renamed, hundreds changed)",
+	// (The changer may have re-created shop 43, or deleted one of owner 4's.)
+	ours := (slices.Contains(deleted, 43) || slices.Contains(changed, 43)) && slices.ContainsFunc(renamed, func(id int) bool { return id/10 == 4 })
+	if !ours || len(deleted) < 2 || len(changed) < 100 {
+		t.Fatalf("the sample APIs lost the changes made before the restart: deleted %v, renamed %d, changed %d (want 43 deleted or changed, owner 4's shops renamed, hundreds changed)",
 			deleted, len(renamed), len(changed))
 	}
 

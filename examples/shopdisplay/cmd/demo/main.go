@@ -269,7 +269,7 @@ Read (the query API):
   curl '%[1]s?near=52.52,13.40&within=5km&sort=distance&limit=5'
       the 5 shops nearest to Berlin's centre, within 5 km, nearest first
   curl '%[1]s?q=piz&open=true&sort=-rating&limit=5'
-      open shops whose name, owner or dishes start with "piz", best rated first
+      open shops with a word starting with "piz" in their name, owner or top dishes, best rated first
   curl %[2]s/openapi.json
       the query API's OpenAPI document
 `, q, f.query)
@@ -286,10 +286,12 @@ Change the sources (the sample APIs announce every change; the read model follow
   curl -X POST '%[1]s/admin/change?kind=delete&id=43'
       shop 43 is deleted: its detail answers 404 and lists leave it out (kind=shop re-creates it)
   curl -X POST '%[1]s/admin/down?source=ads&status=503'
-      the ads source answers 503: documents built meanwhile (change shop 42 again) are written
-      without adRank, marked "readside_partial": ["ads"], and built again when ads is back
+      the ads source answers 503: a document built meanwhile (change shop 42 again) is written
+      after 3 s of retries with adRank null, marked "readside_partial": ["ads"], and built again
+      until ads answers
   curl -X POST '%[1]s/admin/down?source=ads&status=0'
-      brings the ads source back
+      brings the ads source back: the partial documents are completed at their next retry
+      (5 s after the first, doubling, at most 5 min apart)
 `, f.api, f.owner, shops)
 	if f.admin != "" {
 		fmt.Fprintf(w, `
