@@ -3,6 +3,7 @@ package sampleapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -58,8 +59,12 @@ func ChangeHandler(api *API, publish Publish) http.Handler {
 			return
 		}
 		subject, err := change(id)
-		if err != nil {
+		if errors.Is(err, ErrUnknown) {
 			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		answer := struct {

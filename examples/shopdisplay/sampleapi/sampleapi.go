@@ -21,6 +21,9 @@
 // made to fail (SetDown), and requests are counted. Mutations (ChangeShop,
 // DeleteShop, ChangeOwner, ChangeMenu, ChangeAds) move an entity to its next
 // revision and return the subject of the zero-payload event announcing it.
+// New keeps the changes in memory, so a new process starts from the data
+// derived from the ids again; Open keeps them in a file too, so a restarted
+// process serves what the last one served.
 //
 // An API is safe for concurrent use.
 package sampleapi
@@ -63,7 +66,9 @@ func sourceIndex(name string) (int, bool) {
 	return 0, false
 }
 
-// ErrUnknown is returned by a mutation of an entity that does not exist.
+// ErrUnknown is returned by a mutation of an entity that does not exist. A
+// mutation of an API made by Open also fails when its journal cannot keep
+// the change.
 var ErrUnknown = errors.New("sampleapi: no such entity")
 
 // DefaultShops is the number of shops when Options.Shops is 0.
@@ -114,6 +119,8 @@ type API struct {
 	shopLists   atomic.Int64
 	fetchMu     sync.Mutex
 	shopFetches map[int]int64 // per shop: single GETs plus batch requests naming it
+
+	journal *journal // nil: changes are kept in memory only (see Open)
 }
 
 // Indexes into API.changed: which entities the maps remember.
@@ -215,8 +222,7 @@ func (a *API) ChangeShop(id int) (string, error) {
 	if id < 1 || id > a.n {
 		return "", fmt.Errorf("%w: shop %d", ErrUnknown, id)
 	}
-	a.bump(changedShops, id, false)
-	return "shop.changed." + strconv.Itoa(id), nil
+	return "shop.changed." + strconv.Itoa(id), a.bump(changedShops, id, false)
 }
 
 // DeleteShop deletes shop id (its menu and ads go with it) and returns
@@ -225,8 +231,7 @@ func (a *API) DeleteShop(id int) (string, error) {
 	if id < 1 || id > a.n {
 		return "", fmt.Errorf("%w: shop %d", ErrUnknown, id)
 	}
-	a.bump(changedShops, id, true)
-	return "shop.changed." + strconv.Itoa(id), nil
+	return "shop.changed." + strconv.Itoa(id), a.bump(changedShops, id, true)
 }
 
 // ChangeOwner gives owner id another business name and phone number and
@@ -235,8 +240,7 @@ func (a *API) ChangeOwner(id int) (string, error) {
 	if id < 0 || id >= a.Owners() {
 		return "", fmt.Errorf("%w: owner %d", ErrUnknown, id)
 	}
-	a.bump(changedOwners, id, false)
-	return "owner.changed." + strconv.Itoa(id), nil
+	return "owner.changed." + strconv.Itoa(id), a.bump(changedOwners, id, false)
 }
 
 // ChangeMenu gives shop id's menu another minimum order price and top items
@@ -245,8 +249,7 @@ func (a *API) ChangeMenu(shopID int) (string, error) {
 	if shopID < 1 || shopID > a.n {
 		return "", fmt.Errorf("%w: shop %d", ErrUnknown, shopID)
 	}
-	a.bump(changedMenus, shopID, false)
-	return "menu.changed." + strconv.Itoa(shopID), nil
+	return "menu.changed." + strconv.Itoa(shopID), a.bump(changedMenus, shopID, false)
 }
 
 // ChangeAds gives shop id another campaign rank (or none) and returns
@@ -255,23 +258,29 @@ func (a *API) ChangeAds(shopID int) (string, error) {
 	if shopID < 1 || shopID > a.n {
 		return "", fmt.Errorf("%w: shop %d", ErrUnknown, shopID)
 	}
-	a.bump(changedAds, shopID, false)
-	return "ads.changed." + strconv.Itoa(shopID), nil
+	return "ads.changed." + strconv.Itoa(shopID), a.bump(changedAds, shopID, false)
 }
 
 // bump moves an entity to its next revision with the next version; a
-// deletion keeps the revision and takes a version too.
-func (a *API) bump(kind, id int, deleted bool) {
+// deletion keeps the revision and takes a version too. With a journal, the
+// change is kept there first: one that cannot be kept is not made.
+func (a *API) bump(kind, id int, deleted bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.changed[kind][id]
-	a.clock++
-	st.version = a.clock
+	st.version = a.clock + 1
 	if !deleted {
 		st.rev++
 	}
 	st.deleted = deleted
+	if a.journal != nil {
+		if err := a.journal.record(kind, id, st); err != nil {
+			return err
+		}
+	}
+	a.clock = st.version
 	a.changed[kind][id] = st
+	return nil
 }
 
 // SetDown makes every endpoint of source ("shops", "owners", "menu" or
