@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -525,6 +526,16 @@ func TestDemoFillAndRestart(t *testing.T) {
 	}
 	if strings.Count(out, "Filled:") != 1 {
 		t.Fatalf("more than one done line:\n%s", out)
+	}
+	// The status page the demo prints serves the projection's consumers.
+	res, err := http.Get(d.admin + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !bytes.Contains(page, []byte(`data-kind="live"`)) {
+		t.Errorf("GET %s/status: %s, want the status page with the live consumer:\n%.2000s", d.admin, res.Status, page)
 	}
 	t.Logf("%d progress lines, then: %s", len(lines), m[0])
 

@@ -15,7 +15,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,9 +35,11 @@ import (
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
+	"github.com/readside/readside/internal/health"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/source"
+	"github.com/readside/readside/internal/statuspage"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
 )
@@ -171,8 +172,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	consumers := []string{stream.ConsumerName(def.Name), stream.ReprojectConsumerName(def.Name), stream.ReplayConsumerName(def.Name), stream.RetryConsumerName(def.Name)}
-	monitor := projector.NewMonitor(js, streams.Config().Events, consumers, log, reg, projector.MonitorOptions{StreamOf: streams.StreamOf})
+	var consumers []string
+	for _, c := range stream.ConsumersOf(def.Name) {
+		consumers = append(consumers, c.Name)
+	}
+	monitor := projector.NewMonitor(js, streams.Config().Events, consumers, log, reg, projector.MonitorOptions{
+		StreamOf: streams.StreamOf, Projections: []string{def.Name}, DeadLetters: streams,
+	})
 	views, err := backend.Views(ctx, []*projections.Definition{def}, conn.Stores, 300*time.Millisecond)
 	if err != nil {
 		return err
@@ -200,8 +206,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	g.Go(func() error { defer stopAPI(); return proj.Run(gctx) })
 	g.Go(func() error { return monitor.Run(gctx) })
 	if mln != nil {
-		ready := projector.Readiness{NATS: conn.NATS, Monitor: monitor, Stores: conn.Stores.Ready}
-		g.Go(func() error { return query.Serve(gctx, mln, adminMux(reg, ready), qo.RequestTimeout, log) })
+		probes := health.New(log)
+		probes.SetCheck(projector.Readiness{NATS: conn.NATS, Monitor: monitor, Stores: conn.Stores.Check}.Check)
+		g.Go(func() error { return query.Serve(gctx, mln, adminMux(reg, probes, monitor), qo.RequestTimeout, log) })
 	}
 	if s.rate > 0 {
 		// A change made is announced even when Ctrl-C comes between the
@@ -313,31 +320,15 @@ starting again goes on where it stopped; rm -rf %[5]s starts afresh.
 `, f.nats, f.s.defFile, f.api, f.projection, f.s.backends.DataDir)
 }
 
-// adminMux serves the projector's metrics and probes, as cmd/projector
-// does: /livez answers 200 while the process serves; /readyz answers 200
-// only while the projector can work (NATS, the stream and its consumers,
-// the stores).
-func adminMux(reg *prometheus.Registry, ready projector.Readiness) *http.ServeMux {
+// adminMux serves the projector's metrics, probes and status page, as
+// cmd/projector does (health.Probes: /livez answers 200 while the process
+// serves; /readyz answers 200 only while the projector can work: NATS, the
+// stream and its consumers, the stores).
+func adminMux(reg *prometheus.Registry, probes *health.Probes, monitor *projector.Monitor) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ok, checks := ready.Check(r.Context())
-		body := struct {
-			Status string            `json:"status"`
-			Checks map[string]string `json:"checks"`
-		}{"ready", checks}
-		code := http.StatusOK
-		if !ok {
-			body.Status, code = "not ready", http.StatusServiceUnavailable
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(code)
-		json.NewEncoder(w).Encode(body)
-	})
+	mux.Handle("GET /status", statuspage.Handler(statuspage.Source{Freshness: monitor.Freshness, Ready: probes.Check}))
+	probes.Register(mux)
 	return mux
 }
 
