@@ -3,6 +3,7 @@ package statuspage
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -140,10 +141,7 @@ func niceCeil(s float64) float64 {
 }
 
 func secondsLabel(s float64) string {
-	if s == math.Trunc(s) {
-		return fmt.Sprintf("%.0f s", s)
-	}
-	return fmt.Sprintf("%.1f s", s)
+	return strconv.FormatFloat(math.Round(s*100)/100, 'f', -1, 64) + " s"
 }
 
 func legendText(cv consumerView) string {
