@@ -94,9 +94,9 @@ func readDockerfile(t *testing.T) dockerfile {
 	return d
 }
 
-// binaries are the commands built once, by the Dockerfile's own build line, for every
+// built are the commands built once, by the Dockerfile's own build line, for every
 // test of the package.
-var binaries struct {
+var built struct {
 	once sync.Once
 	dir  string
 	err  error
@@ -106,13 +106,13 @@ var binaries struct {
 // the directory holding them, by command name.
 func binaryDir(t *testing.T) string {
 	t.Helper()
-	binaries.once.Do(func() {
-		binaries.dir, binaries.err = buildAsDockerfile(readDockerfile(t))
+	built.once.Do(func() {
+		built.dir, built.err = buildAsDockerfile(readDockerfile(t))
 	})
-	if binaries.err != nil {
-		t.Fatal(binaries.err)
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return binaries.dir
+	return built.dir
 }
 
 // buildAsDockerfile runs the Dockerfile's go build line with sh, as the image build
@@ -143,8 +143,8 @@ func buildAsDockerfile(d dockerfile) (string, error) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binaries.dir != "" {
-		os.RemoveAll(binaries.dir)
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
 	}
 	os.Exit(code)
 }
