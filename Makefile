@@ -7,6 +7,9 @@
 # Ports can be moved with READSIDE_TEST_REDIS_PORT, READSIDE_TEST_ES_PORT,
 # READSIDE_TEST_REDIS_CLUSTER_PORT (first of 6) and READSIDE_TEST_ES_CLUSTER_PORT (first of 2),
 # the state dir with READSIDE_TEST_STATE (env or make vars).
+# Then deploy/ (a module of its own: the Kubernetes API types stay out of go.mod) checks the
+# Dockerfile, the Kubernetes manifests, the alert rules (promtool, which testenv.sh installs)
+# and the Grafana dashboard.
 
 READSIDE_TEST_STATE ?= /var/lib/readside
 READSIDE_TEST_REDIS_PORT ?= 6391
@@ -29,6 +32,7 @@ TESTENV := bash scripts/testenv.sh
 test: testenv
 	go vet ./...
 	go test -count=1 -timeout 14m ./...
+	cd deploy && go vet ./... && go test -count=1 -timeout 15m ./...
 
 testenv:
 	$(TESTENV) up

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -79,7 +80,8 @@ func exportedMetrics(t *testing.T) map[string]bool {
 }
 
 // scrapeProjector runs the built projector on embedded backends with the base
-// kustomization's definitions and returns the metric names on its /metrics.
+// kustomization's definitions and returns the metric names on its /metrics, having
+// checked that readside_build_info there carries the stamped version and commit.
 func scrapeProjector(t *testing.T) map[string]bool {
 	t.Helper()
 	free := func() string {
@@ -123,6 +125,11 @@ func scrapeProjector(t *testing.T) map[string]bool {
 	}
 	if !strings.Contains(body, "readside_consumer_lag_seconds{") {
 		t.Fatalf("the projector's /metrics never showed the consumers' lag within 60 s; its log:\n%s\n/metrics:\n%s", logs.String(), body)
+	}
+	// The build's identity, as the Dockerfile's build arguments stamped it.
+	info := `readside_build_info{commit="` + testCommit + `",goversion="` + runtime.Version() + `",version="` + testVersion + `"} 1`
+	if !strings.Contains(body, info) {
+		t.Errorf("the projector's /metrics lacks %s", info)
 	}
 	names := map[string]bool{}
 	for l := range strings.SplitSeq(body, "\n") {

@@ -12,6 +12,7 @@
 #                                      instant when they are). A cluster node that a test killed or stopped
 #                                      is started again; a Redis Cluster that cannot be repaired is made
 #                                      anew. The Elasticsearch nodes start in parallel (~1-2 min cold).
+#                                      Also installs promtool (apt-get prometheus) when it is missing.
 #   scripts/testenv.sh down [PIECE...] stop the pieces named, all by default; their data stays
 #   scripts/testenv.sh status          say how each piece is (exit 0 only when all are healthy)
 #
@@ -124,6 +125,10 @@ apt_install() { # PACKAGE... (quietly; apt's output is shown only when it fails)
 	apt-get install -y -qq --no-install-recommends "$@" >"$out" 2>&1 </dev/null ||
 		{ cat "$out" >&2; rm -f "$out"; die "apt-get install $* failed"; }
 	rm -f "$out"
+}
+
+need_promtool() { # promtool, for deploy/'s checks of the alert rules (Debian's prometheus package ships it)
+	command -v promtool >/dev/null || apt_install prometheus
 }
 
 need_redis() { # redis-server and redis-cli (Debian's redis-server brings redis-tools)
@@ -724,6 +729,7 @@ cmd_up() {
 	local piece keys=() healthy=1
 	want_pieces "$@"
 	local want=("${WANT[@]}")
+	need_promtool
 	# Warm path: nothing to do, touch nothing.
 	for piece in "${want[@]}"; do piece_healthy "$piece" || { healthy=; break; }; done
 	if [[ -n $healthy ]]; then
