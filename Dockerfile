@@ -21,9 +21,11 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 ARG COMMIT=unknown
-ARG TARGETOS=linux
-ARG TARGETARCH=amd64
-RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -buildvcs=false -ldflags="-s -w -X github.com/readside/readside/internal/version.version=${VERSION} -X github.com/readside/readside/internal/version.commit=${COMMIT}" -o /out/ ./cmd/projector ./cmd/queryapi ./cmd/replay
+# Set by BuildKit for each platform built (docker buildx build --platform linux/arm64,...);
+# the Go toolchain cross-compiles on the build platform.
+ARG TARGETOS
+ARG TARGETARCH
+RUN CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH:-amd64} go build -trimpath -buildvcs=false -ldflags="-s -w -X github.com/readside/readside/internal/version.version=${VERSION} -X github.com/readside/readside/internal/version.commit=${COMMIT}" -o /out/ ./cmd/projector ./cmd/queryapi ./cmd/replay
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
