@@ -7,6 +7,10 @@
 # Ports can be moved with READSIDE_TEST_REDIS_PORT, READSIDE_TEST_ES_PORT,
 # READSIDE_TEST_REDIS_CLUSTER_PORT (first of 6) and READSIDE_TEST_ES_CLUSTER_PORT (first of 2),
 # the state dir with READSIDE_TEST_STATE (env or make vars).
+# Then deploy/ (a module of its own: the Kubernetes API types stay out of go.mod) checks the
+# Dockerfile, the Kubernetes manifests, the alert rules (promtool, which testenv.sh installs)
+# and the Grafana dashboard. -mod=mod: deploy/go.mod takes the main module (replace ../) with
+# its requirements, which move when the main module's do; commit what it changes in deploy/go.*.
 
 READSIDE_TEST_STATE ?= /var/lib/readside
 READSIDE_TEST_REDIS_PORT ?= 6391
@@ -29,6 +33,7 @@ TESTENV := bash scripts/testenv.sh
 test: testenv
 	go vet ./...
 	go test -count=1 -timeout 14m ./...
+	cd deploy && go vet -mod=mod ./... && go test -mod=mod -count=1 -timeout 15m ./...
 
 testenv:
 	$(TESTENV) up

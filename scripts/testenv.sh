@@ -13,7 +13,8 @@
 #                                      is started again; a Redis Cluster that cannot be repaired is made
 #                                      anew. The Elasticsearch nodes start in parallel (~1-2 min cold).
 #                                      `up` also installs the tools tests run when missing: Debian's
-#                                      chromium (headless: the status page's browser test).
+#                                      chromium (headless: the status page's browser test) and promtool
+#                                      (apt-get prometheus: the alert rules' checks).
 #   scripts/testenv.sh down [PIECE...] stop the pieces named, all by default; their data stays
 #   scripts/testenv.sh status          say how each piece is (exit 0 only when all are healthy)
 #
@@ -722,10 +723,14 @@ piece_healthy() { # PIECE
 	esac
 }
 
-# Tools the tests run besides the services: Debian's chromium, headless, for the browser test of the
-# projector's status page. Installed when missing; instant when there.
+# Tools the tests run besides the services, installed when missing (one apt-get for all); instant
+# when there: Debian's chromium, headless, for the browser test of the projector's status page, and
+# promtool, for deploy/'s checks of the alert rules (Debian's prometheus package ships it).
 tools_up() {
-	command -v chromium >/dev/null || apt_install chromium
+	local missing=()
+	command -v chromium >/dev/null || missing+=(chromium)
+	command -v promtool >/dev/null || missing+=(prometheus)
+	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
 }
 
 cmd_up() {

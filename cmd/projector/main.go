@@ -38,6 +38,7 @@ import (
 	"github.com/readside/readside/internal/statuspage"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/telemetry"
+	"github.com/readside/readside/internal/version"
 	"github.com/readside/readside/projections"
 )
 
@@ -60,6 +61,7 @@ type settings struct {
 	sourceMax    int
 	opts         projector.Options
 	check        bool
+	version      bool
 }
 
 func parse(args []string, out io.Writer) (*settings, error) {
@@ -84,8 +86,12 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.DurationVar(&s.stopDelay, "shutdown-delay", config.EnvDuration("READSIDE_SHUTDOWN_DELAY", 0), "on SIGTERM, how long /readyz answers 503 while the projector goes on working, before it stops pulling and drains; 0: at once, since no Service routes traffic to a projector (set it, e.g. 5s, when -query-addr serves behind one) [$READSIDE_SHUTDOWN_DELAY]")
 	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", 10*time.Second), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
 	fs.BoolVar(&s.check, "check", false, "load and validate the definitions, print every problem (or one OK line) and exit, connecting to nothing: for the CI of the definitions")
+	fs.BoolVar(&s.version, "version", false, "print the version, commit and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if s.version {
+		return s, nil
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
@@ -127,6 +133,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if s.version {
+		_, err := fmt.Fprintln(os.Stdout, version.Get().Line("projector"))
+		return err
+	}
 	if s.check {
 		return check(s.Definitions, stderr)
 	}
@@ -142,7 +152,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	s.Backends.Tracing = tracing
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Get().Collector())
 	metrics := projector.NewMetrics(reg)
 
 	// The admin server comes first, answering /readyz "starting" while

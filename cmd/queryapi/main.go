@@ -33,6 +33,7 @@ import (
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/telemetry"
+	"github.com/readside/readside/internal/version"
 )
 
 func main() {
@@ -50,6 +51,7 @@ type settings struct {
 	metricsAddr string
 	stopDelay   time.Duration
 	opts        query.Options
+	version     bool
 }
 
 func parse(args []string, out io.Writer) (*settings, error) {
@@ -72,8 +74,12 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9465"), "admin address serving /metrics (Prometheus), /livez and /readyz, apart from the public API; :9465 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.DurationVar(&s.stopDelay, "shutdown-delay", config.EnvDuration("READSIDE_SHUTDOWN_DELAY", 5*time.Second), "on SIGTERM, how long the admin /readyz answers 503 while the API goes on serving, so that load balancers stop sending requests, before the server drains [$READSIDE_SHUTDOWN_DELAY]")
 	fs.BoolVar(&s.accessLog, "access-log", config.EnvBool("READSIDE_ACCESS_LOG", true), "log every request [$READSIDE_ACCESS_LOG]")
+	fs.BoolVar(&s.version, "version", false, "print the version, commit and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if s.version {
+		return s, nil
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
@@ -114,12 +120,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
+	if s.version {
+		_, err := fmt.Fprintln(os.Stdout, version.Get().Line("queryapi"))
+		return err
+	}
 	log, defs, err := s.Common.Start(stderr)
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Get().Collector())
 	s.opts.Registerer = reg
 	// The admin server comes first, answering /readyz "starting" while
 	// the API sets up, and closes last, after the drain.

@@ -31,6 +31,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/readside/readside/internal/version"
 	"github.com/readside/readside/replay"
 )
 
@@ -116,12 +117,20 @@ progress and notes stay on stderr.`,
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
+	root.Version = version.Get().Line("replay") // --version
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetIn(e.stdin)
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
 	a.registerGlobal(root)
 
-	root.AddCommand(newIDsCmd(a), newAllCmd(a), newSinceCmd(a), newDLQCmd(a), newRebuildCmd(a), newVerifyCmd(a), newStatusCmd(a))
+	root.AddCommand(newIDsCmd(a), newAllCmd(a), newSinceCmd(a), newDLQCmd(a), newRebuildCmd(a), newVerifyCmd(a), newStatusCmd(a), &cobra.Command{
+		Use: "version", Short: "Print the version, commit and Go version", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), root.Version)
+			return err
+		},
+	})
 
 	return root
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/internal/version"
 	"github.com/readside/readside/projections"
 )
 
@@ -478,4 +479,17 @@ func lookup(v any, path string) any {
 		}
 	}
 	return v
+}
+
+// --version and the version command print one line: name, version, commit,
+// Go version.
+func TestVersion(t *testing.T) {
+	c := newCLI(t)
+	want := version.Get().Line("replay") + "\n"
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		code, out, errOut := c.run(args...)
+		if code != 0 || errOut != "" || out != want {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 0, stdout %q", args, code, out, errOut, want)
+		}
+	}
 }
