@@ -246,7 +246,8 @@ func (p *Projector) Run(ctx context.Context) error {
 func (p *Projector) pull(ctx context.Context) error {
 	delay := time.Second
 	var lastPull time.Time
-	var pullFailing bool
+	var pullFailing bool // logged as failing (see failures)
+	failures := 0        // pulls failed in a row
 	for ctx.Err() == nil {
 		// While a dependency fails, pull only a probe batch now and then: the
 		// events stay in JetStream, and a lone id that keeps failing cannot
@@ -281,12 +282,17 @@ func (p *Projector) pull(ctx context.Context) error {
 				return gone
 			}
 			p.m.PullErrors.WithLabelValues(p.label).Inc()
-			if !pullFailing {
-				p.log.Warn("pulling events failed; retrying with backoff", "consumer", p.consumerName(), "err", err, "in", delay)
-			} else {
-				p.log.Debug("pulling events still fails", "err", err, "in", delay)
+			// One failed pull is no outage: a consumer just made with
+			// replicas has no leader for a moment ("no responders"). A
+			// second failure in a row is one, logged once until pulls work.
+			failures++
+			switch {
+			case failures == 2:
+				p.log.Warn("pulling events failed; retrying with backoff", "consumer", p.consumerName(), "err", err, "in", delay, "failures", failures)
+				pullFailing = true
+			default:
+				p.log.Debug("pulling events failed", "err", err, "in", delay, "failures", failures)
 			}
-			pullFailing = true
 			sleep(ctx, delay)
 			delay = min(2*delay, 30*time.Second)
 			continue
@@ -294,6 +300,9 @@ func (p *Projector) pull(ctx context.Context) error {
 		if pullFailing && err == nil {
 			p.log.Info("pulling events works again", "consumer", p.consumerName())
 			pullFailing = false
+		}
+		if err == nil {
+			failures = 0
 		}
 		delay = time.Second
 	}
