@@ -282,7 +282,7 @@ func adminMux(reg *prometheus.Registry, probes *health.Probes, status http.Handl
 // projector's own stores: with embedded stores, which belong to one
 // process, this is how reads are served.
 func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*projections.Definition, stores *backend.Stores, js jetstream.JetStream, reg prometheus.Registerer, log *slog.Logger, tracing *telemetry.Tracing) error {
-	views, err := backend.Views(ctx, defs, stores, 300*time.Millisecond)
+	views, err := query.Views(ctx, defs, stores, 300*time.Millisecond)
 	if err != nil {
 		return err
 	}

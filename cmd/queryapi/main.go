@@ -180,7 +180,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		readiness.NATS = nc
 		readiness.Stream = stream.NewProbe(js, s.ownStream, 2*time.Second, 2*time.Second, log)
 	}
-	views, err := backend.Views(ctx, defs, stores, s.retryBudget)
+	views, err := query.Views(ctx, defs, stores, s.retryBudget)
 	if err != nil {
 		return err
 	}
