@@ -2,13 +2,14 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/readside/readside/projections"
 )
 
 // fate is what settle made of one item.
@@ -78,9 +79,8 @@ func (p *Projector) settle(ctx context.Context, it item, r result) fate {
 func (p *Projector) ack(ctx context.Context, it item, r result) (answered bool) {
 	msgs := it.msgs
 	if len(r.partial) > 0 && !p.delays && p.pub != nil {
-		body, _ := json.Marshal(map[string]string{"id": it.id})
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), body,
+		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), projections.EventBody(it.id),
 			jetstream.WithMsgID(fmt.Sprintf("retry-%s-%s-%d", p.def.Name, it.id, r.version)))
 		cancel()
 		if err == nil {
