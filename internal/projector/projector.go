@@ -10,7 +10,8 @@
 //   - a bad event (no valid id), a source answering another 4xx, a document
 //     a store rejects for good → dead-letter entry, then Term;
 //   - a dependency down (source, Redis, Elasticsearch) → the messages are
-//     held (kept alive with InProgress) and the id retried with backoff;
+//     held (kept alive with InProgress) and the id retried with backoff,
+//     waiting at least as long as a source's Retry-After asked (up to 5 min);
 //     pulling pauses while nothing succeeds. Nothing is dead-lettered for it;
 //   - shutdown → what is in flight finishes within the grace period; what is
 //     still held is Nak'ed for redelivery.
@@ -77,7 +78,7 @@ type Options struct {
 	AckWait          time.Duration // the consumer's ack wait; held messages get InProgress every third of it [30s]
 	MaxAckPending    int           // the consumer's limit of unacknowledged events, across replicas [20000]
 	RetryInitial     time.Duration // first retry delay of an id whose dependency failed [250ms]
-	RetryMax         time.Duration // longest retry delay [15s]
+	RetryMax         time.Duration // longest retry delay, unless a source's Retry-After asks for longer (up to 5 min) [15s]
 	ShutdownGrace    time.Duration // how long in-flight batches may finish on shutdown [10s]
 	// PartialRetry is the first delay before a partial document is built
 	// again; it doubles with every redelivery, up to 5 minutes [5s].

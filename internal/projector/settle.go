@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/projections"
 )
 
@@ -30,7 +31,8 @@ const (
 //     nothing acked, up to maxRechecks times in a row;
 //   - permanent failure → dead-letter entry, then Term (see deadLetter);
 //   - transient failure → held (kept alive by keepAlive) and retried after
-//     a backoff.
+//     a backoff, or after the source's Retry-After hint when that is longer
+//     (see retryAfter).
 func (p *Projector) settle(ctx context.Context, it item, r result) fate {
 	switch {
 	case r.err == nil && r.recheck && it.rechecks < maxRechecks:
@@ -62,9 +64,25 @@ func (p *Projector) settle(ctx context.Context, it item, r result) fate {
 	default:
 		p.m.Events.WithLabelValues(p.label, "retried").Add(float64(len(it.msgs)))
 		p.log.Debug("retrying later", "id", it.id, "tries", it.tries+1, "err", r.err)
-		p.sched.retry(it.job)
+		p.sched.retry(it.job, retryAfter(r.err))
 		return settledRetried
 	}
+}
+
+// maxRetryAfter bounds how long a source's Retry-After hint holds an id back:
+// a hint of hours (or the "forever" of a huge value) must not keep its
+// events held until shutdown.
+const maxRetryAfter = 5 * time.Minute
+
+// retryAfter is the Retry-After hint of a source that was unavailable (see
+// source.UnavailableError), at most maxRetryAfter; 0 when err carries none.
+// The id's retry waits at least that long, as the source asked.
+func retryAfter(err error) time.Duration {
+	var ue *source.UnavailableError
+	if !errors.As(err, &ue) {
+		return 0
+	}
+	return min(ue.RetryAfter, maxRetryAfter)
 }
 
 // ack acknowledges the events a written document answers. A partial
