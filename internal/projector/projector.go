@@ -85,6 +85,23 @@ type Options struct {
 	PartialRetry time.Duration
 }
 
+// DefaultOptions are the settings of a Projector given none: what a zero
+// field of Options takes, and the defaults of cmd/projector's flags. MaxHeld
+// and MaxAckPending are left zero: they follow from Batch and Workers, and
+// from the stream package's consumer default.
+func DefaultOptions() Options {
+	return Options{
+		Batch:            256,
+		Workers:          4,
+		FetchConcurrency: 32,
+		AckWait:          30 * time.Second,
+		RetryInitial:     250 * time.Millisecond,
+		RetryMax:         15 * time.Second,
+		ShutdownGrace:    10 * time.Second,
+		PartialRetry:     5 * time.Second,
+	}
+}
+
 func (o *Options) defaults() {
 	def := func(v *int, d int) {
 		if *v <= 0 {
@@ -96,15 +113,16 @@ func (o *Options) defaults() {
 			*v = d
 		}
 	}
-	def(&o.Batch, 256)
-	def(&o.Workers, 4)
-	def(&o.FetchConcurrency, 32)
+	d := DefaultOptions()
+	def(&o.Batch, d.Batch)
+	def(&o.Workers, d.Workers)
+	def(&o.FetchConcurrency, d.FetchConcurrency)
 	def(&o.MaxHeld, 8*o.Batch*o.Workers)
-	defd(&o.AckWait, 30*time.Second)
-	defd(&o.RetryInitial, 250*time.Millisecond)
-	defd(&o.RetryMax, 15*time.Second)
-	defd(&o.ShutdownGrace, 10*time.Second)
-	defd(&o.PartialRetry, 5*time.Second)
+	defd(&o.AckWait, d.AckWait)
+	defd(&o.RetryInitial, d.RetryInitial)
+	defd(&o.RetryMax, d.RetryMax)
+	defd(&o.ShutdownGrace, d.ShutdownGrace)
+	defd(&o.PartialRetry, d.PartialRetry)
 }
 
 // maxAnswered bounds how many ids a Projector remembers the last fetch of

@@ -9,6 +9,10 @@ import (
 	"github.com/readside/readside/projections"
 )
 
+// DefaultRetryBudget bounds the retries of one fallback request to a source
+// [cmd/queryapi's -source-retry-budget]: short, since a reader waits.
+const DefaultRetryBudget = 300 * time.Millisecond
+
 // Opener opens what the views of projections read: backend.Stores is one.
 type Opener interface {
 	// Read opens def's stores to read only.
