@@ -2,6 +2,7 @@ package projections_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -96,4 +97,26 @@ func FuzzIDOf(f *testing.F) {
 			t.Fatalf("valid id %q cannot be put in the URL: %v", id, err)
 		}
 	})
+}
+
+// EventBody is what Route reads back on each of a projection's own subjects,
+// whatever characters a valid id holds.
+func TestEventBodyRoundTrip(t *testing.T) {
+	d, err := projections.Parse("shops.yaml", []byte(good), apiEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"42", "ü-7", `a"b\c`, "a<b&c", "a-b_c:1"} {
+		for _, subject := range []string{d.ReprojectSubject(), d.ReplaySubject(), d.RetrySubject()} {
+			ev, err := d.Route(subject, projections.EventBody(id))
+			if err != nil || ev.ID != id {
+				t.Errorf("Route(%s, EventBody(%q)) = %q, %v", subject, id, ev.ID, err)
+			}
+		}
+	}
+}
+
+func ExampleEventBody() {
+	fmt.Printf("%s\n", projections.EventBody("42"))
+	// Output: {"id":"42"}
 }

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -24,6 +25,16 @@ const ReplayPrefix = "readside.replay."
 // ({"id": "42"}): a consumer of their own delays them, so documents waiting
 // for an optional source never hold live events back.
 const RetryPrefix = "readside.retry."
+
+// EventBody is the body of the events Readside itself publishes on a
+// projection's own subjects (ReprojectSubject, ReplaySubject, RetrySubject):
+// a JSON object with the entity's id, {"id": "42"}, which Route reads back.
+func EventBody(id string) []byte {
+	b, _ := json.Marshal(struct {
+		ID string `json:"id"`
+	}{id}) // a string always marshals
+	return b
+}
 
 // RetrySubject is the subject of this projection's partial-document retries.
 func (d *Definition) RetrySubject() string { return RetryPrefix + d.Name }

@@ -217,10 +217,24 @@ var (
 	aliasRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,200}$`)
 )
 
+// validate checks d, recording every problem in v, and compiles its sources'
+// templates into d.sources. The steps run in the order of a definition's
+// sections, so problems are reported in the order of the file.
 func (d *Definition) validate(v *validator, o Options) {
 	if !nameRE.MatchString(d.Name) {
 		v.addf([]any{"name"}, "%q is not a valid name: use lower case letters, digits, '_' and '-', starting with a letter", d.Name)
 	}
+	d.validateTriggers(v)
+	names := d.validateSources(v, o)
+	d.validateLookups(v)
+	d.validateVersion(v, names)
+	d.validateFields(v, names)
+	d.validateStores(v)
+}
+
+// validateTriggers checks each trigger's subject, that no two overlap, and
+// where its id is.
+func (d *Definition) validateTriggers(v *validator) {
 	if len(d.Triggers) == 0 {
 		v.addf([]any{"triggers"}, "at least one trigger is needed: the event subjects that mark a document as changed")
 	}
@@ -240,10 +254,16 @@ func (d *Definition) validate(v *validator, o Options) {
 			v.addf([]any{"triggers", i, "id"}, "%q is not an id location: use \"subject\" (the subject's last token) or \"body.<field>\"", t.ID)
 		}
 	}
+}
+
+// validateSources checks the sources in order and compiles each into
+// d.sources. It returns the names of the sources, valid or not, for the
+// sections that refer to them.
+func (d *Definition) validateSources(v *validator, o Options) (names map[string]bool) {
 	if len(d.Sources) == 0 {
 		v.addf([]any{"sources"}, "at least one source is needed: the API that holds the entity's state, e.g. url: http://shops/shops/{id}")
 	}
-	names := map[string]bool{}
+	names = map[string]bool{}
 	for i := range d.Sources {
 		s := &d.Sources[i]
 		if !fieldNameRE.MatchString(s.Name) {
@@ -257,60 +277,92 @@ func (d *Definition) validate(v *validator, o Options) {
 		cs := compiledSource{Source: *s}
 		cs.url = v.template(o, []any{"sources", i, "url"}, s.URL)
 		if cs.url != nil {
-			for _, name := range cs.url.Vars() {
-				if name == "id" {
-					continue
-				}
-				src, _, _ := strings.Cut(name, ".")
-				switch {
-				case i == 0:
-					v.addf([]any{"sources", i, "url"}, "the primary source is fetched by id: {%s} is not available, only {id}", name)
-				case !strings.Contains(name, "."):
-					v.addf([]any{"sources", i, "url"}, "unknown placeholder {%s}: use {id} or {<source>.<path>} of a source defined above", name)
-				case src == s.Name:
-					v.addf([]any{"sources", i, "url"}, "{%s} refers to this source itself", name)
-				case names[src]:
-					cs.refs = append(cs.refs, name)
-				case slices.ContainsFunc(d.Sources[i:], func(o Source) bool { return o.Name == src }):
-					v.addf([]any{"sources", i, "url"}, "{%s} refers to source %q, which is defined later: move %q above %q", name, src, src, s.Name)
-				default:
-					v.addf([]any{"sources", i, "url"}, "{%s} refers to no source: defined are %s", name, strings.Join(sourceNames(d), ", "))
-				}
-			}
-			if i == 0 && !slices.Contains(cs.url.Vars(), "id") {
-				v.addf([]any{"sources", i, "url"}, "the primary source's URL must contain {id}")
-			}
+			cs.refs = d.sourceRefs(v, i, cs.url, names)
 		}
 		if i == 0 && s.Optional {
 			v.addf([]any{"sources", i, "optional"}, "the primary source cannot be optional: without it there is no document")
 		}
 		if s.Batch != nil {
-			if i != 0 {
-				v.addf([]any{"sources", i, "batch"}, "only the primary source may have a batch endpoint")
-			}
-			cs.batch = v.template(o, []any{"sources", i, "batch", "url"}, s.Batch.URL)
-			if cs.batch != nil && !slices.Equal(cs.batch.Vars(), []string{"ids"}) {
-				v.addf([]any{"sources", i, "batch", "url"}, "must have the one placeholder {ids} (the ids, comma-separated)")
-			}
-			if s.Batch.Max < 0 || s.Batch.Max > 1000 {
-				v.addf([]any{"sources", i, "batch", "max"}, "must be between 1 and 1000")
-			}
+			cs.batch = d.validateBatch(v, o, i)
 		}
 		if s.List != nil {
-			if i != 0 {
-				v.addf([]any{"sources", i, "list"}, "only the primary source may have a list endpoint")
-			}
-			cs.list = v.template(o, []any{"sources", i, "list", "url"}, s.List.URL)
-			if cs.list != nil && (!slices.Equal(cs.list.Vars(), []string{"cursor"}) || !strings.Contains(s.List.URL, "?")) {
-				v.addf([]any{"sources", i, "list", "url"}, "must have the one placeholder {cursor}, in the query (it is empty for the first page)")
-			}
-			if s.List.IDs == "" {
-				v.addf([]any{"sources", i, "list", "ids"}, "is required: the path of the ids in a page, e.g. items.#.id")
-			}
+			cs.list = d.validateList(v, o, i)
 		}
 		names[s.Name] = true
 		d.sources = append(d.sources, cs)
 	}
+	return names
+}
+
+// sourceRefs checks the placeholders of source i's URL template and returns
+// those that refer to a field of another source ("shop.ownerId"). above are
+// the names of the sources defined before it: only those can be referred to.
+func (d *Definition) sourceRefs(v *validator, i int, url *source.Template, above map[string]bool) (refs []string) {
+	s := &d.Sources[i]
+	for _, name := range url.Vars() {
+		if name == "id" {
+			continue
+		}
+		src, _, _ := strings.Cut(name, ".")
+		switch {
+		case i == 0:
+			v.addf([]any{"sources", i, "url"}, "the primary source is fetched by id: {%s} is not available, only {id}", name)
+		case !strings.Contains(name, "."):
+			v.addf([]any{"sources", i, "url"}, "unknown placeholder {%s}: use {id} or {<source>.<path>} of a source defined above", name)
+		case src == s.Name:
+			v.addf([]any{"sources", i, "url"}, "{%s} refers to this source itself", name)
+		case above[src]:
+			refs = append(refs, name)
+		case slices.ContainsFunc(d.Sources[i:], func(o Source) bool { return o.Name == src }):
+			v.addf([]any{"sources", i, "url"}, "{%s} refers to source %q, which is defined later: move %q above %q", name, src, src, s.Name)
+		default:
+			v.addf([]any{"sources", i, "url"}, "{%s} refers to no source: defined are %s", name, strings.Join(sourceNames(d), ", "))
+		}
+	}
+	if i == 0 && !slices.Contains(url.Vars(), "id") {
+		v.addf([]any{"sources", i, "url"}, "the primary source's URL must contain {id}")
+	}
+	return refs
+}
+
+// validateBatch checks source i's batch endpoint and returns its compiled
+// URL template (nil when it does not parse).
+func (d *Definition) validateBatch(v *validator, o Options, i int) *source.Template {
+	b := d.Sources[i].Batch
+	if i != 0 {
+		v.addf([]any{"sources", i, "batch"}, "only the primary source may have a batch endpoint")
+	}
+	url := v.template(o, []any{"sources", i, "batch", "url"}, b.URL)
+	if url != nil && !slices.Equal(url.Vars(), []string{"ids"}) {
+		v.addf([]any{"sources", i, "batch", "url"}, "must have the one placeholder {ids} (the ids, comma-separated)")
+	}
+	if b.Max < 0 || b.Max > 1000 {
+		v.addf([]any{"sources", i, "batch", "max"}, "must be between 1 and 1000")
+	}
+	return url
+}
+
+// validateList checks source i's list endpoint and returns its compiled URL
+// template (nil when it does not parse).
+func (d *Definition) validateList(v *validator, o Options, i int) *source.Template {
+	l := d.Sources[i].List
+	if i != 0 {
+		v.addf([]any{"sources", i, "list"}, "only the primary source may have a list endpoint")
+	}
+	url := v.template(o, []any{"sources", i, "list", "url"}, l.URL)
+	if url != nil && (!slices.Equal(url.Vars(), []string{"cursor"}) || !strings.Contains(l.URL, "?")) {
+		v.addf([]any{"sources", i, "list", "url"}, "must have the one placeholder {cursor}, in the query (it is empty for the first page)")
+	}
+	if l.IDs == "" {
+		v.addf([]any{"sources", i, "list", "ids"}, "is required: the path of the ids in a page, e.g. items.#.id")
+	}
+	return url
+}
+
+// validateLookups checks that each lookup trigger names a source other than
+// the primary, fetched by one field of another source. It runs after
+// validateSources, whose compiled templates it reads.
+func (d *Definition) validateLookups(v *validator) {
 	for i, t := range d.Triggers {
 		if t.Lookup == "" {
 			continue
@@ -325,13 +377,24 @@ func (d *Definition) validate(v *validator, o Options) {
 			v.addf([]any{"triggers", i, "lookup"}, "source %q must be fetched by exactly one field of another source (like /owners/{shop.ownerId}) to be looked up", t.Lookup)
 		}
 	}
-	if d.Version != "" {
-		if src, _, _ := strings.Cut(d.Version, "."); !names[src] || !strings.Contains(d.Version, ".") {
-			v.addf([]any{"version"}, "%q must be \"<source>.<path>\" naming a defined source, e.g. %q", d.Version, firstSource(d)+".version")
-		} else if len(d.Sources) > 0 && src != d.Sources[0].Name && slices.ContainsFunc(d.Triggers, func(t Trigger) bool { return t.Lookup != "" }) {
-			v.addf([]any{"version"}, "with a lookup trigger, the version must be a field of the primary source %q (reverse lookups are recorded before the joins are fetched)", d.Sources[0].Name)
-		}
+}
+
+// validateVersion checks that the version names a field of a source (of the
+// primary one, when a lookup trigger needs it before the joins).
+func (d *Definition) validateVersion(v *validator, sources map[string]bool) {
+	if d.Version == "" {
+		return
 	}
+	if src, _, _ := strings.Cut(d.Version, "."); !sources[src] || !strings.Contains(d.Version, ".") {
+		v.addf([]any{"version"}, "%q must be \"<source>.<path>\" naming a defined source, e.g. %q", d.Version, firstSource(d)+".version")
+	} else if len(d.Sources) > 0 && src != d.Sources[0].Name && slices.ContainsFunc(d.Triggers, func(t Trigger) bool { return t.Lookup != "" }) {
+		v.addf([]any{"version"}, "with a lookup trigger, the version must be a field of the primary source %q (reverse lookups are recorded before the joins are fetched)", d.Sources[0].Name)
+	}
+}
+
+// validateFields checks each field's name, where it comes from, its type and
+// what the type allows (search, filter, sort).
+func (d *Definition) validateFields(v *validator, sources map[string]bool) {
 	fields := map[string]bool{"id": true}
 	for i, f := range d.Fields {
 		switch {
@@ -345,7 +408,7 @@ func (d *Definition) validate(v *validator, o Options) {
 			v.addf([]any{"fields", i, "name"}, "field %q is defined twice", f.Name)
 		}
 		fields[f.Name] = true
-		if src, _, _ := strings.Cut(f.From, "."); !names[src] {
+		if src, _, _ := strings.Cut(f.From, "."); !sources[src] {
 			v.addf([]any{"fields", i, "from"}, "%q must start with a defined source name (%s)", f.From, strings.Join(sourceNames(d), ", "))
 		}
 		if !f.Type.valid() {
@@ -362,6 +425,10 @@ func (d *Definition) validate(v *validator, o Options) {
 			v.addf([]any{"fields", i, "sort"}, "an array field cannot be a sort key")
 		}
 	}
+}
+
+// validateStores checks the Redis key pattern and the Elasticsearch alias.
+func (d *Definition) validateStores(v *validator) {
 	if !strings.Contains(d.Redis.Key, "{id}") {
 		v.addf([]any{"redis", "key"}, "%q must contain {id}, e.g. %q", d.Redis.Key, d.Name+":{id}")
 	}

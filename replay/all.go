@@ -41,9 +41,6 @@ const (
 	FromElasticsearch Origin = "elasticsearch"
 )
 
-// Origins are the origins an operator may name.
-var Origins = []Origin{FromList, FromRedis, FromElasticsearch}
-
 // ParseOrigin reads an origin: "", "auto", "list", "redis" or "elasticsearch" ("es").
 func ParseOrigin(s string) (Origin, error) {
 	switch strings.ToLower(s) {

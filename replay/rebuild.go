@@ -71,6 +71,12 @@ type RebuildResult struct {
 	DryRun             bool
 }
 
+// RebuildSettle is how long Rebuild waits after creating the rebuild alias
+// before it re-issues anything: twice sink.RebuildDiscovery, the longest a
+// projector takes to see the alias, so that by then every projector writes
+// both indices (a write that started before has had as long again to land).
+const RebuildSettle = 2 * sink.RebuildDiscovery
+
 // Rebuild builds a new index for def behind its alias without downtime; it
 // is also how a changed mapping is rolled out. Run it with the NEW
 // definition while the projectors still run the old one, and deploy the new
@@ -82,8 +88,8 @@ type RebuildResult struct {
 //     named "<alias>-v<N>") with the definition's mapping and the alias
 //     "<alias>-rebuild" on it; when that alias exists already, continue with
 //     its index (an earlier run stopped);
-//  2. wait twice sink.RebuildDiscovery, so that every projector writes every
-//     live change to both indices (see sink.Elastic.Write);
+//  2. wait RebuildSettle, so that every projector writes every live change
+//     to both indices (see sink.Elastic.Write);
 //  3. re-issue every id (see All: the list endpoint, else the ids in Redis)
 //     at o.Rate, so the projectors fill the new index too;
 //  4. wait until the projection's replay consumer has no pending and no
@@ -194,7 +200,7 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	}
 
 	// 2. Every projector writes both indices before anything is re-issued.
-	settle := 2 * sink.RebuildDiscovery
+	settle := RebuildSettle
 	if o.DryRun {
 		say("dry run: would wait %s so that every projector writes to both indices", settle)
 	} else {

@@ -12,7 +12,6 @@ package replay
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync/atomic"
 
@@ -86,8 +85,7 @@ func (r *Reissuer) Reissue(ctx context.Context, ids []string) error {
 			r.done.Add(1)
 			continue
 		}
-		body, _ := json.Marshal(map[string]string{"id": id})
-		f, err := r.pub.PublishAsync(r.subject, body, jetstream.WithMsgID("replay-"+r.o.RunID+"-"+id))
+		f, err := r.pub.PublishAsync(r.subject, projections.EventBody(id), jetstream.WithMsgID("replay-"+r.o.RunID+"-"+id))
 		if err != nil {
 			return fmt.Errorf("replay: publishing %q: %w", id, err)
 		}

@@ -20,11 +20,11 @@ import (
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/benchkit"
+	"github.com/readside/readside/internal/fixture"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/telemetry"
-	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
 
@@ -228,7 +228,7 @@ func (b *bench) describe() []string {
 type projection struct {
 	ns      string
 	def     *projections.Definition
-	api     *testenv.ShopAPI
+	api     *fixture.ShopAPI
 	streams *stream.Setup
 	// stores opens the projection's stores (see openStores); nil when it
 	// has none. closeStores, when not nil, closes them.
@@ -241,11 +241,11 @@ type projection struct {
 func (b *bench) newProjection(ctx context.Context, label string, ids []string) (*projection, error) {
 	b.seq++
 	ns := fmt.Sprintf("%s-%s-%d", b.base, label, b.seq)
-	api := testenv.NewShopAPI()
+	api := fixture.NewShopAPI()
 	for _, id := range ids {
 		api.Put(id, shopName(id))
 	}
-	def, err := projections.Parse(ns+".yaml", []byte(testenv.ShopDefinition(ns, api.URL, true)), projections.Options{})
+	def, err := projections.Parse(ns+".yaml", []byte(fixture.ShopDefinition(ns, api.URL, true)), projections.Options{})
 	if err != nil {
 		api.Close()
 		return nil, err

@@ -34,6 +34,7 @@ import (
 	"github.com/readside/readside/internal/health"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
+	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/statuspage"
 	"github.com/readside/readside/internal/stream"
@@ -66,6 +67,7 @@ type settings struct {
 
 func parse(args []string, out io.Writer) (*settings, error) {
 	s := &settings{}
+	d := projector.DefaultOptions()
 	fs := config.NewFlagSet("projector", "projector -definitions DIR|FILE [flags]",
 		"Consumes change events from JetStream and writes the projections' documents\nto Redis and Elasticsearch.\n", out)
 	s.Common.Register(fs)
@@ -76,15 +78,15 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "admin address serving /metrics, /livez, /readyz, /healthz (the old name of /readyz) and the /status page; :9464 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.StringVar(&s.queryAddr, "query-addr", config.Env("READSIDE_PROJECTOR_QUERY_ADDR", ""), "also serve the query API here, from this process, with its default settings: how a single machine on embedded stores serves reads (cmd/queryapi has every setting); empty: no [$READSIDE_PROJECTOR_QUERY_ADDR]")
 	fs.DurationVar(&s.monitorEvery, "monitor-interval", config.EnvDuration("READSIDE_MONITOR_INTERVAL", 5*time.Second), "how often the projector asks JetStream for the stream, each durable consumer (availability, backlog, lag) and the dead-letter counts [$READSIDE_MONITOR_INTERVAL]")
-	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", 7*24*time.Hour), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
-	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 3*time.Second), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
-	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", 256), "ids per write batch [$READSIDE_BATCH]")
-	fs.IntVar(&s.opts.Workers, "workers", config.EnvInt("READSIDE_WORKERS", 4), "batches in flight at once [$READSIDE_WORKERS]")
+	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", sink.DefaultTombstoneTTL), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
+	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", assemble.DefaultRetryBudget), "retries of one source request before the id waits for a later retry [$READSIDE_SOURCE_RETRY_BUDGET]")
+	fs.IntVar(&s.opts.Batch, "batch", config.EnvInt("READSIDE_BATCH", d.Batch), "ids per write batch [$READSIDE_BATCH]")
+	fs.IntVar(&s.opts.Workers, "workers", config.EnvInt("READSIDE_WORKERS", d.Workers), "batches in flight at once [$READSIDE_WORKERS]")
 	fs.IntVar(&s.sourceMax, "source-max-concurrency", config.EnvInt("READSIDE_SOURCE_MAX_CONCURRENCY", source.DefaultLimitMax), "ceiling of each source's adaptive concurrency limit: requests in flight to one source of a projection, across all batches; the limit starts at 32 and adapts to the source's latency and failures [$READSIDE_SOURCE_MAX_CONCURRENCY]")
 	fs.IntVar(&s.opts.FetchConcurrency, "fetch-concurrency", config.EnvInt("READSIDE_FETCH_CONCURRENCY", 0), "source requests at once per batch, under each source's adaptive limit; 0: no bound of its own [$READSIDE_FETCH_CONCURRENCY]")
-	fs.DurationVar(&s.opts.AckWait, "ack-wait", config.EnvDuration("READSIDE_ACK_WAIT", 30*time.Second), "how long JetStream waits for an ack before redelivering, e.g. after a crash [$READSIDE_ACK_WAIT]")
+	fs.DurationVar(&s.opts.AckWait, "ack-wait", config.EnvDuration("READSIDE_ACK_WAIT", d.AckWait), "how long JetStream waits for an ack before redelivering, e.g. after a crash [$READSIDE_ACK_WAIT]")
 	fs.DurationVar(&s.stopDelay, "shutdown-delay", config.EnvDuration("READSIDE_SHUTDOWN_DELAY", 0), "on SIGTERM, how long /readyz answers 503 while the projector goes on working, before it stops pulling and drains; 0: at once, since no Service routes traffic to a projector (set it, e.g. 5s, when -query-addr serves behind one) [$READSIDE_SHUTDOWN_DELAY]")
-	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", 10*time.Second), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
+	fs.DurationVar(&s.opts.ShutdownGrace, "shutdown-grace", config.EnvDuration("READSIDE_SHUTDOWN_GRACE", d.ShutdownGrace), "how long in-flight work may finish on shutdown [$READSIDE_SHUTDOWN_GRACE]")
 	fs.BoolVar(&s.check, "check", false, "load and validate the definitions, print every problem (or one OK line) and exit, connecting to nothing: for the CI of the definitions")
 	fs.BoolVar(&s.version, "version", false, "print the version, commit and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
@@ -282,7 +284,7 @@ func adminMux(reg *prometheus.Registry, probes *health.Probes, status http.Handl
 // projector's own stores: with embedded stores, which belong to one
 // process, this is how reads are served.
 func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*projections.Definition, stores *backend.Stores, js jetstream.JetStream, reg prometheus.Registerer, log *slog.Logger, tracing *telemetry.Tracing) error {
-	views, err := backend.Views(ctx, defs, stores, 300*time.Millisecond)
+	views, err := query.Views(ctx, defs, stores, query.DefaultRetryBudget)
 	if err != nil {
 		return err
 	}

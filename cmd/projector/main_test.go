@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/readside/readside/internal/assemble"
+	"github.com/readside/readside/internal/projector"
+	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/testenv"
 )
@@ -61,6 +64,19 @@ func TestParseFlags(t *testing.T) {
 			name:    "missing definitions",
 			args:    []string{},
 			wantErr: []string{"-definitions is required"},
+		},
+		{
+			name: "defaults are the projector's and the stores'",
+			args: []string{"-definitions", "defs"},
+			check: func(t *testing.T, s *settings) {
+				d := projector.DefaultOptions()
+				if s.opts.Batch != d.Batch || s.opts.Workers != d.Workers || s.opts.AckWait != d.AckWait || s.opts.ShutdownGrace != d.ShutdownGrace {
+					t.Errorf("options %+v; want projector.DefaultOptions' %+v", s.opts, d)
+				}
+				if s.retryBudget != assemble.DefaultRetryBudget || s.tombstoneTTL != sink.DefaultTombstoneTTL {
+					t.Errorf("source retry budget %s, tombstone TTL %s; want %s, %s", s.retryBudget, s.tombstoneTTL, assemble.DefaultRetryBudget, sink.DefaultTombstoneTTL)
+				}
+			},
 		},
 		{
 			name:    "batch zero",

@@ -65,7 +65,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.IntVar(&s.opts.SourceConcurrency, "source-concurrency", config.EnvInt("READSIDE_SOURCE_CONCURRENCY", 16), "fallback requests at once to each source API [$READSIDE_SOURCE_CONCURRENCY]")
 	fs.IntVar(&s.opts.MaxLimit, "max-limit", config.EnvInt("READSIDE_MAX_LIMIT", 100), "largest page of list and search [$READSIDE_MAX_LIMIT]")
 	fs.IntVar(&s.opts.MaxIDs, "max-ids", config.EnvInt("READSIDE_MAX_IDS", 100), "most ids of one multi-get [$READSIDE_MAX_IDS]")
-	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", 300*time.Millisecond), "retries of one fallback request to a source [$READSIDE_SOURCE_RETRY_BUDGET]")
+	fs.DurationVar(&s.retryBudget, "source-retry-budget", config.EnvDuration("READSIDE_SOURCE_RETRY_BUDGET", query.DefaultRetryBudget), "retries of one fallback request to a source [$READSIDE_SOURCE_RETRY_BUDGET]")
 	s.cursorKey = config.Secret(config.Env("READSIDE_CURSOR_KEY", ""))
 	fs.Func("cursor-key", "base64 key signing list cursors; give every replica the same one [$READSIDE_CURSOR_KEY] (default: random per process)", func(v string) error { s.cursorKey = config.Secret(v); return nil })
 	fs.BoolVar(&s.noPublish, "no-reproject", config.EnvBool("READSIDE_NO_REPROJECT", false), "do not publish re-project events for documents built from the sources [$READSIDE_NO_REPROJECT=true]")
@@ -180,7 +180,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		readiness.NATS = nc
 		readiness.Stream = stream.NewProbe(js, s.ownStream, 2*time.Second, 2*time.Second, log)
 	}
-	views, err := backend.Views(ctx, defs, stores, s.retryBudget)
+	views, err := query.Views(ctx, defs, stores, s.retryBudget)
 	if err != nil {
 		return err
 	}

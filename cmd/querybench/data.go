@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/readside/readside/internal/fixture"
 	"github.com/readside/readside/internal/sink"
-	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
 
@@ -53,11 +53,11 @@ var (
 )
 
 // fakeShop is the fake source answer the shop definition reads
-// (testenv.ShopDefinition), with varied names, cities and tags.
-func fakeShop(r *rand.Rand, id string) testenv.Shop {
+// (fixture.ShopDefinition), with varied names, cities and tags.
+func fakeShop(r *rand.Rand, id string) fixture.Shop {
 	pick := func(xs []string) string { return xs[r.IntN(len(xs))] }
 	title := func(s string) string { return strings.ToUpper(s[:1]) + s[1:] }
-	s := testenv.Shop{
+	s := fixture.Shop{
 		ID:      id,
 		Name:    title(pick(adjectives)) + " " + title(pick(cuisines)) + " " + title(pick(nouns)),
 		Version: 1 + r.Int64N(20),
@@ -87,7 +87,7 @@ func fakeShop(r *rand.Rand, id string) testenv.Shop {
 func (b *bench) load(ctx context.Context) error {
 	// No source is ever asked: every document is in Redis. Should the API
 	// fall back anyway, it finds nothing here and answers an error.
-	def, err := projections.Parse("shops.yaml", []byte(testenv.ShopDefinition(b.ns, "http://127.0.0.1:9", true)), projections.Options{})
+	def, err := projections.Parse("shops.yaml", []byte(fixture.ShopDefinition(b.ns, "http://127.0.0.1:9", true)), projections.Options{})
 	if err != nil {
 		return err
 	}

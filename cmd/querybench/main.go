@@ -70,7 +70,7 @@ import (
 	"time"
 
 	"github.com/readside/readside/internal/benchkit"
-	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/internal/fixture"
 )
 
 func main() {
@@ -113,8 +113,8 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		"Elasticsearch (start them with `make testenv`), next to a baseline server measured in the same run.\n"+
 		"Prints Markdown tables.\n", out)
 	scenarios := fs.String("scenarios", "detail,multiget,list,search,overload", "comma-separated scenarios to run, of detail,multiget,list,search,overload")
-	fs.StringVar(&s.redisAddr, "redis", testenv.RedisAddr(), "Redis address [$READSIDE_TEST_REDIS_ADDR]")
-	fs.StringVar(&s.elasticURL, "es", testenv.ElasticURL(), "Elasticsearch URL [$READSIDE_TEST_ES_URL]")
+	fs.StringVar(&s.redisAddr, "redis", fixture.RedisAddr(), "Redis address [$READSIDE_TEST_REDIS_ADDR]")
+	fs.StringVar(&s.elasticURL, "es", fixture.ElasticURL(), "Elasticsearch URL [$READSIDE_TEST_ES_URL]")
 	fs.IntVar(&s.rounds, "rounds", 6, "rounds of every endpoint; the tables show medians and ranges")
 	fs.IntVar(&s.docs, "docs", 30000, "documents written to Redis and Elasticsearch")
 	fs.IntVar(&s.conns, "conns", 64, "wrk's connections (-c)")

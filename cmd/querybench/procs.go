@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/internal/fixture"
 )
 
 // proc is a server under test: a process of its own, whose stderr goes to a
@@ -155,7 +155,7 @@ func (b *bench) serve(ctx context.Context) error {
 		return err
 	}
 	// The same definition the documents were built with (see load).
-	def := testenv.ShopDefinition(b.ns, "http://127.0.0.1:9", true)
+	def := fixture.ShopDefinition(b.ns, "http://127.0.0.1:9", true)
 	if err := os.WriteFile(filepath.Join(defs, "shops.yaml"), []byte(def), 0o644); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/internal/version"
 	"github.com/readside/readside/projections"
+	"github.com/readside/readside/replay"
 )
 
 // envVars are every environment variable the command reads. Each test
@@ -130,6 +131,7 @@ func TestHelp(t *testing.T) {
 		{"ids", []string{"Re-issue one event per id", "replay ids shopdisplay 42 43 44", "--file", "--rate", "--dry-run", "--restart", "--state-dir", "--nats-url"}},
 		{"all", []string{"every id of the projection", "list endpoint", "SCAN", "search_after", "replay all shopdisplay --rate 2000", "--from"}},
 		{"since", []string{"since a\ntime", "2h", "2026-11-21T10:00:00Z", "lookup", "replay since shopdisplay 2h", "--rate"}},
+		{"rebuild", []string{"wait " + replay.RebuildSettle.String() + ", so that every projector", "--keep-old", "--tolerance"}},
 		{"dlq", []string{"dead-letter entries", "Readside-Id", "--reason", "--purge", "--list", "replay dlq --list"}},
 	} {
 		args := []string{"--help"}

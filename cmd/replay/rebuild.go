@@ -17,7 +17,7 @@ func newRebuildCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rebuild PROJECTION",
 		Short: "Rebuild a projection's Elasticsearch index with zero downtime (also rolls out a mapping change)",
-		Long: `Build a new index for the projection behind its alias while the old one keeps
+		Long: fmt.Sprintf(`Build a new index for the projection behind its alias while the old one keeps
 serving, then swap the alias onto it in one atomic step. This is also how a
 changed mapping (a field's type, its searchability) is rolled out.
 
@@ -25,7 +25,7 @@ The steps, printed as they happen:
   1. create <alias>-v<N+1> with the definition's mapping, and the alias
      <alias>-rebuild on it (if that alias exists, an earlier run stopped:
      continue with its index);
-  2. wait 4s, so that every projector writes every live change to both indices;
+  2. wait %s, so that every projector writes every live change to both indices;
   3. re-issue every id (as replay all does: the list endpoint, else Redis) at
      --rate, so the projectors fill the new index;
   4. wait until the replay consumer has drained, and refresh both indices;
@@ -46,7 +46,7 @@ other values) reaches them as they are projected again — run replay all after
 the deployment. A type change works when the values the running definition
 writes fit the new type (integer → float, keyword → text); otherwise a
 projector keeps retrying the documents the new index rejects, and the rebuild
-does not finish: add a field under a new name instead.`,
+does not finish: add a field under a new name instead.`, replay.RebuildSettle),
 		Example: `  replay rebuild shopdisplay
   replay rebuild shopdisplay --definitions ./next/shopdisplay.yaml --delete-old
   replay rebuild shopdisplay --rate 2000 --tolerance 0.01

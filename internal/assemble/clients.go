@@ -1,6 +1,7 @@
 package assemble
 
 import (
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -11,9 +12,15 @@ import (
 	"github.com/readside/readside/projections"
 )
 
+// DefaultRetryBudget bounds the retries of one source request when the
+// caller gives no budget (and cmd/projector's -source-retry-budget): long
+// enough to ride out a blip, short enough that an id then waits for a later
+// retry instead of holding a batch.
+const DefaultRetryBudget = 3 * time.Second
+
 // Clients returns a client for every source of def, each behind its own
 // circuit breaker, in definition order. retryBudget bounds the retries of one
-// request [3s]. Their requests are not limited: the caller bounds them (see
+// request [DefaultRetryBudget]. Their requests are not limited: the caller bounds them (see
 // Limits for clients whose concurrency adapts).
 func Clients(def *projections.Definition, transport http.RoundTripper, retryBudget time.Duration) []Fetcher {
 	return clients(def, transport, retryBudget, nil)
@@ -21,7 +28,7 @@ func Clients(def *projections.Definition, transport http.RoundTripper, retryBudg
 
 func clients(def *projections.Definition, transport http.RoundTripper, retryBudget time.Duration, l *Limits) []Fetcher {
 	if retryBudget <= 0 {
-		retryBudget = 3 * time.Second
+		retryBudget = DefaultRetryBudget
 	}
 	out := make([]Fetcher, len(def.Sources))
 	for i, s := range def.Sources {
@@ -84,7 +91,7 @@ func NewLimits(o source.LimiterOptions, reg prometheus.Registerer) *Limits {
 		inflight: prometheus.NewDesc("readside_source_inflight",
 			"Requests to the source in flight now.", []string{"projection", "source"}, nil),
 		breaker: prometheus.NewDesc("readside_source_breaker_state",
-			"State of the source's circuit breaker: 0 closed (requests go through), 1 half-open (one probes the source), 2 open (failing fast after 5 failures in a row).", []string{"projection", "source"}, nil),
+			fmt.Sprintf("State of the source's circuit breaker: 0 closed (requests go through), 1 half-open (one probes the source), 2 open (failing fast after %d failures in a row).", source.BreakerFailures), []string{"projection", "source"}, nil),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "readside_source_request_seconds", Help: "Time of one request to the source (one attempt), by result: ok, not_found, bad (another 4xx), unavailable (a network error, a timeout, 408, 429, 5xx).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),

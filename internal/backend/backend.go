@@ -25,7 +25,6 @@ import (
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/config"
-	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/projections"
@@ -159,7 +158,7 @@ type Stores struct {
 	// document's refs [sink.DefaultTombstoneTTL].
 	TombstoneTTL time.Duration
 	Log          *slog.Logger
-	// SourceTransport sends the Views' source requests (the query API's
+	// SourceTransport sends the source requests of Sources (the query API's
 	// fallback); nil: the source client's default.
 	SourceTransport http.RoundTripper
 }
@@ -171,23 +170,25 @@ func (s *Stores) For(ctx context.Context, def *projections.Definition) (sink.Sto
 	return s.open(ctx, def, true)
 }
 
-// Views are the query API's views of defs: their stores, opened to read
-// only (Elasticsearch is not touched until a request comes), and their source
-// clients for fallbacks, each request's retries bounded by retryBudget.
-func Views(ctx context.Context, defs []*projections.Definition, s *Stores, retryBudget time.Duration) ([]query.View, error) {
-	views := make([]query.View, 0, len(defs))
-	for _, d := range defs {
-		st, err := s.open(ctx, d, false)
-		if err != nil {
-			return nil, err
-		}
-		v := query.View{Def: d, Docs: st.Docs, Search: st.Index, Sources: assemble.Clients(d, s.SourceTransport, retryBudget)}
-		if s.Elastic != nil {
-			v.SearchProbe = ElasticProbe(s.Elastic)
-		}
-		views = append(views, v)
+// Read opens def's stores to read only: Elasticsearch is not touched until
+// a request comes. It is what the query API's views read (query.Views).
+func (s *Stores) Read(ctx context.Context, def *projections.Definition) (sink.Stores, error) {
+	return s.open(ctx, def, false)
+}
+
+// SearchProbe asks the search engine whether it answers at all (see
+// ElasticProbe); nil for the embedded index, which has nothing to probe.
+func (s *Stores) SearchProbe() func(ctx context.Context) error {
+	if s.Elastic == nil {
+		return nil
 	}
-	return views, nil
+	return ElasticProbe(s.Elastic)
+}
+
+// Sources are def's source clients for the query API's fallbacks, sending
+// with SourceTransport, each request's retries bounded by retryBudget.
+func (s *Stores) Sources(def *projections.Definition, retryBudget time.Duration) []assemble.Fetcher {
+	return assemble.Clients(def, s.SourceTransport, retryBudget)
 }
 
 func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare bool) (sink.Stores, error) {

@@ -135,9 +135,15 @@ func TestMixedBackends(t *testing.T) {
 	if r := es.Ready(ctx); r["elasticsearch"] != "up" {
 		t.Fatalf("Ready = %v", r)
 	}
-	views, err := backend.Views(ctx, []*projections.Definition{def}, s, time.Second)
-	if err != nil || len(views) != 1 || views[0].Search != st.Index || len(views[0].Sources) != len(def.Sources) {
-		t.Fatalf("Views = %+v, %v", views, err)
+	read, err := s.Read(ctx, def)
+	if err != nil || read.Index != st.Index || read.DocsName != "redis" {
+		t.Fatalf("Read = %+v, %v", read, err)
+	}
+	if n := len(s.Sources(def, time.Second)); n != len(def.Sources) {
+		t.Fatalf("Sources: %d clients for %d sources", n, len(def.Sources))
+	}
+	if s.SearchProbe() != nil || es.SearchProbe() == nil {
+		t.Fatal("SearchProbe: want one on Elasticsearch only")
 	}
 	if _, err := (&backend.Stores{}).For(ctx, def); err == nil || !strings.Contains(err.Error(), "no doc store") {
 		t.Fatalf("no stores configured: %v", err)

@@ -10,7 +10,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/readside/readside/internal/testenv"
+	"github.com/readside/readside/internal/fixture"
 )
 
 // NewFlagSet is the flag set of cmd/name: it reports to out, and its usage is
@@ -45,8 +45,8 @@ type Flags struct {
 func (f *Flags) Register(fs *flag.FlagSet, known []string, profile string) {
 	f.known = known
 	f.scenarios = strings.Join(known, ",")
-	fs.StringVar(&f.RedisAddr, "redis", testenv.RedisAddr(), "Redis address [$READSIDE_TEST_REDIS_ADDR]")
-	fs.StringVar(&f.ElasticURL, "es", testenv.ElasticURL(), "Elasticsearch URL [$READSIDE_TEST_ES_URL]")
+	fs.StringVar(&f.RedisAddr, "redis", fixture.RedisAddr(), "Redis address [$READSIDE_TEST_REDIS_ADDR]")
+	fs.StringVar(&f.ElasticURL, "es", fixture.ElasticURL(), "Elasticsearch URL [$READSIDE_TEST_ES_URL]")
 	fs.StringVar(&f.scenarios, "scenarios", f.scenarios, "comma-separated scenarios to run, of "+f.scenarios)
 	fs.IntVar(&f.Runs, "runs", 1, "rounds of every scenario; with more than one, the table shows medians")
 	fs.StringVar(&f.CPUProfile, "cpuprofile", "", profile)

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 
+	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/telemetry"
 )
 
@@ -80,7 +81,7 @@ func (s *Stores) connectRedis(ctx context.Context) error {
 		return fmt.Errorf("Redis at %s does not answer (%v): %s", addr, err, s.cfg.HowToStart)
 	}
 	conn.Close()
-	s.Redis = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, ContextTimeoutEnabled: true})
+	s.Redis = redis.NewClient(&redis.Options{Addr: addr, PoolSize: config.RedisPoolSize, ReadTimeout: config.RedisTimeout, WriteTimeout: config.RedisTimeout, ContextTimeoutEnabled: true})
 	info, err := s.Redis.Info(ctx, "server").Result()
 	if err != nil {
 		return fmt.Errorf("Redis at %s does not answer (%v): %s", addr, err, s.cfg.HowToStart)

@@ -393,7 +393,7 @@ func TestQueryAPIOnClusters(t *testing.T) {
 	w.startReplica("replica-1")
 	w.fill()
 	stores := w.productStores()
-	views, err := backend.Views(context.Background(), []*projections.Definition{w.def}, stores, 300*time.Millisecond)
+	views, err := query.Views(context.Background(), []*projections.Definition{w.def}, stores, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

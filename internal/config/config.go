@@ -217,11 +217,18 @@ func NATSEvents(log *slog.Logger) []nats.Option {
 	}
 }
 
+// The Redis client settings of every command, which the benchmarks
+// (internal/benchkit, cmd/querybench/baseline) use too, to measure what runs.
+const (
+	RedisPoolSize = 64              // connections per node
+	RedisTimeout  = 3 * time.Second // read and write timeout of one command
+)
+
 // Redis returns a client: a cluster client when several addresses are given.
 func (b *Backends) Redis() redis.UniversalClient {
 	o := &redis.UniversalOptions{
 		Addrs: b.RedisAddrs, Username: b.RedisUsername, Password: string(b.RedisPassword),
-		PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second,
+		PoolSize: RedisPoolSize, ReadTimeout: RedisTimeout, WriteTimeout: RedisTimeout,
 		// Calls end at their context's deadline, not only at ReadTimeout: the
 		// query API gives Redis part of a request's deadline.
 		ContextTimeoutEnabled: true,

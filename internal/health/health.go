@@ -227,9 +227,12 @@ func (p *Probes) logChange(b Report) {
 	}
 	was := p.last
 	p.last = b.Status
-	switch b.Status {
-	case StatusReady:
+	switch {
+	case b.Status == StatusReady:
 		p.log.Info("ready", "was", was)
+	case (was == "" || was == StatusStarting) && !anyDown(b):
+		// Still starting: a check has not run yet. Nothing failed.
+		p.log.Info(b.Status+" yet: a check has not run", "was", was)
 	default:
 		var why []string
 		for _, name := range slices.Sorted(maps.Keys(b.Reasons)) {
@@ -237,6 +240,16 @@ func (p *Probes) logChange(b Report) {
 		}
 		p.log.Warn(b.Status, "was", was, "reasons", strings.Join(why, "; "))
 	}
+}
+
+// anyDown reports whether a check of b is down (not merely unknown).
+func anyDown(b Report) bool {
+	for _, state := range b.Checks {
+		if state == Down {
+			return true
+		}
+	}
+	return false
 }
 
 // ShutdownAfter returns a context for the daemon's work that ends delay

@@ -183,3 +183,36 @@ func TestReason(t *testing.T) {
 		}
 	}
 }
+
+// A daemon whose first checks have not run yet is not ready, and says so at
+// INFO: nothing failed. One whose first check finds a part down says so at
+// WARN.
+func TestStartingIsNoWarning(t *testing.T) {
+	for _, tc := range []struct {
+		stream error // nil: not checked yet
+		want   string
+	}{
+		{nil, `level=INFO msg="not ready yet: a check has not run" was=starting`},
+		{errors.New("no answer within 2s"), `level=WARN msg="not ready" was=starting reasons="stream: no answer within 2s"`},
+	} {
+		var logs testenv.Buffer
+		p := health.New(slog.New(slog.NewTextHandler(&logs, nil)))
+		p.SetCheck(func(ctx context.Context) health.Status {
+			s := health.NewStatus()
+			s.Set("redis", nil)
+			if tc.stream != nil {
+				s.Set("stream", tc.stream)
+			} else {
+				s.SetUnknown("stream", "not checked yet")
+			}
+			s.Ready = s.AllUp()
+			return s
+		})
+		if r := p.Check(context.Background()); r.Status != health.StatusNotReady {
+			t.Fatalf("status %q, want not ready", r.Status)
+		}
+		if log := logs.String(); !strings.Contains(log, tc.want) || strings.Count(log, "\n") != 1 {
+			t.Errorf("stream %v: the log is\n%s\nwant the one line %s", tc.stream, log, tc.want)
+		}
+	}
+}

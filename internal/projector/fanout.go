@@ -2,12 +2,13 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/readside/readside/projections"
 )
 
 // fanOut handles lookup events ("owner 7 changed"): it publishes a re-project
@@ -58,7 +59,7 @@ func (p *Projector) reproject(ctx context.Context, msg jetstream.Msg) (int, erro
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(64)
 		for _, id := range ids {
-			body, _ := json.Marshal(map[string]string{"id": id})
+			body := projections.EventBody(id)
 			g.Go(func() error {
 				_, err := p.pub.Publish(gctx, subject, body)
 				return err

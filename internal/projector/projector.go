@@ -10,7 +10,8 @@
 //   - a bad event (no valid id), a source answering another 4xx, a document
 //     a store rejects for good → dead-letter entry, then Term;
 //   - a dependency down (source, Redis, Elasticsearch) → the messages are
-//     held (kept alive with InProgress) and the id retried with backoff;
+//     held (kept alive with InProgress) and the id retried with backoff,
+//     waiting at least as long as a source's Retry-After asked (up to 5 min);
 //     pulling pauses while nothing succeeds. Nothing is dead-lettered for it;
 //   - shutdown → what is in flight finishes within the grace period; what is
 //     still held is Nak'ed for redelivery.
@@ -77,11 +78,28 @@ type Options struct {
 	AckWait          time.Duration // the consumer's ack wait; held messages get InProgress every third of it [30s]
 	MaxAckPending    int           // the consumer's limit of unacknowledged events, across replicas [20000]
 	RetryInitial     time.Duration // first retry delay of an id whose dependency failed [250ms]
-	RetryMax         time.Duration // longest retry delay [15s]
+	RetryMax         time.Duration // longest retry delay, unless a source's Retry-After asks for longer (up to 5 min) [15s]
 	ShutdownGrace    time.Duration // how long in-flight batches may finish on shutdown [10s]
 	// PartialRetry is the first delay before a partial document is built
 	// again; it doubles with every redelivery, up to 5 minutes [5s].
 	PartialRetry time.Duration
+}
+
+// DefaultOptions are the settings of a Projector given none: what a zero
+// field of Options takes, and the defaults of cmd/projector's flags. MaxHeld
+// and MaxAckPending are left zero: they follow from Batch and Workers, and
+// from the stream package's consumer default.
+func DefaultOptions() Options {
+	return Options{
+		Batch:            256,
+		Workers:          4,
+		FetchConcurrency: 32,
+		AckWait:          30 * time.Second,
+		RetryInitial:     250 * time.Millisecond,
+		RetryMax:         15 * time.Second,
+		ShutdownGrace:    10 * time.Second,
+		PartialRetry:     5 * time.Second,
+	}
 }
 
 func (o *Options) defaults() {
@@ -95,15 +113,16 @@ func (o *Options) defaults() {
 			*v = d
 		}
 	}
-	def(&o.Batch, 256)
-	def(&o.Workers, 4)
-	def(&o.FetchConcurrency, 32)
+	d := DefaultOptions()
+	def(&o.Batch, d.Batch)
+	def(&o.Workers, d.Workers)
+	def(&o.FetchConcurrency, d.FetchConcurrency)
 	def(&o.MaxHeld, 8*o.Batch*o.Workers)
-	defd(&o.AckWait, 30*time.Second)
-	defd(&o.RetryInitial, 250*time.Millisecond)
-	defd(&o.RetryMax, 15*time.Second)
-	defd(&o.ShutdownGrace, 10*time.Second)
-	defd(&o.PartialRetry, 5*time.Second)
+	defd(&o.AckWait, d.AckWait)
+	defd(&o.RetryInitial, d.RetryInitial)
+	defd(&o.RetryMax, d.RetryMax)
+	defd(&o.ShutdownGrace, d.ShutdownGrace)
+	defd(&o.PartialRetry, d.PartialRetry)
 }
 
 // maxAnswered bounds how many ids a Projector remembers the last fetch of
@@ -246,7 +265,8 @@ func (p *Projector) Run(ctx context.Context) error {
 func (p *Projector) pull(ctx context.Context) error {
 	delay := time.Second
 	var lastPull time.Time
-	var pullFailing bool
+	var pullFailing bool // logged as failing (see failures)
+	failures := 0        // pulls failed in a row
 	for ctx.Err() == nil {
 		// While a dependency fails, pull only a probe batch now and then: the
 		// events stay in JetStream, and a lone id that keeps failing cannot
@@ -281,12 +301,17 @@ func (p *Projector) pull(ctx context.Context) error {
 				return gone
 			}
 			p.m.PullErrors.WithLabelValues(p.label).Inc()
-			if !pullFailing {
-				p.log.Warn("pulling events failed; retrying with backoff", "consumer", p.consumerName(), "err", err, "in", delay)
-			} else {
-				p.log.Debug("pulling events still fails", "err", err, "in", delay)
+			// One failed pull is no outage: a consumer just made with
+			// replicas has no leader for a moment ("no responders"). A
+			// second failure in a row is one, logged once until pulls work.
+			failures++
+			switch {
+			case failures == 2:
+				p.log.Warn("pulling events failed; retrying with backoff", "consumer", p.consumerName(), "err", err, "in", delay, "failures", failures)
+				pullFailing = true
+			default:
+				p.log.Debug("pulling events failed", "err", err, "in", delay, "failures", failures)
 			}
-			pullFailing = true
 			sleep(ctx, delay)
 			delay = min(2*delay, 30*time.Second)
 			continue
@@ -294,6 +319,9 @@ func (p *Projector) pull(ctx context.Context) error {
 		if pullFailing && err == nil {
 			p.log.Info("pulling events works again", "consumer", p.consumerName())
 			pullFailing = false
+		}
+		if err == nil {
+			failures = 0
 		}
 		delay = time.Second
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -228,6 +229,42 @@ func TestSourceErrorsAreRetriedNotDeadLettered(t *testing.T) {
 	if dl := h.deadLetters(); len(dl) != 0 {
 		t.Errorf("%d events dead-lettered while the source failed; want none", len(dl))
 	}
+}
+
+// A source answering 503 with Retry-After: the projector asks for the id
+// again no sooner than the source said, though its own backoff (50 to 500
+// ms in tests) is much shorter; and the id converges once the source answers.
+func TestSourceRetryAfterIsHonoured(t *testing.T) {
+	t.Parallel()
+	const hint = 2 * time.Second
+	h := newHarness(t, true)
+	h.api.Put("1", "n")
+	h.api.SetRetryAfter(int(hint / time.Second))
+	h.api.FailAll(http.StatusServiceUnavailable)
+	var (
+		mu    sync.Mutex
+		asked []time.Time
+	)
+	h.api.OnAnswer(func(string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, time.Now())
+	})
+	h.startDefault()
+	h.changed("1")
+	waitFor(t, 20*time.Second, "the source to be asked twice", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(asked) >= 2
+	})
+	mu.Lock()
+	gap := asked[1].Sub(asked[0])
+	mu.Unlock()
+	if gap < hint {
+		t.Errorf("the source was asked again %s after answering 503 with Retry-After: %d; want at least %s", gap, int(hint/time.Second), hint)
+	}
+	h.api.FailAll(0)
+	h.waitConverged([]string{"1"}, 30*time.Second)
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {

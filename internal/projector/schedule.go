@@ -227,8 +227,9 @@ func (s *schedule[M]) finish(j job[M], answers uint64) (answered []M) {
 
 // retry ends a flight that failed for a dependency: its messages wait, still
 // held, with any that arrived meanwhile, and the id is made ready again
-// after a backoff.
-func (s *schedule[M]) retry(j job[M]) {
+// after a backoff, or after atLeast when that is longer (a source's
+// Retry-After hint).
+func (s *schedule[M]) retry(j job[M], atLeast time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.putBackLocked(j)
@@ -237,7 +238,7 @@ func (s *schedule[M]) retry(j job[M]) {
 		return
 	}
 	id := j.id
-	s.timers[id] = s.after(s.backoff(e.tries), func() {
+	s.timers[id] = s.after(max(s.backoff(e.tries), atLeast), func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		delete(s.timers, id)

@@ -75,7 +75,12 @@ func absorb(id string, answers uint64, want string) step {
 }
 
 func retry(id string) step {
-	return func(t *testing.T, r *schedRun) { r.s.retry(r.jobs[id]) }
+	return func(t *testing.T, r *schedRun) { r.s.retry(r.jobs[id], 0) }
+}
+
+// retryHinted is retry with a source's Retry-After hint.
+func retryHinted(id string, hint time.Duration) step {
+	return func(t *testing.T, r *schedRun) { r.s.retry(r.jobs[id], hint) }
 }
 
 func recheck(id string) step {
@@ -190,6 +195,10 @@ func TestSchedule(t *testing.T) {
 			add("a", 1, false), take("a:1"), retry("a"), held(1), take(), timers(1),
 			fire(0, 1*time.Second), take("a:1"), retry("a"), fire(1, 2*time.Second), take("a:1"),
 			finish("a", 5), take(), held(0),
+		}},
+		{"a retry waits at least a source's Retry-After hint", 10, []step{
+			add("a", 1, false), take("a:1"), retryHinted("a", 5*time.Second), take(),
+			fire(0, 5*time.Second), take("a:1"), retryHinted("a", time.Second), fire(1, 2*time.Second), take("a:1"),
 		}},
 		{"a retry keeps the events that came meanwhile, oldest first", 10, []step{
 			add("a", 1, false), take("a:1"), add("a", 2, false), retry("a"), take(),

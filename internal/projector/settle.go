@@ -2,13 +2,15 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/readside/readside/internal/source"
+	"github.com/readside/readside/projections"
 )
 
 // fate is what settle made of one item.
@@ -29,7 +31,8 @@ const (
 //     nothing acked, up to maxRechecks times in a row;
 //   - permanent failure → dead-letter entry, then Term (see deadLetter);
 //   - transient failure → held (kept alive by keepAlive) and retried after
-//     a backoff.
+//     a backoff, or after the source's Retry-After hint when that is longer
+//     (see retryAfter).
 func (p *Projector) settle(ctx context.Context, it item, r result) fate {
 	switch {
 	case r.err == nil && r.recheck && it.rechecks < maxRechecks:
@@ -61,9 +64,25 @@ func (p *Projector) settle(ctx context.Context, it item, r result) fate {
 	default:
 		p.m.Events.WithLabelValues(p.label, "retried").Add(float64(len(it.msgs)))
 		p.log.Debug("retrying later", "id", it.id, "tries", it.tries+1, "err", r.err)
-		p.sched.retry(it.job)
+		p.sched.retry(it.job, retryAfter(r.err))
 		return settledRetried
 	}
+}
+
+// maxRetryAfter bounds how long a source's Retry-After hint holds an id back:
+// a hint of hours (or the "forever" of a huge value) must not keep its
+// events held until shutdown.
+const maxRetryAfter = 5 * time.Minute
+
+// retryAfter is the Retry-After hint of a source that was unavailable (see
+// source.UnavailableError), at most maxRetryAfter; 0 when err carries none.
+// The id's retry waits at least that long, as the source asked.
+func retryAfter(err error) time.Duration {
+	var ue *source.UnavailableError
+	if !errors.As(err, &ue) {
+		return 0
+	}
+	return min(ue.RetryAfter, maxRetryAfter)
 }
 
 // ack acknowledges the events a written document answers. A partial
@@ -78,9 +97,8 @@ func (p *Projector) settle(ctx context.Context, it item, r result) fate {
 func (p *Projector) ack(ctx context.Context, it item, r result) (answered bool) {
 	msgs := it.msgs
 	if len(r.partial) > 0 && !p.delays && p.pub != nil {
-		body, _ := json.Marshal(map[string]string{"id": it.id})
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), body,
+		_, err := p.pub.Publish(pctx, p.def.RetrySubject(), projections.EventBody(it.id),
 			jetstream.WithMsgID(fmt.Sprintf("retry-%s-%s-%d", p.def.Name, it.id, r.version)))
 		cancel()
 		if err == nil {

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
@@ -30,7 +29,7 @@ func TestAnswersCounted(t *testing.T) {
 	if _, err := stream.Ensure(context.Background(), own, stream.Config{}, w.def.AllSubjects()); err != nil {
 		t.Fatal(err)
 	}
-	views, err := backend.Views(context.Background(), []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
+	views, err := query.Views(context.Background(), []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +79,7 @@ func TestReprojectFailureCounted(t *testing.T) {
 	w := newWorld(t, 1)
 	nc, pub := testenv.StartJetStream(t).Connect(t)
 	nc.Close()
-	views, err := backend.Views(context.Background(), []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
+	views, err := query.Views(context.Background(), []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,6 @@ import (
 	"github.com/pb33f/libopenapi-validator/schema_validation"
 	"github.com/pb33f/libopenapi/datamodel/high/base"
 
-	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/projections"
 )
@@ -255,7 +254,7 @@ func fuzzBackend(t *testing.T, emb embedded, s fuzzSettings) {
 	}
 	w.awaitDrained()
 
-	views, err := backend.Views(ctx, []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
+	views, err := query.Views(ctx, []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

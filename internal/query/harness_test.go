@@ -154,7 +154,7 @@ func (w *world) awaitDrained() {
 // cmd/queryapi builds it.
 func (w *world) serveStores(o query.Options) *httptest.Server {
 	w.t.Helper()
-	views, err := backend.Views(context.Background(), []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
+	views, err := query.Views(context.Background(), []*projections.Definition{w.def}, w.stores, 200*time.Millisecond)
 	if err != nil {
 		w.t.Fatal(err)
 	}

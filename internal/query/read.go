@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/projections"
 )
 
 // read returns the documents for ids: from Redis, and for what Redis lacks
@@ -178,10 +178,9 @@ func (s *Server) reproject(v *view, ids []string) {
 	}
 	bucket := time.Now().Unix() / 10
 	for _, id := range ids {
-		body, _ := json.Marshal(map[string]string{"id": id})
 		msgID := fmt.Sprintf("reproject-%s-%s-%d", v.Def.Name, id, bucket)
 		// A NATS outage must not slow a read: wait at most a millisecond.
-		_, err := s.pub.PublishAsync(v.Def.ReprojectSubject(), body, jetstream.WithMsgID(msgID), jetstream.WithStallWait(time.Millisecond))
+		_, err := s.pub.PublishAsync(v.Def.ReprojectSubject(), projections.EventBody(id), jetstream.WithMsgID(msgID), jetstream.WithStallWait(time.Millisecond))
 		if err != nil {
 			v.m.reprojectErr.Inc()
 			s.log.Debug("publishing a re-project event failed", "projection", v.Def.Name, "id", id, "err", err)

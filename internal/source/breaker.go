@@ -13,9 +13,15 @@ import (
 // because the source's circuit breaker is open: it failed repeatedly just now.
 var ErrOpen = errors.New("source: circuit breaker open")
 
+// The settings of every source's breaker.
+const (
+	BreakerFailures = 5               // failures in a row that open the breaker
+	BreakerOpen     = 2 * time.Second // how long it fails fast before a probe
+)
+
 // Breaker is a Client behind a circuit breaker (github.com/sony/gobreaker):
-// after 5 failures in a row it fails fast for a while, then lets one request
-// probe the source. Only a source that is down counts as a failure: answers
+// after BreakerFailures failures in a row it fails fast for BreakerOpen,
+// then lets one request probe the source. Only a source that is down counts as a failure: answers
 // such as 404, 400 or a too-large body are the source working, and a
 // caller's cancelled context is not the source's fault. Safe for concurrent use.
 type Breaker struct {
@@ -28,8 +34,8 @@ func WithBreaker(c *Client, name string) *Breaker {
 	return &Breaker{c: c, cb: gobreaker.NewCircuitBreaker[[]byte](gobreaker.Settings{
 		Name:        name,
 		MaxRequests: 1,
-		Timeout:     2 * time.Second,
-		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= 5 },
+		Timeout:     BreakerOpen,
+		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= BreakerFailures },
 		IsSuccessful: func(err error) bool {
 			return err == nil || errors.Is(err, ErrNotFound) || IsPermanent(err)
 		},

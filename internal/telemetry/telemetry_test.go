@@ -172,7 +172,7 @@ func TestQueryAPIRequestIsTraced(t *testing.T) {
 	if _, err := stores.For(ctx, def); err != nil { // creates the index
 		t.Fatal(err)
 	}
-	views, err := backend.Views(ctx, []*projections.Definition{def}, stores, 300*time.Millisecond)
+	views, err := query.Views(ctx, []*projections.Definition{def}, stores, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

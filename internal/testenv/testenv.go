@@ -18,7 +18,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,25 +27,17 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/readside/readside/internal/fixture"
 )
 
 const howToStart = "start the test services with `make testenv` (or run everything with `make test`)"
 
 // RedisAddr is the address of the test Redis: $READSIDE_TEST_REDIS_ADDR or 127.0.0.1:6391.
-func RedisAddr() string {
-	if a := os.Getenv("READSIDE_TEST_REDIS_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:6391"
-}
+func RedisAddr() string { return fixture.RedisAddr() }
 
 // ElasticURL is the URL of the test Elasticsearch: $READSIDE_TEST_ES_URL or http://127.0.0.1:9251.
-func ElasticURL() string {
-	if u := os.Getenv("READSIDE_TEST_ES_URL"); u != "" {
-		return u
-	}
-	return "http://127.0.0.1:9251"
-}
+func ElasticURL() string { return fixture.ElasticURL() }
 
 // Namespace returns a short prefix unique to this test run, such as "t3f9a1c2",
 // for keys, index names and stream names, so parallel tests never collide.

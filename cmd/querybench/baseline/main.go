@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	// internal/config.Backends' settings, which cmd/queryapi uses.
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: 64, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: config.RedisPoolSize, ReadTimeout: config.RedisTimeout, WriteTimeout: config.RedisTimeout})
 	defer rdb.Close()
 	es, err := elasticsearch.NewClient(elasticsearch.Config{
 		Addresses: []string{*esURL},

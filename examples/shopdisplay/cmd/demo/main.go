@@ -179,7 +179,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	monitor := projector.NewMonitor(js, streams.Config().Events, consumers, log, reg, projector.MonitorOptions{
 		StreamOf: streams.StreamOf, Projections: []string{def.Name}, DeadLetters: streams,
 	})
-	views, err := backend.Views(ctx, []*projections.Definition{def}, conn.Stores, 300*time.Millisecond)
+	views, err := query.Views(ctx, []*projections.Definition{def}, conn.Stores, query.DefaultRetryBudget)
 	if err != nil {
 		return err
 	}
