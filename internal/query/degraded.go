@@ -72,7 +72,9 @@ var errDown = errors.New("down")
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	state := map[string]string{}
 	if s.ready != nil {
-		state = s.ready(r.Context())
+		ctx, cancel := bounded(r.Context())
+		state = s.ready(ctx)
+		cancel()
 	}
 	// NATS only carries re-project events: the rule of Readiness.
 	var stores []error

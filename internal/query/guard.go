@@ -133,6 +133,50 @@ func safeToken(s string) bool {
 
 type ctxKey struct{}
 
+// requestCtx is a request's context: its id and its deadline, without a
+// timer of its own. Deadline reports the request's deadline and Err reports
+// context.DeadlineExceeded once it has passed, but Done closes only when the
+// client goes away, not at the deadline: a store read from the doc store,
+// which has a timer of its own for its share of the time (see stored),
+// needs no other, and most requests are answered by one. Everything that
+// waits for more — a source, the search engine, a queue — waits on
+// bounded(ctx), which has the timer.
+type requestCtx struct {
+	context.Context // the client's: Done when it goes away
+	id              string
+	deadline        time.Time
+}
+
+func (c *requestCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *requestCtx) Err() error {
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *requestCtx) Value(key any) any {
+	if key == (ctxKey{}) {
+		return c.id
+	}
+	return c.Context.Value(key)
+}
+
+// bounded is ctx with a timer at the request's deadline, so that Done
+// closes then: what waits on Done (a source, the search engine, a queue)
+// must use it. ctx must be the request's own context (or any other, which
+// is returned as it is).
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if rc, ok := ctx.(*requestCtx); ok {
+		return context.WithDeadline(rc, rc.deadline)
+	}
+	return ctx, func() {}
+}
+
 // RequestID is the id of the request ctx belongs to ("" outside one): the
 // X-Request-Id of the answer and the requestId of a problem, for logs.
 func RequestID(ctx context.Context) string {

@@ -41,6 +41,11 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request) {
 	if v == nil {
 		return
 	}
+	// Lists and searches wait for the limit, the engine, the sources: all
+	// of it bounded by the deadline's timer.
+	ctx, cancel := bounded(r.Context())
+	defer cancel()
+	r = r.WithContext(ctx)
 	params := r.URL.Query()
 	if params.Has("ids") {
 		s.multiGet(w, r, v, params)

@@ -246,7 +246,7 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := s.ids.of(r)
-	w.Header().Set("X-Request-Id", id)
+	w.Header()["X-Request-Id"] = []string{id}
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	n := s.inflight.Add(1)
 	switch {
@@ -263,9 +263,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.m.shed(classRead)
 		overloaded(rec, r, "too many requests at once on this replica")
 	default:
-		ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), ctxKey{}, id), s.o.RequestTimeout)
+		// No timer: see requestCtx. A detail read from the doc store,
+		// the most common request, then has one (stored's), not two.
+		ctx := &requestCtx{Context: r.Context(), id: id, deadline: start.Add(s.o.RequestTimeout)}
 		s.mux.ServeHTTP(rec, r.WithContext(ctx))
-		cancel()
 	}
 	s.inflight.Add(-1)
 	s.m.observe(endpointOf(r), rec.status, time.Since(start))
@@ -332,11 +333,10 @@ func (s *Server) detail(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, []ParameterIssue{{Parameter: "id", Message: strings.TrimPrefix(err.Error(), "bad event: ")}})
 		return
 	}
-	docs, gone, _ := s.read(r.Context(), v, []string{id})
-	d, ok := docs[id]
+	d, ok, gone := s.readOne(r.Context(), v, id)
 	switch {
 	case ok:
-	case gone[id]:
+	case gone:
 		notFound(w, r, "projection "+v.Def.Name+" has no document "+strconv.Quote(id))
 		return
 	case r.Context().Err() != nil:

@@ -21,8 +21,31 @@ import (
 // exist (a tombstone, or the source's 404). err is the last failure of an id
 // that could be given neither way.
 func (s *Server) read(ctx context.Context, v *view, ids []string) (map[string]doc, map[string]bool, error) {
-	docs, gone := make(map[string]doc, len(ids)), map[string]bool{}
 	stored, partial, rerr := s.readStore(ctx, v, ids)
+	return s.complete(ctx, v, ids, stored, partial, rerr)
+}
+
+// readOne is read for one id. The common detail read, which the doc store
+// answers, costs no maps.
+func (s *Server) readOne(ctx context.Context, v *view, id string) (d doc, found, gone bool) {
+	ids := []string{id}
+	stored, partial, rerr := s.readStore(ctx, v, ids)
+	if rerr == nil && partial == nil && stored[0] != nil {
+		st := stored[0]
+		if st.Deleted {
+			return doc{}, false, true
+		}
+		return doc{body: st.Body, version: st.Version, builtAt: st.BuiltAt, fromStore: true, versioned: true}, true, false
+	}
+	docs, goneIDs, _ := s.complete(ctx, v, ids, stored, partial, rerr)
+	d, found = docs[id]
+	return d, found, goneIDs[id]
+}
+
+// complete makes read's answer from what the doc store gave (stored, or its
+// failure), building what it lacks from the sources.
+func (s *Server) complete(ctx context.Context, v *view, ids []string, stored []*sink.Stored, partial, rerr error) (map[string]doc, map[string]bool, error) {
+	docs, gone := make(map[string]doc, len(ids)), map[string]bool{}
 	if partial != nil && ctx.Err() == nil {
 		v.partialWarn.Do(func() {
 			s.log.Warn("redis could not give some documents; building them from the sources (logged at most every 5s)", "projection", v.Def.Name, "err", partial)
@@ -48,6 +71,8 @@ func (s *Server) read(ctx context.Context, v *view, ids []string) (map[string]do
 	if len(build) == 0 {
 		return docs, gone, nil
 	}
+	ctx, cancel := bounded(ctx) // the sources are waited for
+	defer cancel()
 	err := s.buildAll(ctx, v, build, docs, gone)
 	if err != nil && ctx.Err() == nil {
 		s.sourceFailed(ctx, v, err)
