@@ -202,57 +202,112 @@ type listQuery struct {
 }
 
 func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterIssue) {
-	var issues []ParameterIssue
-	bad := func(p, format string, args ...any) {
-		issues = append(issues, ParameterIssue{Parameter: p, Message: fmt.Sprintf(format, args...)})
+	lp := &listParser{s: s, v: v, params: params, lq: &listQuery{limit: 20}}
+	lp.once()
+	lp.text()
+	lp.limit()
+	lp.geo()
+	lp.filters()
+	lp.sort()
+	lq := lp.lq
+	lq.plain = lq.q == "" && len(lq.filters) == 0 && lq.near == nil && !params.Has("sort")
+	lq.key = queryKey(v.Def.Name, params)
+	if c := params.Get("cursor"); params.Has("cursor") {
+		if err := s.openCursor(c, lq); err != nil {
+			lp.bad("cursor", "%v", err)
+		}
 	}
-	lq := &listQuery{limit: 20}
-	for p, vals := range params {
+	slices.SortFunc(lp.issues, func(a, b ParameterIssue) int { return strings.Compare(a.Parameter, b.Parameter) })
+	return lq, lp.issues
+}
+
+// listParser reads a list's parameters, one step per kind, into lq,
+// collecting every issue rather than stopping at the first.
+type listParser struct {
+	s      *Server
+	v      *view
+	params url.Values
+	lq     *listQuery
+	issues []ParameterIssue
+}
+
+func (lp *listParser) bad(p, format string, args ...any) {
+	lp.issues = append(lp.issues, ParameterIssue{Parameter: p, Message: fmt.Sprintf(format, args...)})
+}
+
+// once: every parameter is given once (a filter's values are comma-separated).
+func (lp *listParser) once() {
+	for p, vals := range lp.params {
 		if len(vals) > 1 && p != "ids" {
-			bad(p, "given %d times; give it once (several values of a filter are comma-separated)", len(vals))
+			lp.bad(p, "given %d times; give it once (several values of a filter are comma-separated)", len(vals))
 		}
 	}
-	if q := params.Get("q"); params.Has("q") {
-		switch {
-		case strings.TrimSpace(q) == "":
-			bad("q", "is empty")
-		case !utf8.ValidString(q):
-			bad("q", "is not valid UTF-8")
-		case utf8.RuneCountInString(q) > s.o.MaxQuery:
-			bad("q", "is %d characters; at most %d", utf8.RuneCountInString(q), s.o.MaxQuery)
-		case !slices.ContainsFunc(v.Def.Fields, func(f projections.Field) bool { return f.Search }):
-			bad("q", "projection %s has no searchable field", v.Def.Name)
-		default:
-			lq.q = q
-		}
+}
+
+// text reads q, the full-text query.
+func (lp *listParser) text() {
+	q := lp.params.Get("q")
+	if !lp.params.Has("q") {
+		return
 	}
-	if l := params.Get("limit"); params.Has("limit") {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > s.o.MaxLimit {
-			bad("limit", "%q is not a number from 1 to %d", l, s.o.MaxLimit)
+	switch {
+	case strings.TrimSpace(q) == "":
+		lp.bad("q", "is empty")
+	case !utf8.ValidString(q):
+		lp.bad("q", "is not valid UTF-8")
+	case utf8.RuneCountInString(q) > lp.s.o.MaxQuery:
+		lp.bad("q", "is %d characters; at most %d", utf8.RuneCountInString(q), lp.s.o.MaxQuery)
+	case !slices.ContainsFunc(lp.v.Def.Fields, func(f projections.Field) bool { return f.Search }):
+		lp.bad("q", "projection %s has no searchable field", lp.v.Def.Name)
+	default:
+		lp.lq.q = q
+	}
+}
+
+// limit reads the page size.
+func (lp *listParser) limit() {
+	l := lp.params.Get("limit")
+	if !lp.params.Has("limit") {
+		return
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > lp.s.o.MaxLimit {
+		lp.bad("limit", "%q is not a number from 1 to %d", l, lp.s.o.MaxLimit)
+	} else {
+		lp.lq.limit = n
+	}
+}
+
+// geo reads near and within.
+func (lp *listParser) geo() {
+	params, v := lp.params, lp.v
+	if !params.Has("near") {
+		if params.Has("within") {
+			lp.bad("within", "needs near=lat,lon")
+		}
+		return
+	}
+	if v.geoField == "" {
+		lp.bad("near", "projection %s has no geo_point field", v.Def.Name)
+	} else if lat, lon, ok := parseLatLon(params.Get("near")); !ok {
+		lp.bad("near", "%q is not lat,lon (e.g. 52.52,13.40)", params.Get("near"))
+	} else {
+		lp.lq.near = &sink.LatLon{Lat: lat, Lon: lon}
+	}
+	if w := params.Get("within"); params.Has("within") {
+		if d, ok := parseDistance(w); ok {
+			lp.lq.within = d
 		} else {
-			lq.limit = n
+			lp.bad("within", "%q is not a distance from 1m to 500km, such as 800m or 3km", w)
 		}
 	}
-	if params.Has("near") {
-		if v.geoField == "" {
-			bad("near", "projection %s has no geo_point field", v.Def.Name)
-		} else if lat, lon, ok := parseLatLon(params.Get("near")); !ok {
-			bad("near", "%q is not lat,lon (e.g. 52.52,13.40)", params.Get("near"))
-		} else {
-			lq.near = &sink.LatLon{Lat: lat, Lon: lon}
-		}
-		if w := params.Get("within"); params.Has("within") {
-			if d, ok := parseDistance(w); ok {
-				lq.within = d
-			} else {
-				bad("within", "%q is not a distance from 1m to 500km, such as 800m or 3km", w)
-			}
-		}
-	} else if params.Has("within") {
-		bad("within", "needs near=lat,lon")
-	}
-	for p, vals := range params {
+}
+
+// filters reads every other parameter as a filter on a field, or a range
+// of one (field.gte, ...).
+func (lp *listParser) filters() {
+	v := lp.v
+	for p, vals := range lp.params {
 		if slices.Contains(reserved, p) {
 			continue
 		}
@@ -260,49 +315,55 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 		f := v.fields[name]
 		switch {
 		case f == nil || !filterableField(*f):
-			bad(p, "is not a parameter: filter on %s; or use %s", strings.Join(filterable(v), ", "), strings.Join(reserved[1:], ", "))
+			lp.bad(p, "is not a parameter: filter on %s; or use %s", strings.Join(filterable(v), ", "), strings.Join(reserved[1:], ", "))
 			continue
 		case dotted && !slices.Contains(rangeOps, op):
-			bad(p, "%q is not a range operator: use %s", op, strings.Join(rangeOps, ", "))
+			lp.bad(p, "%q is not a range operator: use %s", op, strings.Join(rangeOps, ", "))
 			continue
 		case op != "" && !ranged(f.Type):
-			bad(p, "%s is a %s field: ranges apply to integer, float and date fields", name, f.Type)
+			lp.bad(p, "%s is a %s field: ranges apply to integer, float and date fields", name, f.Type)
 			continue
 		}
 		filter, err := filterOf(f, op, vals[0])
 		if err != nil {
-			bad(p, "%v", err)
+			lp.bad(p, "%v", err)
 			continue
 		}
-		lq.filters = append(lq.filters, filter)
+		lp.lq.filters = append(lp.lq.filters, filter)
 	}
-	if sp := params.Get("sort"); params.Has("sort") {
+}
+
+// sort reads the sort keys, or takes the default: relevance with q, else
+// distance with near.
+func (lp *listParser) sort() {
+	v, lq := lp.v, lp.lq
+	if sp := lp.params.Get("sort"); lp.params.Has("sort") {
 		for key := range strings.SplitSeq(sp, ",") {
 			desc := strings.HasPrefix(key, "-")
 			name := strings.TrimPrefix(key, "-")
 			switch f := v.fields[name]; {
 			case name == "":
-				bad("sort", "has an empty key: give field names, comma-separated, each with - before it to sort descending (e.g. sort=-rating,name); sortable are %s", strings.Join(sortable(v), ", "))
+				lp.bad("sort", "has an empty key: give field names, comma-separated, each with - before it to sort descending (e.g. sort=-rating,name); sortable are %s", strings.Join(sortable(v), ", "))
 				continue
 			case name == sink.SortDistance:
 				if lq.near == nil {
-					bad("sort", "distance needs near=lat,lon")
+					lp.bad("sort", "distance needs near=lat,lon")
 					continue
 				}
 			case name == "relevance":
 				if lq.q == "" {
-					bad("sort", "relevance needs q")
+					lp.bad("sort", "relevance needs q")
 					continue
 				}
 				name = sink.SortRelevance
 			case f == nil || !sortableField(*f):
-				bad("sort", "%q is not sortable: sort on %s", name, strings.Join(sortable(v), ", "))
+				lp.bad("sort", "%q is not sortable: sort on %s", name, strings.Join(sortable(v), ", "))
 				continue
 			}
 			lq.sort = append(lq.sort, sink.SortKey{Field: name, Desc: desc})
 		}
 		if len(lq.sort) > 3 {
-			bad("sort", "at most 3 sort keys")
+			lp.bad("sort", "at most 3 sort keys")
 		}
 	}
 	if len(lq.sort) == 0 {
@@ -313,15 +374,6 @@ func (s *Server) parseList(v *view, params url.Values) (*listQuery, []ParameterI
 			lq.sort = []sink.SortKey{{Field: sink.SortDistance}}
 		}
 	}
-	lq.plain = lq.q == "" && len(lq.filters) == 0 && lq.near == nil && !params.Has("sort")
-	lq.key = queryKey(v.Def.Name, params)
-	if c := params.Get("cursor"); params.Has("cursor") {
-		if err := s.openCursor(c, lq); err != nil {
-			bad("cursor", "%v", err)
-		}
-	}
-	slices.SortFunc(issues, func(a, b ParameterIssue) int { return strings.Compare(a.Parameter, b.Parameter) })
-	return lq, issues
 }
 
 func filterable(v *view) []string {

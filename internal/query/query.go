@@ -35,6 +35,7 @@ import (
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/projections"
 )
 
@@ -170,18 +171,18 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 			m:              s.m.forView(v.Def.Name),
 		}
 		vw.redisCB = gobreaker.NewCircuitBreaker[[]*sink.Stored](gobreaker.Settings{
-			Name: v.Def.Name + "/redis", Timeout: 2 * time.Second,
-			ReadyToTrip:   func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
+			Name: v.Def.Name + "/redis", Timeout: source.BreakerOpen,
+			ReadyToTrip:   func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= source.BreakerFailures },
 			IsExcluded:    func(err error) bool { return errors.Is(err, context.Canceled) },
 			OnStateChange: s.breakerChanged(v.Def.Name, "docs"),
 		})
 		vw.searchCB = gobreaker.NewCircuitBreaker[sink.Page](gobreaker.Settings{
-			Name: v.Def.Name + "/search", Timeout: 2 * time.Second,
+			Name: v.Def.Name + "/search", Timeout: source.BreakerOpen,
 			// Half-open lets a few searches through: one that is slow (an
 			// expensive query) must not hold every other one off.
 			MaxRequests: 4,
 			ReadyToTrip: func(c gobreaker.Counts) bool {
-				return c.ConsecutiveFailures >= 5 || vw.probeFailed.Load()
+				return c.ConsecutiveFailures >= source.BreakerFailures || vw.probeFailed.Load()
 			},
 			// A search that ran out of time is not the engine failing: it
 			// may be an expensive query (and its request's deadline the

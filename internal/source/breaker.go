@@ -13,7 +13,8 @@ import (
 // because the source's circuit breaker is open: it failed repeatedly just now.
 var ErrOpen = errors.New("source: circuit breaker open")
 
-// The settings of every source's breaker.
+// The settings of every breaker: each source's, and the query API's in front
+// of its doc store and search engine.
 const (
 	BreakerFailures = 5               // failures in a row that open the breaker
 	BreakerOpen     = 2 * time.Second // how long it fails fast before a probe
