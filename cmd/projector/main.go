@@ -292,7 +292,7 @@ func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*pro
 	if err != nil {
 		return fmt.Errorf("-query-addr: %w", err)
 	}
-	o := query.Options{RequestTimeout: query.DefaultRequestTimeout, Registerer: reg}
+	o := query.Options{RequestTimeout: query.DefaultRequestTimeout, Registerer: reg, Propagator: tracing.Propagator()}
 	api := query.New(views, js, log, stores.Ready, o)
 	log.Info("query API serving", "addr", ln.Addr().String())
 	h := tracing.Handler(query.AccessLog(log, api), api.Route)

@@ -184,6 +184,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
+	s.opts.Propagator = tracing.Propagator() // nil when tracing is off
 	api := query.New(views, pub, log, readiness.Public, s.opts)
 	var handler http.Handler = api
 	if s.accessLog {

@@ -27,9 +27,11 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 
@@ -46,7 +48,7 @@ type Docs interface {
 
 // Publisher publishes re-project events without waiting (see jetstream.JetStream).
 type Publisher interface {
-	PublishAsync(subject string, data []byte, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
 }
 
 // DefaultRequestTimeout is the deadline of one request when Options set none.
@@ -64,6 +66,10 @@ type Options struct {
 	SearchMaxInflight int           // ceiling of the adaptive limit on lists and searches in flight [64]
 	// Registerer, when set, gets the API's metrics (readside_query_*).
 	Registerer prometheus.Registerer
+	// Propagator, when set (tracing on), writes the request's trace context
+	// into the headers of the re-project events it publishes, so that the
+	// projector's work for them continues the request's trace.
+	Propagator propagation.TextMapPropagator
 }
 
 func (o *Options) defaults() {

@@ -8,8 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
@@ -123,7 +125,7 @@ func (s *Server) buildAll(ctx context.Context, v *view, ids []string, docs map[s
 	wg.Wait()
 	// Only an id the source has is re-projected: a read of an id the source
 	// does not know (a made-up one) must never make the projector write.
-	s.reproject(v, heal)
+	s.reproject(ctx, v, heal)
 	return err
 }
 
@@ -172,15 +174,23 @@ func (s *Server) build(ctx context.Context, v *view, id string) (assemble.Result
 
 // reproject asks the projector to project ids again, so the store heals.
 // Events for one id within ten seconds are de-duplicated by JetStream.
-func (s *Server) reproject(v *view, ids []string) {
+//
+// With tracing on, each event carries the request's trace context, which the
+// projector continues.
+func (s *Server) reproject(ctx context.Context, v *view, ids []string) {
 	if s.pub == nil {
 		return
 	}
 	bucket := time.Now().Unix() / 10
 	for _, id := range ids {
 		msgID := fmt.Sprintf("reproject-%s-%s-%d", v.Def.Name, id, bucket)
+		msg := &nats.Msg{Subject: v.Def.ReprojectSubject(), Data: projections.EventBody(id)}
+		if s.o.Propagator != nil {
+			msg.Header = nats.Header{}
+			s.o.Propagator.Inject(ctx, propagation.HeaderCarrier(msg.Header))
+		}
 		// A NATS outage must not slow a read: wait at most a millisecond.
-		_, err := s.pub.PublishAsync(v.Def.ReprojectSubject(), projections.EventBody(id), jetstream.WithMsgID(msgID), jetstream.WithStallWait(time.Millisecond))
+		_, err := s.pub.PublishMsgAsync(msg, jetstream.WithMsgID(msgID), jetstream.WithStallWait(time.Millisecond))
 		if err != nil {
 			v.m.reprojectErr.Inc()
 			s.log.Debug("publishing a re-project event failed", "projection", v.Def.Name, "id", id, "err", err)
