@@ -91,8 +91,8 @@ func jetStream(t *testing.T, dir string) (string, jetstream.JetStream) {
 }
 
 // ensureStreams creates the streams the projector would create for the
-// definitions in dir.
-func ensureStreams(t *testing.T, js jetstream.JetStream, dir string) {
+// definitions in dir, and returns them with the definitions.
+func ensureStreams(t *testing.T, js jetstream.JetStream, dir string) (*stream.Setup, []*projections.Definition) {
 	t.Helper()
 	defs, err := projections.LoadDir(dir, projections.Options{Lookup: func(string) (string, bool) { return "http://x", true }})
 	if err != nil {
@@ -102,9 +102,11 @@ func ensureStreams(t *testing.T, js jetstream.JetStream, dir string) {
 	for _, d := range defs {
 		subjects = append(subjects, d.AllSubjects()...)
 	}
-	if _, err := stream.Ensure(context.Background(), js, stream.Config{}, subjects); err != nil {
+	streams, err := stream.Ensure(context.Background(), js, stream.Config{}, subjects)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return streams, defs
 }
 
 // replayed is how many events the own stream holds on subject.

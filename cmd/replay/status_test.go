@@ -23,18 +23,7 @@ func TestStatus(t *testing.T) {
 	srv := testenv.StartJetStream(t)
 	_, js := srv.Connect(t)
 	ctx := context.Background()
-	defs, err := projections.LoadDir(dir, projections.Options{Lookup: func(string) (string, bool) { return "http://x", true }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var subjects []string
-	for _, d := range defs {
-		subjects = append(subjects, d.AllSubjects()...)
-	}
-	streams, err := stream.Ensure(ctx, js, stream.Config{}, subjects)
-	if err != nil {
-		t.Fatal(err)
-	}
+	streams, defs := ensureStreams(t, js, dir)
 	// The consumers a projector makes for "shops", none for the others.
 	var shops *projections.Definition
 	for _, d := range defs {

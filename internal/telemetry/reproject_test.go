@@ -3,24 +3,12 @@ package telemetry_test
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-
-	"github.com/readside/readside/internal/backend"
-	"github.com/readside/readside/internal/config"
-	"github.com/readside/readside/internal/query"
-	"github.com/readside/readside/internal/stream"
-	"github.com/readside/readside/internal/telemetry"
-	"github.com/readside/readside/internal/testenv"
-	"github.com/readside/readside/projections"
 )
 
 // A read the store cannot answer is built from the source and re-projected:
@@ -29,44 +17,10 @@ import (
 // internal/projector) is part of the request's trace.
 func TestReprojectEventCarriesTheTrace(t *testing.T) {
 	t.Parallel()
-	ns := testenv.Namespace(t)
-	api := testenv.NewShopAPI()
-	t.Cleanup(api.Close)
-	def, err := projections.Parse("shops.yaml", []byte(testenv.ShopDefinition(ns, api.URL, true)), projections.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Elastic(t, ns)
-	testenv.CleanRedis(t, testenv.Redis(t), ns)
+	w := newTracedAPI(t, true)
+	def, js, streams, srv := w.def, w.js, w.streams, w.srv
 	ctx := context.Background()
-	_, js := testenv.StartJetStream(t).Connect(t)
-	streams, err := stream.Ensure(ctx, js, stream.Config{}, def.AllSubjects())
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	tracing := telemetry.NewWith(tp, tp.Shutdown)
-	stores, err := backend.OpenStores(config.Backends{
-		RedisAddrs: []string{testenv.RedisAddr()}, ElasticURLs: []string{testenv.ElasticURL()}, Tracing: tracing,
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stores.Close() })
-	if _, err := stores.For(ctx, def); err != nil {
-		t.Fatal(err)
-	}
-	views, err := query.Views(ctx, []*projections.Definition{def}, stores, 300*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	qapi := query.New(views, js, slog.New(slog.NewTextHandler(io.Discard, nil)), stores.Ready,
-		query.Options{Propagator: tracing.Propagator()})
-	srv := httptest.NewServer(tracing.Handler(qapi, qapi.Route))
-	t.Cleanup(srv.Close)
-	api.Put("7", "seven") // at the source, not in the store
+	w.api.Put("7", "seven") // at the source, not in the store
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	req, _ := http.NewRequest("GET", srv.URL+"/v1/"+def.Name+"/7", nil)

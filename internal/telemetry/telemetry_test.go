@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -18,6 +19,7 @@ import (
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/query"
+	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/telemetry"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -148,37 +150,8 @@ func (h probeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // requests as its children.
 func TestQueryAPIRequestIsTraced(t *testing.T) {
 	t.Parallel()
-	ns := testenv.Namespace(t)
-	api := testenv.NewShopAPI()
-	t.Cleanup(api.Close)
-	def, err := projections.Parse("shops.yaml", []byte(testenv.ShopDefinition(ns, api.URL, true)), projections.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Elastic(t, ns) // deletes the test's indices at the end
-	testenv.CleanRedis(t, testenv.Redis(t), ns)
-
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	tracing := telemetry.NewWith(tp, tp.Shutdown)
-	stores, err := backend.OpenStores(config.Backends{
-		RedisAddrs: []string{testenv.RedisAddr()}, ElasticURLs: []string{testenv.ElasticURL()}, Tracing: tracing,
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stores.Close() })
-	ctx := context.Background()
-	if _, err := stores.For(ctx, def); err != nil { // creates the index
-		t.Fatal(err)
-	}
-	views, err := query.Views(ctx, []*projections.Definition{def}, stores, 300*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	qapi := query.New(views, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), stores.Ready, query.Options{})
-	srv := httptest.NewServer(tracing.Handler(qapi, qapi.Route))
-	t.Cleanup(srv.Close)
+	w := newTracedAPI(t, false)
+	api, rec, srv, ns := w.api, w.rec, w.srv, w.def.Name
 	api.Put("7", "seven")
 
 	get := func(path, traceID string) {
@@ -290,4 +263,63 @@ func spanNames(spans []sdktrace.ReadOnlySpan) []string {
 		}
 	}
 	return out
+}
+
+// tracedAPI is the query API over the test Redis and Elasticsearch, traced
+// into an in-memory span recorder, for the shop projection of a fake shop
+// API; with NATS, it publishes re-project events to a JetStream of its own.
+type tracedAPI struct {
+	def     *projections.Definition
+	api     *testenv.ShopAPI
+	rec     *tracetest.SpanRecorder
+	srv     *httptest.Server
+	js      jetstream.JetStream // nil without NATS
+	streams *stream.Setup       // nil without NATS
+}
+
+// newTracedAPI starts a tracedAPI; withNATS, its re-project events carry the
+// request's trace context (query.Options.Propagator).
+func newTracedAPI(t *testing.T, withNATS bool) *tracedAPI {
+	t.Helper()
+	ns := testenv.Namespace(t)
+	w := &tracedAPI{api: testenv.NewShopAPI()}
+	t.Cleanup(w.api.Close)
+	var err error
+	if w.def, err = projections.Parse("shops.yaml", []byte(testenv.ShopDefinition(ns, w.api.URL, true)), projections.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Elastic(t, ns) // deletes the test's indices at the end
+	testenv.CleanRedis(t, testenv.Redis(t), ns)
+	ctx := context.Background()
+
+	w.rec = tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(w.rec))
+	tracing := telemetry.NewWith(tp, tp.Shutdown)
+	stores, err := backend.OpenStores(config.Backends{
+		RedisAddrs: []string{testenv.RedisAddr()}, ElasticURLs: []string{testenv.ElasticURL()}, Tracing: tracing,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stores.Close() })
+	if _, err := stores.For(ctx, w.def); err != nil { // creates the index
+		t.Fatal(err)
+	}
+	views, err := query.Views(ctx, []*projections.Definition{w.def}, stores, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pub query.Publisher
+	var o query.Options
+	if withNATS {
+		_, w.js = testenv.StartJetStream(t).Connect(t)
+		if w.streams, err = stream.Ensure(ctx, w.js, stream.Config{}, w.def.AllSubjects()); err != nil {
+			t.Fatal(err)
+		}
+		pub, o.Propagator = w.js, tracing.Propagator()
+	}
+	qapi := query.New(views, pub, slog.New(slog.NewTextHandler(io.Discard, nil)), stores.Ready, o)
+	w.srv = httptest.NewServer(tracing.Handler(qapi, qapi.Route))
+	t.Cleanup(w.srv.Close)
+	return w
 }
