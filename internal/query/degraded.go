@@ -47,7 +47,7 @@ func (s *Server) listFromSource(w http.ResponseWriter, r *http.Request, v *view,
 	case srcNext != "":
 		next = s.sealCursor(lq.key, cursorState{Degr: true, Source: srcNext})
 	}
-	docs, gone, _ := s.read(r.Context(), v, ids)
+	docs, gone := s.read(r.Context(), v, ids)
 	if r.Context().Err() != nil && len(docs)+len(gone) < len(ids) {
 		timedOut(w, r)
 		return

@@ -41,16 +41,16 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request) {
 	if v == nil {
 		return
 	}
+	params := r.URL.Query()
+	if params.Has("ids") {
+		s.multiGet(w, r, v, params) // read bounds what waits for sources
+		return
+	}
 	// Lists and searches wait for the limit, the engine, the sources: all
 	// of it bounded by the deadline's timer.
 	ctx, cancel := bounded(r.Context())
 	defer cancel()
 	r = r.WithContext(ctx)
-	params := r.URL.Query()
-	if params.Has("ids") {
-		s.multiGet(w, r, v, params)
-		return
-	}
 	lq, issues := s.parseList(v, params)
 	if len(issues) > 0 {
 		badRequest(w, r, issues)
@@ -97,7 +97,7 @@ func (s *Server) multiGet(w http.ResponseWriter, r *http.Request, v *view, param
 		badRequest(w, r, issues)
 		return
 	}
-	docs, _, _ := s.read(r.Context(), v, ids)
+	docs, _ := s.read(r.Context(), v, ids)
 	if r.Context().Err() != nil && len(docs) < len(ids) {
 		timedOut(w, r)
 		return
@@ -564,7 +564,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, v *view, lq *listQ
 	if len(ids) == lq.limit && after != nil {
 		next = s.sealCursor(lq.key, cursorState{After: after})
 	}
-	docs, gone, _ := s.read(r.Context(), v, ids)
+	docs, gone := s.read(r.Context(), v, ids)
 	if r.Context().Err() != nil && len(docs)+len(gone) < len(ids) {
 		timedOut(w, r)
 		return

@@ -16,6 +16,7 @@ type metrics struct {
 	requests *prometheus.CounterVec   // endpoint, code
 	seconds  *prometheus.HistogramVec // endpoint
 	shedN    *prometheus.CounterVec   // class
+	shedBy   [2]prometheus.Counter    // shedN's children, by class
 	breakers *prometheus.GaugeVec     // projection, store
 	failures *prometheus.CounterVec   // projection, store
 	late     prometheus.Counter
@@ -138,7 +139,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		}
 	}
 	for _, c := range []class{classRead, classSearch} {
-		m.shedN.WithLabelValues(c.String())
+		m.shedBy[c] = m.shedN.WithLabelValues(c.String())
 	}
 	if reg == nil {
 		return m
@@ -164,7 +165,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (m *metrics) shed(c class) { m.shedN.WithLabelValues(c.String()).Inc() }
+func (m *metrics) shed(c class) { m.shedBy[c].Inc() }
 
 // breaker records a breaker's state changes.
 func (m *metrics) breaker(projection, store string) func(string, gobreaker.State, gobreaker.State) {

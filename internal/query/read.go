@@ -20,9 +20,9 @@ import (
 
 // read returns the documents for ids: from Redis, and for what Redis lacks
 // or cannot give, built from the sources. gone holds the ids that do not
-// exist (a tombstone, or the source's 404). err is the last failure of an id
-// that could be given neither way.
-func (s *Server) read(ctx context.Context, v *view, ids []string) (map[string]doc, map[string]bool, error) {
+// exist (a tombstone, or the source's 404). An id in neither could be given
+// neither way; read logged and counted why (see sourceFailed).
+func (s *Server) read(ctx context.Context, v *view, ids []string) (map[string]doc, map[string]bool) {
 	stored, partial, rerr := s.readStore(ctx, v, ids)
 	return s.complete(ctx, v, ids, stored, partial, rerr)
 }
@@ -37,16 +37,16 @@ func (s *Server) readOne(ctx context.Context, v *view, id string) (d doc, found,
 		if st.Deleted {
 			return doc{}, false, true
 		}
-		return doc{body: st.Body, version: st.Version, builtAt: st.BuiltAt, fromStore: true, versioned: true}, true, false
+		return storedDoc(st), true, false
 	}
-	docs, goneIDs, _ := s.complete(ctx, v, ids, stored, partial, rerr)
+	docs, goneIDs := s.complete(ctx, v, ids, stored, partial, rerr)
 	d, found = docs[id]
 	return d, found, goneIDs[id]
 }
 
 // complete makes read's answer from what the doc store gave (stored, or its
 // failure), building what it lacks from the sources.
-func (s *Server) complete(ctx context.Context, v *view, ids []string, stored []*sink.Stored, partial, rerr error) (map[string]doc, map[string]bool, error) {
+func (s *Server) complete(ctx context.Context, v *view, ids []string, stored []*sink.Stored, partial, rerr error) (map[string]doc, map[string]bool) {
 	docs, gone := make(map[string]doc, len(ids)), map[string]bool{}
 	if partial != nil && ctx.Err() == nil {
 		v.partialWarn.Do(func() {
@@ -61,7 +61,7 @@ func (s *Server) complete(ctx context.Context, v *view, ids []string, stored []*
 		case stored[i].Deleted:
 			gone[id] = true
 		default:
-			docs[id] = doc{body: stored[i].Body, version: stored[i].Version, builtAt: stored[i].BuiltAt, fromStore: true, versioned: true}
+			docs[id] = storedDoc(stored[i])
 		}
 	}
 	if rerr != nil && ctx.Err() == nil && !errors.Is(rerr, gobreaker.ErrOpenState) && !errors.Is(rerr, gobreaker.ErrTooManyRequests) {
@@ -71,15 +71,19 @@ func (s *Server) complete(ctx context.Context, v *view, ids []string, stored []*
 		})
 	}
 	if len(build) == 0 {
-		return docs, gone, nil
+		return docs, gone
 	}
 	ctx, cancel := bounded(ctx) // the sources are waited for
 	defer cancel()
-	err := s.buildAll(ctx, v, build, docs, gone)
-	if err != nil && ctx.Err() == nil {
+	if err := s.buildAll(ctx, v, build, docs, gone); err != nil && ctx.Err() == nil {
 		s.sourceFailed(ctx, v, err)
 	}
-	return docs, gone, err
+	return docs, gone
+}
+
+// storedDoc is the answer's document for one the doc store holds.
+func storedDoc(st *sink.Stored) doc {
+	return doc{body: st.Body, version: st.Version, builtAt: st.BuiltAt, fromStore: true, versioned: true}
 }
 
 // readStore reads ids from the doc store through its breaker. partial is
