@@ -34,7 +34,7 @@ func (e *Env) Status(ctx context.Context, projections []string) ([]Status, error
 			return nil, err
 		}
 	}
-	dlq := stream.Attach(e.JetStream, stream.Config{Events: e.events(), Own: e.own(), DeadLetter: e.deadLetter(), DLQPrefix: e.dlqPrefix()})
+	dlq := stream.Attach(e.JetStream, stream.Config{Events: e.Events, Own: e.Own, DeadLetter: e.DeadLetter, DLQPrefix: e.DLQPrefix})
 	out := make([]Status, 0, len(projections))
 	for _, p := range projections {
 		st := Status{Projection: p}
@@ -43,19 +43,12 @@ func (e *Env) Status(ctx context.Context, projections []string) ([]Status, error
 			if c.Own {
 				name = e.own()
 			}
-			lag, err := stream.ReadLag(ctx, e.JetStream, name, c.Name)
-			lag.Projection, lag.Kind, lag.Name, lag.Stream = p, c.Kind, c.Name, name
-			if err != nil {
-				lag.Err = err.Error()
-			}
+			// An error is in lag.Err: the other consumers are still shown.
+			lag, _ := stream.ReadLag(ctx, e.JetStream, name, c.Name)
+			lag.Projection, lag.Kind = p, c.Kind
 			st.Consumers = append(st.Consumers, lag)
 		}
-		dl, err := dlq.ReadDeadLetters(ctx, p)
-		dl.Projection = p
-		if err != nil {
-			dl.Err = err.Error()
-		}
-		st.DeadLetters = dl
+		st.DeadLetters, _ = dlq.ReadDeadLetters(ctx, p) // an error is in its Err
 		out = append(out, st)
 	}
 	return out, nil

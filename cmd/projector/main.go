@@ -150,7 +150,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer flushTraces(tracing, log)
+	defer tracing.Flush(log)
 	s.Backends.Tracing = tracing
 
 	reg := prometheus.NewRegistry()
@@ -227,19 +227,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Tracing:           tracing,
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	var names, consumers []string
+	var names []string
 	for _, d := range defs {
 		p, err := projector.ForDefinition(setupCtx, d, env, s.opts)
 		if err != nil {
 			return err
 		}
 		names = append(names, d.Name)
-		for _, c := range stream.ConsumersOf(d.Name) {
-			consumers = append(consumers, c.Name)
-		}
 		g.Go(func() error { return p.Run(gctx) })
 	}
-	monitor := projector.NewMonitor(js, s.stream, consumers, log, reg, projector.MonitorOptions{
+	// The Monitor watches every consumer of the projections it is given.
+	monitor := projector.NewMonitor(js, s.stream, nil, log, reg, projector.MonitorOptions{
 		Interval: s.monitorEvery, StreamOf: streams.StreamOf, Projections: names, DeadLetters: streams,
 	})
 	g.Go(func() error { return monitor.Run(gctx) })
@@ -298,13 +296,4 @@ func serveQuery(ctx context.Context, g *errgroup.Group, addr string, defs []*pro
 	h := tracing.Handler(query.AccessLog(log, api), api.Route)
 	g.Go(func() error { return query.Serve(ctx, ln, h, o.RequestTimeout, log) })
 	return nil
-}
-
-// flushTraces exports the spans still buffered, within 5s.
-func flushTraces(t *telemetry.Tracing, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := t.Shutdown(ctx); err != nil {
-		log.Warn("tracing: exporting the last spans failed", "err", err)
-	}
 }

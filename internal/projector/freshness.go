@@ -78,9 +78,9 @@ func (m *Monitor) readFreshness(ctx context.Context, targets []target, found []a
 		}
 	}
 	for _, p := range m.o.Projections {
-		for _, c := range ConsumersOf(p) {
+		for _, c := range stream.ConsumersOf(p) {
 			f.Consumers = append(f.Consumers, stream.ConsumerLag{
-				Projection: c.Projection, Kind: c.Kind, Name: c.Name, Stream: m.streamOf(c.Name), At: f.At,
+				Projection: p, Kind: c.Kind, Name: c.Name, Stream: m.streamOf(c.Name), At: f.At,
 			})
 		}
 	}

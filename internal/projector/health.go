@@ -34,7 +34,7 @@ type MonitorOptions struct {
 	// names is checked too.
 	StreamOf func(consumer string) string
 	// Projections are the projections whose freshness the Monitor reads:
-	// each one's four durable consumers (see ConsumersOf; watched for
+	// each one's four durable consumers (see stream.ConsumersOf; watched for
 	// availability too, whether or not NewMonitor was given them) and, with
 	// DeadLetters, its dead-letter entries.
 	Projections []string
@@ -50,23 +50,6 @@ type DeadLetterReader interface {
 	// ReadDeadLetters counts one projection's entries and reads the reasons
 	// of the newest.
 	ReadDeadLetters(ctx context.Context, projection string) (stream.DeadLetters, error)
-}
-
-// MonitoredConsumer is a durable consumer and what it feeds.
-type MonitoredConsumer struct {
-	Name       string
-	Projection string
-	Kind       string // "live", "reproject", "replay" or "retry"
-}
-
-// ConsumersOf lists the durable consumers of a projection, live first
-// (stream.ConsumersOf, with the projection).
-func ConsumersOf(projection string) []MonitoredConsumer {
-	var out []MonitoredConsumer
-	for _, c := range stream.ConsumersOf(projection) {
-		out = append(out, MonitoredConsumer{Name: c.Name, Projection: projection, Kind: c.Kind})
-	}
-	return out
 }
 
 // Monitor checks, every Interval, that JetStream answers for the events
@@ -133,7 +116,7 @@ func NewMonitor(js JetStreamInfo, streamName string, consumers []string, log *sl
 		fresh: Freshness{History: map[string][]stream.ConsumerLag{}},
 	}
 	for _, p := range o.Projections {
-		for _, c := range ConsumersOf(p) {
+		for _, c := range stream.ConsumersOf(p) {
 			if !slices.Contains(m.consumers, c.Name) {
 				m.consumers = append(m.consumers, c.Name)
 			}

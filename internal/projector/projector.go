@@ -18,6 +18,7 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -182,7 +183,7 @@ type Projector struct {
 	o          Options
 	label      string             // the projection's name, with "/<kind>" on the other consumers (see Parts.Kind)
 	delays     bool               // see Parts.Delays
-	kind       string             // see Parts.Kind
+	kind       string             // Parts.Kind, "live" for the live consumer
 	tracing    *telemetry.Tracing // see Parts.Tracing
 	fanout     chan jetstream.Msg // lookup events waiting to fan out
 
@@ -211,7 +212,7 @@ func New(p Parts, o Options) *Projector {
 		fanout: make(chan jetstream.Msg, 256),
 		label:  p.Def.Name,
 		log:    p.Log.With("projection", p.Def.Name),
-		delays: p.Delays, kind: p.Kind, tracing: p.Tracing,
+		delays: p.Delays, kind: cmp.Or(p.Kind, "live"), tracing: p.Tracing,
 	}
 	if p.Kind != "" {
 		pr.label += "/" + p.Kind
@@ -265,8 +266,7 @@ func (p *Projector) Run(ctx context.Context) error {
 func (p *Projector) pull(ctx context.Context) error {
 	delay := time.Second
 	var lastPull time.Time
-	var pullFailing bool // logged as failing (see failures)
-	failures := 0        // pulls failed in a row
+	failures := 0 // pulls failed in a row; from 2, logged as failing
 	for ctx.Err() == nil {
 		// While a dependency fails, pull only a probe batch now and then: the
 		// events stay in JetStream, and a lone id that keeps failing cannot
@@ -305,22 +305,19 @@ func (p *Projector) pull(ctx context.Context) error {
 			// replicas has no leader for a moment ("no responders"). A
 			// second failure in a row is one, logged once until pulls work.
 			failures++
-			switch {
-			case failures == 2:
+			if failures == 2 {
 				p.log.Warn("pulling events failed; retrying with backoff", "consumer", p.consumerName(), "err", err, "in", delay, "failures", failures)
-				pullFailing = true
-			default:
+			} else {
 				p.log.Debug("pulling events failed", "err", err, "in", delay, "failures", failures)
 			}
 			sleep(ctx, delay)
 			delay = min(2*delay, 30*time.Second)
 			continue
 		}
-		if pullFailing && err == nil {
-			p.log.Info("pulling events works again", "consumer", p.consumerName())
-			pullFailing = false
-		}
 		if err == nil {
+			if failures >= 2 {
+				p.log.Info("pulling events works again", "consumer", p.consumerName())
+			}
 			failures = 0
 		}
 		delay = time.Second

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -144,11 +143,7 @@ func (p *Projector) observeStored(msgs ...[]jetstream.Msg) {
 	if newest.IsZero() {
 		return
 	}
-	kind := "live"
-	if _, k, ok := strings.Cut(p.label, "/"); ok { // see Parts.Kind
-		kind = k
-	}
-	p.m.EventToStore.WithLabelValues(p.def.Name, kind).Observe(max(time.Since(newest), 0).Seconds())
+	p.m.EventToStore.WithLabelValues(p.def.Name, p.kind).Observe(max(time.Since(newest), 0).Seconds())
 }
 
 // nakHeld hands every message still held back to JetStream on shutdown.

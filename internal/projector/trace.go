@@ -56,9 +56,6 @@ func (p *Projector) startTrace(ctx context.Context, batch []item) *batchTrace {
 	bt := &batchTrace{tracer: p.tracing.Provider().Tracer(tracerName), spans: make([]trace.Span, len(batch))}
 	prop := p.tracing.Propagator()
 	kind := p.kind
-	if kind == "" {
-		kind = "live"
-	}
 	for i, it := range batch {
 		parent, links := eventContexts(ctx, prop, it.msgs)
 		_, bt.spans[i] = bt.tracer.Start(parent, "project "+p.def.Name,

@@ -274,12 +274,28 @@ func (s *Setup) CountDeadLetters(ctx context.Context) (map[string]uint64, error)
 }
 
 func (s *Setup) dlqInfo(ctx context.Context, subject string) (*jetstream.StreamInfo, error) {
-	st, err := s.js.Stream(ctx, s.cfg.DeadLetter)
-	if err != nil {
-		return nil, fmt.Errorf("stream: dead-letter stream %s: %w", s.cfg.DeadLetter, err)
+	// The stream's handle is looked up once (a stream-info request), then
+	// each call is one filtered info request: the monitor calls this every
+	// round.
+	s.mu.Lock()
+	st := s.dlq
+	s.mu.Unlock()
+	if st == nil {
+		var err error
+		if st, err = s.js.Stream(ctx, s.cfg.DeadLetter); err != nil {
+			return nil, fmt.Errorf("stream: dead-letter stream %s: %w", s.cfg.DeadLetter, err)
+		}
+		s.mu.Lock()
+		s.dlq = st
+		s.mu.Unlock()
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			s.mu.Lock()
+			s.dlq = nil // deleted: look it up again, as it is made anew
+			s.mu.Unlock()
+		}
 		return nil, fmt.Errorf("stream: dead-letter stream %s: %w", s.cfg.DeadLetter, err)
 	}
 	return info, nil

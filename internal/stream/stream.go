@@ -94,6 +94,7 @@ type Setup struct {
 	// consumerReplicasBefore: the replicas of the consumers of a stream
 	// whose replicas Ensure changed, read before the change.
 	consumerReplicasBefore map[string]int
+	dlq                    jetstream.Stream // the dead-letter stream's handle, once looked up (see dlqInfo)
 }
 
 // Attach is a Setup for streams a projector made, for reading them (dead
@@ -377,10 +378,12 @@ func (s *Setup) consumer(ctx context.Context, streamName, durable, description s
 	s.mu.Lock()
 	before, recorded := s.consumerReplicasBefore[durable]
 	s.mu.Unlock()
-	if c, err := s.js.Consumer(ctx, streamName, durable); err == nil && !recorded {
-		// 0: the stream's replicas, as they were before Ensure.
-		if before = c.CachedInfo().Config.Replicas; before == 0 {
-			before = s.replicasBefore[streamName]
+	if !recorded {
+		if c, err := s.js.Consumer(ctx, streamName, durable); err == nil {
+			// 0: the stream's replicas, as they were before Ensure.
+			if before = c.CachedInfo().Config.Replicas; before == 0 {
+				before = s.replicasBefore[streamName]
+			}
 		}
 	}
 	for {

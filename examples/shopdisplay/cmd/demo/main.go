@@ -172,11 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var consumers []string
-	for _, c := range stream.ConsumersOf(def.Name) {
-		consumers = append(consumers, c.Name)
-	}
-	monitor := projector.NewMonitor(js, streams.Config().Events, consumers, log, reg, projector.MonitorOptions{
+	monitor := projector.NewMonitor(js, streams.Config().Events, nil, log, reg, projector.MonitorOptions{
 		StreamOf: streams.StreamOf, Projections: []string{def.Name}, DeadLetters: streams,
 	})
 	views, err := query.Views(ctx, []*projections.Definition{def}, conn.Stores, query.DefaultRetryBudget)
