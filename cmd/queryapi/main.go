@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -153,7 +152,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	defer flushTraces(tracing, log)
+	defer tracing.Flush(log)
 	s.Backends.Tracing = tracing
 	stores, err := backend.OpenStores(s.Backends, log)
 	if err != nil {
@@ -216,13 +215,4 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	err = query.Serve(ctx, ln, handler, s.opts.RequestTimeout, log)
 	log.Info("query API stopped", "err", err)
 	return err
-}
-
-// flushTraces exports the spans still buffered, within 5s.
-func flushTraces(t *telemetry.Tracing, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := t.Shutdown(ctx); err != nil {
-		log.Warn("tracing: exporting the last spans failed", "err", err)
-	}
 }

@@ -132,6 +132,16 @@ func (t *Tracing) Propagator() propagation.TextMapPropagator {
 	return t.prop
 }
 
+// Flush exports the spans still buffered and stops the exporter, within 5
+// s, logging a failure on log: what a daemon defers once tracing is set up.
+func (t *Tracing) Flush(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("tracing: exporting the last spans failed", "err", err)
+	}
+}
+
 // Shutdown exports the spans still buffered and stops the exporter, within
 // ctx's deadline. Off, it does nothing.
 func (t *Tracing) Shutdown(ctx context.Context) error {
