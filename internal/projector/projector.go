@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
@@ -181,11 +182,12 @@ type Projector struct {
 	settleWarn rate.Sometimes // spaces out the log of failed acks (see settled)
 	m          *Metrics
 	o          Options
-	label      string             // the projection's name, with "/<kind>" on the other consumers (see Parts.Kind)
-	delays     bool               // see Parts.Delays
-	kind       string             // Parts.Kind, "live" for the live consumer
-	tracing    *telemetry.Tracing // see Parts.Tracing
-	fanout     chan jetstream.Msg // lookup events waiting to fan out
+	label      string              // the projection's name, with "/<kind>" on the other consumers (see Parts.Kind)
+	delays     bool                // see Parts.Delays
+	kind       string              // Parts.Kind, "live" for the live consumer
+	stored     prometheus.Observer // m.EventToStore of this projection and consumer
+	tracing    *telemetry.Tracing  // see Parts.Tracing
+	fanout     chan jetstream.Msg  // lookup events waiting to fan out
 
 	// head is a stream sequence every event up to which was stored before
 	// now: the highest sequence plus pending count of any message received
@@ -219,6 +221,7 @@ func New(p Parts, o Options) *Projector {
 		pr.log = pr.log.With("consumer", p.Kind)
 	}
 	pr.sched = newSchedule(o.Batch, o.MaxHeld, seqOf, pr.backoff)
+	pr.stored = m.EventToStore.WithLabelValues(pr.def.Name, pr.kind)
 	pr.sched.onHeld = func(n int) { m.Held.WithLabelValues(pr.label).Set(float64(n)) }
 	return pr
 }

@@ -143,7 +143,7 @@ func (p *Projector) observeStored(msgs ...[]jetstream.Msg) {
 	if newest.IsZero() {
 		return
 	}
-	p.m.EventToStore.WithLabelValues(p.def.Name, p.kind).Observe(max(time.Since(newest), 0).Seconds())
+	p.stored.Observe(max(time.Since(newest), 0).Seconds())
 }
 
 // nakHeld hands every message still held back to JetStream on shutdown.
