@@ -25,9 +25,7 @@ import (
 // TestMain removes the projector binary that the process tests build once.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binary.dir != "" {
-		os.RemoveAll(binary.dir)
-	}
+	binary.Remove()
 	os.Exit(code)
 }
 

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,34 +31,12 @@ import (
 )
 
 // binary is the projector built once for every test of the package run;
-// TestMain removes its directory.
-var binary struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+// TestMain removes it.
+var binary = testenv.NewBinary("projector")
 
 func projectorBinary(t *testing.T) string {
 	t.Helper()
-	binary.once.Do(func() {
-		if binary.dir, binary.err = os.MkdirTemp("", "readside-projector-test-"); binary.err != nil {
-			return
-		}
-		binary.path = filepath.Join(binary.dir, "projector")
-		start := time.Now()
-		// go test puts its own go first on PATH.
-		out, err := exec.Command("go", "build", "-o", binary.path, ".").CombinedOutput()
-		if err != nil {
-			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		t.Logf("built the projector in %s", time.Since(start).Round(time.Millisecond))
-	})
-	if binary.err != nil {
-		t.Fatal(binary.err)
-	}
-	return binary.path
+	return binary.Path(t)
 }
 
 // world is one projection's surroundings: an embedded JetStream, a fake shop
@@ -535,15 +512,7 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	w.checkNoDeadLetters()
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testenv.FreeAddr(t) }
 
 func healthy(addr string) error {
 	c := http.Client{Timeout: time.Second}

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,47 +26,19 @@ import (
 // TestMain removes the query API binary that the process tests build once.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binary.dir != "" {
-		os.RemoveAll(binary.dir)
-	}
+	binary.Remove()
 	os.Exit(code)
 }
 
 // binary is the query API built once for every test of the package run.
-var binary struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+var binary = testenv.NewBinary("queryapi")
 
 func queryapiBinary(t *testing.T) string {
 	t.Helper()
-	binary.once.Do(func() {
-		if binary.dir, binary.err = os.MkdirTemp("", "readside-queryapi-test-"); binary.err != nil {
-			return
-		}
-		binary.path = filepath.Join(binary.dir, "queryapi")
-		// go test puts its own go first on PATH.
-		if out, err := exec.Command("go", "build", "-o", binary.path, ".").CombinedOutput(); err != nil {
-			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binary.err != nil {
-		t.Fatal(binary.err)
-	}
-	return binary.path
+	return binary.Path(t)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testenv.FreeAddr(t) }
 
 // get asks url, returning the status code and body (0 when nothing answers).
 func get(url string) (int, string) {
