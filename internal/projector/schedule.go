@@ -126,6 +126,11 @@ func (s *schedule[M]) roomFreed() <-chan struct{} { return s.roomC }
 // returns nil when ctx ends.
 func (s *schedule[M]) take(ctx context.Context) []job[M] {
 	for {
+		// Shut down, nothing more is taken, however much is ready: what is
+		// held goes back to JetStream rather than holding up the exit.
+		if ctx.Err() != nil {
+			return nil
+		}
 		if jobs := s.tryTake(); jobs != nil {
 			return jobs
 		}

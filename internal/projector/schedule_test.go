@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"testing"
@@ -240,5 +241,24 @@ func TestSchedule(t *testing.T) {
 				st(t, r)
 			}
 		})
+	}
+}
+
+// Once the projector shuts down, take hands out nothing more, however many
+// ids are ready: they are Nak'ed back to JetStream instead of holding up the
+// exit while the workers drain the whole queue.
+func TestTakeAfterShutdownTakesNothing(t *testing.T) {
+	s := newSchedule(2, 100, func(m ev) uint64 { return uint64(m) },
+		func(n int) time.Duration { return time.Second })
+	for i := range 10 {
+		s.add(strconv.Itoa(i), ev(i+1))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if jobs := s.take(ctx); len(jobs) != 2 {
+		t.Fatalf("before shutdown: take = %d jobs, want 2", len(jobs))
+	}
+	cancel()
+	if jobs := s.take(ctx); jobs != nil {
+		t.Errorf("after shutdown: take = %d jobs, want none (8 ids still ready)", len(jobs))
 	}
 }
