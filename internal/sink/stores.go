@@ -1,6 +1,9 @@
 package sink
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // DocStore is the doc store contract, kept by Redis and BoltDocs: the write
 // guard (see Doc) and reads by id. GetMany answers in the order of ids, nil
@@ -12,11 +15,21 @@ type DocStore interface {
 }
 
 // Index is the search index contract, kept by Elastic and Bleve: the write
-// guard, reads by id, and list and search (see Query).
+// guard, reads by id (each document with its version, as written; GetMany
+// as DocStore's, reading in real time, not only what a refresh made
+// searchable), and list and search (see Query).
 type Index interface {
 	Write(ctx context.Context, docs []Doc) error
 	Get(ctx context.Context, id string) (Stored, error)
+	GetMany(ctx context.Context, ids []string) ([]*Stored, error)
 	Searcher
+}
+
+// Reader reads documents by id, each with its version: what DocStore and
+// Index have in common, and what replay's verify compares with fresh builds.
+type Reader interface {
+	Get(ctx context.Context, id string) (Stored, error)
+	GetMany(ctx context.Context, ids []string) ([]*Stored, error)
 }
 
 // RefIndex is the reverse lookup of joined entities, kept by Refs and
@@ -39,3 +52,91 @@ type Stores struct {
 
 // RefsPrefix is where projection keeps its reverse lookups in Redis.
 func RefsPrefix(projection string) string { return "readside:" + projection + ":" }
+
+// The contracts below are what operators' tools (replay: all --from,
+// verify, rebuild) need of a store beyond reads and writes. A store
+// implements those it can; replay asks for each by type assertion and says
+// clearly what a store cannot do.
+
+// Scanner walks every id a store holds for one projection, in pages.
+type Scanner interface {
+	// Scan calls fn with each page of ids, from position from ("" starts
+	// at the beginning), until the last page or until fn returns an error,
+	// which Scan returns as it is. Positions are opaque strings a caller
+	// may keep (in a checkpoint) and pass to a later Scan of the same store.
+	//
+	// Writes during a scan: an id stored for the whole scan is in at least
+	// one page; an id may be in more than one (a Redis SCAN may repeat), so
+	// callers tolerate duplicates. Tombstones are not in IDs but in Deleted.
+	Scan(ctx context.Context, from string, fn func(ScanPage) error) error
+}
+
+// ScanPage is one page of a Scan.
+type ScanPage struct {
+	IDs     []string // the live documents of the page
+	Deleted []string // the tombstones of the page
+	// At is the position of this page: a Scan from At starts with it again
+	// (as it is by then). Next is the position of the following page; ""
+	// after the last one.
+	At, Next string
+}
+
+// Counter counts a store's live documents (tombstones left out), for
+// progress and comparisons. Stores that cannot count cheaply (Redis) do not
+// implement it.
+type Counter interface {
+	Count(ctx context.Context) (int64, error)
+}
+
+// Sampler picks up to n ids at random among a store's documents,
+// tombstones included, without reading them all. Stores that cannot do
+// that cheaply do not implement it: a caller samples a Scan instead.
+type Sampler interface {
+	Sample(ctx context.Context, n int) ([]string, error)
+}
+
+// Reindexer is a search index that rebuilds itself from what it holds (the
+// embedded index keeps every document's stored value): Reindex writes every
+// document again into a new generation with the current definition's
+// mapping and puts it in place in one step; readers see the old generation
+// until then. It returns the documents copied (tombstones included).
+type Reindexer interface {
+	Reindex(ctx context.Context) (int64, error)
+}
+
+// Generations is a search index rebuilt from the sources behind its
+// readers (Elasticsearch: versioned indices behind an alias). A rebuild
+// begins a new generation, which every writer fills as well as the live
+// one once it has seen it (within Settle); re-issued events fill it with
+// every id; then the new generation takes the readers' place in one step.
+// Every method is safe to call again after a failure.
+type Generations interface {
+	// State lists the generations readers see now (sorted), and the one
+	// being built ("" when none). live is empty when the index does not
+	// exist yet.
+	State(ctx context.Context) (live []string, building string, err error)
+	// Next is the name Begin would give a new generation.
+	Next(ctx context.Context) (string, error)
+	// Begin creates the next generation, empty, with the index's current
+	// mapping, and marks it as the one being built, so writers fill it too.
+	Begin(ctx context.Context) (string, error)
+	// CheckBuilding checks that the generation being built has the index's
+	// current mapping (an earlier rebuild may have had another); a conflict
+	// is an error that says so.
+	CheckBuilding(ctx context.Context) error
+	// Settle is how long a writer may take to write a new generation too,
+	// after Begin.
+	Settle() time.Duration
+	// RefreshGenerations makes what was written to gens visible to
+	// CountGenerations and ScanGeneration.
+	RefreshGenerations(ctx context.Context, gens []string) error
+	// CountGenerations counts the live documents of each of gens.
+	CountGenerations(ctx context.Context, gens []string) (map[string]int64, error)
+	// ScanGeneration is Scan on one generation.
+	ScanGeneration(ctx context.Context, gen, from string, fn func(ScanPage) error) error
+	// Swap makes gen the one generation readers and writers use, and ends
+	// the rebuild, in one step; live are the generations it replaces.
+	Swap(ctx context.Context, live []string, gen string) error
+	// Drop deletes generations no reader uses any more.
+	Drop(ctx context.Context, gens []string) error
+}
