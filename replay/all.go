@@ -1,20 +1,10 @@
 package replay
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
-
-	"github.com/elastic/go-elasticsearch/v8/esapi"
-	"github.com/redis/go-redis/v9"
-	"github.com/tidwall/gjson"
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/source"
@@ -26,41 +16,40 @@ type Origin string
 
 // The origins of All.
 const (
-	// FromAuto is FromList when the definition has a list endpoint, else FromRedis.
+	// FromAuto is FromList when the definition has a list endpoint, else FromDocs.
 	FromAuto Origin = ""
 	// FromList pages through the primary source's list endpoint: every
 	// entity the source knows, so it also repairs stores that lost documents.
 	FromList Origin = "list"
-	// FromRedis scans the Redis keys of the projection (SCAN MATCH on its key
-	// pattern, each node of a Redis Cluster in turn), skipping tombstones:
-	// every document Redis holds.
-	FromRedis Origin = "redis"
-	// FromElasticsearch pages through the index behind the alias (sorted by
-	// id, with search_after), skipping tombstones: every document the index
-	// holds, as of its last refresh.
-	FromElasticsearch Origin = "elasticsearch"
+	// FromDocs scans the doc store (sink.Scanner: Redis SCAN MATCH on the
+	// key pattern, each node of a Redis Cluster in turn; the embedded docs
+	// in id order), skipping tombstones: every document it holds.
+	FromDocs Origin = "docs"
+	// FromIndex scans the search index (sink.Scanner: Elasticsearch behind
+	// the alias, sorted by id; the embedded index in id order), skipping
+	// tombstones: every document it holds, as of its last refresh.
+	FromIndex Origin = "index"
 )
 
-// ParseOrigin reads an origin: "", "auto", "list", "redis" or "elasticsearch" ("es").
+// ParseOrigin reads an origin: "", "auto", "list", "docs" ("redis") or
+// "index" ("elasticsearch", "es").
 func ParseOrigin(s string) (Origin, error) {
 	switch strings.ToLower(s) {
 	case "", "auto":
 		return FromAuto, nil
 	case "list", "source":
 		return FromList, nil
-	case "redis":
-		return FromRedis, nil
-	case "elasticsearch", "es":
-		return FromElasticsearch, nil
+	case "docs", "redis":
+		return FromDocs, nil
+	case "index", "elasticsearch", "es":
+		return FromIndex, nil
 	}
-	return "", fmt.Errorf("replay: %q is not an origin of ids: use auto, list, redis or elasticsearch", s)
+	return "", fmt.Errorf("replay: %q is not an origin of ids: use auto, list, docs (redis) or index (elasticsearch)", s)
 }
 
-// listPageSize is the page size for Redis SCAN and Elasticsearch.
-const listPageSize = 1000
-
 // All re-issues every id of def, found at from, at most o.Rate per second.
-// The total is not known in advance, except from Elasticsearch. Ids are not
+// The total is not known in advance, except from a store that is a
+// sink.Counter (Elasticsearch, the embedded stores). Ids are not
 // de-duplicated across pages (a list that changes while it is paged may
 // repeat one; re-issuing twice is harmless). The Result's Source says where
 // the ids came from, and so does a line in o.Notes as the run starts.
@@ -69,7 +58,7 @@ const listPageSize = 1000
 // page being worked and how many of its ids are done.
 func (e *Env) All(ctx context.Context, def *projections.Definition, from Origin, o Options) (*Result, error) {
 	if from == FromAuto {
-		from = FromRedis
+		from = FromDocs
 		if def.Listable() {
 			from = FromList
 		}
@@ -78,19 +67,25 @@ func (e *Env) All(ctx context.Context, def *projections.Definition, from Origin,
 	switch from {
 	case FromList:
 		if !def.Listable() {
-			return nil, fmt.Errorf("replay: projection %s has no list endpoint (sources[0].list in %s): replay all from redis or elasticsearch instead", def.Name, def.File)
+			return nil, fmt.Errorf("replay: projection %s has no list endpoint (sources[0].list in %s): replay all from docs or index instead", def.Name, def.File)
 		}
 		walk = e.allFromList
-	case FromRedis:
-		if e.Redis == nil {
-			return nil, errors.New("replay: all from redis needs Redis (embedded stores are read only by their own process)")
+	case FromDocs, FromIndex:
+		st, err := e.stores(ctx, def, "all --from "+string(from))
+		if err != nil {
+			return nil, err
 		}
-		walk = e.allFromRedis
-	case FromElasticsearch:
-		if e.Elastic == nil {
-			return nil, errors.New("replay: all from elasticsearch needs Elasticsearch (embedded stores are read only by their own process)")
+		name, store := st.DocsName, any(st.Docs)
+		if from == FromIndex {
+			name, store = st.IndexName, st.Index
 		}
-		walk = e.allFromElastic
+		sc, ok := store.(sink.Scanner)
+		if store == nil || !ok {
+			return nil, fmt.Errorf("replay: all --from %s: the %s store cannot list its ids: replay all from another origin", from, cmpOr(name, string(from)))
+		}
+		walk = func(ctx context.Context, def *projections.Definition, r *run) error {
+			return r.allFromStore(ctx, name, sc)
+		}
 	default:
 		return nil, fmt.Errorf("replay: unknown origin %q", from)
 	}
@@ -184,139 +179,44 @@ func redactedURL(raw string) string {
 	return raw
 }
 
-// allFromRedis scans the projection's keys, node by node on a cluster. The
-// position is the node, its SCAN cursor, and how many ids of that cursor's
-// batch are done.
-func (e *Env) allFromRedis(ctx context.Context, def *projections.Definition, r *run) error {
-	prefix, suffix, _ := strings.Cut(def.Redis.Key, "{id}")
-	pattern := globEscape(prefix) + "*" + globEscape(suffix)
-	r.source(fmt.Sprintf("Redis keys matching %s (SCAN; tombstones skipped)", pattern))
-	nodes, err := scanNodes(ctx, e.Redis)
-	if err != nil {
-		return err
+// allFromStore scans a store (see sink.Scanner), skipping tombstones. The
+// position is the scan's position of the page being worked and how many of
+// its ids are done.
+func (r *run) allFromStore(ctx context.Context, name string, sc sink.Scanner) error {
+	r.source(fmt.Sprintf("the %s store (a scan; tombstones skipped)", name))
+	total := int64(-1)
+	if c, ok := sc.(sink.Counter); ok {
+		n, err := c.Count(ctx)
+		if err != nil {
+			return fmt.Errorf("replay: counting %s: %w", name, err)
+		}
+		total = n
 	}
 	pos := r.cp.Position
-	i := 0
 	if r.resumed {
-		if i = slices.IndexFunc(nodes, func(n scanNode) bool { return n.addr == pos.Node }); i < 0 {
-			return fmt.Errorf("replay: the checkpoint scans Redis node %q, which is not among the nodes now (%d): pass --restart", pos.Node, len(nodes))
-		}
-		fmt.Fprintf(r.o.Notes, "continuing the SCAN at cursor %s, after %d ids of its batch\n", cmpOr(pos.Cursor, "0"), pos.Skip)
-	} else {
-		pos = Position{Node: nodes[0].addr}
+		fmt.Fprintf(r.o.Notes, "continuing the scan at position %q, after %d ids of its page\n", pos.Cursor, pos.Skip)
 	}
-	r.show(-1)
-	for ; i < len(nodes); i++ {
-		n := nodes[i]
-		if n.addr != pos.Node {
-			pos = Position{Node: n.addr}
+	r.show(total)
+	err := sc.Scan(ctx, pos.Cursor, func(p sink.ScanPage) error {
+		r.cp.Counts.Tombstones += int64(len(p.Deleted))
+		ids := r.validIDs(p.IDs, func(string) string { return name })
+		skip := 0
+		if p.At == pos.Cursor {
+			skip = min(pos.Skip, len(ids))
 		}
-		cursor, _ := strconv.ParseUint(cmpOr(pos.Cursor, "0"), 10, 64)
-		skip := pos.Skip
-		for {
-			keys, next, err := n.c.Scan(ctx, cursor, pattern, listPageSize).Result()
-			if err != nil {
-				return fmt.Errorf("replay: redis SCAN %s: %w", pattern, err)
-			}
-			ids, err := e.liveIDs(ctx, n.c, keys, prefix, suffix, r)
-			if err != nil {
-				return err
-			}
-			skip = min(skip, len(ids))
-			at := strconv.FormatUint(cursor, 10)
-			if err := r.reissue(ctx, ids[skip:], true, func(k int) Position { return Position{Node: n.addr, Cursor: at, Skip: skip + k} }); err != nil {
-				return err
-			}
-			if next == 0 {
-				break
-			}
-			cursor, skip = next, 0
-			r.moved(Position{Node: n.addr, Cursor: strconv.FormatUint(next, 10)}, 0)
+		pos = Position{}
+		if err := r.reissue(ctx, ids[skip:], true, func(k int) Position { return Position{Cursor: p.At, Skip: skip + k} }); err != nil {
+			return err
 		}
-		if i+1 < len(nodes) {
-			r.moved(Position{Node: nodes[i+1].addr}, 0)
-		}
-	}
-	return nil
-}
-
-// liveIDs turns keys into ids, dropping the tombstones: the kind byte of a
-// stored value (see sink.DecodeValue) is read with GETRANGE, in one round trip.
-func (e *Env) liveIDs(ctx context.Context, c redis.Cmdable, keys []string, prefix, suffix string, r *run) ([]string, error) {
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	kinds := make([]*redis.StringCmd, len(keys))
-	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range keys {
-			kinds[i] = p.GetRange(ctx, k, 20, 20)
+		if p.Next != "" {
+			r.moved(Position{Cursor: p.Next}, 0)
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
-		return nil, fmt.Errorf("replay: redis: reading %d keys: %w", len(keys), err)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrInterrupted) {
+		return fmt.Errorf("replay: scanning %s: %w", name, err)
 	}
-	ids := make([]string, 0, len(keys))
-	for i, k := range keys {
-		kind, err := kinds[i].Result()
-		switch {
-		case err != nil && (errors.Is(err, redis.Nil) || isWrongType(err)):
-			continue // gone since the SCAN, or not a document
-		case kind == "t" || kind == "T":
-			r.cp.Counts.Tombstones++
-			continue
-		case kind == "": // gone since the SCAN
-			continue
-		}
-		if len(k) < len(prefix)+len(suffix) || !strings.HasPrefix(k, prefix) || !strings.HasSuffix(k, suffix) {
-			continue
-		}
-		ids = append(ids, k[len(prefix):len(k)-len(suffix)])
-	}
-	return r.validIDs(ids, func(id string) string { return "redis key " + prefix + id + suffix }), nil
-}
-
-func isWrongType(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE") }
-
-// scanNode is one Redis node to SCAN: the server, or each cluster master.
-type scanNode struct {
-	addr string
-	c    *redis.Client
-}
-
-// scanNodes lists the nodes to scan, in a stable order (by address).
-func scanNodes(ctx context.Context, c redis.UniversalClient) ([]scanNode, error) {
-	switch c := c.(type) {
-	case *redis.Client:
-		return []scanNode{{addr: "", c: c}}, nil
-	case *redis.ClusterClient:
-		var mu sync.Mutex
-		var nodes []scanNode
-		err := c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-			mu.Lock()
-			defer mu.Unlock()
-			nodes = append(nodes, scanNode{addr: n.Options().Addr, c: n})
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("replay: redis cluster: %w", err)
-		}
-		slices.SortFunc(nodes, func(a, b scanNode) int { return strings.Compare(a.addr, b.addr) })
-		return nodes, nil
-	}
-	return nil, fmt.Errorf("replay: cannot SCAN a %T: use a *redis.Client or *redis.ClusterClient", c)
-}
-
-// globEscape escapes the characters SCAN MATCH treats as a pattern.
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return err
 }
 
 func cmpOr(s, def string) string {
@@ -324,110 +224,4 @@ func cmpOr(s, def string) string {
 		return def
 	}
 	return s
-}
-
-// allFromElastic pages through the index behind the alias, sorted by the
-// document field "id" (a keyword in every mapping), with search_after. The
-// position is the last id done.
-func (e *Env) allFromElastic(ctx context.Context, def *projections.Definition, r *run) error {
-	alias := def.Elasticsearch.Alias
-	r.source(fmt.Sprintf("the Elasticsearch index behind alias %s (search_after on id; tombstones skipped)", alias))
-	live := map[string]any{"bool": map[string]any{"must_not": []any{map[string]any{"term": map[string]any{sink.DeletedField: true}}}}}
-	total, err := e.esCount(ctx, alias, live)
-	if err != nil {
-		return err
-	}
-	after := r.cp.Position.Cursor
-	if r.resumed {
-		fmt.Fprintf(r.o.Notes, "continuing after id %q\n", after)
-	}
-	r.show(total)
-	for {
-		q := map[string]any{
-			"size": listPageSize, "_source": false, "track_total_hits": false,
-			"sort": []any{map[string]any{"id": "asc"}}, "query": live,
-		}
-		if after != "" {
-			q["search_after"] = []any{after}
-		}
-		body, err := e.esSearch(ctx, alias, q)
-		if err != nil {
-			return err
-		}
-		hits := gjson.GetBytes(body, "hits.hits").Array()
-		if len(hits) == 0 {
-			return nil
-		}
-		ids := make([]string, 0, len(hits))
-		for _, h := range hits {
-			id := h.Get("sort.0").String()
-			if id == "" {
-				id = h.Get("_id").String()
-			}
-			ids = append(ids, id)
-		}
-		last := ids[len(ids)-1]
-		valid := r.validIDs(ids, func(string) string { return "elasticsearch " + alias })
-		if err := r.reissue(ctx, valid, true, func(n int) Position {
-			if n == len(valid) {
-				return Position{Cursor: last}
-			}
-			return Position{Cursor: valid[n-1]}
-		}); err != nil {
-			return err
-		}
-		if len(valid) == 0 {
-			r.moved(Position{Cursor: last}, 0)
-		}
-		after = last
-	}
-}
-
-// esCount counts the documents of alias matching query.
-func (e *Env) esCount(ctx context.Context, alias string, query any) (int64, error) {
-	b, err := json.Marshal(map[string]any{"query": query})
-	if err != nil {
-		return 0, err
-	}
-	c := e.Elastic.Count
-	body, err := esAnswer("count", alias)(c(c.WithContext(ctx), c.WithIndex(alias), c.WithBody(bytes.NewReader(b))))
-	if err != nil {
-		return 0, err
-	}
-	return gjson.GetBytes(body, "count").Int(), nil
-}
-
-// esSearch runs a search on alias.
-func (e *Env) esSearch(ctx context.Context, alias string, q any) ([]byte, error) {
-	b, err := json.Marshal(q)
-	if err != nil {
-		return nil, err
-	}
-	s := e.Elastic.Search
-	return esAnswer("search", alias)(s(s.WithContext(ctx), s.WithIndex(alias), s.WithBody(bytes.NewReader(b))))
-}
-
-// esAnswer reads the body of a 2xx answer, or describes the failure.
-func esAnswer(what, alias string) func(*esapi.Response, error) ([]byte, error) {
-	return func(res *esapi.Response, err error) ([]byte, error) {
-		if err != nil {
-			return nil, fmt.Errorf("replay: elasticsearch %s %s: %w", what, alias, err)
-		}
-		defer res.Body.Close()
-		body, err := io.ReadAll(res.Body)
-		if err != nil {
-			return nil, fmt.Errorf("replay: elasticsearch %s %s: %w", what, alias, err)
-		}
-		if res.IsError() {
-			why := gjson.GetBytes(body, "error.reason").Str
-			if why == "" {
-				why = string(body[:min(len(body), 200)])
-			}
-			if res.StatusCode == 404 {
-				why += " (is the alias right, and has the projector created the index?)"
-			}
-			return nil, fmt.Errorf("replay: elasticsearch %s %s: %s: %s", what, alias, res.Status(), why)
-		}
-		return body, nil
-	}
 }

@@ -101,8 +101,8 @@ func TestAllFromTheStores(t *testing.T) {
 		invalid    int64
 		tombstones int64
 	}{
-		{replay.FromAuto, "Redis keys matching " + r.ns + ":shop:*", 1, 4},
-		{replay.FromElasticsearch, "Elasticsearch index behind alias " + r.ns + "-shops", 0, 0},
+		{replay.FromAuto, "the redis store (a scan; tombstones skipped)", 1, 4},
+		{replay.FromIndex, "the elasticsearch store (a scan; tombstones skipped)", 0, 4},
 	} {
 		t.Run(cmp.Or(string(tc.from), "auto"), func(t *testing.T) {
 			before := r.lastSeq()
@@ -199,12 +199,12 @@ func (i interrupter) Report(m *replay.Meter, stop <-chan struct{}) {
 
 func TestParseOrigin(t *testing.T) {
 	for in, want := range map[string]replay.Origin{"": replay.FromAuto, "auto": replay.FromAuto, "list": replay.FromList,
-		"Redis": replay.FromRedis, "es": replay.FromElasticsearch, "elasticsearch": replay.FromElasticsearch} {
+		"Redis": replay.FromDocs, "docs": replay.FromDocs, "es": replay.FromIndex, "elasticsearch": replay.FromIndex, "index": replay.FromIndex} {
 		if got, err := replay.ParseOrigin(in); err != nil || got != want {
 			t.Errorf("ParseOrigin(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	if _, err := replay.ParseOrigin("kafka"); err == nil || !strings.Contains(err.Error(), "auto, list, redis or elasticsearch") {
+	if _, err := replay.ParseOrigin("kafka"); err == nil || !strings.Contains(err.Error(), "auto, list, docs (redis) or index (elasticsearch)") {
 		t.Errorf("ParseOrigin(kafka): %v", err)
 	}
 }

@@ -16,11 +16,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/readside/readside/internal/sink"
+
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/readside/readside/projections"
 )
@@ -175,11 +176,11 @@ func newRunID() string {
 // names are the projector's defaults.
 type Env struct {
 	JetStream jetstream.JetStream
-	// Redis is read by all (from Redis) and for lookup events (since, dlq):
-	// the reverse lookups that name the documents using an entity.
-	Redis redis.UniversalClient
-	// Elastic is read by all (from Elasticsearch).
-	Elastic *elasticsearch.Client
+	// Stores opens a projection's stores as replay reads them: all --from a
+	// store, verify, rebuild and lookup events (since, dlq) use them, and
+	// only through the contracts of package sink, so every command works
+	// on every backend that keeps the contract it needs. nil: no store.
+	Stores func(ctx context.Context, def *projections.Definition) (Stores, error)
 	// Transport sends requests to the source APIs (all, from the list
 	// endpoint) [the source client's default].
 	Transport http.RoundTripper
@@ -188,6 +189,59 @@ type Env struct {
 	Own        string // Readside's own stream, where re-issued events go [READSIDE_OWN]
 	DeadLetter string // the dead-letter stream [READSIDE_DLQ]
 	DLQPrefix  string // dead-letter subjects are <prefix>.<projection> [readside.dlq]
+}
+
+// Stores are what replay reads of one projection's stores: the doc store
+// and the search index, each with the name reports give it ("redis",
+// "elasticsearch", "embedded-docs", "embedded-search"), and the reverse
+// lookups. A store may also keep sink.Scanner, sink.Counter, sink.Sampler,
+// sink.Reindexer or sink.Generations, which replay asks for by type
+// assertion; a nil store is one the backend does not have.
+type Stores struct {
+	Docs      sink.Reader
+	DocsName  string
+	Index     sink.Reader
+	IndexName string
+	Refs      RefUsers
+}
+
+// RefUsers names the documents that use a joined entity (see
+// sink.RefIndex.Users).
+type RefUsers interface {
+	Users(ctx context.Context, source, key string, fn func(ids []string) error) error
+}
+
+// OpenStores makes an Env.Stores of open (such as backend.Stores.Read),
+// which opens the stores of each definition once.
+func OpenStores(open func(ctx context.Context, def *projections.Definition) (sink.Stores, error)) func(ctx context.Context, def *projections.Definition) (Stores, error) {
+	var mu sync.Mutex
+	opened := map[*projections.Definition]Stores{}
+	return func(ctx context.Context, def *projections.Definition) (Stores, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if st, ok := opened[def]; ok {
+			return st, nil
+		}
+		s, err := open(ctx, def)
+		if err != nil {
+			return Stores{}, err
+		}
+		st := Stores{Docs: s.Docs, DocsName: s.DocsName, Index: s.Index, IndexName: s.IndexName, Refs: s.Refs}
+		opened[def] = st
+		return st, nil
+	}
+}
+
+// stores opens def's stores for command, or says why it cannot.
+func (e *Env) stores(ctx context.Context, def *projections.Definition, command string) (Stores, error) {
+	if e.Stores == nil {
+		return Stores{}, fmt.Errorf("replay: %s needs the stores of projection %s, and none are configured", command, def.Name)
+	}
+	st, err := e.Stores(ctx, def)
+	if err != nil {
+		return Stores{}, fmt.Errorf("replay: %s: opening the stores of projection %s: %w", command, def.Name, err)
+	}
+	return st, nil
 }
 
 func (e *Env) events() string     { return cmp.Or(e.Events, "READSIDE_EVENTS") }

@@ -202,7 +202,7 @@ func newRig(t testing.TB, ns string, def *projections.Definition) *rig {
 		t: t, ns: ns, def: def, js: js, streams: streams, rdb: rdb, es: es,
 		redis:   sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}),
 		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
-		env:     &replay.Env{JetStream: js, Redis: rdb, Elastic: es},
+		env:     &replay.Env{JetStream: js, Stores: replay.OpenStores((&backend.Stores{Redis: rdb, Elastic: es}).Read)},
 		log:     testenv.Logger(t, "projector"),
 	}
 }

@@ -1,21 +1,15 @@
 package replay
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/tidwall/gjson"
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/stream"
@@ -69,44 +63,87 @@ type RebuildResult struct {
 	Swapped            bool
 	DeletedOld         bool
 	DryRun             bool
+	// Reindexed is how many documents (tombstones included) an index that
+	// rebuilds itself (a sink.Reindexer: the embedded index) copied; such
+	// a rebuild re-issues nothing and has no Old or New.
+	Reindexed int64
 }
 
-// RebuildSettle is how long Rebuild waits after creating the rebuild alias
-// before it re-issues anything: twice sink.RebuildDiscovery, the longest a
-// projector takes to see the alias, so that by then every projector writes
-// both indices (a write that started before has had as long again to land).
-const RebuildSettle = 2 * sink.RebuildDiscovery
+// Rebuild builds def's search index anew without downtime; it is also how a
+// changed mapping is rolled out. How depends on the index:
+//   - an index with generations (sink.Generations: Elasticsearch, versioned
+//     indices behind the alias) is filled from the sources again, as
+//     rebuildGenerations says;
+//   - an index that rebuilds itself (sink.Reindexer: the embedded index,
+//     which keeps every document's stored value) re-indexes what it holds
+//     into a new generation with the current definition's mapping: nothing
+//     is re-issued, and no source is called.
+//
+// Any other index is an error that says so.
+func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o RebuildOptions) (*RebuildResult, error) {
+	st, err := e.stores(ctx, def, "rebuild")
+	if err != nil {
+		return nil, err
+	}
+	switch idx := st.Index.(type) {
+	case sink.Generations:
+		return e.rebuildGenerations(ctx, def, idx, o)
+	case sink.Reindexer:
+		return rebuildReindex(ctx, def, st.IndexName, idx, o)
+	}
+	return nil, fmt.Errorf("replay: rebuild %s: the %s index can be neither rebuilt nor re-indexed", def.Name, cmpOr(st.IndexName, "search"))
+}
 
-// Rebuild builds a new index for def behind its alias without downtime; it
-// is also how a changed mapping is rolled out. Run it with the NEW
-// definition while the projectors still run the old one, and deploy the new
-// definition once it has swapped: the projectors check the mapping of the
-// index behind the alias only, which is the new one from then on.
+// rebuildReindex has an index that keeps its documents rebuild itself.
+func rebuildReindex(ctx context.Context, def *projections.Definition, name string, idx sink.Reindexer, o RebuildOptions) (*RebuildResult, error) {
+	out := o.Out
+	if out == nil {
+		out = io.Discard
+	}
+	res := &RebuildResult{Alias: def.Name, DryRun: o.DryRun}
+	if o.DryRun {
+		fmt.Fprintf(out, "dry run: would re-index the %s index of %s from the documents it holds, with the definition's fields\n", name, def.Name)
+		return res, nil
+	}
+	fmt.Fprintf(out, "re-indexing the %s index of %s from the documents it holds; reads go on from the old generation until the new one takes its place\n", name, def.Name)
+	n, err := idx.Reindex(ctx)
+	if err != nil {
+		return res, fmt.Errorf("replay: rebuild %s: re-indexing %s: %w", def.Name, name, err)
+	}
+	res.Reindexed, res.Swapped = n, true
+	fmt.Fprintf(out, "re-indexed %d documents (tombstones included); the new generation serves\n", n)
+	return res, nil
+}
+
+// rebuildGenerations builds a new generation of def's index behind its
+// alias. Run it with the NEW definition while the projectors still run the
+// old one, and deploy the new definition once it has swapped: the
+// projectors check the mapping of the index behind the alias only, which is
+// the new one from then on.
 //
 // Its steps, each told to o.Out:
-//  1. create "<alias>-v<N+1>" (N: the highest version among the indices
-//     named "<alias>-v<N>") with the definition's mapping and the alias
-//     "<alias>-rebuild" on it; when that alias exists already, continue with
-//     its index (an earlier run stopped);
-//  2. wait RebuildSettle, so that every projector writes every live change
-//     to both indices (see sink.Elastic.Write);
-//  3. re-issue every id (see All: the list endpoint, else the ids in Redis)
-//     at o.Rate, so the projectors fill the new index too;
+//  1. begin "<alias>-v<N+1>" (see sink.Generations.Begin: the definition's
+//     mapping and the alias "<alias>-rebuild" on it); when a generation is
+//     being built already, continue with it (an earlier run stopped);
+//  2. wait its Settle, so that every projector writes every live change to
+//     both generations;
+//  3. re-issue every id (see All: the list endpoint, else the doc store) at
+//     o.Rate, so the projectors fill the new generation too, then the
+//     tombstones of the old one;
 //  4. wait until the projection's replay consumer has no pending and no
-//     unacknowledged event, and refresh both indices;
-//  5. count the live documents of both; when the new index has fewer than
+//     unacknowledged event, and refresh both generations;
+//  5. count the live documents of both; when the new one has fewer than
 //     the old × (1 − o.Tolerance), stop with ErrRebuildShort: nothing is
 //     swapped, and running again continues;
-//  6. in one atomic _aliases call, move the alias to the new index (as its
-//     write index) and remove the rebuild alias;
-//  7. delete the old index with o.DeleteOld, else keep it.
+//  6. swap, in one step: the alias moves to the new generation and the
+//     rebuild alias goes;
+//  7. drop the old generation with o.DeleteOld, else keep it.
 //
-// Running it again after any failure is safe. It needs e.Elastic and
-// e.JetStream, and e.Redis when the ids come from Redis. When ctx ends it
-// stops where it is, leaving the rebuild alias in place.
-func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o RebuildOptions) (_ *RebuildResult, err error) {
-	if e.Elastic == nil || e.JetStream == nil {
-		return nil, errors.New("replay: rebuild needs Elasticsearch and JetStream (the embedded search index re-indexes itself when its definition changes)")
+// Running it again after any failure is safe. It needs e.JetStream. When
+// ctx ends it stops where it is, leaving the rebuild alias in place.
+func (e *Env) rebuildGenerations(ctx context.Context, def *projections.Definition, g sink.Generations, o RebuildOptions) (_ *RebuildResult, err error) {
+	if e.JetStream == nil {
+		return nil, errors.New("replay: rebuild needs JetStream")
 	}
 	out := o.Out
 	if out == nil {
@@ -114,31 +151,21 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	alias := def.Elasticsearch.Alias
-	rebuildAlias := alias + sink.RebuildSuffix
+	rebuildAlias := alias + "-rebuild"
 	res := &RebuildResult{Alias: alias, DryRun: o.DryRun}
 
-	old, err := e.aliasIndices(ctx, alias)
+	old, building, err := g.State(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("replay: rebuild %s: %w", def.Name, err)
 	}
 	if len(old) == 0 {
 		return nil, fmt.Errorf("replay: alias %s does not exist: start the projector with projection %s first (it creates %s-v1)", alias, def.Name, alias)
 	}
 	res.Old = old
-	building, err := e.aliasIndices(ctx, rebuildAlias)
-	if err != nil {
+	if err := g.RefreshGenerations(ctx, old); err != nil {
 		return nil, err
 	}
-	switch {
-	case len(building) > 1:
-		return nil, fmt.Errorf("replay: alias %s points at %d indices (%s): remove it from all but one", rebuildAlias, len(building), strings.Join(building, ", "))
-	case len(building) == 1 && slices.Contains(old, building[0]):
-		return nil, fmt.Errorf("replay: alias %s points at %s, which alias %s points at too: remove %s", rebuildAlias, building[0], alias, rebuildAlias)
-	}
-	if err := e.refresh(ctx, old); err != nil {
-		return nil, err
-	}
-	counts, err := e.liveCounts(ctx, old)
+	counts, err := g.CountGenerations(ctx, old)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +187,7 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	// Once the new index exists, a stop leaves it for the next run.
 	defer func() {
 		if err != nil && res.New != "" && !res.Swapped && !o.DryRun && !errors.Is(err, ErrRebuildShort) && ctx.Err() == nil {
-			if on, aerr := e.aliasIndices(context.WithoutCancel(ctx), rebuildAlias); aerr == nil && slices.Equal(on, []string{res.New}) {
+			if _, on, aerr := g.State(context.WithoutCancel(ctx)); aerr == nil && on == res.New {
 				say("stopped: alias %s has not moved; %s and alias %s stay, and running the rebuild again continues (or give it up: DELETE /%s)",
 					alias, res.New, rebuildAlias, res.New)
 			}
@@ -168,39 +195,31 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	}()
 
 	// 1. The new index, or the one an earlier run left.
-	if len(building) == 1 {
-		res.New, res.Resumed = building[0], true
+	if building != "" {
+		res.New, res.Resumed = building, true
 		say("continuing the rebuild into %s (alias %s is on it already)", res.New, rebuildAlias)
 		if !o.DryRun {
 			// An earlier run may have had another definition: its mapping
 			// must be this one's (fields it lacks are added).
-			_, err := sink.NewElastic(e.Elastic, sink.ElasticOptions{Alias: rebuildAlias, Mapping: def.Mapping()}).CheckMapping(ctx)
-			var conflict *sink.MappingConflictError
-			if errors.As(err, &conflict) {
-				return res, fmt.Errorf("replay: %s, left by an earlier rebuild, has another mapping than this definition: give it up (DELETE /%s) and run the rebuild again: %w",
+			if err := g.CheckBuilding(ctx); err != nil {
+				return res, fmt.Errorf("replay: checking %s, left by an earlier rebuild, against this definition (when its mapping is another, give it up: DELETE /%s, and run the rebuild again): %w",
 					res.New, res.New, err)
 			}
-			if err != nil {
-				return res, err
-			}
 		}
-	} else {
-		res.New, err = e.nextIndex(ctx, alias, old)
-		if err != nil {
+	} else if o.DryRun {
+		if res.New, err = g.Next(ctx); err != nil {
 			return nil, err
 		}
-		if o.DryRun {
-			say("dry run: would create %s with the definition's mapping, and alias %s on it", res.New, rebuildAlias)
-		} else {
-			if err := e.createRebuildIndex(ctx, def, res.New, old[0]); err != nil {
-				return nil, err
-			}
-			say("created %s with the definition's mapping, and alias %s on it", res.New, rebuildAlias)
+		say("dry run: would create %s with the definition's mapping, and alias %s on it", res.New, rebuildAlias)
+	} else {
+		if res.New, err = g.Begin(ctx); err != nil {
+			return nil, err
 		}
+		say("created %s with the definition's mapping, and alias %s on it", res.New, rebuildAlias)
 	}
 
 	// 2. Every projector writes both indices before anything is re-issued.
-	settle := RebuildSettle
+	settle := g.Settle()
 	if o.DryRun {
 		say("dry run: would wait %s so that every projector writes to both indices", settle)
 	} else {
@@ -236,10 +255,10 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	// in no list and no Redis scan, but the old index keeps its tombstone,
 	// which keeps a late stale write from bringing it back. Re-issued, the
 	// source's 404 writes that tombstone to the new index as well.
-	if err := e.refresh(ctx, old); err != nil {
+	if err := g.RefreshGenerations(ctx, old); err != nil {
 		return res, err
 	}
-	res.Tombstones, err = e.reissueTombstones(ctx, def, old, ReissueOptions{Rate: o.Rate, DryRun: o.DryRun, RunID: newRunID()})
+	res.Tombstones, err = e.reissueTombstones(ctx, def, g, old, ReissueOptions{Rate: o.Rate, DryRun: o.DryRun, RunID: newRunID()})
 	if err != nil {
 		return res, err
 	}
@@ -259,14 +278,14 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 		return res, err
 	}
 	indices := append(slices.Clone(old), res.New)
-	if err := e.refresh(ctx, indices); err != nil {
+	if err := g.RefreshGenerations(ctx, indices); err != nil {
 		return res, err
 	}
 	say("drained; refreshed %s", strings.Join(indices, " and "))
 
 	// 5. Compare, counting both in one search right after the refresh: live
 	// changes keep landing in both, and each index refreshes on its own.
-	counts, err = e.liveCounts(ctx, indices)
+	counts, err = g.CountGenerations(ctx, indices)
 	if err != nil {
 		return res, err
 	}
@@ -285,7 +304,7 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	}
 
 	// 6. Swap, in one step.
-	if err := e.swap(ctx, alias, old, res.New); err != nil {
+	if err := g.Swap(ctx, old, res.New); err != nil {
 		return res, err
 	}
 	res.Swapped = true
@@ -293,7 +312,7 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 
 	// 7. The old index.
 	if o.DeleteOld {
-		if err := e.deleteIndices(ctx, old); err != nil {
+		if err := g.Drop(ctx, old); err != nil {
 			return res, err
 		}
 		res.DeletedOld = true
@@ -351,174 +370,18 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// aliasIndices lists the indices alias points at, sorted; none when it does
-// not exist.
-func (e *Env) aliasIndices(ctx context.Context, alias string) ([]string, error) {
-	g := e.Elastic.Indices.GetAlias
-	res, err := g(g.WithContext(ctx), g.WithName(alias))
-	if err != nil {
-		return nil, fmt.Errorf("replay: elasticsearch alias %s: %w", alias, err)
-	}
-	if res.StatusCode == http.StatusNotFound {
-		res.Body.Close()
-		return nil, nil
-	}
-	body, err := esAnswer("alias", alias)(res, nil)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, fmt.Errorf("replay: elasticsearch alias %s: %w", alias, err)
-	}
-	return slices.Sorted(maps.Keys(m)), nil
-}
-
-// nextIndex names the new index: "<alias>-v<N+1>", N the highest version
-// among the indices behind the alias and those named "<alias>-v<digits>"
-// (a kept old index, or a rebuild given up on, must not be reused).
-func (e *Env) nextIndex(ctx context.Context, alias string, behind []string) (string, error) {
-	g := e.Elastic.Indices.Get
-	body, err := esAnswer("indices", alias+"-v*")(g([]string{alias + "-v*"}, g.WithContext(ctx),
-		g.WithExpandWildcards("all"), g.WithFilterPath("*.settings.index.provided_name")))
-	if err != nil {
-		return "", err
-	}
-	var named map[string]json.RawMessage
-	if len(bytes.TrimSpace(body)) > 0 {
-		if err := json.Unmarshal(body, &named); err != nil {
-			return "", fmt.Errorf("replay: elasticsearch indices %s-v*: %w", alias, err)
-		}
-	}
-	n := 0
-	for _, index := range append(slices.Collect(maps.Keys(named)), behind...) {
-		if v, ok := indexVersion(alias, index); ok {
-			n = max(n, v)
-		}
-	}
-	return alias + "-v" + strconv.Itoa(n+1), nil
-}
-
-// indexVersion reads N of an index named "<alias>-v<N>".
-func indexVersion(alias, index string) (int, bool) {
-	digits, ok := strings.CutPrefix(index, alias+"-v")
-	if !ok || digits == "" || strings.Trim(digits, "0123456789") != "" {
-		return 0, false
-	}
-	v, err := strconv.Atoi(digits)
-	return v, err == nil
-}
-
-// createRebuildIndex creates index with the definition's mapping (and the
-// tombstone field, as sink.Elastic.Ensure does), the shard and replica
-// counts of like, and the rebuild alias, in one call. When a concurrent run
-// created it first, with the rebuild alias, that is fine.
-func (e *Env) createRebuildIndex(ctx context.Context, def *projections.Definition, index, like string) error {
-	mapping := def.Mapping()
-	props := mapping["properties"].(map[string]any) // Mapping returns a fresh map
-	props[sink.DeletedField] = map[string]any{"type": "boolean"}
-	body := map[string]any{
-		"mappings": mapping,
-		"aliases":  map[string]any{def.Elasticsearch.Alias + sink.RebuildSuffix: map[string]any{"is_write_index": true}},
-	}
-	gs := e.Elastic.Indices.GetSettings
-	settings, err := esAnswer("settings", like)(gs(gs.WithContext(ctx), gs.WithIndex(like),
-		gs.WithFilterPath("*.settings.index.number_of_shards", "*.settings.index.number_of_replicas")))
-	if err != nil {
-		return err
-	}
-	s := map[string]any{}
-	for _, k := range []string{"number_of_shards", "number_of_replicas"} {
-		if v := gjson.GetBytes(settings, gjson.Escape(like)+".settings.index."+k); v.Exists() {
-			s[k] = v.String()
-		}
-	}
-	if len(s) > 0 {
-		body["settings"] = s
-	}
-	b, err := json.Marshal(body)
-	if err != nil {
-		return fmt.Errorf("replay: index %s: %w", index, err)
-	}
-	c := e.Elastic.Indices.Create
-	res, err := c(index, c.WithContext(ctx), c.WithBody(bytes.NewReader(b)))
-	if err != nil {
-		return fmt.Errorf("replay: creating index %s: %w", index, err)
-	}
-	answer, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	if err != nil {
-		return fmt.Errorf("replay: creating index %s: %w", index, err)
-	}
-	if !res.IsError() {
-		return nil
-	}
-	if gjson.GetBytes(answer, "error.type").Str == "resource_already_exists_exception" {
-		if on, err := e.aliasIndices(ctx, def.Elasticsearch.Alias+sink.RebuildSuffix); err == nil && slices.Equal(on, []string{index}) {
-			return nil // a concurrent run of the rebuild
-		}
-		return fmt.Errorf("replay: index %s exists already, without alias %s%s: delete it, or add the alias to continue a rebuild into it",
-			index, def.Elasticsearch.Alias, sink.RebuildSuffix)
-	}
-	return fmt.Errorf("replay: creating index %s: %s: %s", index, res.Status(), gjson.GetBytes(answer, "error.reason").Str)
-}
-
-// reissueTombstones re-issues the ids of the tombstones in indices, a page
-// at a time, and returns how many.
-func (e *Env) reissueTombstones(ctx context.Context, def *projections.Definition, indices []string, o ReissueOptions) (int64, error) {
+// reissueTombstones re-issues the ids of the tombstones in the generations
+// gens, a page at a time, and returns how many.
+func (e *Env) reissueTombstones(ctx context.Context, def *projections.Definition, g sink.Generations, gens []string, o ReissueOptions) (int64, error) {
 	r := NewReissuer(e.JetStream, def, o)
-	err := e.pitIDs(ctx, indices, map[string]any{"term": map[string]any{sink.DeletedField: true}}, func(ids []string) error {
-		valid := slices.DeleteFunc(ids, func(id string) bool { return projections.ValidateID(id) != nil })
-		return r.Reissue(ctx, valid)
-	})
-	return r.Done(), err
-}
-
-// liveQuery matches the documents that are not tombstones.
-var liveQuery = map[string]any{"bool": map[string]any{"must_not": []any{map[string]any{"term": map[string]any{sink.DeletedField: true}}}}}
-
-// liveCounts counts the documents that are not tombstones in each of
-// indices, in one search (a terms aggregation on _index).
-func (e *Env) liveCounts(ctx context.Context, indices []string) (map[string]int64, error) {
-	body, err := e.esSearch(ctx, strings.Join(indices, ","), map[string]any{
-		"size": 0, "track_total_hits": true, "query": liveQuery,
-		"aggs": map[string]any{"by": map[string]any{"terms": map[string]any{"field": "_index", "size": len(indices) + 1}}},
-	})
-	if err != nil {
-		return nil, err
+	for _, gen := range gens {
+		err := g.Tombstones(ctx, gen, func(ids []string) error {
+			valid := slices.DeleteFunc(ids, func(id string) bool { return projections.ValidateID(id) != nil })
+			return r.Reissue(ctx, valid)
+		})
+		if err != nil {
+			return r.Done(), err
+		}
 	}
-	out := make(map[string]int64, len(indices))
-	for _, b := range gjson.GetBytes(body, "aggregations.by.buckets").Array() {
-		out[b.Get("key").Str] = b.Get("doc_count").Int()
-	}
-	return out, nil
-}
-
-func (e *Env) refresh(ctx context.Context, indices []string) error {
-	r := e.Elastic.Indices.Refresh
-	_, err := esAnswer("refresh", strings.Join(indices, ","))(r(r.WithContext(ctx), r.WithIndex(indices...)))
-	return err
-}
-
-// swap moves alias from old to index and removes the rebuild alias, in one
-// atomic call; every removal must find its alias, so a concurrent change
-// fails the whole call rather than leave a half swap.
-func (e *Env) swap(ctx context.Context, alias string, old []string, index string) error {
-	var actions []any
-	for _, o := range old {
-		actions = append(actions, map[string]any{"remove": map[string]any{"index": o, "alias": alias, "must_exist": true}})
-	}
-	actions = append(actions,
-		map[string]any{"add": map[string]any{"index": index, "alias": alias, "is_write_index": true}},
-		map[string]any{"remove": map[string]any{"index": index, "alias": alias + sink.RebuildSuffix, "must_exist": true}})
-	b, _ := json.Marshal(map[string]any{"actions": actions})
-	u := e.Elastic.Indices.UpdateAliases
-	_, err := esAnswer("swap of", alias)(u(bytes.NewReader(b), u.WithContext(ctx)))
-	return err
-}
-
-func (e *Env) deleteIndices(ctx context.Context, indices []string) error {
-	d := e.Elastic.Indices.Delete
-	_, err := esAnswer("delete", strings.Join(indices, ","))(d(indices, d.WithContext(ctx)))
-	return err
+	return r.Done(), nil
 }

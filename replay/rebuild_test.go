@@ -472,7 +472,7 @@ func TestRebuildShortStopsAndContinues(t *testing.T) {
 
 	// A run with another mapping does not continue into this index.
 	other := r.def(false, false, "{name: version, from: shop.version, type: integer}", "{name: version, from: shop.version, type: float}")
-	if _, err := r.env.Rebuild(context.Background(), other, replay.RebuildOptions{Rate: -1}); err == nil || !strings.Contains(err.Error(), "another mapping") {
+	if _, err := r.env.Rebuild(context.Background(), other, replay.RebuildOptions{Rate: -1}); err == nil || !strings.Contains(err.Error(), "conflicts with the definition") {
 		t.Errorf("Rebuild with another mapping into the index left = %v, want a refusal", err)
 	}
 

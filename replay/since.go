@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/projections"
 )
 
@@ -216,14 +215,17 @@ func (e *Env) lastSeq(ctx context.Context, stream string) (uint64, error) {
 }
 
 // users resolves a lookup event to the documents that use its entity,
-// through the reverse lookups the projector keeps in Redis.
+// through the reverse lookups the projector keeps (Stores.Refs).
 func (e *Env) users(ctx context.Context, def *projections.Definition, ev projections.Event) ([]string, error) {
-	if e.Redis == nil {
-		return nil, fmt.Errorf("replay: lookup events (%s %s changed) need Redis, where the projector records which documents use it", ev.Lookup, ev.ID)
+	st, err := e.stores(ctx, def, fmt.Sprintf("a lookup event (%s %s changed)", ev.Lookup, ev.ID))
+	if err != nil {
+		return nil, err
+	}
+	if st.Refs == nil {
+		return nil, fmt.Errorf("replay: lookup events (%s %s changed) need the reverse lookups, where the projector records which documents use it", ev.Lookup, ev.ID)
 	}
 	var out []string
-	refs := sink.NewRefs(e.Redis, sink.RefsPrefix(def.Name), 0)
-	err := refs.Users(ctx, ev.Lookup, ev.ID, func(ids []string) error {
+	err = st.Refs.Users(ctx, ev.Lookup, ev.ID, func(ids []string) error {
 		out = append(out, ids...)
 		return nil
 	})
@@ -240,7 +242,7 @@ func (e *Env) users(ctx context.Context, def *projections.Definition, ev project
 // projector's to handle), each id once.
 //
 // A lookup event ("owner 7 changed") is resolved to the documents that use
-// that entity now, through the reverse lookups in Redis — the same ids the
+// that entity now, through the reverse lookups (Stores.Refs) — the same ids the
 // projector's fan-out would re-project — and those are re-issued (counted in
 // Lookups). An event that carries no valid id is skipped and listed.
 //

@@ -48,12 +48,6 @@ const (
 // Drifts are the kinds of drift, in report order.
 var Drifts = []Drift{Missing, Stale, Extra, Partial}
 
-// The stores Verify compares, as reports name them.
-const (
-	storeRedis         = "redis"
-	storeElasticsearch = "elasticsearch"
-)
-
 // DefaultSample is how many ids Verify samples from the stores, and from
 // the list endpoint, when neither a sample size nor All is given.
 const DefaultSample = 100
@@ -61,12 +55,12 @@ const DefaultSample = 100
 // VerifyOptions tune Verify.
 type VerifyOptions struct {
 	// Sample is how many random ids are taken from the stores (half from
-	// Redis, by SCAN and reservoir sampling; half from Elasticsearch, by
-	// random_score) and as many from the list endpoint, when the definition
-	// has one [DefaultSample]. Ignored with All.
+	// the doc store, half from the search index: each by its sink.Sampler,
+	// such as Elasticsearch's random_score, else by a reservoir sample of
+	// its Scan) and as many from the list endpoint, when the definition has
+	// one [DefaultSample]. Ignored with All.
 	Sample int
-	// All checks every id: those of the list endpoint, of Redis and of
-	// Elasticsearch.
+	// All checks every id: those of the list endpoint and of both stores.
 	All bool
 	// Fix re-issues every drifted id, so the projectors build it again.
 	Fix bool
@@ -85,13 +79,17 @@ type VerifyOptions struct {
 type DriftIDs struct {
 	// IDs are the distinct ids, sorted.
 	IDs []string
-	// Redis and Elasticsearch are the ids with this drift in each store.
-	Redis, Elasticsearch []string
+	// Docs and Index are the ids with this drift in the doc store and in
+	// the search index.
+	Docs, Index []string
 }
 
 // VerifyReport is what Verify found.
 type VerifyReport struct {
 	Projection string
+	// DocsName and IndexName name the stores compared ("redis",
+	// "elasticsearch", "embedded-docs", "embedded-search").
+	DocsName, IndexName string
 	// Scope says which ids were checked.
 	Scope   string
 	Checked int
@@ -126,13 +124,13 @@ const reportIDs = 20
 func (r *VerifyReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "verify %s: %d ids checked (%s) in %s\n", r.Projection, r.Checked, r.Scope, r.Elapsed.Round(time.Millisecond))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "kind\t%s\t%s\tids\t\n", storeRedis, storeElasticsearch)
+	fmt.Fprintf(tw, "kind\t%s\t%s\tids\t\n", r.DocsName, r.IndexName)
 	for _, k := range Drifts {
 		d := r.Drift[k]
 		if d == nil {
 			d = &DriftIDs{}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", k, len(d.Redis), len(d.Elasticsearch), len(d.IDs))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", k, len(d.Docs), len(d.Index), len(d.IDs))
 	}
 	tw.Flush()
 	drifted := r.Drifted()
@@ -162,19 +160,25 @@ func firstIDs(ids []string) string {
 	return s
 }
 
-// Verify compares the documents in Redis and Elasticsearch with documents
-// built now from the sources (the projector's own assembly), for a random
-// sample of ids or for every id, and reports the drift by kind (see Drift).
-// An id found drifted is checked once more after o.Recheck before it is
-// reported. With o.Fix, the drifted ids are re-issued (see Reissuer).
+// Verify compares the documents in the doc store and the search index with
+// documents built now from the sources (the projector's own assembly), for
+// a random sample of ids or for every id, and reports the drift by kind
+// (see Drift). An id found drifted is checked once more after o.Recheck
+// before it is reported. With o.Fix, the drifted ids are re-issued (see
+// Reissuer).
 //
-// It reads Redis (e.Redis), Elasticsearch (e.Elastic, through the alias, in
-// real time) and the sources (through e.Transport), and publishes only with
-// o.Fix (e.JetStream). It writes nothing to the stores. The error is about
-// the run (a store unreachable, ctx ended), not about the drift found.
+// It reads both stores (e.Stores: sink.Reader, and sink.Scanner to find
+// ids; in real time) and the sources (through e.Transport), and publishes
+// only with o.Fix (e.JetStream). It writes nothing to the stores. The error
+// is about the run (a store unreachable, ctx ended), not about the drift
+// found.
 func (e *Env) Verify(ctx context.Context, def *projections.Definition, o VerifyOptions) (*VerifyReport, error) {
-	if e.Redis == nil || e.Elastic == nil {
-		return nil, errors.New("replay: verify needs Redis and Elasticsearch (embedded stores are read only by their own process)")
+	st, err := e.stores(ctx, def, "verify")
+	if err != nil {
+		return nil, err
+	}
+	if st.Docs == nil || st.Index == nil {
+		return nil, fmt.Errorf("replay: verify %s needs both stores (the doc store and the search index)", def.Name)
 	}
 	if o.Fix && e.JetStream == nil {
 		return nil, errors.New("replay: verify --fix needs JetStream")
@@ -189,7 +193,7 @@ func (e *Env) Verify(ctx context.Context, def *projections.Definition, o VerifyO
 		o.Notes = io.Discard
 	}
 	start := time.Now()
-	v := newVerifier(e, def, o.Rate)
+	v := newVerifier(e, st, def, o.Rate)
 	ids, scope, err := v.ids(ctx, o)
 	if err != nil {
 		return nil, err
@@ -216,7 +220,7 @@ func (e *Env) Verify(ctx context.Context, def *projections.Definition, o VerifyO
 		}
 		maps.Copy(found, second)
 	}
-	r := &VerifyReport{Projection: def.Name, Scope: scope, Checked: len(ids), Drift: map[Drift]*DriftIDs{}}
+	r := &VerifyReport{Projection: def.Name, DocsName: st.DocsName, IndexName: st.IndexName, Scope: scope, Checked: len(ids), Drift: map[Drift]*DriftIDs{}}
 	for _, id := range ids { // ids are sorted, so every list is
 		f := found[id]
 		if f.why != "" {
@@ -225,22 +229,20 @@ func (e *Env) Verify(ctx context.Context, def *projections.Definition, o VerifyO
 			}
 			r.Unverified = append(r.Unverified, id)
 		}
-		for store, k := range map[string]Drift{storeRedis: f.redis, storeElasticsearch: f.elastic} {
-			if k == "" {
-				continue
+		for _, k := range []Drift{f.docs, f.index} {
+			if k != "" && r.Drift[k] == nil {
+				r.Drift[k] = &DriftIDs{}
 			}
-			d := r.Drift[k]
-			if d == nil {
-				d = &DriftIDs{}
-				r.Drift[k] = d
-			}
-			if len(d.IDs) == 0 || d.IDs[len(d.IDs)-1] != id {
+		}
+		if f.docs != "" {
+			r.Drift[f.docs].Docs = append(r.Drift[f.docs].Docs, id)
+		}
+		if f.index != "" {
+			r.Drift[f.index].Index = append(r.Drift[f.index].Index, id)
+		}
+		for _, k := range []Drift{f.docs, f.index} {
+			if d := r.Drift[k]; k != "" && (len(d.IDs) == 0 || d.IDs[len(d.IDs)-1] != id) {
 				d.IDs = append(d.IDs, id)
-			}
-			if store == storeRedis {
-				d.Redis = append(d.Redis, id)
-			} else {
-				d.Elasticsearch = append(d.Elasticsearch, id)
 			}
 		}
 	}
@@ -258,25 +260,25 @@ func (e *Env) Verify(ctx context.Context, def *projections.Definition, o VerifyO
 
 // finding is what one check found for one id.
 type finding struct {
-	redis, elastic Drift
-	why            string // set when the id could not be checked
+	docs, index Drift
+	why         string // set when the id could not be checked
 }
 
-func (f finding) any() bool { return f.redis != "" || f.elastic != "" || f.why != "" }
+func (f finding) any() bool { return f.docs != "" || f.index != "" || f.why != "" }
 
 // verifier checks ids of one projection.
 type verifier struct {
 	e   *Env
+	st  Stores
 	def *projections.Definition
 	asm *assemble.Assembler
-	rd  *sink.Redis
 	lim *rate.Limiter
 }
 
 // verifyBatch is how many ids are read and built together.
 const verifyBatch = 100
 
-func newVerifier(e *Env, def *projections.Definition, r float64) *verifier {
+func newVerifier(e *Env, st Stores, def *projections.Definition, r float64) *verifier {
 	if r == 0 {
 		r = DefaultRate
 	}
@@ -285,9 +287,8 @@ func newVerifier(e *Env, def *projections.Definition, r float64) *verifier {
 		lim = rate.NewLimiter(rate.Limit(r), verifyBatch)
 	}
 	return &verifier{
-		e: e, def: def, lim: lim,
+		e: e, st: st, def: def, lim: lim,
 		asm: assemble.New(def, assemble.Clients(def, e.Transport, 0), assemble.Options{}),
-		rd:  sink.NewRedis(e.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key}),
 	}
 }
 
@@ -325,13 +326,13 @@ func (v *verifier) check(ctx context.Context, ids []string) (map[string]finding,
 // checkBatch reads the stores first and builds afresh second, so a change
 // in between shows as drift that the second check clears.
 func (v *verifier) checkBatch(ctx context.Context, ids []string) ([]finding, error) {
-	inRedis, err := v.rd.GetMany(ctx, ids)
+	inDocs, err := v.st.Docs.GetMany(ctx, ids)
 	if err != nil {
-		return nil, fmt.Errorf("replay: verify: %w", err)
+		return nil, fmt.Errorf("replay: verify, reading %s: %w", v.st.DocsName, err)
 	}
-	inElastic, err := v.e.esGetMany(ctx, v.def.Elasticsearch.Alias, ids)
+	inIndex, err := v.st.Index.GetMany(ctx, ids)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("replay: verify, reading %s: %w", v.st.IndexName, err)
 	}
 	fresh := v.asm.Assemble(ctx, ids)
 	if ctx.Err() != nil {
@@ -341,8 +342,8 @@ func (v *verifier) checkBatch(ctx context.Context, ids []string) ([]finding, err
 	for i := range ids {
 		f := &out[i]
 		var whyR, whyE string
-		f.redis, whyR = classify(fresh[i], inRedis[i])
-		f.elastic, whyE = classify(fresh[i], inElastic[i])
+		f.docs, whyR = classify(fresh[i], inDocs[i])
+		f.index, whyE = classify(fresh[i], inIndex[i])
 		f.why = cmpOr(whyR, whyE)
 	}
 	return out, nil
@@ -434,79 +435,48 @@ func sameValue(a, b any) bool {
 	return a == b // string, bool, nil
 }
 
-// esGetMany reads ids through alias in real time: nil where nothing is stored.
-func (e *Env) esGetMany(ctx context.Context, alias string, ids []string) ([]*sink.Stored, error) {
-	b, err := json.Marshal(map[string]any{"ids": ids})
-	if err != nil {
-		return nil, err
-	}
-	m := e.Elastic.Mget
-	body, err := esAnswer("mget", alias)(m(bytes.NewReader(b), m.WithContext(ctx), m.WithIndex(alias)))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*sink.Stored, len(ids))
-	docs := gjson.GetBytes(body, "docs").Array()
-	if len(docs) != len(ids) {
-		return nil, fmt.Errorf("replay: elasticsearch mget %s: %d documents answered for %d ids", alias, len(docs), len(ids))
-	}
-	for i, d := range docs {
-		if fail := d.Get("error"); fail.Exists() {
-			return nil, fmt.Errorf("replay: elasticsearch mget %s, id %q: %s: %s", alias, ids[i], fail.Get("type").Str, fail.Get("reason").Str)
-		}
-		if !d.Get("found").Bool() {
-			continue
-		}
-		s := &sink.Stored{Version: d.Get("_version").Int()}
-		if src := d.Get("_source"); src.Get(sink.DeletedField).Bool() {
-			s.Deleted = true
-		} else {
-			s.Body = []byte(src.Raw)
-		}
-		out[i] = s
-	}
-	return out, nil
-}
-
 // ids chooses the ids to check, sorted, and says which they are.
 func (v *verifier) ids(ctx context.Context, o VerifyOptions) ([]string, string, error) {
 	set := map[string]bool{}
-	add := func(ids []string) {
+	add := func(ids []string) error {
 		for _, id := range ids {
 			if projections.ValidateID(id) == nil {
 				set[id] = true
 			}
 		}
+		return nil
 	}
 	var scope []string
 	if o.All {
 		if v.def.Listable() {
-			if err := v.listIDs(ctx, func(ids []string) error { add(ids); return nil }); err != nil {
+			if err := v.listIDs(ctx, add); err != nil {
 				return nil, "", err
 			}
 			scope = append(scope, "the list endpoint")
 		}
-		if err := v.redisIDs(ctx, func(ids []string) error { add(ids); return nil }); err != nil {
-			return nil, "", err
+		for _, s := range []struct {
+			name  string
+			store sink.Reader
+		}{{v.st.DocsName, v.st.Docs}, {v.st.IndexName, v.st.Index}} {
+			if err := scanAll(ctx, s.name, s.store, func(p sink.ScanPage) error { add(p.IDs); return add(p.Deleted) }); err != nil {
+				return nil, "", err
+			}
+			scope = append(scope, s.name)
 		}
-		if err := v.elasticIDs(ctx, func(ids []string) error { add(ids); return nil }); err != nil {
-			return nil, "", err
-		}
-		scope = append(scope, "Redis", "Elasticsearch")
 		return slices.Sorted(maps.Keys(set)), "every id of " + strings.Join(scope, ", "), nil
 	}
-	fromElastic := o.Sample / 2
-	sample := newReservoir(o.Sample - fromElastic)
-	if err := v.redisIDs(ctx, sample.add); err != nil {
+	fromIndex := o.Sample / 2
+	fromDocs, err := sample(ctx, v.st.DocsName, v.st.Docs, o.Sample-fromIndex)
+	if err != nil {
 		return nil, "", err
 	}
-	add(sample.ids)
-	random, err := v.randomElasticIDs(ctx, fromElastic)
+	add(fromDocs)
+	random, err := sample(ctx, v.st.IndexName, v.st.Index, fromIndex)
 	if err != nil {
 		return nil, "", err
 	}
 	add(random)
-	scope = append(scope, fmt.Sprintf("%d random ids of Redis and %d of Elasticsearch", len(sample.ids), len(random)))
+	scope = append(scope, fmt.Sprintf("%d random ids of %s and %d of %s", len(fromDocs), v.st.DocsName, len(random), v.st.IndexName))
 	if v.def.Listable() {
 		listed := newReservoir(o.Sample)
 		if err := v.listIDs(ctx, listed.add); err != nil {
@@ -516,6 +486,37 @@ func (v *verifier) ids(ctx context.Context, o VerifyOptions) ([]string, string, 
 		scope = append(scope, fmt.Sprintf("%d of the list endpoint", len(listed.ids)))
 	}
 	return slices.Sorted(maps.Keys(set)), "a sample: " + strings.Join(scope, ", "), nil
+}
+
+// scanAll calls fn with every page of store's Scan; a store that cannot
+// scan is an error that says so.
+func scanAll(ctx context.Context, name string, store any, fn func(sink.ScanPage) error) error {
+	sc, ok := store.(sink.Scanner)
+	if !ok {
+		return fmt.Errorf("replay: the %s store cannot list its ids", name)
+	}
+	if err := sc.Scan(ctx, "", fn); err != nil {
+		return fmt.Errorf("replay: scanning %s: %w", name, err)
+	}
+	return nil
+}
+
+// sample picks up to n random ids of store, tombstones included: by its
+// sink.Sampler, else by a reservoir sample of its Scan.
+func sample(ctx context.Context, name string, store any, n int) ([]string, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	if s, ok := store.(sink.Sampler); ok {
+		ids, err := s.Sample(ctx, n)
+		if err != nil {
+			return nil, fmt.Errorf("replay: sampling %s: %w", name, err)
+		}
+		return ids, nil
+	}
+	r := newReservoir(n)
+	err := scanAll(ctx, name, store, func(p sink.ScanPage) error { r.add(p.IDs); return r.add(p.Deleted) })
+	return r.ids, err
 }
 
 // reservoir keeps a uniform random sample of up to k of the ids it is given.
@@ -537,131 +538,6 @@ func (r *reservoir) add(ids []string) error {
 		}
 	}
 	return nil
-}
-
-// redisIDs calls fn with the ids of every key of the projection, tombstones
-// included, page by page (SCAN on each node).
-func (v *verifier) redisIDs(ctx context.Context, fn func([]string) error) error {
-	prefix, suffix, _ := strings.Cut(v.def.Redis.Key, "{id}")
-	pattern := globEscape(prefix) + "*" + globEscape(suffix)
-	nodes, err := scanNodes(ctx, v.e.Redis)
-	if err != nil {
-		return err
-	}
-	for _, n := range nodes {
-		var cursor uint64
-		for {
-			keys, next, err := n.c.Scan(ctx, cursor, pattern, listPageSize).Result()
-			if err != nil {
-				return fmt.Errorf("replay: redis SCAN %s: %w", pattern, err)
-			}
-			ids := make([]string, 0, len(keys))
-			for _, k := range keys {
-				if len(k) >= len(prefix)+len(suffix) && strings.HasPrefix(k, prefix) && strings.HasSuffix(k, suffix) {
-					ids = append(ids, k[len(prefix):len(k)-len(suffix)])
-				}
-			}
-			if err := fn(ids); err != nil {
-				return err
-			}
-			if cursor = next; cursor == 0 {
-				break
-			}
-		}
-	}
-	return nil
-}
-
-// elasticIDs calls fn with the id of every document behind the alias,
-// tombstones included, page by page.
-func (v *verifier) elasticIDs(ctx context.Context, fn func([]string) error) error {
-	return v.e.pitIDs(ctx, []string{v.def.Elasticsearch.Alias}, nil, fn)
-}
-
-// pitIDs calls fn with the ids of the documents of indices that query
-// matches (nil: all, tombstones included), page by page: a point in time,
-// sorted by _shard_doc, which pages through any document, with or without
-// fields.
-func (e *Env) pitIDs(ctx context.Context, indices []string, query any, fn func([]string) error) error {
-	name := strings.Join(indices, ",")
-	open := e.Elastic.OpenPointInTime
-	body, err := esAnswer("point in time", name)(open(indices, "2m", open.WithContext(ctx)))
-	if err != nil {
-		return err
-	}
-	pit := gjson.GetBytes(body, "id").Str
-	defer func() {
-		b, _ := json.Marshal(map[string]string{"id": pit})
-		c := e.Elastic.ClosePointInTime
-		if res, err := c(c.WithContext(context.WithoutCancel(ctx)), c.WithBody(bytes.NewReader(b))); err == nil {
-			res.Body.Close()
-		}
-	}()
-	var after []any
-	for {
-		q := map[string]any{
-			"size": listPageSize, "_source": false, "track_total_hits": false,
-			"pit":  map[string]any{"id": pit, "keep_alive": "2m"},
-			"sort": []any{map[string]any{"_shard_doc": "asc"}},
-		}
-		if query != nil {
-			q["query"] = query
-		}
-		if after != nil {
-			q["search_after"] = after
-		}
-		b, err := json.Marshal(q)
-		if err != nil {
-			return err
-		}
-		s := e.Elastic.Search
-		body, err := esAnswer("search", name)(s(s.WithContext(ctx), s.WithBody(bytes.NewReader(b))))
-		if err != nil {
-			return err
-		}
-		hits := gjson.GetBytes(body, "hits.hits").Array()
-		if len(hits) == 0 {
-			return nil
-		}
-		ids := make([]string, len(hits))
-		for i, h := range hits {
-			ids[i] = h.Get("_id").Str
-		}
-		if err := fn(ids); err != nil {
-			return err
-		}
-		if p := gjson.GetBytes(body, "pit_id").Str; p != "" {
-			pit = p
-		}
-		if err := json.Unmarshal([]byte(hits[len(hits)-1].Get("sort").Raw), &after); err != nil {
-			return fmt.Errorf("replay: elasticsearch search %s: sort values: %w", name, err)
-		}
-	}
-}
-
-// randomElasticIDs picks up to n random ids behind the alias, tombstones
-// included (function_score random_score).
-func (v *verifier) randomElasticIDs(ctx context.Context, n int) ([]string, error) {
-	if n <= 0 {
-		return nil, nil
-	}
-	q := map[string]any{
-		"size": n, "_source": false, "track_total_hits": false,
-		"query": map[string]any{"function_score": map[string]any{
-			"query":        map[string]any{"match_all": map[string]any{}},
-			"random_score": map[string]any{"seed": rand.Int64(), "field": "_seq_no"},
-			"boost_mode":   "replace",
-		}},
-	}
-	body, err := v.e.esSearch(ctx, v.def.Elasticsearch.Alias, q)
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, h := range gjson.GetBytes(body, "hits.hits").Array() {
-		ids = append(ids, h.Get("_id").Str)
-	}
-	return ids, nil
 }
 
 // listIDs calls fn with each page of the list endpoint.

@@ -53,7 +53,7 @@ func (r *rbRig) rewriteRedis(def *projections.Definition, id string, edit func(b
 func rbDrift(rep *replay.VerifyReport) map[replay.Drift][3][]string {
 	out := map[replay.Drift][3][]string{}
 	for k, d := range rep.Drift {
-		out[k] = [3][]string{d.IDs, d.Redis, d.Elasticsearch}
+		out[k] = [3][]string{d.IDs, d.Docs, d.Index}
 	}
 	return out
 }
@@ -265,7 +265,7 @@ func TestVerifyRechecks(t *testing.T) {
 	if got := rep.Drifted(); !slices.Equal(got, []string{"13"}) {
 		t.Errorf("drifted %v, want [13]", got)
 	}
-	if d := rep.Drift[replay.Stale]; d == nil || !slices.Equal(d.Redis, []string{"13"}) || !slices.Equal(d.Elasticsearch, []string{"13"}) {
+	if d := rep.Drift[replay.Stale]; d == nil || !slices.Equal(d.Docs, []string{"13"}) || !slices.Equal(d.Index, []string{"13"}) {
 		t.Errorf("stale: %+v, want 13 in both stores", d)
 	}
 }

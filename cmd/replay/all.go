@@ -20,11 +20,16 @@ Where the ids come from (--from):
   list           the primary source's list endpoint (sources[0].list), page by
                  page: every entity the source knows, so it also restores the
                  documents a store lost (the default when the definition has one)
-  redis          the projection's Redis keys (SCAN MATCH on its key pattern;
-                 tombstones skipped): the default without a list endpoint
-  elasticsearch  the index behind the alias, sorted by id (search_after;
-                 tombstones skipped); the only origin with a known total
-The output says which one it uses.
+  docs           the doc store (alias: redis): Redis keys by SCAN MATCH on the
+                 key pattern, each node of a cluster in turn; the embedded docs
+                 in id order. Tombstones skipped. The default without a list
+                 endpoint
+  index          the search index (aliases: elasticsearch, es): Elasticsearch
+                 behind the alias sorted by id; the embedded index in id order.
+                 Tombstones skipped
+The total is known when the store can count (Elasticsearch, the embedded
+stores). With embedded stores, replay reads them through the projector that
+holds them (--projector-url). The output says which origin it uses.
 
 Use it after a store lost data, after adding a field to a definition (to fill
 it now rather than as documents change), or to repair drift.
@@ -33,10 +38,10 @@ Interrupted, the run keeps a checkpoint (the page it was on); the same command
 continues there.`,
 		Example: `  replay all shopdisplay
   replay all shopdisplay --rate 2000
-  replay all shopdisplay --from elasticsearch --dry-run`,
+  replay all shopdisplay --from index --dry-run`,
 		Args: projectionArgs(0, 0),
 	}
-	cmd.Flags().StringVar(&from, "from", "auto", "where the ids come from: auto, list, redis or elasticsearch")
+	cmd.Flags().StringVar(&from, "from", "auto", "where the ids come from: auto, list, docs (redis) or index (elasticsearch)")
 	rf := a.addRunFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		origin, err := replay.ParseOrigin(from)

@@ -216,11 +216,20 @@ func (a *app) connect() (*conns, error) {
 		nc.Close()
 		return nil, err
 	}
-	// Embedded stores belong to the process that runs them: replay never
-	// opens them (Redis and Elastic stay nil); the commands that need a
-	// store say so.
-	env := &replay.Env{JetStream: js, Redis: stores.Redis, Elastic: stores.Elastic, Events: a.stream, Own: a.ownStream, DeadLetter: a.dlqStream}
+	env := &replay.Env{JetStream: js, Stores: a.storesOf(stores), Events: a.stream, Own: a.ownStream, DeadLetter: a.dlqStream}
 	return &conns{nc: nc, stores: stores, env: env}, nil
+}
+
+// storesOf opens a projection's stores as replay reads them: Redis and
+// Elasticsearch directly; embedded stores through the projector that holds
+// them.
+func (a *app) storesOf(stores *backend.Stores) func(ctx context.Context, def *projections.Definition) (replay.Stores, error) {
+	if a.backends.EmbeddedDocs() || a.backends.EmbeddedSearch() {
+		return func(context.Context, *projections.Definition) (replay.Stores, error) {
+			return replay.Stores{}, errors.New("the embedded stores are read only by the projector that holds them")
+		}
+	}
+	return replay.OpenStores(stores.Read)
 }
 
 // log is where the commands log what is not their report: the NATS

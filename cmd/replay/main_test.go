@@ -16,11 +16,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/internal/version"
 	"github.com/readside/readside/projections"
-	"github.com/readside/readside/replay"
 )
 
 // envVars are every environment variable the command reads. Each test
@@ -131,9 +131,9 @@ func TestHelp(t *testing.T) {
 	}{
 		{"", []string{"repairs Readside's read models", "ids", "all", "since", "dlq", "--nats-url", "--definitions"}},
 		{"ids", []string{"Re-issue one event per id", "replay ids shopdisplay 42 43 44", "--file", "--rate", "--dry-run", "--restart", "--state-dir", "--nats-url"}},
-		{"all", []string{"every id of the projection", "list endpoint", "SCAN", "search_after", "replay all shopdisplay --rate 2000", "--from"}},
+		{"all", []string{"every id of the projection", "list endpoint", "SCAN", "sorted by id", "replay all shopdisplay --rate 2000", "--from"}},
 		{"since", []string{"since a\ntime", "2h", "2026-11-21T10:00:00Z", "lookup", "replay since shopdisplay 2h", "--rate"}},
-		{"rebuild", []string{"wait " + replay.RebuildSettle.String() + ", so that every projector", "--keep-old", "--tolerance"}},
+		{"rebuild", []string{"wait " + (2 * sink.RebuildDiscovery).String() + ", so that every projector", "--keep-old", "--tolerance"}},
 		{"dlq", []string{"dead-letter entries", "Readside-Id", "--reason", "--purge", "--list", "replay dlq --list"}},
 	} {
 		args := []string{"--help"}
@@ -174,7 +174,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ids", "shops", "--file", filepath.Join(dir, "missing.txt"), "--definitions", dir}, []string{"--file: open", "no such file"}},
 		{[]string{"ids", "shops", "1", "--rate", "-5", "--definitions", dir}, []string{"--rate -5", "-1 for no limit"}},
 		{[]string{"ids", "shops", "--file", emptyFile(t), "--definitions", dir}, []string{"no ids in ", "one id per line"}},
-		{[]string{"all", "shops", "--from", "kafka", "--definitions", dir}, []string{"auto, list, redis or elasticsearch"}},
+		{[]string{"all", "shops", "--from", "kafka", "--definitions", dir}, []string{"auto, list, docs (redis) or index (elasticsearch)"}},
 		{[]string{"all", "listed", "--definitions", dir}, []string{"environment variables that are not set: REPLAY_TEST_UNSET_API"}},
 		{[]string{"dlq", "--definitions", dir}, []string{"name the projection"}},
 	} {

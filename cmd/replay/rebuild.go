@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/replay"
 )
 
@@ -16,17 +17,24 @@ func newRebuildCmd(a *app) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "rebuild PROJECTION",
-		Short: "Rebuild a projection's Elasticsearch index with zero downtime (also rolls out a mapping change)",
-		Long: fmt.Sprintf(`Build a new index for the projection behind its alias while the old one keeps
-serving, then swap the alias onto it in one atomic step. This is also how a
-changed mapping (a field's type, its searchability) is rolled out.
+		Short: "Rebuild a projection's search index with zero downtime (also rolls out a mapping change)",
+		Long: fmt.Sprintf(`Build a new search index for the projection while the old one keeps serving,
+then put it in its place in one atomic step. This is also how a changed
+mapping (a field's type, its searchability) is rolled out.
 
-The steps, printed as they happen:
+On the embedded search index (-data-dir; replay reaches it through the
+projector's admin address, --projector-url), the index re-indexes the
+documents it holds with the definition's fields into a new generation and
+swaps it in: nothing is re-issued and no source is called. Give the projector
+the new definition (restart it with it): it re-indexes at start, or run this
+command to do it while it serves.
+
+On Elasticsearch, the steps, printed as they happen:
   1. create <alias>-v<N+1> with the definition's mapping, and the alias
      <alias>-rebuild on it (if that alias exists, an earlier run stopped:
      continue with its index);
   2. wait %s, so that every projector writes every live change to both indices;
-  3. re-issue every id (as replay all does: the list endpoint, else Redis) at
+  3. re-issue every id (as replay all does: the list endpoint, else the doc store) at
      --rate, so the projectors fill the new index;
   4. wait until the replay consumer has drained, and refresh both indices;
   5. compare the live documents (tombstones left out): if the new index has
@@ -46,7 +54,7 @@ other values) reaches them as they are projected again — run replay all after
 the deployment. A type change works when the values the running definition
 writes fit the new type (integer → float, keyword → text); otherwise a
 projector keeps retrying the documents the new index rejects, and the rebuild
-does not finish: add a field under a new name instead.`, replay.RebuildSettle),
+does not finish: add a field under a new name instead.`, 2*sink.RebuildDiscovery),
 		Example: `  replay rebuild shopdisplay
   replay rebuild shopdisplay --definitions ./next/shopdisplay.yaml --delete-old
   replay rebuild shopdisplay --rate 2000 --tolerance 0.01

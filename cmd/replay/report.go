@@ -108,9 +108,9 @@ func newRunReport(ctx context.Context, command, projection string, res *replay.R
 // driftReport are the ids with one kind of drift: all of them, and those
 // of each store.
 type driftReport struct {
-	IDs           []string `json:"ids"`
-	Redis         []string `json:"redis"`
-	Elasticsearch []string `json:"elasticsearch"`
+	IDs   []string `json:"ids"`
+	Docs  []string `json:"docs"`
+	Index []string `json:"index"`
 }
 
 // verifyReport is the report of verify. Status is completed only when no
@@ -122,6 +122,9 @@ type verifyReport struct {
 	Status     string `json:"status"`
 	Scope      string `json:"scope"`
 	Checked    int    `json:"checked"`
+	// Stores name the doc store and the search index compared ("redis",
+	// "elasticsearch", "embedded-docs", "embedded-search").
+	Stores map[string]string `json:"stores"`
 	// Drift has every kind (missing, stale, extra, partial), each with
 	// every id found (the text report shows the first 20).
 	Drift map[replay.Drift]driftReport `json:"drift"`
@@ -140,7 +143,8 @@ type verifyReport struct {
 func newVerifyReport(ctx context.Context, r *replay.VerifyReport, err error) verifyReport {
 	v := verifyReport{
 		Command: "verify", Projection: r.Projection, Status: status(ctx, err), Scope: r.Scope, Checked: r.Checked,
-		Drift: map[replay.Drift]driftReport{}, Drifted: orEmpty(r.Drifted()),
+		Stores: map[string]string{"docs": r.DocsName, "index": r.IndexName},
+		Drift:  map[replay.Drift]driftReport{}, Drifted: orEmpty(r.Drifted()),
 		Unverified: orEmpty(r.Unverified), UnverifiedReason: r.Why, Fixed: r.Fixed,
 		ElapsedSeconds: r.Elapsed.Seconds(), Error: errorText(err),
 	}
@@ -149,7 +153,7 @@ func newVerifyReport(ctx context.Context, r *replay.VerifyReport, err error) ver
 		if got == nil {
 			got = &replay.DriftIDs{}
 		}
-		v.Drift[k] = driftReport{IDs: orEmpty(got.IDs), Redis: orEmpty(got.Redis), Elasticsearch: orEmpty(got.Elasticsearch)}
+		v.Drift[k] = driftReport{IDs: orEmpty(got.IDs), Docs: orEmpty(got.Docs), Index: orEmpty(got.Index)}
 	}
 	return v
 }
@@ -172,10 +176,13 @@ type rebuildReport struct {
 	Tombstones int64    `json:"tombstones"`
 	// OldCount and NewCount are the live documents of the old indices and
 	// the new one, once the replay consumer drained.
-	OldCount       int64   `json:"old_count"`
-	NewCount       int64   `json:"new_count"`
-	Swapped        bool    `json:"swapped"`
-	DeletedOld     bool    `json:"deleted_old"`
+	OldCount   int64 `json:"old_count"`
+	NewCount   int64 `json:"new_count"`
+	Swapped    bool  `json:"swapped"`
+	DeletedOld bool  `json:"deleted_old"`
+	// Reindexed is how many documents an index that re-indexes itself
+	// (the embedded one) copied.
+	Reindexed      int64   `json:"reindexed"`
 	ElapsedSeconds float64 `json:"elapsed_seconds"`
 	Error          string  `json:"error,omitempty"`
 }
@@ -187,7 +194,7 @@ func newRebuildReport(ctx context.Context, projection string, r *replay.RebuildR
 	return rebuildReport{
 		Command: "rebuild", Projection: projection, Status: status(ctx, err), DryRun: r.DryRun, Alias: r.Alias,
 		OldIndices: orEmpty(r.Old), NewIndex: r.New, Resumed: r.Resumed, Reissued: r.Reissued, Tombstones: r.Tombstones,
-		OldCount: r.OldCount, NewCount: r.NewCount, Swapped: r.Swapped, DeletedOld: r.DeletedOld,
+		OldCount: r.OldCount, NewCount: r.NewCount, Swapped: r.Swapped, DeletedOld: r.DeletedOld, Reindexed: r.Reindexed,
 		ElapsedSeconds: elapsed.Seconds(), Error: errorText(err),
 	}
 }

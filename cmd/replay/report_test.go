@@ -84,7 +84,7 @@ func TestVerifyAndRebuildJSON(t *testing.T) {
 	stale := v.Drift["stale"]
 	if code != exitFailed || v.Status != "failed" || v.Command != "verify" || v.Projection != ns || v.Checked != n ||
 		!slices.Equal(v.Drifted, []string{"2"}) || !slices.Equal(stale.IDs, []string{"2"}) ||
-		!slices.Equal(stale.Redis, []string{"2"}) || !slices.Equal(stale.Elasticsearch, []string{"2"}) ||
+		!slices.Equal(stale.Docs, []string{"2"}) || !slices.Equal(stale.Index, []string{"2"}) || v.Stores["docs"] != "redis" || v.Stores["index"] != "elasticsearch" ||
 		len(v.Drift) != 4 || v.Drift["missing"].IDs == nil || v.Error != "verify "+ns+": drift in 1 ids" {
 		t.Errorf("verify: exit %d, report %s\nstderr %s", code, out, errOut)
 	}

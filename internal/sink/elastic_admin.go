@@ -164,11 +164,17 @@ func (e *Elastic) Scan(ctx context.Context, from string, fn func(ScanPage) error
 	if e.err != nil {
 		return e.err
 	}
-	return e.ScanGeneration(ctx, e.o.Alias, from, fn)
+	return e.scan(ctx, e.o.Alias, from, fn)
 }
 
-// ScanGeneration is Scan on the index gen (or an alias).
-func (e *Elastic) ScanGeneration(ctx context.Context, gen, from string, fn func(ScanPage) error) error {
+// Tombstones calls fn with the ids of the tombstones of the index gen, page
+// by page (the second phase of a scan).
+func (e *Elastic) Tombstones(ctx context.Context, gen string, fn func(ids []string) error) error {
+	return e.scanDeleted(ctx, gen, "", func(p ScanPage) error { return fn(p.Deleted) })
+}
+
+// scan is Scan on the index or alias gen.
+func (e *Elastic) scan(ctx context.Context, gen, from string, fn func(ScanPage) error) error {
 	phase, pos, _ := strings.Cut(from, ":")
 	switch phase {
 	case "", "live":

@@ -132,8 +132,9 @@ type Generations interface {
 	RefreshGenerations(ctx context.Context, gens []string) error
 	// CountGenerations counts the live documents of each of gens.
 	CountGenerations(ctx context.Context, gens []string) (map[string]int64, error)
-	// ScanGeneration is Scan on one generation.
-	ScanGeneration(ctx context.Context, gen, from string, fn func(ScanPage) error) error
+	// Tombstones calls fn with the ids of gen's tombstones, page by page,
+	// until the last or until fn returns an error, which it returns.
+	Tombstones(ctx context.Context, gen string, fn func(ids []string) error) error
 	// Swap makes gen the one generation readers and writers use, and ends
 	// the rebuild, in one step; live are the generations it replaces.
 	Swap(ctx context.Context, live []string, gen string) error
