@@ -134,14 +134,22 @@ func TestServesEmbeddedStoresOnTheAdminAddress(t *testing.T) {
 		}
 	})
 
-	var nc *nats.Conn
+	// Ready: the events stream exists, so no event published is lost.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if nc, err = nats.Connect("nats://" + natsAddr); err == nil {
-			break
+		res, err := http.Get("http://" + adminAddr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				break
+			}
 		}
 		if p.exited() || time.Now().After(deadline) {
-			t.Fatalf("the embedded NATS does not take producers on -nats-listen: %v", err)
+			t.Fatalf("the projector is not ready within 20s: %v", err)
 		}
+	}
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatalf("the embedded NATS does not take producers on -nats-listen: %v", err)
 	}
 	defer nc.Close()
 	ids := []string{"1", "2", "3", "4", "5"}
