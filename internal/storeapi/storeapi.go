@@ -68,11 +68,14 @@ var ErrUnavailable = errors.New("stores unavailable")
 type Open func(ctx context.Context, projection string) (sink.Stores, error)
 
 // Handler serves the stores that open gives under /stores/v1/ (see the
-// package documentation). Store failures are logged on log, at WARN, one
-// line per failed request. Requests run on their own context: a client
+// package documentation). Store failures are logged on log (nil: nowhere),
+// at WARN, one line per failed request. Requests run on their own context: a client
 // gone cancels what it asked for, a re-index included. A re-index may take
 // minutes: its route lifts the server's write timeout.
 func Handler(open Open, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	a := &api{open: open, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stores/v1/{projection}/{store}/scan", a.scan)
@@ -360,7 +363,7 @@ func (a *api) refs(w http.ResponseWriter, r *http.Request) {
 	}
 	t := refsTarget(r.PathValue("projection"))
 	if s.Refs == nil {
-		problem(w, http.StatusNotImplemented, fmt.Sprintf("projection %s keeps no reverse lookups", t))
+		problem(w, http.StatusNotImplemented, fmt.Sprintf("projection %s keeps no reverse lookups", r.PathValue("projection")))
 		return
 	}
 	q := r.URL.Query()
