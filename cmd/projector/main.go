@@ -37,6 +37,7 @@ import (
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/statuspage"
+	"github.com/readside/readside/internal/storeapi"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/telemetry"
 	"github.com/readside/readside/internal/version"
@@ -75,7 +76,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.StringVar(&s.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events: re-project, replay and retry requests [$READSIDE_OWN_STREAM]")
 	fs.StringVar(&s.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
 	fs.IntVar(&s.replicas, "stream-replicas", config.EnvInt("READSIDE_STREAM_REPLICAS", 1), "servers of the NATS cluster keeping the events and dead-letter streams and the durable consumers, 1 to 5; an existing stream is changed to it [$READSIDE_STREAM_REPLICAS]")
-	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "admin address serving /metrics, /livez, /readyz, /healthz (the old name of /readyz) and the /status page; :9464 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9464"), "admin address serving /metrics, /livez, /readyz, /healthz (the old name of /readyz), the /status page and, with embedded stores, the store API /stores/v1/ (never expose it publicly); :9464 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.StringVar(&s.queryAddr, "query-addr", config.Env("READSIDE_PROJECTOR_QUERY_ADDR", ""), "also serve the query API here, from this process, with its default settings: how a single machine on embedded stores serves reads (cmd/queryapi has every setting); empty: no [$READSIDE_PROJECTOR_QUERY_ADDR]")
 	fs.DurationVar(&s.monitorEvery, "monitor-interval", config.EnvDuration("READSIDE_MONITOR_INTERVAL", 5*time.Second), "how often the projector asks JetStream for the stream, each durable consumer (availability, backlog, lag) and the dead-letter counts [$READSIDE_MONITOR_INTERVAL]")
 	fs.DurationVar(&s.tombstoneTTL, "tombstone-ttl", config.EnvDuration("READSIDE_TOMBSTONE_TTL", sink.DefaultTombstoneTTL), "how long Redis keeps tombstones of deleted documents [$READSIDE_TOMBSTONE_TTL]")
@@ -170,8 +171,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		},
 		Ready: probes.Check,
 	})
+	// Embedded stores belong to this process: operators' tools (replay)
+	// reach them through it, with the store API on the admin address,
+	// once backend.Open has opened them.
+	var opened atomic.Pointer[backend.Stores]
+	var storeAPI http.Handler
+	if s.Backends.EmbeddedDocs() || s.Backends.EmbeddedSearch() {
+		storeAPI = storeapi.Handler(ownStores(defs, &opened), log)
+	}
 	if s.metricsAddr != "" {
-		stopAdmin, err := health.ListenAdmin(s.metricsAddr, adminMux(reg, probes, status), log)
+		stopAdmin, err := health.ListenAdmin(s.metricsAddr, adminMux(reg, probes, status, storeAPI), log)
 		if err != nil {
 			return err
 		}
@@ -202,9 +211,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
+		opened.Store(nil) // the store API answers 503 from now
 		conn.Close()
 	}()
 	conn.Stores.TombstoneTTL = s.tombstoneTTL
+	opened.Store(conn.Stores)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -262,20 +273,44 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// adminMux serves the metrics, the status page and the probes
-// (health.Probes): /livez
+// adminMux serves the metrics, the status page, the probes
+// (health.Probes), and stores, the store API, when it is not nil. /livez
 // answers 200 while the process serves, whatever its dependencies do:
 // restarting the process would not bring NATS back. /readyz (and /healthz,
 // its old name) answers 200 only while the projector can work: connected to
 // NATS, the events stream and every durable consumer available, every store
 // answering; else 503 with the reasons.
-func adminMux(reg *prometheus.Registry, probes *health.Probes, status http.Handler) *http.ServeMux {
+func adminMux(reg *prometheus.Registry, probes *health.Probes, status, stores http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /status", status)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	probes.Register(mux)
 	mux.HandleFunc("GET /healthz", probes.Readyz)
+	if stores != nil {
+		mux.Handle("/stores/v1/", stores)
+	}
 	return mux
+}
+
+// ownStores opens, for the store API, the stores of the projector's own
+// projections, to read: those of backend.Open, once stores holds them;
+// until then, and from the shutdown on, they are unavailable.
+func ownStores(defs []*projections.Definition, stores *atomic.Pointer[backend.Stores]) storeapi.Open {
+	byName := map[string]*projections.Definition{}
+	for _, d := range defs {
+		byName[d.Name] = d
+	}
+	return func(ctx context.Context, projection string) (sink.Stores, error) {
+		def := byName[projection]
+		if def == nil {
+			return sink.Stores{}, fmt.Errorf("projection %q: %w", projection, storeapi.ErrUnknownProjection)
+		}
+		st := stores.Load()
+		if st == nil {
+			return sink.Stores{}, fmt.Errorf("%w: the projector is starting or stopping", storeapi.ErrUnavailable)
+		}
+		return st.Read(ctx, def)
+	}
 }
 
 // serveQuery serves the query API on addr in g until ctx ends, over the

@@ -507,8 +507,9 @@ func readBody(res *esapi.Response) ([]byte, error) {
 	return io.ReadAll(res.Body)
 }
 
-// responseError describes a failed response by its status and error type and
-// reason, without the rest of the body.
+// responseError describes a failed response by its status, error type and
+// reason, and the first root cause's when it is another, without the rest
+// of the body.
 func responseError(res *esapi.Response, body []byte) string {
 	typ := gjson.GetBytes(body, "error.type").Str
 	if typ == "" {
@@ -518,7 +519,13 @@ func responseError(res *esapi.Response, body []byte) string {
 		}
 		return fmt.Sprintf("%s: %s", res.Status(), body)
 	}
-	return fmt.Sprintf("%s: %s: %s", res.Status(), typ, gjson.GetBytes(body, "error.reason").Str)
+	why := fmt.Sprintf("%s: %s: %s", res.Status(), typ, gjson.GetBytes(body, "error.reason").Str)
+	// "all shards failed" says little: the first root cause says why (a
+	// point in time gone is search_context_missing_exception).
+	if root := gjson.GetBytes(body, "error.root_cause.0"); root.Get("type").Str != "" && root.Get("type").Str != typ {
+		why += fmt.Sprintf(" (%s: %s)", root.Get("type").Str, root.Get("reason").Str)
+	}
+	return why
 }
 
 // writeJSONString writes s as a JSON string; s is valid UTF-8.

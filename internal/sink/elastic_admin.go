@@ -156,10 +156,11 @@ func (e *Elastic) Sample(ctx context.Context, n int) ([]string, error) {
 // live documents sorted by the field "id" (a keyword in every mapping) with
 // search_after, so a position ("live:" and the last id) stays valid for
 // ever; then the tombstones, which have no id field, through a point in
-// time sorted by _shard_doc. A tombstone position names its point in time;
-// when that has expired (after 10 minutes unused), the tombstone phase
-// starts again from its beginning: a tombstone may be seen twice, none is
-// missed.
+// time sorted by _shard_doc. A tombstone position names its point in time,
+// which a scan closes when it ends, and leaves open when fn stops it (for a
+// Scan from the page's Next); when it has expired (after 10 minutes
+// unused), the tombstone phase starts again from its beginning: a
+// tombstone may be seen twice, none is missed.
 func (e *Elastic) Scan(ctx context.Context, from string, fn func(ScanPage) error) error {
 	if e.err != nil {
 		return e.err
@@ -184,7 +185,7 @@ func (e *Elastic) scan(ctx context.Context, gen, from string, fn func(ScanPage) 
 		pos = ""
 	case "deleted":
 	default:
-		return fmt.Errorf("sink: elasticsearch scan %s: %q is not a position of a scan", gen, from)
+		return fmt.Errorf("sink: elasticsearch scan %s: %q: %w", gen, from, ErrBadPosition)
 	}
 	return e.scanDeleted(ctx, gen, pos, fn)
 }
@@ -249,7 +250,7 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 			err = json.Unmarshal(b, &at)
 		}
 		if err != nil {
-			return fmt.Errorf("sink: elasticsearch scan %s: a bad position: %w", target, err)
+			return fmt.Errorf("sink: elasticsearch scan %s: %w (%v)", target, ErrBadPosition, err)
 		}
 	}
 	if at.PIT == "" {
@@ -261,7 +262,14 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 		}
 		at = scanPosition{PIT: gjson.GetBytes(body, "id").Str}
 	}
+	// A scan fn stops leaves its point in time open for a later Scan from
+	// the page's Next: a caller taking one page per Scan (the store API)
+	// goes on with it instead of starting the phase again every time.
+	stopped := false
 	defer func() {
+		if stopped {
+			return // it expires after pitKeepAlive unused
+		}
 		b, _ := json.Marshal(map[string]string{"id": at.PIT})
 		c := e.c.ClosePointInTime
 		if res, err := c(c.WithContext(context.WithoutCancel(ctx)), c.WithBody(bytes.NewReader(b))); err == nil {
@@ -305,6 +313,7 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 		}
 		page.Next = at.String()
 		if err := fn(page); err != nil {
+			stopped = true
 			return err
 		}
 	}

@@ -35,7 +35,7 @@ func (r *Redis) Scan(ctx context.Context, from string, fn func(ScanPage) error) 
 		node, at, ok := strings.Cut(from, "|")
 		c, err := strconv.ParseUint(at, 10, 64)
 		if !ok || err != nil {
-			return fmt.Errorf("sink: redis scan: %q is not a position of a scan", from)
+			return fmt.Errorf("sink: redis scan: %q: %w", from, ErrBadPosition)
 		}
 		if i = slices.IndexFunc(nodes, func(n scanNode) bool { return n.addr == node }); i < 0 {
 			return fmt.Errorf("sink: redis scan: node %q of the position is not among the nodes now (%d): start the scan again", node, len(nodes))

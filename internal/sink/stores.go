@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -68,8 +69,15 @@ type Scanner interface {
 	// Writes during a scan: an id stored for the whole scan is in at least
 	// one page; an id may be in more than one (a Redis SCAN may repeat), so
 	// callers tolerate duplicates. Tombstones are not in IDs but in Deleted.
+	//
+	// A from that is not a position of a scan of this store is an error
+	// wrapping ErrBadPosition.
 	Scan(ctx context.Context, from string, fn func(ScanPage) error) error
 }
+
+// ErrBadPosition is what Scan returns, wrapped, for a from that is not a
+// position of a scan of the store: the caller's mistake, not the store's.
+var ErrBadPosition = errors.New("not a position of a scan of this store")
 
 // ScanPage is one page of a Scan.
 type ScanPage struct {
