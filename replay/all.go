@@ -187,10 +187,12 @@ func (r *run) allFromStore(ctx context.Context, name string, sc sink.Scanner) er
 	total := int64(-1)
 	if c, ok := sc.(sink.Counter); ok {
 		n, err := c.Count(ctx)
-		if err != nil {
+		switch {
+		case err == nil:
+			total = n
+		case !errors.Is(err, sink.ErrNotSupported):
 			return fmt.Errorf("replay: counting %s: %w", name, err)
 		}
-		total = n
 	}
 	pos := r.cp.Position
 	if r.resumed {

@@ -509,10 +509,12 @@ func sample(ctx context.Context, name string, store any, n int) ([]string, error
 	}
 	if s, ok := store.(sink.Sampler); ok {
 		ids, err := s.Sample(ctx, n)
-		if err != nil {
+		if err == nil {
+			return ids, nil
+		}
+		if !errors.Is(err, sink.ErrNotSupported) {
 			return nil, fmt.Errorf("replay: sampling %s: %w", name, err)
 		}
-		return ids, nil
 	}
 	r := newReservoir(n)
 	err := scanAll(ctx, name, store, func(p sink.ScanPage) error { r.add(p.IDs); return r.add(p.Deleted) })

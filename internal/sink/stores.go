@@ -75,6 +75,12 @@ type Scanner interface {
 	Scan(ctx context.Context, from string, fn func(ScanPage) error) error
 }
 
+// ErrNotSupported is wrapped by the error of a store reached through
+// another process (internal/storeapi) when the store behind it does not
+// keep the contract asked for: a caller says what the backend cannot do,
+// or takes another way (sample a Scan rather than Sample).
+var ErrNotSupported = errors.New("not supported by this store")
+
 // ErrBadPosition is what Scan returns, wrapped, for a from that is not a
 // position of a scan of the store: the caller's mistake, not the store's.
 var ErrBadPosition = errors.New("not a position of a scan of this store")

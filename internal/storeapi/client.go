@@ -30,7 +30,7 @@ var (
 // API does not support (the answer 501): the embedded docs store cannot
 // re-index itself, Redis cannot count. Callers say what the backend cannot
 // do, or take another way (sample a Scan).
-var ErrNotSupported = errors.New("not supported by this store")
+var ErrNotSupported = sink.ErrNotSupported
 
 // Error is a problem the projector answered.
 type Error struct {
