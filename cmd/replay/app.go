@@ -18,6 +18,7 @@ import (
 
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/config"
+	"github.com/readside/readside/internal/storeapi"
 	"github.com/readside/readside/projections"
 	"github.com/readside/readside/replay"
 )
@@ -34,6 +35,7 @@ type app struct {
 	ownStream      string
 	connectTimeout time.Duration
 	output         string // --output: text or json
+	projectorURL   string // --projector-url: the admin address of the projector holding embedded stores
 
 	// wrote is set once the command's report is written (see write).
 	wrote bool
@@ -57,6 +59,7 @@ func (a *app) registerGlobal(root *cobra.Command) {
 	pf.StringVar(&a.stream, "stream", config.Env("READSIDE_STREAM", "READSIDE_EVENTS"), "JetStream stream of change events [$READSIDE_STREAM]")
 	pf.StringVar(&a.ownStream, "own-stream", config.Env("READSIDE_OWN_STREAM", "READSIDE_OWN"), "JetStream stream of Readside's own events, where re-issued events go [$READSIDE_OWN_STREAM]")
 	pf.StringVar(&a.dlqStream, "dlq-stream", config.Env("READSIDE_DLQ_STREAM", "READSIDE_DLQ"), "JetStream dead-letter stream [$READSIDE_DLQ_STREAM]")
+	pf.StringVar(&a.projectorURL, "projector-url", config.Env("READSIDE_PROJECTOR_URL", ""), "with embedded stores (--redis-addr/--es-urls embedded): the admin address of the projector that holds them (its -metrics-addr, e.g. http://127.0.0.1:9464), through which replay reads them [$READSIDE_PROJECTOR_URL]")
 	pf.DurationVar(&a.connectTimeout, "connect-timeout", 3*time.Second, "how long to wait for NATS to answer before giving up")
 	pf.StringVarP(&a.output, "output", "o", outputText, "the report on stdout: text, or json (one document; progress and notes stay on stderr)")
 }
@@ -224,12 +227,26 @@ func (a *app) connect() (*conns, error) {
 // Elasticsearch directly; embedded stores through the projector that holds
 // them.
 func (a *app) storesOf(stores *backend.Stores) func(ctx context.Context, def *projections.Definition) (replay.Stores, error) {
-	if a.backends.EmbeddedDocs() || a.backends.EmbeddedSearch() {
+	if !a.backends.EmbeddedDocs() && !a.backends.EmbeddedSearch() {
+		return replay.OpenStores(stores.Read)
+	}
+	if a.projectorURL == "" {
 		return func(context.Context, *projections.Definition) (replay.Stores, error) {
-			return replay.Stores{}, errors.New("the embedded stores are read only by the projector that holds them")
+			return replay.Stores{}, errors.New("the embedded stores belong to the projector that holds them: give its admin address with --projector-url (the demo's is http://127.0.0.1:9464)")
 		}
 	}
-	return replay.OpenStores(stores.Read)
+	// The projector serves both of its stores, whichever they are.
+	c := storeapi.NewClient(a.projectorURL, nil)
+	docs, index := "redis", "elasticsearch"
+	if a.backends.EmbeddedDocs() {
+		docs = "embedded-docs"
+	}
+	if a.backends.EmbeddedSearch() {
+		index = "embedded-search"
+	}
+	return func(_ context.Context, def *projections.Definition) (replay.Stores, error) {
+		return replay.Stores{Docs: c.Docs(def.Name), DocsName: docs, Index: c.Index(def.Name), IndexName: index, Refs: c.Refs(def.Name)}, nil
+	}
 }
 
 // log is where the commands log what is not their report: the NATS
