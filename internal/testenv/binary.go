@@ -16,6 +16,7 @@ import (
 // TestMain after the tests, deletes it.
 type Binary struct {
 	name string
+	pkg  string // the package to build, relative to the test's directory
 	once sync.Once
 	dir  string
 	path string
@@ -23,7 +24,11 @@ type Binary struct {
 }
 
 // NewBinary is the command of the test's directory, to be called name.
-func NewBinary(name string) *Binary { return &Binary{name: name} }
+func NewBinary(name string) *Binary { return &Binary{name: name, pkg: "."} }
+
+// NewBinaryOf is the command in pkg, a directory relative to the test's
+// (such as "../projector"), to be called name.
+func NewBinaryOf(name, pkg string) *Binary { return &Binary{name: name, pkg: pkg} }
 
 // Path builds the command the first time and returns its path; the test
 // fails when it does not build.
@@ -35,7 +40,7 @@ func (b *Binary) Path(t testing.TB) string {
 		}
 		b.path = filepath.Join(b.dir, b.name)
 		start := time.Now()
-		if out, err := exec.Command("go", "build", "-o", b.path, ".").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build: %v\n%s", err, out)
 			return
 		}
