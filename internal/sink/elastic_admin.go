@@ -63,10 +63,27 @@ func (e *Elastic) search(ctx context.Context, target string, q any) ([]byte, err
 }
 
 // GetMany reads ids through the alias in real time (one _mget), in their
-// order: nil where nothing is stored.
+// order: nil where nothing is stored, as for the empty id, which
+// Elasticsearch refuses to look up.
 func (e *Elastic) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 	if e.err != nil {
 		return nil, e.err
+	}
+	if slices.Contains(ids, "") {
+		asked := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == "" })
+		got, err := e.GetMany(ctx, asked)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]*Stored, 0, len(ids))
+		for _, id := range ids {
+			if id == "" {
+				out = append(out, nil)
+			} else {
+				out, got = append(out, got[0]), got[1:]
+			}
+		}
+		return out, nil
 	}
 	out := make([]*Stored, len(ids))
 	if len(ids) == 0 {
@@ -156,10 +173,13 @@ func (e *Elastic) Sample(ctx context.Context, n int) ([]string, error) {
 // live documents sorted by the field "id" (a keyword in every mapping) with
 // search_after, so a position ("live:" and the last id) stays valid for
 // ever; then the tombstones, which have no id field, through a point in
-// time sorted by _shard_doc. A tombstone position names its point in time;
-// when that has expired (after 10 minutes unused), the tombstone phase
-// starts again from its beginning: a tombstone may be seen twice, none is
-// missed.
+// time sorted by _shard_doc. A tombstone position names its point in time,
+// which a scan closes once it has given the last page, and otherwise leaves
+// to expire (after 10 minutes unused), so that a scan fn stopped can go on
+// from where it was; when it is gone, the tombstone phase starts again from
+// its beginning: a tombstone may be seen twice, none is missed. The last
+// page, whose Next is "", is the last of the tombstones, empty when there
+// is none.
 func (e *Elastic) Scan(ctx context.Context, from string, fn func(ScanPage) error) error {
 	if e.err != nil {
 		return e.err
@@ -255,13 +275,13 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 		}
 		at = scanPosition{PIT: gjson.GetBytes(body, "id").Str}
 	}
-	defer func() {
+	closePIT := func() {
 		b, _ := json.Marshal(map[string]string{"id": at.PIT})
 		c := e.c.ClosePointInTime
 		if res, err := c(c.WithContext(context.WithoutCancel(ctx)), c.WithBody(bytes.NewReader(b))); err == nil {
 			res.Body.Close()
 		}
-	}()
+	}
 	restarted := false
 	for {
 		q := map[string]any{
@@ -274,7 +294,8 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 			q["search_after"] = at.After
 		}
 		body, err := e.search(ctx, "", q)
-		if err != nil && !restarted && strings.Contains(err.Error(), "search_context_missing") {
+		// A point in time that expired or was closed is a 404.
+		if err != nil && !restarted && (strings.Contains(err.Error(), "search_context_missing") || strings.Contains(err.Error(), " 404 ")) {
 			// The point in time expired: the phase starts again.
 			restarted = true
 			return e.scanDeleted(ctx, target, "", fn)
@@ -283,9 +304,6 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 			return err
 		}
 		hits := gjson.GetBytes(body, "hits.hits").Array()
-		if len(hits) == 0 {
-			return nil
-		}
 		ids := make([]string, len(hits))
 		for i, h := range hits {
 			ids[i] = h.Get("_id").Str
@@ -293,6 +311,10 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 		page := ScanPage{Deleted: ids, At: at.String()}
 		if p := gjson.GetBytes(body, "pit_id").Str; p != "" {
 			at.PIT = p
+		}
+		if len(hits) < scanPage { // the last page
+			closePIT()
+			return fn(page)
 		}
 		if err := json.Unmarshal([]byte(hits[len(hits)-1].Get("sort").Raw), &at.After); err != nil {
 			return fmt.Errorf("sink: elasticsearch scan %s: sort values: %w", target, err)
