@@ -40,8 +40,8 @@ type BleveOptions struct {
 	// Fields are the projection's fields: they decide what is indexed and
 	// how, as projections.Definition.Mapping does for Elasticsearch.
 	Fields []projections.Field
-	// Log receives what OpenBleve does on its own, such as a re-index. Nil:
-	// nothing is logged.
+	// Log receives what OpenBleve does on its own, such as a re-index, and
+	// what Reindex does. Nil: nothing is logged.
 	Log *slog.Logger
 }
 

@@ -359,11 +359,12 @@ func testScanWhileWriting(t *testing.T, s ScanStore) {
 			return nil
 		}
 		var docs []sink.Doc
-		for i := range 150 {
-			docs = append(docs, doc(fmt.Sprintf("new %d-%d", pages, i), 1, "written during the scan"))
+		for i := range 150 { // before every id of the fixture, and after most
+			docs = append(docs, doc(fmt.Sprintf("\tnew %d-%d", pages, i), 1, "written during the scan"),
+				doc(fmt.Sprintf("~new %d-%d", pages, i), 1, "written during the scan"))
 		}
 		for id := range live { // 100 of them, newer
-			if len(docs) == 250 {
+			if len(docs) == 400 {
 				break
 			}
 			docs = append(docs, doc(id, 3, "newer, during the scan"))
