@@ -40,8 +40,8 @@ type BleveOptions struct {
 	// Fields are the projection's fields: they decide what is indexed and
 	// how, as projections.Definition.Mapping does for Elasticsearch.
 	Fields []projections.Field
-	// Log receives what OpenBleve does on its own, such as a re-index. Nil:
-	// nothing is logged.
+	// Log receives what OpenBleve does on its own, such as a re-index, and
+	// what Reindex does. Nil: nothing is logged.
 	Log *slog.Logger
 }
 
@@ -67,11 +67,19 @@ type BleveOptions struct {
 //
 // One process at a time uses the index: OpenBleve locks "<dir>.lock" until
 // Close. Bleve is safe for concurrent use: searches and reads run in
-// parallel with each other and with one Write at a time.
+// parallel with each other and with one Write at a time (or one Reindex,
+// which Writes wait for).
 type Bleve struct {
+	// idx is the index in use. Reads take it under gen (see current); a
+	// Write, or Reindex, holds the writer token instead: only Reindex
+	// replaces idx, under both.
 	idx     bleve.Index
+	gen     sync.RWMutex
 	lock    *bolt.DB // held open: its file lock keeps other processes out
 	name    string
+	dir     string       // of the index
+	sig     []byte       // the fields' signature (see bleveSignature)
+	log     *slog.Logger // what Reindex logs
 	schema  *bleveSchema
 	mapping mapping.IndexMapping // what documents are built with
 	text    analysis.Analyzer    // of Query.Text, as of the text fields
@@ -137,13 +145,13 @@ func OpenBleve(dir string, o BleveOptions) (*Bleve, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sink: bleve %s: %w", o.Name, err)
 	}
-	b := &Bleve{lock: lock, name: o.Name, schema: newBleveSchema(o.Fields), mapping: m, text: m.AnalyzerNamed(bleveText),
-		writer: make(chan struct{}, 1)}
+	sig := bleveSignature(o.Fields)
+	b := &Bleve{lock: lock, name: o.Name, dir: dir, sig: sig, log: log, schema: newBleveSchema(o.Fields), mapping: m,
+		text: m.AnalyzerNamed(bleveText), writer: make(chan struct{}, 1)}
 	if err := recoverSwap(dir); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("sink: bleve %s: %w", o.Name, err)
 	}
-	sig := bleveSignature(o.Fields)
 	idx, err := openBleveIndex(dir, m, sig)
 	if err != nil {
 		lock.Close()
@@ -259,12 +267,30 @@ func recoverSwap(dir string) error {
 // result.
 func (b *Bleve) reindex(old bleve.Index, dir string, m mapping.IndexMapping, sig []byte, log *slog.Logger) (bleve.Index, error) {
 	start := time.Now()
+	n, dropped, err := b.buildFresh(context.Background(), old, dir, m, sig)
+	if err != nil {
+		return old, fmt.Errorf("re-index: %w", err)
+	}
+	idx, err := swapIn(old, dir, log)
+	if err != nil {
+		return idx, fmt.Errorf("re-index: %w", err)
+	}
+	logReindexed(log, n, dropped, start)
+	return idx, nil
+}
+
+// buildFresh copies every document and tombstone of old into a fresh index
+// with m and the signature sig beside dir ("<dir>.reindex"), closed once
+// complete, and reports how many, and how many values it left out. When it
+// fails (ctx done too), it removes what it built; old is left as it was.
+func (b *Bleve) buildFresh(ctx context.Context, old bleve.Index, dir string, m mapping.IndexMapping, sig []byte) (n, dropped int, err error) {
 	tmp := dir + ".reindex"
 	fresh, err := bleve.NewUsing(tmp, m, scorch.Name, bleve.Config.DefaultKVStore, bleveConfig())
 	if err != nil {
-		return old, fmt.Errorf("re-index: create %s: %w", tmp, err)
+		os.RemoveAll(tmp)
+		return 0, 0, fmt.Errorf("create %s: %w", tmp, err)
 	}
-	n, dropped, err := b.copyDocs(old, fresh)
+	n, dropped, err = b.copyDocs(ctx, old, fresh)
 	if err == nil {
 		err = fresh.SetInternal(bleveSignatureKey, sig) // last: an index without it is re-indexed again
 	}
@@ -273,34 +299,60 @@ func (b *Bleve) reindex(old bleve.Index, dir string, m mapping.IndexMapping, sig
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
-		return old, fmt.Errorf("re-index: %w", err)
+		return 0, 0, err
 	}
+	return n, dropped, nil
+}
+
+// swapIn closes old, puts the index buildFresh built in dir's place and
+// opens it. When a step fails after old is closed, the directories are put
+// back as they were (see recoverSwap) and old is opened again: it returns
+// that with the error, or nil when even that fails. A crash midway is
+// undone by the next open's recoverSwap.
+func swapIn(old bleve.Index, dir string, log *slog.Logger) (bleve.Index, error) {
 	if err := old.Close(); err != nil {
-		return nil, fmt.Errorf("re-index: close the old index: %w", err)
+		return reopen(dir, fmt.Errorf("close the old index: %w", err))
 	}
 	if err := os.Rename(dir, dir+".old"); err != nil {
-		return nil, fmt.Errorf("re-index: %w", err)
+		return reopen(dir, err)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, fmt.Errorf("re-index: %w (the next open puts the old index back)", err)
+	if err := os.Rename(dir+".reindex", dir); err != nil {
+		return reopen(dir, err)
 	}
 	if err := os.RemoveAll(dir + ".old"); err != nil {
 		log.Warn("embedded search index: re-indexed, but the old index stays behind", "err", err)
 	}
-	if dropped > 0 {
-		log.Warn("embedded search index: values that do not fit their field's new type were left out of the index", "values", dropped)
-	}
-	log.Info("embedded search index: re-indexed", "docs", n, "took", time.Since(start).Round(time.Millisecond))
 	idx, err := bleve.OpenUsing(dir, bleveConfig())
 	if err != nil {
-		return nil, fmt.Errorf("re-index: open the new index: %w", err)
+		return nil, fmt.Errorf("open the new index: %w", err)
 	}
 	return idx, nil
 }
 
+// reopen puts back the index a swap cut short by failed and opens it.
+func reopen(dir string, failed error) (bleve.Index, error) {
+	if err := recoverSwap(dir); err != nil {
+		return nil, errors.Join(failed, err)
+	}
+	idx, err := bleve.OpenUsing(dir, bleveConfig())
+	if err != nil {
+		return nil, errors.Join(failed, fmt.Errorf("open the old index again: %w", err))
+	}
+	return idx, failed
+}
+
+// logReindexed logs a re-index of n documents that began at start.
+func logReindexed(log *slog.Logger, n, dropped int, start time.Time) {
+	if dropped > 0 {
+		log.Warn("embedded search index: values that do not fit their field's new type were left out of the index", "values", dropped)
+	}
+	log.Info("embedded search index: re-indexed", "docs", n, "took", time.Since(start).Round(time.Millisecond))
+}
+
 // copyDocs writes every document and tombstone of from into to, with to's
-// fields, and reports how many, and how many values it left out.
-func (b *Bleve) copyDocs(from, to bleve.Index) (n, dropped int, err error) {
+// fields, and reports how many, and how many values it left out. It stops
+// when ctx is done.
+func (b *Bleve) copyDocs(ctx context.Context, from, to bleve.Index) (n, dropped int, err error) {
 	r, err := reader(from)
 	if err != nil {
 		return 0, 0, err
@@ -313,6 +365,9 @@ func (b *Bleve) copyDocs(from, to bleve.Index) (n, dropped int, err error) {
 	defer all.Close()
 	batch := to.NewBatch()
 	for {
+		if err := ctx.Err(); err != nil {
+			return n, dropped, err
+		}
 		iid, err := all.Next()
 		if err != nil {
 			return n, dropped, err
@@ -565,7 +620,9 @@ func (b *Bleve) Get(ctx context.Context, id string) (Stored, error) {
 		return Stored{}, err
 	}
 	defer done()
-	r, err := reader(b.idx)
+	idx, release := b.current()
+	defer release()
+	r, err := reader(idx)
 	if err != nil {
 		return Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
 	}
@@ -620,7 +677,9 @@ func (b *Bleve) Search(ctx context.Context, q Query) (Page, error) {
 	if req == nil {
 		return Page{IDs: []string{}}, nil
 	}
-	res, err := b.idx.SearchInContext(ctx, req)
+	idx, release := b.current()
+	defer release()
+	res, err := idx.SearchInContext(ctx, req)
 	if err != nil {
 		return Page{}, fmt.Errorf("sink: bleve %s: search: %w", b.name, err)
 	}

@@ -49,6 +49,38 @@ func TestBleveSearchConformance(t *testing.T) {
 	})
 }
 
+func TestBleveScan(t *testing.T) {
+	t.Parallel()
+	sinktest.RunScan(t, func(t *testing.T) sinktest.ScanStore {
+		b, _ := openBleve(t, nil)
+		return b
+	})
+}
+
+func TestBleveReader(t *testing.T) {
+	t.Parallel()
+	sinktest.RunReader(t, func(t *testing.T) sinktest.ReaderStore {
+		b, _ := openBleve(t, nil)
+		return b
+	})
+}
+
+func TestBleveCounter(t *testing.T) {
+	t.Parallel()
+	sinktest.RunCounter(t, func(t *testing.T) sinktest.CounterStore {
+		b, _ := openBleve(t, nil)
+		return b
+	})
+}
+
+func TestBleveReindexer(t *testing.T) {
+	t.Parallel()
+	sinktest.RunReindexer(t, func(t *testing.T, def *projections.Definition) sinktest.ReindexStore {
+		b, _ := openBleve(t, def.Fields)
+		return b
+	})
+}
+
 // bleveShopFields are the fields of the shops the search tests index: one of
 // every type, a list of each kind, and one field that is not indexed.
 var bleveShopFields = []projections.Field{

@@ -50,6 +50,24 @@ func TestBoltRefs(t *testing.T) {
 	sinktest.RunRefs(t, func(t *testing.T) sinktest.RefIndex { return b.Refs(t.Name(), 0) })
 }
 
+func TestBoltScan(t *testing.T) {
+	t.Parallel()
+	b, _ := openBolt(t)
+	sinktest.RunScan(t, func(t *testing.T) sinktest.ScanStore { return b.Docs(t.Name(), 0) })
+}
+
+func TestBoltReader(t *testing.T) {
+	t.Parallel()
+	b, _ := openBolt(t)
+	sinktest.RunReader(t, func(t *testing.T) sinktest.ReaderStore { return b.Docs(t.Name(), 0) })
+}
+
+func TestBoltCounter(t *testing.T) {
+	t.Parallel()
+	b, _ := openBolt(t)
+	sinktest.RunCounter(t, func(t *testing.T) sinktest.CounterStore { return b.Docs(t.Name(), 0) })
+}
+
 // boltUsers lists, sorted, the documents that use entity key of source.
 func boltUsers(t testing.TB, r *sink.BoltRefs, source, key string) []string {
 	t.Helper()

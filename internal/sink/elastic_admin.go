@@ -63,10 +63,27 @@ func (e *Elastic) search(ctx context.Context, target string, q any) ([]byte, err
 }
 
 // GetMany reads ids through the alias in real time (one _mget), in their
-// order: nil where nothing is stored.
+// order: nil where nothing is stored, as for the empty id, which
+// Elasticsearch refuses to look up.
 func (e *Elastic) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 	if e.err != nil {
 		return nil, e.err
+	}
+	if slices.Contains(ids, "") {
+		asked := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == "" })
+		got, err := e.GetMany(ctx, asked)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]*Stored, 0, len(ids))
+		for _, id := range ids {
+			if id == "" {
+				out = append(out, nil)
+			} else {
+				out, got = append(out, got[0]), got[1:]
+			}
+		}
+		return out, nil
 	}
 	out := make([]*Stored, len(ids))
 	if len(ids) == 0 {
@@ -157,10 +174,12 @@ func (e *Elastic) Sample(ctx context.Context, n int) ([]string, error) {
 // search_after, so a position ("live:" and the last id) stays valid for
 // ever; then the tombstones, which have no id field, through a point in
 // time sorted by _shard_doc. A tombstone position names its point in time,
-// which a scan closes when it ends, and leaves open when fn stops it (for a
-// Scan from the page's Next); when it has expired (after 10 minutes
-// unused), the tombstone phase starts again from its beginning: a
-// tombstone may be seen twice, none is missed.
+// which a scan closes once it has given the last page, and otherwise leaves
+// to expire (after 10 minutes unused), so that a scan fn stopped can go on
+// from where it was; when it is gone, the tombstone phase starts again from
+// its beginning: a tombstone may be seen twice, none is missed. The last
+// page, whose Next is "", is the last of the tombstones, empty when there
+// is none.
 func (e *Elastic) Scan(ctx context.Context, from string, fn func(ScanPage) error) error {
 	if e.err != nil {
 		return e.err
@@ -171,7 +190,12 @@ func (e *Elastic) Scan(ctx context.Context, from string, fn func(ScanPage) error
 // Tombstones calls fn with the ids of the tombstones of the index gen, page
 // by page (the second phase of a scan).
 func (e *Elastic) Tombstones(ctx context.Context, gen string, fn func(ids []string) error) error {
-	return e.scanDeleted(ctx, gen, "", func(p ScanPage) error { return fn(p.Deleted) })
+	return e.scanDeleted(ctx, gen, "", func(p ScanPage) error {
+		if len(p.Deleted) == 0 {
+			return nil
+		}
+		return fn(p.Deleted)
+	})
 }
 
 // scan is Scan on the index or alias gen.
@@ -262,20 +286,13 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 		}
 		at = scanPosition{PIT: gjson.GetBytes(body, "id").Str}
 	}
-	// A scan fn stops leaves its point in time open for a later Scan from
-	// the page's Next: a caller taking one page per Scan (the store API)
-	// goes on with it instead of starting the phase again every time.
-	stopped := false
-	defer func() {
-		if stopped {
-			return // it expires after pitKeepAlive unused
-		}
+	closePIT := func() {
 		b, _ := json.Marshal(map[string]string{"id": at.PIT})
 		c := e.c.ClosePointInTime
 		if res, err := c(c.WithContext(context.WithoutCancel(ctx)), c.WithBody(bytes.NewReader(b))); err == nil {
 			res.Body.Close()
 		}
-	}()
+	}
 	restarted := false
 	for {
 		q := map[string]any{
@@ -288,7 +305,8 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 			q["search_after"] = at.After
 		}
 		body, err := e.search(ctx, "", q)
-		if err != nil && !restarted && strings.Contains(err.Error(), "search_context_missing") {
+		// A point in time that expired or was closed is a 404.
+		if err != nil && !restarted && (strings.Contains(err.Error(), "search_context_missing") || strings.Contains(err.Error(), " 404 ")) {
 			// The point in time expired: the phase starts again.
 			restarted = true
 			return e.scanDeleted(ctx, target, "", fn)
@@ -297,9 +315,6 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 			return err
 		}
 		hits := gjson.GetBytes(body, "hits.hits").Array()
-		if len(hits) == 0 {
-			return nil
-		}
 		ids := make([]string, len(hits))
 		for i, h := range hits {
 			ids[i] = h.Get("_id").Str
@@ -308,12 +323,15 @@ func (e *Elastic) scanDeleted(ctx context.Context, target, pos string, fn func(S
 		if p := gjson.GetBytes(body, "pit_id").Str; p != "" {
 			at.PIT = p
 		}
+		if len(hits) < scanPage { // the last page
+			closePIT()
+			return fn(page)
+		}
 		if err := json.Unmarshal([]byte(hits[len(hits)-1].Get("sort").Raw), &at.After); err != nil {
 			return fmt.Errorf("sink: elasticsearch scan %s: sort values: %w", target, err)
 		}
 		page.Next = at.String()
 		if err := fn(page); err != nil {
-			stopped = true
 			return err
 		}
 	}

@@ -69,6 +69,37 @@ func TestElasticConformance(t *testing.T) {
 	})
 }
 
+// conformanceMapping is the mapping of the suites' documents: their id (a
+// keyword in every projection's mapping), version and note.
+var conformanceMapping = map[string]any{"properties": map[string]any{
+	"id": map[string]any{"type": "keyword"}, "version": map[string]any{"type": "long"},
+	"note": map[string]any{"type": "text"},
+}}
+
+func TestElasticScan(t *testing.T) {
+	t.Parallel()
+	sinktest.RunScan(t, func(t *testing.T) sinktest.ScanStore {
+		e, _, _ := openElastic(t, conformanceMapping)
+		return e
+	})
+}
+
+func TestElasticReader(t *testing.T) {
+	t.Parallel()
+	sinktest.RunReader(t, func(t *testing.T) sinktest.ReaderStore {
+		e, _, _ := openElastic(t, conformanceMapping)
+		return e
+	})
+}
+
+func TestElasticCounter(t *testing.T) {
+	t.Parallel()
+	sinktest.RunCounter(t, func(t *testing.T) sinktest.CounterStore {
+		e, _, _ := openElastic(t, conformanceMapping)
+		return e
+	})
+}
+
 func TestElasticOptionsValidate(t *testing.T) {
 	tests := []struct {
 		o       sink.ElasticOptions

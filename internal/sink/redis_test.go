@@ -72,6 +72,34 @@ func TestRedisConformance(t *testing.T) {
 	})
 }
 
+func TestRedisScan(t *testing.T) {
+	t.Parallel()
+	sinktest.RunScan(t, func(t *testing.T) sinktest.ScanStore {
+		r, _ := openRedis(t, sink.RedisOptions{})
+		return r
+	})
+}
+
+// TestRedisClusterScan scans the test Redis Cluster, whose keys are on
+// every master.
+func TestRedisClusterScan(t *testing.T) {
+	t.Parallel()
+	sinktest.RunScan(t, func(t *testing.T) sinktest.ScanStore {
+		c := testenv.RedisCluster(t)
+		ns := testenv.Namespace(t)
+		testenv.CleanRedisCluster(t, c, ns)
+		return sink.NewRedis(c, sink.RedisOptions{KeyPattern: ns + ":doc:{id}"})
+	})
+}
+
+func TestRedisReader(t *testing.T) {
+	t.Parallel()
+	sinktest.RunReader(t, func(t *testing.T) sinktest.ReaderStore {
+		r, _ := openRedis(t, sink.RedisOptions{})
+		return r
+	})
+}
+
 func TestRedisKey(t *testing.T) {
 	r := sink.NewRedis(nil, sink.RedisOptions{KeyPattern: "shop:{id}:v1"})
 	for id, want := range map[string]string{"42": "shop:42:v1", "{id}": "shop:{id}:v1", "a b": "shop:a b:v1", "": "shop::v1"} {

@@ -142,7 +142,7 @@ type Generations interface {
 	// after Begin.
 	Settle() time.Duration
 	// RefreshGenerations makes what was written to gens visible to
-	// CountGenerations and ScanGeneration.
+	// CountGenerations and Tombstones.
 	RefreshGenerations(ctx context.Context, gens []string) error
 	// CountGenerations counts the live documents of each of gens.
 	CountGenerations(ctx context.Context, gens []string) (map[string]int64, error)

@@ -7,6 +7,9 @@
 //   - RunRefs: the reverse lookup of joined entities;
 //   - RunSearch: the list and search behaviour the query API relies on
 //     (filters, sorts, text, geo, paging by After).
+//
+// and those of what operators' tools need of a store (see admin.go):
+// RunScan, RunReader, RunCounter and RunReindexer.
 package sinktest
 
 import (
