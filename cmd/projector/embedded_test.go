@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,18 +178,22 @@ func TestServesEmbeddedStoresOnTheAdminAddress(t *testing.T) {
 		}
 	}
 
-	// The embedded doc store keeps neither Counter nor Scanner yet: 501,
-	// saying which store cannot do what. (Once it keeps them, assert the
-	// count, 5, and the scan's ids instead.)
-	_, err = docs.Count(ctx)
-	var e *storeapi.Error
-	if !errors.Is(err, storeapi.ErrNotSupported) || !errors.As(err, &e) ||
-		!strings.Contains(e.Detail, "the embedded-docs store of projection "+ns+" cannot count") {
-		t.Errorf("GET /stores/v1/%s/docs/count = %v, want a 501 saying the embedded-docs store cannot count", ns, err)
+	// Both embedded stores count and scan what they hold.
+	for _, st := range []*storeapi.Store{docs, client.Index(ns)} {
+		if got, err := st.Count(ctx); err != nil || got != int64(len(ids)) {
+			t.Errorf("count = %d, %v; want %d", got, err, len(ids))
+		}
+		var scanned []string
+		if err := st.Scan(ctx, "", func(p sink.ScanPage) error { scanned = append(scanned, p.IDs...); return nil }); err != nil || !slices.Equal(scanned, ids) {
+			t.Errorf("scan = %v, %v; want %v", scanned, err, ids)
+		}
 	}
-	err = docs.Scan(ctx, "", func(sink.ScanPage) error { return nil })
-	if !errors.Is(err, storeapi.ErrNotSupported) || !strings.Contains(err.Error(), "the embedded-docs store of projection "+ns+" cannot scan") {
-		t.Errorf("GET /stores/v1/%s/docs/scan = %v, want a 501 saying the embedded-docs store cannot scan", ns, err)
+	// The doc store cannot re-index itself: 501, saying which store cannot
+	// do what.
+	_, err = docs.Reindex(ctx)
+	var e *storeapi.Error
+	if !errors.Is(err, storeapi.ErrNotSupported) || !errors.As(err, &e) || !strings.Contains(e.Detail, "the embedded-docs store of projection "+ns+" cannot") {
+		t.Errorf("POST /stores/v1/%s/docs/reindex = %v, want a 501 saying the embedded-docs store cannot re-index", ns, err)
 	}
 	_, err = client.Docs("nosuch").GetMany(ctx, ids)
 	if !errors.As(err, &e) || e.Status != http.StatusNotFound || !strings.Contains(e.Detail, `"nosuch"`) {

@@ -41,7 +41,7 @@ func TestEmbeddedStores(t *testing.T) {
 	api := testenv.NewShopAPI()
 	t.Cleanup(api.Close)
 	ns, dir := testenv.Namespace(t), t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, ns+".yaml"), []byte(testenv.ShopDefinition(ns, api.URL, false)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, ns+".yaml"), []byte(testenv.ShopDefinition(ns, api.URL, true)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	natsAddr, admin := testenv.FreeAddr(t), testenv.FreeAddr(t)
@@ -64,6 +64,9 @@ func TestEmbeddedStores(t *testing.T) {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-exited
+		if b, err := os.ReadFile(logFile); err == nil {
+			os.WriteFile("/tmp/proj.log", b, 0o644)
+		}
 		if t.Failed() {
 			t.Logf("last lines of the projector's log:\n%s", testenv.TailFile(logFile, 40))
 		}
@@ -124,10 +127,12 @@ func TestEmbeddedStores(t *testing.T) {
 		v.Stores["docs"] != "embedded-docs" || v.Stores["index"] != "embedded-search" || v.Fixed != 2 {
 		t.Fatalf("verify --fix on the embedded stores: exit %d, report %s\nstderr %s", code, out, errOut)
 	}
+	last := ""
 	waitFor(t, 30*time.Second, "verify finds no drift once the fix is projected", exited, func() bool {
-		code, _, _ := c.run(append([]string{"verify", ns, "--all", "--rate", "-1"}, withProjector...)...)
+		code, out, errOut := c.run(append([]string{"verify", ns, "--all", "--rate", "-1"}, withProjector...)...)
+		last = out + errOut
 		return code == 0
-	})
+	}, &last)
 
 	// all, from either store: every live document (3 is a tombstone now).
 	for _, from := range []string{"docs", "index"} {
@@ -157,8 +162,8 @@ func TestEmbeddedStores(t *testing.T) {
 }
 
 // waitFor polls cond until it holds, failing the test after d or when the
-// process behind exited ends.
-func waitFor(t *testing.T, d time.Duration, what string, exited <-chan struct{}, cond func() bool) {
+// process behind exited ends; last are what the test shows then.
+func waitFor(t *testing.T, d time.Duration, what string, exited <-chan struct{}, cond func() bool, last ...*string) {
 	t.Helper()
 	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
 		select {
@@ -167,6 +172,9 @@ func waitFor(t *testing.T, d time.Duration, what string, exited <-chan struct{},
 		default:
 		}
 		if time.Now().After(deadline) {
+			for _, l := range last {
+				t.Logf("last try: %s", *l)
+			}
 			t.Fatalf("not within %s: %s", d, what)
 		}
 	}
