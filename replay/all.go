@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 
-	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/projections"
 )
@@ -332,7 +332,7 @@ func cmpOr(s, def string) string {
 func (e *Env) allFromElastic(ctx context.Context, def *projections.Definition, r *run) error {
 	alias := def.Elasticsearch.Alias
 	r.source(fmt.Sprintf("the Elasticsearch index behind alias %s (search_after on id; tombstones skipped)", alias))
-	live := map[string]any{"bool": map[string]any{"must_not": []any{map[string]any{"term": map[string]any{sink.DeletedField: true}}}}}
+	live := map[string]any{"bool": map[string]any{"must_not": []any{map[string]any{"term": map[string]any{elasticindex.DeletedField: true}}}}}
 	total, err := e.esCount(ctx, alias, live)
 	if err != nil {
 		return err

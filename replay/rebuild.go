@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/tidwall/gjson"
 
-	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
 )
@@ -35,7 +35,8 @@ var ErrRebuildShort = errors.New("the new index has too few documents")
 // RebuildOptions tune Rebuild. The zero value keeps the old index and
 // tolerates no missing document.
 type RebuildOptions struct {
-	// Rate is the most ids re-issued per second [DefaultRate]; negative: no limit.
+	// Rate is the most ids re-issued per second [DefaultRate]; negative: no
+	// limit.
 	Rate float64
 	// Tolerance is the share of the old index's live documents the new one
 	// may lack and still take the alias (DefaultTolerance is the command's
@@ -72,10 +73,11 @@ type RebuildResult struct {
 }
 
 // RebuildSettle is how long Rebuild waits after creating the rebuild alias
-// before it re-issues anything: twice sink.RebuildDiscovery, the longest a
-// projector takes to see the alias, so that by then every projector writes
-// both indices (a write that started before has had as long again to land).
-const RebuildSettle = 2 * sink.RebuildDiscovery
+// before it re-issues anything: twice elasticindex.RebuildDiscovery, the
+// longest a projector takes to see the alias, so that by then every projector
+// writes both indices (a write that started before has had as long again to
+// land).
+const RebuildSettle = 2 * elasticindex.RebuildDiscovery
 
 // Rebuild builds a new index for def behind its alias without downtime; it
 // is also how a changed mapping is rolled out. Run it with the NEW
@@ -89,7 +91,7 @@ const RebuildSettle = 2 * sink.RebuildDiscovery
 //     "<alias>-rebuild" on it; when that alias exists already, continue with
 //     its index (an earlier run stopped);
 //  2. wait RebuildSettle, so that every projector writes every live change
-//     to both indices (see sink.Elastic.Write);
+//     to both indices (see elasticindex.Index.Write);
 //  3. re-issue every id (see All: the list endpoint, else the ids in Redis)
 //     at o.Rate, so the projectors fill the new index too;
 //  4. wait until the projection's replay consumer has no pending and no
@@ -114,7 +116,7 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	alias := def.Elasticsearch.Alias
-	rebuildAlias := alias + sink.RebuildSuffix
+	rebuildAlias := alias + elasticindex.RebuildSuffix
 	res := &RebuildResult{Alias: alias, DryRun: o.DryRun}
 
 	old, err := e.aliasIndices(ctx, alias)
@@ -174,8 +176,8 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 		if !o.DryRun {
 			// An earlier run may have had another definition: its mapping
 			// must be this one's (fields it lacks are added).
-			_, err := sink.NewElastic(e.Elastic, sink.ElasticOptions{Alias: rebuildAlias, Mapping: def.Mapping()}).CheckMapping(ctx)
-			var conflict *sink.MappingConflictError
+			_, err := elasticindex.New(e.Elastic, elasticindex.Options{Alias: rebuildAlias, Mapping: def.Mapping()}).CheckMapping(ctx)
+			var conflict *elasticindex.MappingConflictError
 			if errors.As(err, &conflict) {
 				return res, fmt.Errorf("replay: %s, left by an earlier rebuild, has another mapping than this definition: give it up (DELETE /%s) and run the rebuild again: %w",
 					res.New, res.New, err)
@@ -410,16 +412,16 @@ func indexVersion(alias, index string) (int, bool) {
 }
 
 // createRebuildIndex creates index with the definition's mapping (and the
-// tombstone field, as sink.Elastic.Ensure does), the shard and replica
+// tombstone field, as elasticindex.Index.Ensure does), the shard and replica
 // counts of like, and the rebuild alias, in one call. When a concurrent run
 // created it first, with the rebuild alias, that is fine.
 func (e *Env) createRebuildIndex(ctx context.Context, def *projections.Definition, index, like string) error {
 	mapping := def.Mapping()
 	props := mapping["properties"].(map[string]any) // Mapping returns a fresh map
-	props[sink.DeletedField] = map[string]any{"type": "boolean"}
+	props[elasticindex.DeletedField] = map[string]any{"type": "boolean"}
 	body := map[string]any{
 		"mappings": mapping,
-		"aliases":  map[string]any{def.Elasticsearch.Alias + sink.RebuildSuffix: map[string]any{"is_write_index": true}},
+		"aliases":  map[string]any{def.Elasticsearch.Alias + elasticindex.RebuildSuffix: map[string]any{"is_write_index": true}},
 	}
 	gs := e.Elastic.Indices.GetSettings
 	settings, err := esAnswer("settings", like)(gs(gs.WithContext(ctx), gs.WithIndex(like),
@@ -454,11 +456,11 @@ func (e *Env) createRebuildIndex(ctx context.Context, def *projections.Definitio
 		return nil
 	}
 	if gjson.GetBytes(answer, "error.type").Str == "resource_already_exists_exception" {
-		if on, err := e.aliasIndices(ctx, def.Elasticsearch.Alias+sink.RebuildSuffix); err == nil && slices.Equal(on, []string{index}) {
+		if on, err := e.aliasIndices(ctx, def.Elasticsearch.Alias+elasticindex.RebuildSuffix); err == nil && slices.Equal(on, []string{index}) {
 			return nil // a concurrent run of the rebuild
 		}
 		return fmt.Errorf("replay: index %s exists already, without alias %s%s: delete it, or add the alias to continue a rebuild into it",
-			index, def.Elasticsearch.Alias, sink.RebuildSuffix)
+			index, def.Elasticsearch.Alias, elasticindex.RebuildSuffix)
 	}
 	return fmt.Errorf("replay: creating index %s: %s: %s", index, res.Status(), gjson.GetBytes(answer, "error.reason").Str)
 }
@@ -467,7 +469,7 @@ func (e *Env) createRebuildIndex(ctx context.Context, def *projections.Definitio
 // at a time, and returns how many.
 func (e *Env) reissueTombstones(ctx context.Context, def *projections.Definition, indices []string, o ReissueOptions) (int64, error) {
 	r := NewReissuer(e.JetStream, def, o)
-	err := e.pitIDs(ctx, indices, map[string]any{"term": map[string]any{sink.DeletedField: true}}, func(ids []string) error {
+	err := e.pitIDs(ctx, indices, map[string]any{"term": map[string]any{elasticindex.DeletedField: true}}, func(ids []string) error {
 		valid := slices.DeleteFunc(ids, func(id string) bool { return projections.ValidateID(id) != nil })
 		return r.Reissue(ctx, valid)
 	})
@@ -475,7 +477,7 @@ func (e *Env) reissueTombstones(ctx context.Context, def *projections.Definition
 }
 
 // liveQuery matches the documents that are not tombstones.
-var liveQuery = map[string]any{"bool": map[string]any{"must_not": []any{map[string]any{"term": map[string]any{sink.DeletedField: true}}}}}
+var liveQuery = map[string]any{"bool": map[string]any{"must_not": []any{map[string]any{"term": map[string]any{elasticindex.DeletedField: true}}}}}
 
 // liveCounts counts the documents that are not tombstones in each of
 // indices, in one search (a terms aggregation on _index).
@@ -510,7 +512,7 @@ func (e *Env) swap(ctx context.Context, alias string, old []string, index string
 	}
 	actions = append(actions,
 		map[string]any{"add": map[string]any{"index": index, "alias": alias, "is_write_index": true}},
-		map[string]any{"remove": map[string]any{"index": index, "alias": alias + sink.RebuildSuffix, "must_exist": true}})
+		map[string]any{"remove": map[string]any{"index": index, "alias": alias + elasticindex.RebuildSuffix, "must_exist": true}})
 	b, _ := json.Marshal(map[string]any{"actions": actions})
 	u := e.Elastic.Indices.UpdateAliases
 	_, err := esAnswer("swap of", alias)(u(bytes.NewReader(b), u.WithContext(ctx)))

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/projections"
 )
 
@@ -222,7 +223,7 @@ func (e *Env) users(ctx context.Context, def *projections.Definition, ev project
 		return nil, fmt.Errorf("replay: lookup events (%s %s changed) need Redis, where the projector records which documents use it", ev.Lookup, ev.ID)
 	}
 	var out []string
-	refs := sink.NewRefs(e.Redis, sink.RefsPrefix(def.Name), 0)
+	refs := redisstore.NewRefs(e.Redis, sink.RefsPrefix(def.Name), 0)
 	err := refs.Users(ctx, ev.Lookup, ev.ID, func(ids []string) error {
 		out = append(out, ids...)
 		return nil

@@ -22,6 +22,8 @@ import (
 
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/projections"
 )
@@ -269,7 +271,7 @@ type verifier struct {
 	e   *Env
 	def *projections.Definition
 	asm *assemble.Assembler
-	rd  *sink.Redis
+	rd  *redisstore.Store
 	lim *rate.Limiter
 }
 
@@ -287,7 +289,7 @@ func newVerifier(e *Env, def *projections.Definition, r float64) *verifier {
 	return &verifier{
 		e: e, def: def, lim: lim,
 		asm: assemble.New(def, assemble.Clients(def, e.Transport, 0), assemble.Options{}),
-		rd:  sink.NewRedis(e.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key}),
+		rd:  redisstore.New(e.Redis, redisstore.Options{KeyPattern: def.Redis.Key}),
 	}
 }
 
@@ -458,7 +460,7 @@ func (e *Env) esGetMany(ctx context.Context, alias string, ids []string) ([]*sin
 			continue
 		}
 		s := &sink.Stored{Version: d.Get("_version").Int()}
-		if src := d.Get("_source"); src.Get(sink.DeletedField).Bool() {
+		if src := d.Get("_source"); src.Get(elasticindex.DeletedField).Bool() {
 			s.Deleted = true
 		} else {
 			s.Body = []byte(src.Raw)

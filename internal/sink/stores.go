@@ -2,25 +2,26 @@ package sink
 
 import "context"
 
-// DocStore is the doc store contract, kept by Redis and BoltDocs: the write
-// guard (see Doc) and reads by id. GetMany answers in the order of ids, nil
-// where nothing is stored.
+// DocStore is the doc store contract, kept by redisstore.Store and
+// boltstore.Docs: the write guard (see Doc) and reads by id. GetMany answers
+// in the order of ids, nil where nothing is stored.
 type DocStore interface {
 	Write(ctx context.Context, docs []Doc) error
 	Get(ctx context.Context, id string) (Stored, error)
 	GetMany(ctx context.Context, ids []string) ([]*Stored, error)
 }
 
-// Index is the search index contract, kept by Elastic and Bleve: the write
-// guard, reads by id, and list and search (see Query).
+// Index is the search index contract, kept by elasticindex.Index and
+// bleveindex.Index: the write guard, reads by id, and list and search (see
+// Query).
 type Index interface {
 	Write(ctx context.Context, docs []Doc) error
 	Get(ctx context.Context, id string) (Stored, error)
 	Searcher
 }
 
-// RefIndex is the reverse lookup of joined entities, kept by Refs and
-// BoltRefs (see Refs for the contract).
+// RefIndex is the reverse lookup of joined entities, kept by redisstore.Refs
+// and boltstore.Refs (see redisstore.Refs for the contract).
 type RefIndex interface {
 	Add(ctx context.Context, refs []Ref) error
 	Commit(ctx context.Context, built []Built) error

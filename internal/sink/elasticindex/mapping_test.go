@@ -1,4 +1,4 @@
-package sink_test
+package elasticindex_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
@@ -41,9 +41,9 @@ func TestCheckMapping(t *testing.T) {
   - {name: hours, from: s.hours, type: object}
   - {name: open, from: s.open, type: boolean}
   - {name: tags, from: s.tags, type: keyword, array: true, filter: true}`
-	open := func(fields string) *sink.Elastic {
+	open := func(fields string) *elasticindex.Index {
 		d := mappingDef(t, ns+"-m", fields)
-		return sink.NewElastic(es, sink.ElasticOptions{Alias: d.Elasticsearch.Alias, Mapping: d.Mapping()})
+		return elasticindex.New(es, elasticindex.Options{Alias: d.Elasticsearch.Alias, Mapping: d.Mapping()})
 	}
 	first := open(base)
 	if err := first.Ensure(ctx); err != nil {
@@ -61,7 +61,7 @@ func TestCheckMapping(t *testing.T) {
 	}
 	changed := open(strings.Replace(strings.Replace(base, "type: float", "type: integer", 1), "type: keyword, filter: true}", "type: text, search: true}", 1))
 	_, err := changed.CheckMapping(ctx)
-	var conflict *sink.MappingConflictError
+	var conflict *elasticindex.MappingConflictError
 	if !errors.As(err, &conflict) {
 		t.Fatalf("changed types: err %v, want a MappingConflictError", err)
 	}

@@ -1,4 +1,4 @@
-package sink_test
+package boltstore_test
 
 import (
 	"context"
@@ -14,20 +14,31 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/boltstore"
 	"github.com/readside/readside/internal/sink/sinktest"
 )
 
 // openBolt opens a Bolt file in a directory of the test's own, which
-// OpenBolt has to create, and closes it when the test ends.
-func openBolt(t testing.TB) (*sink.Bolt, string) {
+// Open has to create, and closes it when the test ends.
+func openBolt(t testing.TB) (*boltstore.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "data", "readside.db")
-	b, err := sink.OpenBolt(path, sink.BoltOptions{})
+	b, err := boltstore.Open(path, boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
 	return b, path
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func jsonDoc(id string, v int64) sink.Doc {
+	return sink.Doc{ID: id, Version: v, Body: fmt.Appendf(nil, `{"id":%q,"v":%d}`, id, v)}
 }
 
 // Every subtest of a suite gets a projection of its own in one shared file,
@@ -51,7 +62,7 @@ func TestBoltRefs(t *testing.T) {
 }
 
 // boltUsers lists, sorted, the documents that use entity key of source.
-func boltUsers(t testing.TB, r *sink.BoltRefs, source, key string) []string {
+func boltUsers(t testing.TB, r *boltstore.Refs, source, key string) []string {
 	t.Helper()
 	var ids []string
 	if err := r.Users(testCtx(t), source, key, func(page []string) error { ids = append(ids, page...); return nil }); err != nil {
@@ -61,14 +72,14 @@ func boltUsers(t testing.TB, r *sink.BoltRefs, source, key string) []string {
 	return ids
 }
 
-func wantBoltUsers(t testing.TB, r *sink.BoltRefs, source, key string, want ...string) {
+func wantBoltUsers(t testing.TB, r *boltstore.Refs, source, key string, want ...string) {
 	t.Helper()
 	if got := boltUsers(t, r, source, key); !slices.Equal(got, want) {
 		t.Errorf("users of %s %q = %q, want %q", source, key, got, want)
 	}
 }
 
-func wantStored(t testing.TB, d *sink.BoltDocs, id, want string) {
+func wantStored(t testing.TB, d *boltstore.Docs, id, want string) {
 	t.Helper()
 	var have string
 	switch got, err := d.Get(testCtx(t), id); {
@@ -90,7 +101,7 @@ func TestBoltPersists(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "readside.db")
 	ctx := testCtx(t)
-	b, err := sink.OpenBolt(path, sink.BoltOptions{})
+	b, err := boltstore.Open(path, boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +119,7 @@ func TestBoltPersists(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b, err = sink.OpenBolt(path, sink.BoltOptions{})
+	b, err = boltstore.Open(path, boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,24 +145,24 @@ func TestBoltLocked(t *testing.T) {
 	t.Parallel()
 	first, path := openBolt(t)
 	start := time.Now()
-	second, err := sink.OpenBolt(path, sink.BoltOptions{})
+	second, err := boltstore.Open(path, boltstore.Options{})
 	if err == nil {
 		second.Close()
-		t.Fatal("a second OpenBolt of a file in use succeeded")
+		t.Fatal("a second Open of a file in use succeeded")
 	}
 	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("the second OpenBolt failed after %v, want about a second", took)
+		t.Errorf("the second Open failed after %v, want about a second", took)
 	}
 	if !strings.Contains(err.Error(), "another process uses this data directory") || !errors.Is(err, berrors.ErrTimeout) {
-		t.Errorf("OpenBolt of a file in use = %v; want it to say another process uses the data directory, wrapping ErrTimeout", err)
+		t.Errorf("Open of a file in use = %v; want it to say another process uses the data directory, wrapping ErrTimeout", err)
 	}
 
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := sink.OpenBolt(path, sink.BoltOptions{LockTimeout: 100 * time.Millisecond})
+	again, err := boltstore.Open(path, boltstore.Options{LockTimeout: 100 * time.Millisecond})
 	if err != nil {
-		t.Fatalf("OpenBolt after the first closed: %v", err)
+		t.Fatalf("Open after the first closed: %v", err)
 	}
 	again.Close()
 }

@@ -1,4 +1,4 @@
-package sink_test
+package bleveindex_test
 
 import (
 	"bytes"
@@ -15,21 +15,28 @@ import (
 	"time"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/bleveindex"
 	"github.com/readside/readside/internal/sink/sinktest"
 	"github.com/readside/readside/projections"
 )
 
 // openBleve opens a new index of fields in a temporary directory, closed
 // when the test ends.
-func openBleve(t testing.TB, fields []projections.Field) (*sink.Bleve, string) {
+func openBleve(t testing.TB, fields []projections.Field) (*bleveindex.Index, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "search", "shops")
-	b, err := sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: fields})
+	b, err := bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: fields})
 	if err != nil {
-		t.Fatalf("OpenBleve: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { b.Close() })
 	return b, dir
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func TestBleveConformance(t *testing.T) {
@@ -84,7 +91,7 @@ var bleveShops = map[string]string{
 
 // openBleveShops opens an index holding bleveShops, and a deleted shop g
 // that matched most queries while it lived.
-func openBleveShops(t *testing.T) *sink.Bleve {
+func openBleveShops(t *testing.T) *bleveindex.Index {
 	t.Helper()
 	b, _ := openBleve(t, bleveShopFields)
 	var docs []sink.Doc
@@ -218,7 +225,7 @@ func TestBleveSearch(t *testing.T) {
 }
 
 // blevePage runs q from after, carrying After through JSON as a cursor does.
-func blevePage(t *testing.T, b *sink.Bleve, q sink.Query, after []any) sink.Page {
+func blevePage(t *testing.T, b *bleveindex.Index, q sink.Query, after []any) sink.Page {
 	t.Helper()
 	if after != nil {
 		raw, err := json.Marshal(after)
@@ -478,10 +485,10 @@ func TestBlevePersists(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "shops")
 	var logs bytes.Buffer
-	o := sink.BleveOptions{Name: "shops", Fields: bleveShopFields, Log: slog.New(slog.NewTextHandler(&logs, nil))}
-	b, err := sink.OpenBleve(dir, o)
+	o := bleveindex.Options{Name: "shops", Fields: bleveShopFields, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	b, err := bleveindex.Open(dir, o)
 	if err != nil {
-		t.Fatalf("OpenBleve: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	built := time.UnixMilli(1_700_000_000_123)
 	if err := b.Write(testCtx(t), []sink.Doc{
@@ -493,8 +500,8 @@ func TestBlevePersists(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if b, err = sink.OpenBleve(dir, o); err != nil {
-		t.Fatalf("OpenBleve again: %v", err)
+	if b, err = bleveindex.Open(dir, o); err != nil {
+		t.Fatalf("Open again: %v", err)
 	}
 	defer b.Close()
 	got, err := b.Get(testCtx(t), "a")
@@ -519,9 +526,9 @@ func TestBleveReindexesWhenFieldsChange(t *testing.T) {
 		{Name: "name", Type: projections.Text, Search: true},
 		{Name: "city", Type: projections.Keyword, Filter: true},
 	}
-	b, err := sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: before})
+	b, err := bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: before})
 	if err != nil {
-		t.Fatalf("OpenBleve: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	var docs []sink.Doc
 	for id, body := range bleveShops {
@@ -543,9 +550,9 @@ func TestBleveReindexesWhenFieldsChange(t *testing.T) {
 		{Name: "seats", Type: projections.Integer, Filter: true, Sort: true},
 	}
 	var logs bytes.Buffer
-	b, err = sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: after, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	b, err = bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: after, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
-		t.Fatalf("OpenBleve with other fields: %v", err)
+		t.Fatalf("Open with other fields: %v", err)
 	}
 	defer b.Close()
 	if !strings.Contains(logs.String(), "re-indexed") || !strings.Contains(logs.String(), "docs=7") {
@@ -600,9 +607,9 @@ func TestBleveRecoversAnInterruptedSwap(t *testing.T) {
 	if err := os.MkdirAll(dir+".reindex", 0o750); err != nil {
 		t.Fatal(err)
 	}
-	b, err := sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: bleveShopFields})
+	b, err := bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: bleveShopFields})
 	if err != nil {
-		t.Fatalf("OpenBleve: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	defer b.Close()
 	if p := blevePage(t, b, sink.Query{Text: "roma", Limit: 5}, nil); !slices.Equal(p.IDs, []string{"a"}) {
@@ -621,8 +628,8 @@ func TestBleveRefusesADirectoryOfSomethingElse(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: bleveShopFields}); err == nil || !strings.Contains(err.Error(), "no bleve index") {
-		t.Fatalf("OpenBleve = %v, want a refusal", err)
+	if _, err := bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: bleveShopFields}); err == nil || !strings.Contains(err.Error(), "no bleve index") {
+		t.Fatalf("Open = %v, want a refusal", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
 		t.Fatalf("the directory's file: %v", err)
@@ -632,20 +639,20 @@ func TestBleveRefusesADirectoryOfSomethingElse(t *testing.T) {
 func TestBleveOneProcessAtATime(t *testing.T) {
 	t.Parallel()
 	first, dir := openBleve(t, bleveShopFields)
-	b, err := sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: bleveShopFields})
+	b, err := bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: bleveShopFields})
 	if err == nil {
 		b.Close()
-		t.Fatal("a second OpenBleve of the same directory succeeded")
+		t.Fatal("a second Open of the same directory succeeded")
 	}
 	if !strings.Contains(err.Error(), "another process") {
-		t.Fatalf("OpenBleve = %v, want it to say another process holds the index", err)
+		t.Fatalf("Open = %v, want it to say another process holds the index", err)
 	}
 	if err := first.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	b, err = sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: bleveShopFields})
+	b, err = bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: bleveShopFields})
 	if err != nil {
-		t.Fatalf("OpenBleve once the first closed: %v", err)
+		t.Fatalf("Open once the first closed: %v", err)
 	}
 	b.Close()
 }

@@ -1,4 +1,4 @@
-package sink
+package elasticindex
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/readside/readside/internal/sink"
 )
 
 func TestItemError(t *testing.T) {
@@ -30,7 +32,7 @@ func TestItemError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		err := itemError(tt.status, tt.typ, "why")
-		if (err != nil) != tt.wantErr || IsPermanent(err) != tt.permanent {
+		if (err != nil) != tt.wantErr || sink.IsPermanent(err) != tt.permanent {
 			t.Errorf("itemError(%d, %s) = %v, want error %v permanent %v", tt.status, tt.typ, err, tt.wantErr, tt.permanent)
 		}
 		if err != nil && (!strings.Contains(err.Error(), tt.typ) || !strings.Contains(err.Error(), "why")) {
@@ -62,8 +64,8 @@ func TestBulkFailures(t *testing.T) {
 		{name: "no items", resp: `{"errors":true}`, wantErr: true},
 	}
 	for _, tt := range tests {
-		var failed failures
-		failed.add(1, &PermanentError{}) // from validation, kept
+		var failed sink.Failures
+		failed.Add(1, &sink.PermanentError{}) // from validation, kept
 		_, err := bulkFailures([]byte(tt.resp), sent, 1, &failed)
 		if (err != nil) != tt.wantErr {
 			t.Errorf("%s: err = %v, want error %v", tt.name, err, tt.wantErr)
@@ -85,7 +87,7 @@ func TestBulkFailures(t *testing.T) {
 			for _, p := range tt.permanent {
 				isPerm = isPerm || p == i
 			}
-			if IsPermanent(failed[i]) != isPerm {
+			if sink.IsPermanent(failed[i]) != isPerm {
 				t.Errorf("%s: item %d permanent = %v, want %v", tt.name, i, !isPerm, isPerm)
 			}
 		}
@@ -94,7 +96,7 @@ func TestBulkFailures(t *testing.T) {
 
 func TestCreateBody(t *testing.T) {
 	mapping := map[string]any{"dynamic": "strict", "properties": map[string]any{"n": map[string]any{"type": "long"}}}
-	e := NewElastic(nil, ElasticOptions{Alias: "shops", Mapping: mapping, Settings: map[string]any{"number_of_shards": 2}})
+	e := New(nil, Options{Alias: "shops", Mapping: mapping, Settings: map[string]any{"number_of_shards": 2}})
 	b, err := e.createBody()
 	if err != nil {
 		t.Fatal(err)
@@ -106,11 +108,11 @@ func TestCreateBody(t *testing.T) {
 	if _, ok := mapping["properties"].(map[string]any)[DeletedField]; ok {
 		t.Errorf("createBody changed the caller's mapping")
 	}
-	if b, err := NewElastic(nil, ElasticOptions{Alias: "a"}).createBody(); err != nil ||
+	if b, err := New(nil, Options{Alias: "a"}).createBody(); err != nil ||
 		string(b) != `{"aliases":{"a":{"is_write_index":true}},"mappings":{"properties":{"readside_deleted":{"type":"boolean"}}}}` {
 		t.Errorf("createBody without a mapping = %s, %v", b, err)
 	}
-	if _, err := NewElastic(nil, ElasticOptions{Alias: "a", Mapping: map[string]any{"properties": "x"}}).createBody(); err == nil {
+	if _, err := New(nil, Options{Alias: "a", Mapping: map[string]any{"properties": "x"}}).createBody(); err == nil {
 		t.Errorf("createBody accepted properties that are not an object")
 	}
 }
@@ -151,7 +153,7 @@ func TestBulkFailuresRebuild(t *testing.T) {
 			stale + `,` + noAlias + `,` + // 3: the rebuild alias is gone: done
 			ok + `,` + mapping + `]}` // 4: the new index rejects it for good: left out, done
 	)
-	var failed failures
+	var failed sink.Failures
 	gone, err := bulkFailures([]byte(response), sent, 2, &failed)
 	if err != nil {
 		t.Fatal(err)
@@ -162,10 +164,10 @@ func TestBulkFailuresRebuild(t *testing.T) {
 	if len(failed) != 2 || failed[1] == nil || failed[2] == nil {
 		t.Fatalf("failed = %v, want items 1 and 2", failed)
 	}
-	if IsPermanent(failed[1]) || !strings.Contains(failed[1].Error(), "rebuild index") {
+	if sink.IsPermanent(failed[1]) || !strings.Contains(failed[1].Error(), "rebuild index") {
 		t.Errorf("item 1: %v, want a transient rebuild index error", failed[1])
 	}
-	if !IsPermanent(failed[2]) {
+	if !sink.IsPermanent(failed[2]) {
 		t.Errorf("item 2: %v, want the alias's permanent error", failed[2])
 	}
 	if _, err := bulkFailures([]byte(`{"errors":true,"items":[`+ok+`,`+ok+`,`+ok+`]}`), sent[:2], 2, &failed); err == nil {

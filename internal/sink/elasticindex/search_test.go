@@ -1,9 +1,9 @@
-package sink_test
+package elasticindex_test
 
 import (
 	"testing"
 
-	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/internal/sink/sinktest"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -13,7 +13,7 @@ func TestElasticSearchConformance(t *testing.T) {
 	t.Parallel()
 	sinktest.RunSearch(t, func(t *testing.T, def *projections.Definition) sinktest.SearchStore {
 		ns := testenv.Namespace(t)
-		e := sink.NewElastic(testenv.Elastic(t, ns), sink.ElasticOptions{
+		e := elasticindex.New(testenv.Elastic(t, ns), elasticindex.Options{
 			Alias: ns + "-" + def.Name, Mapping: def.Mapping(), Fields: def.Fields, Settings: testSettings,
 		})
 		if err := e.Ensure(testCtx(t)); err != nil {

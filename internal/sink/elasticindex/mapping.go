@@ -1,4 +1,4 @@
-package sink
+package elasticindex
 
 import (
 	"bytes"
@@ -48,7 +48,7 @@ func (e *MappingConflictError) Error() string {
 // projector of the running definition still starts; once the rebuild has
 // swapped, the index behind the alias is the new one, and a projector of the
 // new definition starts.
-func (e *Elastic) CheckMapping(ctx context.Context) (added []string, err error) {
+func (e *Index) CheckMapping(ctx context.Context) (added []string, err error) {
 	if e.err != nil {
 		return nil, e.err
 	}
@@ -101,7 +101,7 @@ func (e *Elastic) CheckMapping(ctx context.Context) (added []string, err error) 
 
 // wantedProperties is the definition's properties with DeletedField, as
 // generic JSON values.
-func (e *Elastic) wantedProperties() (map[string]any, error) {
+func (e *Index) wantedProperties() (map[string]any, error) {
 	body, err := e.createBody()
 	if err != nil {
 		return nil, err

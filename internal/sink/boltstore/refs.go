@@ -1,4 +1,4 @@
-package sink
+package boltstore
 
 import (
 	"bytes"
@@ -10,18 +10,21 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/readside/readside/internal/sink"
 )
 
-// BoltRefs is the reverse lookup of joined entities of one projection in a
-// Bolt file, with the contract of Refs: for every entity the documents that
+// Refs is the reverse lookup of joined entities of one projection in a DB,
+// with the contract of redisstore.Refs: for every entity the documents that
 // use it, each with the newest version of the document that used it; and
 // for every document a record of the version it was last built at and the
 // entities it used, which expires after the tombstone TTL once the document
 // is deleted.
 //
 // Each Add and Commit is one write transaction, so the version checks that
-// Refs does in Lua scripts hold here as well. It is safe for concurrent use.
-type BoltRefs struct {
+// redisstore.Refs does in Lua scripts hold here as well. It is safe for
+// concurrent use.
+type Refs struct {
 	db                  *bolt.DB
 	projection          string
 	ttl                 time.Duration
@@ -30,13 +33,14 @@ type BoltRefs struct {
 }
 
 // Refs returns the reverse lookup of projection. The record of a deleted
-// document expires after tombstoneTTL [DefaultTombstoneTTL when 0 or less].
-func (b *Bolt) Refs(projection string, tombstoneTTL time.Duration) *BoltRefs {
+// document expires after tombstoneTTL [sink.DefaultTombstoneTTL when 0 or
+// less].
+func (b *DB) Refs(projection string, tombstoneTTL time.Duration) *Refs {
 	if tombstoneTTL <= 0 {
-		tombstoneTTL = DefaultTombstoneTTL
+		tombstoneTTL = sink.DefaultTombstoneTTL
 	}
 	p := []byte(projection)
-	return &BoltRefs{
+	return &Refs{
 		db: b.db, projection: projection, ttl: tombstoneTTL, err: checkProjection(projection),
 		users:  [][]byte{bucketRefs, p, bucketUsers},
 		deps:   [][]byte{bucketRefs, p, bucketDeps},
@@ -44,14 +48,18 @@ func (b *Bolt) Refs(projection string, tombstoneTTL time.Duration) *BoltRefs {
 	}
 }
 
+// depsVersionDigits is how many digits of the zero-padded version a record
+// of appendDeps holds, as redisstore.Refs writes it before the refs.
+const depsVersionDigits = 20
+
 // usersPage is how many ids Users hands over at a time.
 const usersPage = 1000
 
 // Add records that each ref's document uses its entity, at the ref's
 // version (the version recorded for a document in an entity's set only
 // grows). Idempotent. A ref too large for a bbolt key fails the whole call
-// with a *PermanentError, before anything is written.
-func (r *BoltRefs) Add(ctx context.Context, refs []Ref) error {
+// with a *sink.PermanentError, before anything is written.
+func (r *Refs) Add(ctx context.Context, refs []sink.Ref) error {
 	if r.err != nil {
 		return r.err
 	}
@@ -62,7 +70,7 @@ func (r *BoltRefs) Add(ctx context.Context, refs []Ref) error {
 	for i, ref := range refs {
 		keys[i] = userKey(ref.Source, ref.Key, ref.ID)
 		if len(keys[i]) > bolt.MaxKeySize {
-			return &PermanentError{Err: fmt.Errorf("sink: bolt refs %s: ref of %d bytes to %.32q: more than bolt takes", r.projection, len(keys[i]), ref.Source)}
+			return &sink.PermanentError{Err: fmt.Errorf("sink: bolt refs %s: ref of %d bytes to %.32q: more than bolt takes", r.projection, len(keys[i]), ref.Source)}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -90,13 +98,13 @@ func (r *BoltRefs) Add(ctx context.Context, refs []Ref) error {
 }
 
 // Commit stores the refs of written documents, in one write transaction,
-// unless a newer build's are stored, and removes each document from the
-// sets of the entities its previous build used and this one does not, where
-// no build at least as new has recorded it. The record of a tombstone
-// expires after the TTL; an expired record counts as none. An id too large
-// for bbolt fails the whole call with a *PermanentError, before anything is
+// unless a newer build's are stored, and removes each document from the sets
+// of the entities its previous build used and this one does not, where no
+// build at least as new has recorded it. The record of a tombstone expires
+// after the TTL; an expired record counts as none. An id too large for bbolt
+// fails the whole call with a *sink.PermanentError, before anything is
 // written.
-func (r *BoltRefs) Commit(ctx context.Context, built []Built) error {
+func (r *Refs) Commit(ctx context.Context, built []sink.Built) error {
 	if r.err != nil {
 		return r.err
 	}
@@ -105,7 +113,7 @@ func (r *BoltRefs) Commit(ctx context.Context, built []Built) error {
 	}
 	for _, b := range built {
 		if len(b.ID) > maxIDLen {
-			return &PermanentError{Err: fmt.Errorf("sink: bolt refs %s: id %.32q... of %d bytes, more than the %d bolt takes", r.projection, b.ID, len(b.ID), maxIDLen)}
+			return &sink.PermanentError{Err: fmt.Errorf("sink: bolt refs %s: id %.32q... of %d bytes, more than the %d bolt takes", r.projection, b.ID, len(b.ID), maxIDLen)}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -143,16 +151,16 @@ func (r *BoltRefs) Commit(ctx context.Context, built []Built) error {
 }
 
 // commit is Commit for one document, in its transaction.
-func (r *BoltRefs) commit(users, deps, exp *bolt.Bucket, b Built, now, deadline int64) error {
+func (r *Refs) commit(users, deps, exp *bolt.Bucket, b sink.Built, now, deadline int64) error {
 	id := []byte(b.ID)
-	var old []Ref
+	var old []sink.Ref
 	if cur := deps.Get(id); cur != nil {
 		until, version, refs, err := decodeDeps(cur)
 		if err == nil && !expired(until, now) {
 			if version > b.Version {
 				return nil // a newer build's refs are stored
 			}
-			old = decodeRefs(b.ID, string(refs))
+			old = sink.DecodeRefs(b.ID, string(refs))
 		}
 		if until != 0 {
 			if err := exp.Delete(expiryKey(until, id)); err != nil {
@@ -171,7 +179,7 @@ func (r *BoltRefs) commit(users, deps, exp *bolt.Bucket, b Built, now, deadline 
 		return err
 	}
 	for _, ref := range old {
-		if slices.ContainsFunc(b.Refs, func(n Ref) bool { return n.Source == ref.Source && n.Key == ref.Key }) {
+		if slices.ContainsFunc(b.Refs, func(n sink.Ref) bool { return n.Source == ref.Source && n.Key == ref.Key }) {
 			continue
 		}
 		k := userKey(ref.Source, ref.Key, b.ID)
@@ -191,7 +199,7 @@ func (r *BoltRefs) commit(users, deps, exp *bolt.Bucket, b Built, now, deadline 
 // transaction open for long. An id in the set throughout is handed over
 // exactly once; one added or removed meanwhile may or may not be. An error
 // from fn stops Users and is returned as it is.
-func (r *BoltRefs) Users(ctx context.Context, source, key string, fn func(ids []string) error) error {
+func (r *Refs) Users(ctx context.Context, source, key string, fn func(ids []string) error) error {
 	if r.err != nil {
 		return r.err
 	}
@@ -253,25 +261,26 @@ func decodeScore(v []byte) int64 {
 }
 
 // appendDeps appends the record of a document to b: the deadline (0 for
-// none), the version in versionDigits digits, then its refs as encodeRefs
-// writes them, as Refs stores them after the version.
-func appendDeps(b []byte, until, version int64, refs []Ref) []byte {
+// none), the version in depsVersionDigits digits, then its refs as
+// sink.EncodeRefs writes them, as redisstore.Refs stores them after the
+// version.
+func appendDeps(b []byte, until, version int64, refs []sink.Ref) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(until))
-	b = fmt.Appendf(b, "%0*d", versionDigits, version)
-	return append(b, encodeRefs(refs)...)
+	b = fmt.Appendf(b, "%0*d", depsVersionDigits, version)
+	return append(b, sink.EncodeRefs(refs)...)
 }
 
 // decodeDeps decodes a record of appendDeps. refs aliases v.
 func decodeDeps(v []byte) (until, version int64, refs []byte, err error) {
-	if len(v) < deadlineLen+versionDigits {
-		return 0, 0, nil, badValue(v, "refs record too short")
+	if len(v) < deadlineLen+depsVersionDigits {
+		return 0, 0, nil, sink.BadValue(v, "refs record too short")
 	}
 	until = int64(binary.BigEndian.Uint64(v))
-	version, err = strconv.ParseInt(string(v[deadlineLen:deadlineLen+versionDigits]), 10, 64)
+	version, err = strconv.ParseInt(string(v[deadlineLen:deadlineLen+depsVersionDigits]), 10, 64)
 	if err != nil {
-		return until, 0, nil, badValue(v, "refs record without a version")
+		return until, 0, nil, sink.BadValue(v, "refs record without a version")
 	}
-	return until, version, v[deadlineLen+versionDigits:], nil
+	return until, version, v[deadlineLen+depsVersionDigits:], nil
 }
 
 // depsDeadline is the deadline of a record of appendDeps, 0 for none.

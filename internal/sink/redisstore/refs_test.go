@@ -1,4 +1,4 @@
-package sink_test
+package redisstore_test
 
 import (
 	"testing"
@@ -7,19 +7,20 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/sink/sinktest"
 	"github.com/readside/readside/internal/testenv"
 )
 
 // openRefs returns a reverse lookup on the test Redis under a prefix of its
 // own, whose keys are deleted when the test ends.
-func openRefs(t testing.TB, tombstoneTTL time.Duration) (*sink.Refs, *redis.Client, string) {
+func openRefs(t testing.TB, tombstoneTTL time.Duration) (*redisstore.Refs, *redis.Client, string) {
 	t.Helper()
 	c := testenv.Redis(t)
 	ns := testenv.Namespace(t)
 	t.Cleanup(func() { deleteKeys(t, c, ns+":*") })
 	prefix := ns + ":refs:"
-	return sink.NewRefs(c, prefix, tombstoneTTL), c, prefix
+	return redisstore.NewRefs(c, prefix, tombstoneTTL), c, prefix
 }
 
 func TestRefsConformance(t *testing.T) {

@@ -1,4 +1,4 @@
-package sink
+package boltstore
 
 import (
 	"bytes"
@@ -12,11 +12,13 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/readside/readside/internal/sink"
 )
 
-// BoltOptions configures OpenBolt.
-type BoltOptions struct {
-	// LockTimeout is how long OpenBolt waits for another process to release
+// Options configures Open.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release
 	// the file before it gives up [1s].
 	LockTimeout time.Duration
 }
@@ -26,24 +28,24 @@ type BoltOptions struct {
 // another one is running.
 const defaultLockTimeout = time.Second
 
-// Bolt is one bbolt file holding the embedded stores of every projection of
+// DB is one bbolt file holding the embedded stores of every projection of
 // a process: the documents (Docs) and the reverse lookup (Refs) of each
 // projection, in buckets of their own. It lets a single machine run without
 // Redis.
 //
 // bbolt locks the file for one process: a second process opening it fails
-// (see OpenBolt), so the embedded stores belong to the one process that
-// runs every projection. Bolt and the stores it returns are safe for
+// (see Open), so the embedded stores belong to the one process that
+// runs every projection. DB and the stores it returns are safe for
 // concurrent use; bbolt runs one write transaction at a time for the whole
 // file, each made durable (fsync) before it returns.
-type Bolt struct {
+type DB struct {
 	db *bolt.DB
 }
 
-// OpenBolt opens, or creates along with its directory, the bbolt file at
+// Open opens, or creates along with its directory, the bbolt file at
 // path. When another process holds the file, it fails after
 // o.LockTimeout with an error saying so and wrapping bbolt's ErrTimeout.
-func OpenBolt(path string, o BoltOptions) (*Bolt, error) {
+func Open(path string, o Options) (*DB, error) {
 	timeout := o.LockTimeout
 	if timeout <= 0 {
 		timeout = defaultLockTimeout
@@ -59,12 +61,12 @@ func OpenBolt(path string, o BoltOptions) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sink: bolt %s: %w", path, err)
 	}
-	return &Bolt{db: db}, nil
+	return &DB{db: db}, nil
 }
 
 // Close waits for the transactions under way and closes the file, which
 // releases its lock. Every later call of its stores fails.
-func (b *Bolt) Close() error {
+func (b *DB) Close() error {
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("sink: bolt: close: %w", err)
 	}
@@ -95,12 +97,12 @@ const maxIDLen = bolt.MaxKeySize - deadlineLen
 // removes (see sweep).
 const sweepBatch = 100
 
-// BoltDocs is the document store of one projection in a Bolt file: the
-// contract of Redis (the write guard, tombstones that expire, Get and
-// GetMany) without a server. A value is stored in the layout of DecodeValue,
-// which a tombstone follows with its deadline (see appendBoltValue). It is
-// safe for concurrent use.
-type BoltDocs struct {
+// Docs is the document store of one projection in a DB: the contract of
+// redisstore.Store (the write guard, tombstones that expire, Get and
+// GetMany) without a server. A value is stored in the layout of
+// sink.DecodeValue, which a tombstone follows with its deadline (see
+// appendBoltValue). It is safe for concurrent use.
+type Docs struct {
 	db          *bolt.DB
 	projection  string
 	ttl         time.Duration
@@ -109,14 +111,14 @@ type BoltDocs struct {
 }
 
 // Docs returns the document store of projection, whose tombstones expire
-// after tombstoneTTL [DefaultTombstoneTTL when 0 or less]. Stores of the same
-// projection share their documents.
-func (b *Bolt) Docs(projection string, tombstoneTTL time.Duration) *BoltDocs {
+// after tombstoneTTL [sink.DefaultTombstoneTTL when 0 or less]. Stores of the
+// same projection share their documents.
+func (b *DB) Docs(projection string, tombstoneTTL time.Duration) *Docs {
 	if tombstoneTTL <= 0 {
-		tombstoneTTL = DefaultTombstoneTTL
+		tombstoneTTL = sink.DefaultTombstoneTTL
 	}
 	p := []byte(projection)
-	return &BoltDocs{
+	return &Docs{
 		db: b.db, projection: projection, ttl: tombstoneTTL, err: checkProjection(projection),
 		ids: [][]byte{bucketDocs, p, bucketIDs}, expiry: [][]byte{bucketDocs, p, bucketExpiry},
 	}
@@ -129,50 +131,50 @@ func checkProjection(name string) error {
 	return nil
 }
 
-// Write writes docs in one bbolt transaction, each under the write guard:
-// it is dropped when what the id holds outranks it (a higher version, or for
-// a tombstone a document of the same version; see Doc.Deleted), and replaces
-// what is there otherwise, an expired tombstone counting as nothing. Items in docs
-// with the same id are applied in order. The transaction also removes some
-// expired tombstones (see sweep).
+// Write writes docs in one bbolt transaction, each under the write guard: it
+// is dropped when what the id holds outranks it (a higher version, or for a
+// tombstone a document of the same version; see sink.Doc.Deleted), and
+// replaces what is there otherwise, an expired tombstone counting as nothing.
+// Items in docs with the same id are applied in order. The transaction also
+// removes some expired tombstones (see sweep).
 //
-// Write returns nil, a *BatchError listing the invalid docs as permanent
+// Write returns nil, a *sink.BatchError listing the invalid docs as permanent
 // item errors while every other item was written, or another error when the
 // call failed as a whole (ctx done, the file closed or failing), and then
 // nothing was written.
-func (s *BoltDocs) Write(ctx context.Context, docs []Doc) error {
+func (s *Docs) Write(ctx context.Context, docs []sink.Doc) error {
 	_, err := s.WriteReport(ctx, docs)
 	return err
 }
 
 // WriteReport is Write, reporting what the guard did with each doc.
-func (s *BoltDocs) WriteReport(ctx context.Context, docs []Doc) ([]Outcome, error) {
+func (s *Docs) WriteReport(ctx context.Context, docs []sink.Doc) ([]sink.Outcome, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
 	if len(docs) == 0 {
-		return []Outcome{}, nil
+		return []sink.Outcome{}, nil
 	}
-	out := make([]Outcome, len(docs))
+	out := make([]sink.Outcome, len(docs))
 	now := time.Now()
 	deadline := now.Add(s.ttl).UnixMilli()
-	var failed failures
+	var failed sink.Failures
 	vals := make([][]byte, len(docs)) // nil for an invalid doc
 	valid := 0
 	for i := range docs {
 		d := &docs[i]
 		if err := checkBolt(d); err != nil {
-			failed.add(i, err)
+			failed.Add(i, err)
 			continue
 		}
 		vals[i] = appendBoltValue(nil, d, deadline)
 		valid++
 	}
 	for i := range out {
-		out[i] = Dropped // until written
+		out[i] = sink.Dropped // until written
 	}
 	if valid == 0 {
-		return out, failed.err()
+		return out, failed.Err()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("sink: bolt write %s: %w", s.projection, err)
@@ -195,18 +197,18 @@ func (s *BoltDocs) WriteReport(ctx context.Context, docs []Doc) ([]Outcome, erro
 			}
 			d := &docs[i]
 			id := []byte(d.ID)
-			outcome := Written
+			outcome := sink.Written
 			if cur := ids.Get(id); cur != nil {
 				// A value that does not decode carries no version to guard:
 				// it is overwritten, as Redis does.
 				stored, until, err := decodeBoltValue(cur)
 				live := err == nil && !expired(until, now.UnixMilli())
-				if live && outranks(stored, d) {
-					out[i] = Dropped
+				if live && stored.Outranks(d) {
+					out[i] = sink.Dropped
 					continue
 				}
 				if live && stored.Deleted && !d.Deleted {
-					outcome = Revived
+					outcome = sink.Revived
 				}
 				if until != 0 {
 					if err := exp.Delete(expiryKey(until, id)); err != nil {
@@ -229,41 +231,33 @@ func (s *BoltDocs) WriteReport(ctx context.Context, docs []Doc) ([]Outcome, erro
 	if err != nil {
 		return nil, fmt.Errorf("sink: bolt write %s: %w", s.projection, err)
 	}
-	return out, failed.err()
+	return out, failed.Err()
 }
 
-// outranks reports whether what is stored wins over the write d under the
-// guard: a higher version, or the same version when d is a tombstone and a
-// document is stored (see Doc.Deleted). Redis's guard script and
-// Elasticsearch's version types keep the same order.
-func outranks(stored Stored, d *Doc) bool {
-	return stored.Version > d.Version || (stored.Version == d.Version && d.Deleted && !stored.Deleted)
-}
-
-// checkBolt is Doc.check, and the limits of bbolt.
-func checkBolt(d *Doc) error {
-	if err := d.check(); err != nil {
+// checkBolt is sink.Doc.Check, and the limits of bbolt.
+func checkBolt(d *sink.Doc) error {
+	if err := d.Check(); err != nil {
 		return err
 	}
 	if len(d.ID) > maxIDLen {
-		return &PermanentError{Err: fmt.Errorf("sink: doc %.32q...: id of %d bytes, more than the %d bolt takes", d.ID, len(d.ID), maxIDLen)}
+		return &sink.PermanentError{Err: fmt.Errorf("sink: doc %.32q...: id of %d bytes, more than the %d bolt takes", d.ID, len(d.ID), maxIDLen)}
 	}
-	if !d.Deleted && len(d.Body) > bolt.MaxValueSize-headerLen-timeDigits {
-		return &PermanentError{Err: fmt.Errorf("sink: doc %q: body of %d bytes, too large for bolt", d.ID, len(d.Body))}
+	if !d.Deleted && len(d.Body) > bolt.MaxValueSize-sink.MaxValueOverhead {
+		return &sink.PermanentError{Err: fmt.Errorf("sink: doc %q: body of %d bytes, too large for bolt", d.ID, len(d.Body))}
 	}
 	return nil
 }
 
 // Get returns what is stored for id: a document, a tombstone (Deleted set,
-// nil Body), or ErrNotFound, which an expired tombstone is too. Body is a
+// nil Body), or sink.ErrNotFound, which an expired tombstone is too. Body is a
 // copy the caller owns.
-func (s *BoltDocs) Get(ctx context.Context, id string) (Stored, error) {
+func (s *Docs) Get(ctx context.Context, id string) (sink.Stored, error) {
 	got, err := s.GetMany(ctx, []string{id})
 	if err != nil {
-		return Stored{}, err
+		return sink.Stored{}, err
 	}
 	if got[0] == nil {
-		return Stored{}, ErrNotFound
+		return sink.Stored{}, sink.ErrNotFound
 	}
 	return *got[0], nil
 }
@@ -272,11 +266,11 @@ func (s *BoltDocs) Get(ctx context.Context, id string) (Stored, error) {
 // order of ids, with nil where nothing is stored or a tombstone expired.
 // Bodies are copies the caller owns. A value that does not decode fails the
 // whole call.
-func (s *BoltDocs) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
+func (s *Docs) GetMany(ctx context.Context, ids []string) ([]*sink.Stored, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
-	out := make([]*Stored, len(ids))
+	out := make([]*sink.Stored, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
@@ -284,7 +278,7 @@ func (s *BoltDocs) GetMany(ctx context.Context, ids []string) ([]*Stored, error)
 		return nil, fmt.Errorf("sink: bolt get %s: %w", s.projection, err)
 	}
 	now := time.Now().UnixMilli()
-	all := make([]Stored, len(ids))
+	all := make([]sink.Stored, len(ids))
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := bucket(tx, s.ids)
 		if b == nil {
@@ -315,9 +309,10 @@ func (s *BoltDocs) GetMany(ctx context.Context, ids []string) ([]*Stored, error)
 }
 
 // appendBoltValue appends the value stored for d to b: the layout of
-// DecodeValue, which Redis stores too, and after a tombstone its deadline.
-func appendBoltValue(b []byte, d *Doc, deadline int64) []byte {
-	b = appendValue(b, d)
+// sink.DecodeValue, which Redis stores too, and after a tombstone its
+// deadline.
+func appendBoltValue(b []byte, d *sink.Doc, deadline int64) []byte {
+	b = sink.AppendValue(b, d)
 	if d.Deleted {
 		b = binary.BigEndian.AppendUint64(b, uint64(deadline))
 	}
@@ -326,15 +321,15 @@ func appendBoltValue(b []byte, d *Doc, deadline int64) []byte {
 
 // decodeBoltValue decodes a value of appendBoltValue. until is the deadline
 // of a tombstone, 0 for a document. Body aliases v.
-func decodeBoltValue(v []byte) (s Stored, until int64, err error) {
-	if len(v) > versionDigits && (v[versionDigits] == kindTombstone || v[versionDigits] == kindTombstoneTime) {
-		if len(v) < headerLen+deadlineLen {
-			return Stored{}, 0, badValue(v, "tombstone without a deadline")
+func decodeBoltValue(v []byte) (s sink.Stored, until int64, err error) {
+	if sink.IsTombstoneValue(v) {
+		if len(v) < sink.ValueHeaderLen+deadlineLen {
+			return sink.Stored{}, 0, sink.BadValue(v, "tombstone without a deadline")
 		}
 		until = int64(binary.BigEndian.Uint64(v[len(v)-deadlineLen:]))
 		v = v[:len(v)-deadlineLen]
 	}
-	s, err = DecodeValue(v)
+	s, err = sink.DecodeValue(v)
 	return s, until, err
 }
 

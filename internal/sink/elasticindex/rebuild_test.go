@@ -1,4 +1,4 @@
-package sink_test
+package elasticindex_test
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/internal/testenv"
 )
 
@@ -44,7 +45,7 @@ func rebuildIndex(t testing.TB, c *elasticsearch.Client, alias, index, propertie
 	t.Helper()
 	esDo(t, c, "PUT", "/"+index, `{"settings":{"number_of_shards":1,"number_of_replicas":0},
 		"mappings":{"properties":`+properties+`},
-		"aliases":{"`+alias+sink.RebuildSuffix+`":{"is_write_index":true}}}`)
+		"aliases":{"`+alias+elasticindex.RebuildSuffix+`":{"is_write_index":true}}}`)
 }
 
 // docIn is what index holds for id: its _version and _source, or found false.
@@ -68,7 +69,7 @@ func TestElasticDualWrite(t *testing.T) {
 	}
 	newIndex := alias + "-v2"
 	rebuildIndex(t, c, alias, newIndex, `{"name":{"type":"keyword"},"count":{"type":"integer"},"readside_deleted":{"type":"boolean"}}`)
-	time.Sleep(sink.RebuildDiscovery) // the sink asked a moment ago: let its answer age
+	time.Sleep(elasticindex.RebuildDiscovery) // the sink asked a moment ago: let its answer age
 
 	docs := []sink.Doc{
 		{ID: "a", Version: 3, Body: []byte(`{"name":"a"}`)},
@@ -133,7 +134,7 @@ func TestElasticDualWrite(t *testing.T) {
 	esDo(t, c, "POST", "/_aliases", `{"actions":[
 		{"remove":{"index":"`+alias+`-v1","alias":"`+alias+`"}},
 		{"add":{"index":"`+newIndex+`","alias":"`+alias+`","is_write_index":true}},
-		{"remove":{"index":"`+newIndex+`","alias":"`+alias+sink.RebuildSuffix+`"}}]}`)
+		{"remove":{"index":"`+newIndex+`","alias":"`+alias+elasticindex.RebuildSuffix+`"}}]}`)
 	if err := e.Write(ctx, []sink.Doc{{ID: "after", Version: 1, Body: []byte(`{"name":"after"}`)}}); err != nil {
 		t.Fatalf("Write right after the swap: %v", err)
 	}
@@ -157,7 +158,7 @@ func TestCheckMappingIgnoresRebuild(t *testing.T) {
 	alias := ns + "-m"
 	oldDef := mappingDef(t, alias, `  - {name: rating, from: s.rating, type: integer, sort: true}`)
 	newDef := mappingDef(t, alias, `  - {name: rating, from: s.rating, type: float, sort: true}`)
-	running := sink.NewElastic(c, sink.ElasticOptions{Alias: alias, Mapping: oldDef.Mapping()})
+	running := elasticindex.New(c, elasticindex.Options{Alias: alias, Mapping: oldDef.Mapping()})
 	if err := running.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -165,15 +166,15 @@ func TestCheckMappingIgnoresRebuild(t *testing.T) {
 	if added, err := running.CheckMapping(ctx); err != nil || len(added) > 0 {
 		t.Fatalf("running definition during the rebuild: added %v, err %v", added, err)
 	}
-	next := sink.NewElastic(c, sink.ElasticOptions{Alias: alias, Mapping: newDef.Mapping()})
-	var conflict *sink.MappingConflictError
+	next := elasticindex.New(c, elasticindex.Options{Alias: alias, Mapping: newDef.Mapping()})
+	var conflict *elasticindex.MappingConflictError
 	if _, err := next.CheckMapping(ctx); !errors.As(err, &conflict) || conflict.Fields[0].Index != alias+"-v1" {
 		t.Fatalf("new definition before the swap: err %v, want a conflict in %s-v1", err, alias)
 	}
 	esDo(t, c, "POST", "/_aliases", `{"actions":[
 		{"remove":{"index":"`+alias+`-v1","alias":"`+alias+`"}},
 		{"add":{"index":"`+alias+`-v2","alias":"`+alias+`","is_write_index":true}},
-		{"remove":{"index":"`+alias+`-v2","alias":"`+alias+sink.RebuildSuffix+`"}}]}`)
+		{"remove":{"index":"`+alias+`-v2","alias":"`+alias+elasticindex.RebuildSuffix+`"}}]}`)
 	if added, err := next.CheckMapping(ctx); err != nil || len(added) > 0 {
 		t.Fatalf("new definition after the swap (old index kept): added %v, err %v", added, err)
 	}

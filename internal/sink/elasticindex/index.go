@@ -1,4 +1,4 @@
-package sink
+package elasticindex
 
 import (
 	"bytes"
@@ -17,16 +17,17 @@ import (
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 	"github.com/tidwall/gjson"
 
+	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/projections"
 )
 
-// ElasticOptions configures an Elasticsearch sink.
-type ElasticOptions struct {
+// Options configures an Index.
+type Options struct {
 	// Alias is the alias reads and writes go through. Required, a valid
 	// lower-case index name. Ensure creates the index "<Alias>-v1" behind it.
 	Alias string
 	// Mapping is the index mapping body, such as {"properties": {...}}. The
-	// sink adds the field "readside_deleted": {"type": "boolean"}.
+	// Index adds the field "readside_deleted": {"type": "boolean"}.
 	Mapping map[string]any
 	// Settings are optional index settings.
 	Settings map[string]any
@@ -44,7 +45,7 @@ const DeletedField = "readside_deleted"
 // serves the old one. Every Write also goes to it while it exists.
 const RebuildSuffix = "-rebuild"
 
-// RebuildDiscovery is how long a sink trusts its last answer to "is there a
+// RebuildDiscovery is how long an Index trusts its last answer to "is there a
 // rebuild alias?". A rebuild waits twice as long after creating the alias
 // before it re-issues anything, so by then every projector writes both
 // indices (a write that started with the old answer has had as long again
@@ -55,7 +56,7 @@ const RebuildDiscovery = 2 * time.Second
 const maxIDBytes = 512
 
 // Validate reports every problem with o at once.
-func (o ElasticOptions) Validate() error {
+func (o Options) Validate() error {
 	var errs []error
 	a := o.Alias
 	switch {
@@ -88,10 +89,10 @@ func (o ElasticOptions) Validate() error {
 // and CheckMapping only ever use the alias itself.
 //
 // It is safe for concurrent use.
-type Elastic struct {
+type Index struct {
 	c   *elasticsearch.Client
-	o   ElasticOptions
-	err error // from ElasticOptions.Validate, returned by every call
+	o   Options
+	err error // from Options.Validate, returned by every call
 
 	rebuild     atomic.Pointer[rebuildSeen] // the last answer about the rebuild alias
 	rebuildLock chan struct{}               // one lookup at a time
@@ -103,17 +104,17 @@ type rebuildSeen struct {
 	at     time.Time
 }
 
-// NewElastic returns a sink writing through c. When o is invalid, every call
+// New returns an Index writing through c. When o is invalid, every call
 // returns the error that o.Validate reports.
-func NewElastic(c *elasticsearch.Client, o ElasticOptions) *Elastic {
-	return &Elastic{c: c, o: o, err: o.Validate(), rebuildLock: make(chan struct{}, 1)}
+func New(c *elasticsearch.Client, o Options) *Index {
+	return &Index{c: c, o: o, err: o.Validate(), rebuildLock: make(chan struct{}, 1)}
 }
 
 // rebuilding reports whether the rebuild alias exists, asking Elasticsearch
 // at most once per RebuildDiscovery (HEAD _alias/<alias>-rebuild; 404: no).
 // When it cannot tell, it fails: writing only the old index could lose a
 // change from the new one.
-func (e *Elastic) rebuilding(ctx context.Context) (bool, error) {
+func (e *Index) rebuilding(ctx context.Context) (bool, error) {
 	if s := e.rebuild.Load(); s != nil && time.Since(s.at) < RebuildDiscovery {
 		return s.exists, nil
 	}
@@ -152,7 +153,7 @@ func (e *Elastic) rebuilding(ctx context.Context) (bool, error) {
 // the alias (as its write index) in one call, unless the alias exists. It is
 // safe when processes race: whoever loses finds the alias in place. It never
 // changes an existing index or mapping.
-func (e *Elastic) Ensure(ctx context.Context) error {
+func (e *Index) Ensure(ctx context.Context) error {
 	if e.err != nil {
 		return e.err
 	}
@@ -187,7 +188,7 @@ func (e *Elastic) Ensure(ctx context.Context) error {
 	return fmt.Errorf("sink: elasticsearch: index %q exists without the alias %q", index, e.o.Alias)
 }
 
-func (e *Elastic) aliasExists(ctx context.Context) (bool, error) {
+func (e *Index) aliasExists(ctx context.Context) (bool, error) {
 	res, err := e.c.Indices.ExistsAlias([]string{e.o.Alias}, e.c.Indices.ExistsAlias.WithContext(ctx))
 	if err != nil {
 		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", e.o.Alias, err)
@@ -207,7 +208,7 @@ func (e *Elastic) aliasExists(ctx context.Context) (bool, error) {
 
 // createBody is the create-index body: settings, the mapping with
 // DeletedField added (the caller's map is not changed), and the alias.
-func (e *Elastic) createBody() ([]byte, error) {
+func (e *Index) createBody() ([]byte, error) {
 	mapping := map[string]any{}
 	if e.o.Mapping != nil {
 		b, err := json.Marshal(e.o.Mapping)
@@ -251,7 +252,7 @@ func putBuf(b *bytes.Buffer) {
 
 // Write sends docs in one _bulk request through the alias: an "index" action
 // per doc with version=Version and version_type=external_gte (external, so
-// strictly newer, for a tombstone: see Doc.Deleted), so a stale write is
+// strictly newer, for a tombstone: see sink.Doc.Deleted), so a stale write is
 // refused (409) and counts as done. Items with the same id are
 // applied in order. A body with line breaks is compacted, since bulk bodies
 // are one line per document; the body is otherwise sent as it is.
@@ -267,14 +268,14 @@ func putBuf(b *bytes.Buffer) {
 // moves the alias onto the new index in the same step) is no failure: the
 // write through the alias reached the index the rebuild filled.
 //
-// Write returns nil; a *BatchError whose items are transient (429, 5xx, a
+// Write returns nil; a *sink.BatchError whose items are transient (429, 5xx, a
 // missing alias) or permanent (any other 4xx, such as a mapping error, with
 // Elasticsearch's error type and reason; or an invalid doc); or another error
 // when the request failed as a whole (unreachable, or an error status such as
 // 429 or 5xx for the whole request, or the rebuild alias could not be looked
 // up): transient, and some items may have been written, which a retry makes
 // good.
-func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
+func (e *Index) Write(ctx context.Context, docs []sink.Doc) error {
 	if e.err != nil {
 		return e.err
 	}
@@ -289,7 +290,7 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 	if dual {
 		per = 2
 	}
-	var failed failures
+	var failed sink.Failures
 	req := bufs.Get().(*bytes.Buffer)
 	req.Reset()
 	defer putBuf(req)
@@ -302,12 +303,12 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 	var num [20]byte
 	for i := range docs {
 		d := &docs[i]
-		err := d.check()
+		err := d.Check()
 		if err == nil && len(d.ID) > maxIDBytes {
-			err = &PermanentError{Err: fmt.Errorf("sink: doc %q: id longer than %d bytes", d.ID, maxIDBytes)}
+			err = &sink.PermanentError{Err: fmt.Errorf("sink: doc %q: id longer than %d bytes", d.ID, maxIDBytes)}
 		}
 		if err != nil {
-			failed.add(i, err)
+			failed.Add(i, err)
 			continue
 		}
 		mark := req.Len()
@@ -317,7 +318,8 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 		req.Write(strconv.AppendInt(num[:0], d.Version, 10))
 		if d.Deleted {
 			// Strictly newer: a tombstone never hides a document of its own
-			// version, which may be the entity re-created (see Doc.Deleted).
+			// version, which may be the entity re-created (see
+			// sink.Doc.Deleted).
 			req.WriteString(`,"version_type":"external"}}` + "\n")
 		} else {
 			req.WriteString(`,"version_type":"external_gte"}}` + "\n")
@@ -328,7 +330,7 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 		case bytes.ContainsAny(d.Body, "\r\n"):
 			if err := json.Compact(req, d.Body); err != nil {
 				req.Truncate(mark)
-				failed.add(i, &PermanentError{Err: fmt.Errorf("sink: doc %q: body: %w", d.ID, err)})
+				failed.Add(i, &sink.PermanentError{Err: fmt.Errorf("sink: doc %q: body: %w", d.ID, err)})
 				continue
 			}
 		default:
@@ -345,7 +347,7 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 		}
 	}
 	if len(sent) == 0 {
-		return failed.err()
+		return failed.Err()
 	}
 	bulk := e.c.Bulk
 	res, err := bulk(bytes.NewReader(req.Bytes()), bulk.WithContext(ctx), bulk.WithIndex(e.o.Alias),
@@ -372,7 +374,7 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 	if gone { // ask again on the next write rather than trust the cached answer
 		e.rebuild.Store(&rebuildSeen{exists: false, at: time.Now()})
 	}
-	return failed.err()
+	return failed.Err()
 }
 
 // bulkFailures adds to failed the errors of the items of a bulk response,
@@ -382,7 +384,7 @@ func (e *Elastic) Write(ctx context.Context, docs []Doc) error {
 // failed; failing for good, or finding no rebuild alias (rebuildGone reports
 // it), is none. It returns an
 // error when the response does not answer every item.
-func bulkFailures(resp []byte, sent []int, per int, failed *failures) (rebuildGone bool, err error) {
+func bulkFailures(resp []byte, sent []int, per int, failed *sink.Failures) (rebuildGone bool, err error) {
 	if !gjson.GetBytes(resp, "errors").Bool() {
 		return false, nil
 	}
@@ -397,15 +399,15 @@ func bulkFailures(resp []byte, sent []int, per int, failed *failures) (rebuildGo
 			switch {
 			case err == nil:
 			case j%per == 0:
-				failed.add(i, err)
+				failed.Add(i, err)
 			case status == 404 && typ == "index_not_found_exception":
 				rebuildGone = true
-			case IsPermanent(err):
+			case sink.IsPermanent(err):
 				// The new index rejects the document for good (its mapping
 				// cannot hold it): the document stays out of it, and the
 				// rebuild's count check refuses the swap. Live events go on.
 			case (*failed)[i] == nil:
-				failed.add(i, fmt.Errorf("sink: elasticsearch rebuild index: %w", err))
+				failed.Add(i, fmt.Errorf("sink: elasticsearch rebuild index: %w", err))
 			}
 		}
 		j++
@@ -427,24 +429,25 @@ func itemError(status int64, typ, reason string) error {
 	case status == 429 || status >= 500:
 		return fmt.Errorf("sink: elasticsearch item: %d %s: %s", status, typ, reason)
 	case status == 404 && typ == "index_not_found_exception":
-		// The alias is missing (require_alias): an operator's fix away, not a bad document.
+		// The alias is missing (require_alias): an operator's fix away, not a
+		// bad document.
 		return fmt.Errorf("sink: elasticsearch item: %d %s: %s", status, typ, reason)
 	case status >= 400:
-		return &PermanentError{Err: fmt.Errorf("sink: elasticsearch item: %d %s: %s", status, typ, reason)}
+		return &sink.PermanentError{Err: fmt.Errorf("sink: elasticsearch item: %d %s: %s", status, typ, reason)}
 	}
 	return fmt.Errorf("sink: elasticsearch item: unexpected status %d %s: %s", status, typ, reason)
 }
 
 // Get returns what is stored for id, read in real time (including writes not
 // yet refreshed) through the alias: a document, a tombstone (Deleted set, nil
-// Body), or ErrNotFound. It asks _mget with the id in the body, so no id needs
-// escaping in a URL path.
-func (e *Elastic) Get(ctx context.Context, id string) (Stored, error) {
+// Body), or sink.ErrNotFound. It asks _mget with the id in the body, so no id
+// needs escaping in a URL path.
+func (e *Index) Get(ctx context.Context, id string) (sink.Stored, error) {
 	if e.err != nil {
-		return Stored{}, e.err
+		return sink.Stored{}, e.err
 	}
 	if id == "" || len(id) > maxIDBytes {
-		return Stored{}, ErrNotFound // never written
+		return sink.Stored{}, sink.ErrNotFound // never written
 	}
 	var req bytes.Buffer
 	req.WriteString(`{"ids":[`)
@@ -453,23 +456,23 @@ func (e *Elastic) Get(ctx context.Context, id string) (Stored, error) {
 	mget := e.c.Mget
 	res, err := mget(&req, mget.WithContext(ctx), mget.WithIndex(e.o.Alias))
 	if err != nil {
-		return Stored{}, fmt.Errorf("sink: elasticsearch get %q: %w", id, err)
+		return sink.Stored{}, fmt.Errorf("sink: elasticsearch get %q: %w", id, err)
 	}
 	b, err := readBody(res)
 	if err != nil {
-		return Stored{}, fmt.Errorf("sink: elasticsearch get %q: %w", id, err)
+		return sink.Stored{}, fmt.Errorf("sink: elasticsearch get %q: %w", id, err)
 	}
 	if res.IsError() {
-		return Stored{}, fmt.Errorf("sink: elasticsearch get %q: %s", id, responseError(res, b))
+		return sink.Stored{}, fmt.Errorf("sink: elasticsearch get %q: %s", id, responseError(res, b))
 	}
 	doc := gjson.GetBytes(b, "docs.0")
 	if fail := doc.Get("error"); fail.Exists() {
-		return Stored{}, fmt.Errorf("sink: elasticsearch get %q: %s: %s", id, fail.Get("type").Str, fail.Get("reason").Str)
+		return sink.Stored{}, fmt.Errorf("sink: elasticsearch get %q: %s: %s", id, fail.Get("type").Str, fail.Get("reason").Str)
 	}
 	if !doc.Get("found").Bool() {
-		return Stored{}, ErrNotFound
+		return sink.Stored{}, sink.ErrNotFound
 	}
-	s := Stored{Version: doc.Get("_version").Int()}
+	s := sink.Stored{Version: doc.Get("_version").Int()}
 	src := doc.Get("_source")
 	if src.Get(DeletedField).Bool() {
 		s.Deleted = true
@@ -484,7 +487,7 @@ func (e *Elastic) Get(ctx context.Context, id string) (Stored, error) {
 }
 
 // Refresh makes every write so far visible to search through the alias.
-func (e *Elastic) Refresh(ctx context.Context) error {
+func (e *Index) Refresh(ctx context.Context) error {
 	if e.err != nil {
 		return e.err
 	}

@@ -1,6 +1,7 @@
-package sink_test
+package elasticindex_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,11 +11,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/tidwall/gjson"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/internal/sink/sinktest"
 	"github.com/readside/readside/internal/testenv"
 )
@@ -23,12 +26,12 @@ var testSettings = map[string]any{"number_of_shards": 1, "number_of_replicas": 0
 
 // openElastic returns an ensured Elasticsearch sink behind an alias of its
 // own, whose index is deleted when the test ends.
-func openElastic(t testing.TB, mapping map[string]any) (*sink.Elastic, *elasticsearch.Client, string) {
+func openElastic(t testing.TB, mapping map[string]any) (*elasticindex.Index, *elasticsearch.Client, string) {
 	t.Helper()
 	ns := testenv.Namespace(t)
 	c := testenv.Elastic(t, ns)
 	alias := ns + "-docs"
-	e := sink.NewElastic(c, sink.ElasticOptions{Alias: alias, Mapping: mapping, Settings: testSettings})
+	e := elasticindex.New(c, elasticindex.Options{Alias: alias, Mapping: mapping, Settings: testSettings})
 	if err := e.Ensure(testCtx(t)); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
@@ -57,6 +60,16 @@ func esGet(t testing.TB, c *elasticsearch.Client, path string) []byte {
 	return b
 }
 
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func jsonDoc(id string, v int64) sink.Doc {
+	return sink.Doc{ID: id, Version: v, Body: fmt.Appendf(nil, `{"id":%q,"v":%d}`, id, v)}
+}
+
 func TestElasticConformance(t *testing.T) {
 	t.Parallel()
 	mapping := map[string]any{"properties": map[string]any{
@@ -71,18 +84,18 @@ func TestElasticConformance(t *testing.T) {
 
 func TestElasticOptionsValidate(t *testing.T) {
 	tests := []struct {
-		o       sink.ElasticOptions
+		o       elasticindex.Options
 		wantErr string
 	}{
-		{sink.ElasticOptions{Alias: "shops"}, ""},
-		{sink.ElasticOptions{Alias: "shops-2024_a.b"}, ""},
-		{sink.ElasticOptions{}, "empty"},
-		{sink.ElasticOptions{Alias: "Shops"}, "lower case"},
-		{sink.ElasticOptions{Alias: "a b"}, "valid index name"},
-		{sink.ElasticOptions{Alias: "a*"}, "valid index name"},
-		{sink.ElasticOptions{Alias: "_a"}, "valid index name"},
-		{sink.ElasticOptions{Alias: strings.Repeat("a", 253)}, "longer"},
-		{sink.ElasticOptions{Alias: "a", Mapping: map[string]any{"x": func() {}}}, "mapping"},
+		{elasticindex.Options{Alias: "shops"}, ""},
+		{elasticindex.Options{Alias: "shops-2024_a.b"}, ""},
+		{elasticindex.Options{}, "empty"},
+		{elasticindex.Options{Alias: "Shops"}, "lower case"},
+		{elasticindex.Options{Alias: "a b"}, "valid index name"},
+		{elasticindex.Options{Alias: "a*"}, "valid index name"},
+		{elasticindex.Options{Alias: "_a"}, "valid index name"},
+		{elasticindex.Options{Alias: strings.Repeat("a", 253)}, "longer"},
+		{elasticindex.Options{Alias: "a", Mapping: map[string]any{"x": func() {}}}, "mapping"},
 	}
 	for _, tt := range tests {
 		err := tt.o.Validate()
@@ -106,7 +119,7 @@ func TestElasticEnsure(t *testing.T) {
 	errs := make([]error, 4)
 	for i := range errs {
 		wg.Go(func() {
-			errs[i] = sink.NewElastic(c, sink.ElasticOptions{Alias: alias, Mapping: mapping, Settings: testSettings}).Ensure(ctx)
+			errs[i] = elasticindex.New(c, elasticindex.Options{Alias: alias, Mapping: mapping, Settings: testSettings}).Ensure(ctx)
 		})
 	}
 	wg.Wait()
@@ -136,7 +149,7 @@ func TestElasticEnsure(t *testing.T) {
 	}
 
 	// Ensure again is a no-op, even with another mapping: it never changes an index.
-	other := sink.NewElastic(c, sink.ElasticOptions{Alias: alias, Mapping: map[string]any{
+	other := elasticindex.New(c, elasticindex.Options{Alias: alias, Mapping: map[string]any{
 		"properties": map[string]any{"name": map[string]any{"type": "text"}}}})
 	if err := other.Ensure(ctx); err != nil {
 		t.Fatalf("second Ensure: %v", err)
@@ -194,7 +207,7 @@ func TestElasticMappingError(t *testing.T) {
 func TestElasticUnreachable(t *testing.T) {
 	t.Parallel()
 	c := testenv.ElasticAt(t, "http://127.0.0.1:1")
-	e := sink.NewElastic(c, sink.ElasticOptions{Alias: "unreachable"})
+	e := elasticindex.New(c, elasticindex.Options{Alias: "unreachable"})
 	ctx := testCtx(t)
 	err := e.Write(ctx, []sink.Doc{jsonDoc("a", 1), jsonDoc("b", 2)})
 	var be *sink.BatchError
@@ -218,7 +231,7 @@ func TestElasticMissingAlias(t *testing.T) {
 	t.Parallel()
 	ns := testenv.Namespace(t)
 	c := testenv.Elastic(t, ns)
-	e := sink.NewElastic(c, sink.ElasticOptions{Alias: ns + "-missing"})
+	e := elasticindex.New(c, elasticindex.Options{Alias: ns + "-missing"})
 	ctx := testCtx(t)
 	err := e.Write(ctx, []sink.Doc{jsonDoc("a", 1), jsonDoc("b", 1)})
 	var be *sink.BatchError
@@ -314,7 +327,7 @@ func BenchmarkElasticWrite(b *testing.B) {
 	const batch = 100
 	docs := make([]sink.Doc, batch)
 	for i := range docs {
-		docs[i] = sink.Doc{ID: fmt.Sprint("bench-", i), Body: benchBody(i)}
+		docs[i] = sink.Doc{ID: fmt.Sprint("bench-", i), Body: sinktest.BenchBody(i)}
 	}
 	b.SetBytes(int64(batch * len(docs[0].Body)))
 	b.ReportAllocs()

@@ -1,4 +1,4 @@
-package sink_test
+package bleveindex_test
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package sink
+package bleveindex
 
 import (
 	"bytes"
@@ -30,34 +30,35 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/projections"
 )
 
-// BleveOptions configures OpenBleve.
-type BleveOptions struct {
+// Options configures Open.
+type Options struct {
 	// Name is the projection's name, for messages and logs.
 	Name string
 	// Fields are the projection's fields: they decide what is indexed and
 	// how, as projections.Definition.Mapping does for Elasticsearch.
 	Fields []projections.Field
-	// Log receives what OpenBleve does on its own, such as a re-index. Nil:
+	// Log receives what Open does on its own, such as a re-index. Nil:
 	// nothing is logged.
 	Log *slog.Logger
 }
 
 // Bleve is the embedded search index of one projection: a bleve (scorch)
 // index in a directory of its own, which lets a single machine list and
-// search without Elasticsearch. It keeps the semantics of Query that
+// search without Elasticsearch. It keeps the semantics of sink.Query that
 // Elastic keeps, and the write guard of every store.
 //
 // Each id is one bleve document that holds, besides its indexed fields, a
 // stored field with what Get returns (version, build time and body, in the
-// layout of DecodeValue). A tombstone is a document with that stored field
-// only: searches keep to documents marked live, so it is never listed, and
-// it keeps its version for the guard. Since the guard's state and the
-// indexed fields are the same document, one bleve batch changes both at
-// once: scorch applies a batch atomically and makes it durable before
-// Batch returns.
+// layout of sink.DecodeValue). A tombstone is a document with that stored
+// field only: searches keep to documents marked live, so it is never listed,
+// and it keeps its version for the guard. Since the guard's state and the
+// indexed fields are the same document, one bleve batch changes both at once:
+// scorch applies a batch atomically and makes it durable before Batch
+// returns.
 //
 // bleve's own key/value storage (SetInternal) would be atomic with a batch
 // too, but scorch copies all of it in memory and rewrites all of it to disk
@@ -65,16 +66,16 @@ type BleveOptions struct {
 // batches of 100: 45 s, against 1 s without). It only keeps the signature
 // of the fields.
 //
-// One process at a time uses the index: OpenBleve locks "<dir>.lock" until
+// One process at a time uses the index: Open locks "<dir>.lock" until
 // Close. Bleve is safe for concurrent use: searches and reads run in
 // parallel with each other and with one Write at a time.
-type Bleve struct {
+type Index struct {
 	idx     bleve.Index
 	lock    *bolt.DB // held open: its file lock keeps other processes out
 	name    string
 	schema  *bleveSchema
 	mapping mapping.IndexMapping // what documents are built with
-	text    analysis.Analyzer    // of Query.Text, as of the text fields
+	text    analysis.Analyzer    // of sink.Query.Text, as of the text fields
 
 	writer chan struct{} // holds a token while one Write writes: the guard reads, then writes
 	life   sync.RWMutex  // Close waits for every call under way
@@ -86,12 +87,12 @@ type Bleve struct {
 
 // bleveWrite is one Write waiting to be written, and its outcome.
 type bleveWrite struct {
-	docs []Doc
+	docs []sink.Doc
 	err  error
 	done chan struct{} // closed when err is set
 }
 
-var _ Index = (*Bleve)(nil)
+var _ sink.Index = (*Index)(nil)
 
 // bleveSignatureKey is where the index keeps bleveSignature of the fields it
 // was built for.
@@ -101,28 +102,28 @@ var bleveSignatureKey = []byte("readside/fields")
 // index despite the lock, wait at most a second for it.
 func bleveConfig() map[string]any { return map[string]any{"bolt_timeout": "1s"} }
 
-// bleveLockTimeout is how long OpenBleve waits for another process to
+// bleveLockTimeout is how long Open waits for another process to
 // release the index.
 const bleveLockTimeout = time.Second
 
 // reindexBatch is how many documents a re-index writes per batch.
 const reindexBatch = 1000
 
-// OpenBleve opens the index in dir, or creates it (and dir's parents) when
+// Open opens the index in dir, or creates it (and dir's parents) when
 // dir is absent or empty; a non-empty dir that holds no bleve index is
 // refused. A new index is built beside dir ("<dir>.reindex") and moved in
 // once complete, so a creation cut short leaves nothing in dir.
 //
 // An index keeps the signature of the fields it was built for. When the
 // fields differ in what is indexed (a field added, removed, retyped, or made
-// searchable, filterable or sortable), OpenBleve re-indexes every document
+// searchable, filterable or sortable), Open re-indexes every document
 // it holds into a fresh index beside dir ("<dir>.reindex"), then swaps the
 // directories ("<dir>.old" for a moment), logging what it did; values that
 // no longer fit their field are left out of the index, not the documents. A
 // swap cut short by a crash is undone on the next open, which re-indexes
-// again. When another process holds the index, OpenBleve fails after a
+// again. When another process holds the index, Open fails after a
 // second, saying so.
-func OpenBleve(dir string, o BleveOptions) (*Bleve, error) {
+func Open(dir string, o Options) (*Index, error) {
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -137,7 +138,7 @@ func OpenBleve(dir string, o BleveOptions) (*Bleve, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sink: bleve %s: %w", o.Name, err)
 	}
-	b := &Bleve{lock: lock, name: o.Name, schema: newBleveSchema(o.Fields), mapping: m, text: m.AnalyzerNamed(bleveText),
+	b := &Index{lock: lock, name: o.Name, schema: newBleveSchema(o.Fields), mapping: m, text: m.AnalyzerNamed(bleveText),
 		writer: make(chan struct{}, 1)}
 	if err := recoverSwap(dir); err != nil {
 		lock.Close()
@@ -235,7 +236,7 @@ func createBleveIndex(dir string, m mapping.IndexMapping, sig []byte) (bleve.Ind
 
 // recoverSwap finishes what a re-index cut short: when it stopped between
 // moving dir away and moving the fresh index in, the old index goes back
-// (OpenBleve re-indexes it again); leftovers, and an index whose creation
+// (Open re-indexes it again); leftovers, and an index whose creation
 // was cut short, are removed.
 func recoverSwap(dir string) error {
 	old, fresh := dir+".old", dir+".reindex"
@@ -257,7 +258,7 @@ func recoverSwap(dir string) error {
 // reindex copies every document and tombstone of old, which it closes, into
 // a fresh index with m beside dir, swaps the directories and opens the
 // result.
-func (b *Bleve) reindex(old bleve.Index, dir string, m mapping.IndexMapping, sig []byte, log *slog.Logger) (bleve.Index, error) {
+func (b *Index) reindex(old bleve.Index, dir string, m mapping.IndexMapping, sig []byte, log *slog.Logger) (bleve.Index, error) {
 	start := time.Now()
 	tmp := dir + ".reindex"
 	fresh, err := bleve.NewUsing(tmp, m, scorch.Name, bleve.Config.DefaultKVStore, bleveConfig())
@@ -300,7 +301,7 @@ func (b *Bleve) reindex(old bleve.Index, dir string, m mapping.IndexMapping, sig
 
 // copyDocs writes every document and tombstone of from into to, with to's
 // fields, and reports how many, and how many values it left out.
-func (b *Bleve) copyDocs(from, to bleve.Index) (n, dropped int, err error) {
+func (b *Index) copyDocs(from, to bleve.Index) (n, dropped int, err error) {
 	r, err := reader(from)
 	if err != nil {
 		return 0, 0, err
@@ -331,7 +332,7 @@ func (b *Bleve) copyDocs(from, to bleve.Index) (n, dropped int, err error) {
 		if value == nil {
 			continue // bleve's own documents, such as a nested one: not ours
 		}
-		s, err := DecodeValue(value)
+		s, err := sink.DecodeValue(value)
 		if err != nil {
 			return n, dropped, fmt.Errorf("document %q: %w", id, err)
 		}
@@ -361,7 +362,7 @@ var errBleveClosed = errors.New("sink: bleve: closed")
 
 // Close waits for the calls under way, closes the index and releases it to
 // other processes; every later call fails. Closing again does nothing.
-func (b *Bleve) Close() error {
+func (b *Index) Close() error {
 	b.life.Lock()
 	defer b.life.Unlock()
 	if b.closed {
@@ -380,7 +381,7 @@ func (b *Bleve) Close() error {
 
 // open holds off Close until the returned func is called; it fails once
 // closed.
-func (b *Bleve) open() (done func(), err error) {
+func (b *Index) open() (done func(), err error) {
 	b.life.RLock()
 	if b.closed {
 		b.life.RUnlock()
@@ -400,12 +401,12 @@ func (b *Bleve) open() (done func(), err error) {
 // batch costs bleve a segment, its files and their fsyncs, whatever its
 // size, so the projector's concurrent batches share that cost.
 //
-// Write returns nil; a *BatchError whose items are permanent (an invalid doc,
-// a body that is not a JSON object, or a value that does not fit its
+// Write returns nil; a *sink.BatchError whose items are permanent (an invalid
+// doc, a body that is not a JSON object, or a value that does not fit its
 // field's type, which Elasticsearch refuses too) while every other item was
 // written; or another error when the call failed as a whole (ctx done, the
 // index closed or failing), and nothing was written.
-func (b *Bleve) Write(ctx context.Context, docs []Doc) error {
+func (b *Index) Write(ctx context.Context, docs []sink.Doc) error {
 	if len(docs) == 0 {
 		return nil
 	}
@@ -442,7 +443,7 @@ func (b *Bleve) Write(ctx context.Context, docs []Doc) error {
 }
 
 // writeAll writes ws in one bleve batch, in order, and settles each.
-func (b *Bleve) writeAll(ws []*bleveWrite) {
+func (b *Index) writeAll(ws []*bleveWrite) {
 	settle := func(err error) {
 		for _, w := range ws {
 			if w.err == nil {
@@ -457,14 +458,14 @@ func (b *Bleve) writeAll(ws []*bleveWrite) {
 		return
 	}
 	defer r.Close()
-	failed := make([]failures, len(ws))
+	failed := make([]sink.Failures, len(ws))
 	batch := b.idx.NewBatch()
-	written := map[string]Stored{} // the version and kind this batch writes, by id
+	written := map[string]sink.Stored{} // the version and kind this batch writes, by id
 	for k, w := range ws {
 		for i := range w.docs {
 			d := &w.docs[i]
-			if err := d.check(); err != nil {
-				failed[k].add(i, err)
+			if err := d.Check(); err != nil {
+				failed[k].Add(i, err)
 				continue
 			}
 			cur, ok := written[d.ID]
@@ -474,22 +475,22 @@ func (b *Bleve) writeAll(ws []*bleveWrite) {
 					settle(fmt.Errorf("sink: bleve %s: write: %w", b.name, err))
 					return
 				}
-				if s, err := DecodeValue(value); value != nil && err == nil {
-					cur, ok = Stored{Version: s.Version, Deleted: s.Deleted}, true
+				if s, err := sink.DecodeValue(value); value != nil && err == nil {
+					cur, ok = sink.Stored{Version: s.Version, Deleted: s.Deleted}, true
 				} // a value that does not decode is overwritten, as in Redis
 			}
-			if ok && outranks(cur, d) {
+			if ok && cur.Outranks(d) {
 				continue // stale
 			}
-			doc, _, err := b.document(d.ID, appendValue(nil, d), d.Deleted, d.Body, false)
+			doc, _, err := b.document(d.ID, sink.AppendValue(nil, d), d.Deleted, d.Body, false)
 			if err == nil {
 				err = batch.IndexAdvanced(doc)
 			}
 			if err != nil {
-				failed[k].add(i, &PermanentError{Err: fmt.Errorf("sink: bleve %s: doc %q: %w", b.name, d.ID, err)})
+				failed[k].Add(i, &sink.PermanentError{Err: fmt.Errorf("sink: bleve %s: doc %q: %w", b.name, d.ID, err)})
 				continue
 			}
-			written[d.ID] = Stored{Version: d.Version, Deleted: d.Deleted}
+			written[d.ID] = sink.Stored{Version: d.Version, Deleted: d.Deleted}
 		}
 	}
 	if batch.Size() > 0 {
@@ -499,7 +500,7 @@ func (b *Bleve) writeAll(ws []*bleveWrite) {
 		}
 	}
 	for k, w := range ws {
-		w.err = failed[k].err()
+		w.err = failed[k].Err()
 	}
 	settle(nil)
 }
@@ -507,7 +508,7 @@ func (b *Bleve) writeAll(ws []*bleveWrite) {
 // document is the bleve document of id: value stored for Get, and unless
 // deleted, the indexed fields of body and the live mark. It reports how many
 // values it left out when lenient (see bleveSchema.data).
-func (b *Bleve) document(id string, value []byte, deleted bool, body []byte, lenient bool) (*document.Document, int, error) {
+func (b *Index) document(id string, value []byte, deleted bool, body []byte, lenient bool) (*document.Document, int, error) {
 	doc := document.NewDocument(id)
 	dropped := 0
 	if !deleted {
@@ -555,76 +556,76 @@ func storedValue(r index.IndexReader, id string) ([]byte, error) {
 }
 
 // Get returns what is stored for id: a document, a tombstone (Deleted set,
-// nil Body), or ErrNotFound. Body aliases no buffer of the index.
-func (b *Bleve) Get(ctx context.Context, id string) (Stored, error) {
+// nil Body), or sink.ErrNotFound. Body aliases no buffer of the index.
+func (b *Index) Get(ctx context.Context, id string) (sink.Stored, error) {
 	if err := ctx.Err(); err != nil {
-		return Stored{}, err
+		return sink.Stored{}, err
 	}
 	done, err := b.open()
 	if err != nil {
-		return Stored{}, err
+		return sink.Stored{}, err
 	}
 	defer done()
 	r, err := reader(b.idx)
 	if err != nil {
-		return Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
+		return sink.Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
 	}
 	defer r.Close()
 	value, err := storedValue(r, id)
 	if err != nil {
-		return Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
+		return sink.Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
 	}
 	if value == nil {
-		return Stored{}, ErrNotFound
+		return sink.Stored{}, sink.ErrNotFound
 	}
-	s, err := DecodeValue(value)
+	s, err := sink.DecodeValue(value)
 	if err != nil {
-		return Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
+		return sink.Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
 	}
 	return s, nil
 }
 
 // Refresh does nothing: a write is searchable as soon as Write returns.
-func (b *Bleve) Refresh(ctx context.Context) error { return nil }
+func (b *Index) Refresh(ctx context.Context) error { return nil }
 
-// Search answers one page of q (see Query for the semantics), searching in
-// parallel with writes. Elasticsearch's behaviour is kept where bleve
+// Search answers one page of q (see sink.Query for the semantics), searching
+// in parallel with writes. Elasticsearch's behaviour is kept where bleve
 // differs: text is analysed without stop words; a text field's filters and
 // sorts use its whole value; a date bound rounds its missing parts as
-// Elasticsearch does; distances are Elasticsearch's (haversine on a sphere
-// of the Earth's mean radius) for both Within and the distance sort, over
-// every point of a document; a list sorts by its smallest value ascending,
-// its largest descending.
+// Elasticsearch does; distances are Elasticsearch's (haversine on a sphere of
+// the Earth's mean radius) for both Within and the distance sort, over every
+// point of a document; a list sorts by its smallest value ascending, its
+// largest descending.
 //
-// Page.After holds the last hit's sort values, base64-encoded (bleve's are
-// bytes); a query with a malformed After, or one the index cannot answer
+// sink.Page.After holds the last hit's sort values, base64-encoded (bleve's
+// are bytes); a query with a malformed After, or one the index cannot answer
 // (an unknown field, a filter or sort the field does not allow, a value of
 // the wrong type, Near missing for Within or the distance sort), wraps
-// ErrBadQuery. Any other error is the index failing, or ctx done: a search
-// gives up soon after ctx is done, since bleve checks ctx as it collects
-// hits, and what it does before, building the searchers, takes work bounded
-// by the index, not by the filters' values (see trieRange).
-func (b *Bleve) Search(ctx context.Context, q Query) (Page, error) {
+// sink.ErrBadQuery. Any other error is the index failing, or ctx done: a
+// search gives up soon after ctx is done, since bleve checks ctx as it
+// collects hits, and what it does before, building the searchers, takes work
+// bounded by the index, not by the filters' values (see trieRange).
+func (b *Index) Search(ctx context.Context, q sink.Query) (sink.Page, error) {
 	if err := ctx.Err(); err != nil {
-		return Page{}, err
+		return sink.Page{}, err
 	}
 	done, err := b.open()
 	if err != nil {
-		return Page{}, err
+		return sink.Page{}, err
 	}
 	defer done()
 	req, err := b.request(q)
 	if err != nil {
-		return Page{}, fmt.Errorf("sink: bleve %s: %w", b.name, err)
+		return sink.Page{}, fmt.Errorf("sink: bleve %s: %w", b.name, err)
 	}
 	if req == nil {
-		return Page{IDs: []string{}}, nil
+		return sink.Page{IDs: []string{}}, nil
 	}
 	res, err := b.idx.SearchInContext(ctx, req)
 	if err != nil {
-		return Page{}, fmt.Errorf("sink: bleve %s: search: %w", b.name, err)
+		return sink.Page{}, fmt.Errorf("sink: bleve %s: search: %w", b.name, err)
 	}
-	p := Page{IDs: make([]string, 0, len(res.Hits))}
+	p := sink.Page{IDs: make([]string, 0, len(res.Hits))}
 	for _, h := range res.Hits {
 		p.IDs = append(p.IDs, h.ID)
 	}
@@ -634,14 +635,14 @@ func (b *Bleve) Search(ctx context.Context, q Query) (Page, error) {
 	return p, nil
 }
 
-// badQuery is an ErrBadQuery with why.
+// badQuery is a sink.ErrBadQuery with why.
 func badQuery(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrBadQuery, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s", sink.ErrBadQuery, fmt.Sprintf(format, args...))
 }
 
 // request is the bleve request of q; nil when q.Text has no word, which
 // matches nothing (as in Elasticsearch).
-func (b *Bleve) request(q Query) (*bleve.SearchRequest, error) {
+func (b *Index) request(q sink.Query) (*bleve.SearchRequest, error) {
 	if q.Limit <= 0 {
 		return nil, badQuery("limit %d: must be positive", q.Limit)
 	}
@@ -715,7 +716,7 @@ func live() query.Query {
 }
 
 // words are the terms of text, analysed as the text fields are.
-func (b *Bleve) words(text string) []string {
+func (b *Index) words(text string) []string {
 	tokens := b.text.Analyze([]byte(text))
 	words := make([]string, 0, len(tokens))
 	for _, t := range tokens {
@@ -761,7 +762,7 @@ func ranged(t projections.FieldType) bool {
 
 // filter is the query of one Filter: the field equals one of the values,
 // or compares with the first.
-func (b *Bleve) filter(f Filter) (query.Query, error) {
+func (b *Index) filter(f sink.Filter) (query.Query, error) {
 	fd, ok := b.schema.fields[f.Field]
 	switch {
 	case !ok:
@@ -816,7 +817,7 @@ func (b *Bleve) filter(f Filter) (query.Query, error) {
 			}
 			fq = intRange(bleveIntPrefix+f.Field, f.Op, n)
 		case projections.Float:
-			x, ok := numberValue(v)
+			x, ok := sink.FilterNumber(v)
 			if !ok {
 				return nil, badQuery("filter on %q: %v is not a number", f.Field, v)
 			}
@@ -838,28 +839,6 @@ func (b *Bleve) filter(f Filter) (query.Query, error) {
 		return alts[0], nil
 	}
 	return query.NewDisjunctionQuery(alts), nil
-}
-
-// numberValue reads a filter's number.
-func numberValue(v any) (float64, bool) {
-	var x float64
-	switch n := v.(type) {
-	case int64:
-		x = float64(n)
-	case int:
-		x = float64(n)
-	case float64:
-		x = n
-	case interface{ Float64() (float64, error) }: // json.Number
-		f, err := n.Float64()
-		if err != nil {
-			return 0, false
-		}
-		x = f
-	default:
-		return 0, false
-	}
-	return x, !math.IsNaN(x) && !math.IsInf(x, 0)
 }
 
 // numberRange compares a numeric field with x: equality for op "". Both
@@ -1062,16 +1041,16 @@ func trieBlocks(min, max int64, block func(v int64, shift uint)) {
 
 // sortOrder is q's sort, then the id ascending; scored reports whether it
 // needs scores.
-func (b *Bleve) sortOrder(q Query) (order search.SortOrder, scored bool, err error) {
+func (b *Index) sortOrder(q sink.Query) (order search.SortOrder, scored bool, err error) {
 	order = make(search.SortOrder, 0, len(q.Sort)+1)
 	for _, k := range q.Sort {
 		switch k.Field {
-		case SortDistance:
+		case sink.SortDistance:
 			if q.Near == nil {
 				return nil, false, badQuery("sort by distance needs near")
 			}
 			order = append(order, &geoSort{field: b.schema.geo, at: *q.Near, desc: k.Desc})
-		case SortRelevance:
+		case sink.SortRelevance:
 			order = append(order, &search.SortScore{Desc: k.Desc})
 			scored = true
 		default:
@@ -1101,7 +1080,7 @@ func (b *Bleve) sortOrder(q Query) (order search.SortOrder, scored bool, err err
 	return append(order, &search.SortDocID{}), scored, nil
 }
 
-// encodeAfter is the Page.After of hit: its sort values as SearchAfter
+// encodeAfter is the sink.Page.After of hit: its sort values as SearchAfter
 // takes them (a score as a decimal), base64-encoded so that the bytes of
 // bleve's numbers survive JSON.
 func encodeAfter(order search.SortOrder, hit *search.DocumentMatch) []any {
@@ -1116,7 +1095,7 @@ func encodeAfter(order search.SortOrder, hit *search.DocumentMatch) []any {
 	return after
 }
 
-// decodeAfter reads a Page.After of a query with this order back into
+// decodeAfter reads a sink.Page.After of a query with this order back into
 // SearchAfter values, checking that each can be one.
 func decodeAfter(order search.SortOrder, after []any) ([]string, error) {
 	if len(after) != len(order) {
@@ -1168,7 +1147,7 @@ const earthRadius = 6371008.7714
 
 // arcDistance is the haversine distance in metres, as Elasticsearch's
 // default (arc) distance computes it.
-func arcDistance(a LatLon, lat, lon float64) float64 {
+func arcDistance(a sink.LatLon, lat, lon float64) float64 {
 	rad := math.Pi / 180
 	h1 := 1 - math.Cos((a.Lat-lat)*rad)
 	h2 := 1 - math.Cos((a.Lon-lon)*rad)
@@ -1196,7 +1175,7 @@ func geoTerm(term []byte) (lat, lon float64, ok bool) {
 // decimal numbers, which cannot stand for a missing point.
 type geoSort struct {
 	field string
-	at    LatLon
+	at    sink.LatLon
 	desc  bool
 	terms [][]byte
 	buf   []byte
@@ -1249,7 +1228,7 @@ func (s *geoSort) Copy() search.SearchSort {
 // at, by Elasticsearch's distance.
 type withinQuery struct {
 	field  string
-	at     LatLon
+	at     sink.LatLon
 	metres float64
 	array  bool // the field may hold several points
 }

@@ -1,10 +1,11 @@
-package sink
+package redisstore
 
 import (
 	"context"
 	"testing"
 	"time"
 
+	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/testenv"
 )
 
@@ -14,7 +15,7 @@ func TestRedisReloadsScript(t *testing.T) {
 	t.Parallel()
 	c := testenv.Redis(t)
 	ns := testenv.Namespace(t)
-	r := NewRedis(c, RedisOptions{KeyPattern: ns + ":{id}"})
+	r := New(c, Options{KeyPattern: ns + ":{id}"})
 	t.Cleanup(func() { c.Del(context.Background(), r.Key("a"), r.Key("b")) })
 	// A script of its own that Redis has never seen, and a sink that thinks
 	// it loaded it: the state after a Redis restart.
@@ -23,7 +24,7 @@ func TestRedisReloadsScript(t *testing.T) {
 	r.loaded.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	docs := []Doc{{ID: "a", Version: 2, Body: []byte(`{"a":2}`)}, {ID: "b", Version: 1, Deleted: true}}
+	docs := []sink.Doc{{ID: "a", Version: 2, Body: []byte(`{"a":2}`)}, {ID: "b", Version: 1, Deleted: true}}
 	if err := r.Write(ctx, docs); err != nil {
 		t.Fatalf("Write after the script was lost: %v", err)
 	}
@@ -35,28 +36,5 @@ func TestRedisReloadsScript(t *testing.T) {
 	}
 	if got, err := r.Get(ctx, "b"); err != nil || !got.Deleted {
 		t.Fatalf("Get(b) = %+v, %v", got, err)
-	}
-}
-
-func TestValueWithBuildTime(t *testing.T) {
-	at := time.UnixMilli(1795255200123)
-	for _, d := range []Doc{
-		{ID: "a", Version: 42, Body: []byte(`{"x":1}`), BuiltAt: at},
-		{ID: "a", Version: 7, Deleted: true, BuiltAt: at},
-		{ID: "a", Version: 9, Body: []byte(`{}`)},
-	} {
-		v := appendValue(nil, &d)
-		got, err := DecodeValue(v)
-		if err != nil {
-			t.Fatalf("%s: %v", v, err)
-		}
-		if got.Version != d.Version || got.Deleted != d.Deleted || !got.BuiltAt.Equal(d.BuiltAt) || (!d.Deleted && string(got.Body) != string(d.Body)) {
-			t.Errorf("%s decoded to %+v, want %+v", v, got, d)
-		}
-	}
-	for _, bad := range []string{"00000000000000000001D12", "00000000000000000001Dabcdefghijklm{}", "00000000000000000001T1795255200123{}"} {
-		if _, err := DecodeValue([]byte(bad)); err == nil {
-			t.Errorf("DecodeValue(%q): no error", bad)
-		}
 	}
 }

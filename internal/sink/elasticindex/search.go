@@ -1,4 +1,4 @@
-package sink
+package elasticindex
 
 import (
 	"bytes"
@@ -11,30 +11,31 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/projections"
 )
 
 // Search asks Elasticsearch for one page of ids through the alias, with
 // _source off: the documents themselves are read from the doc store. It needs
-// ElasticOptions.Fields. A query Elasticsearch refuses (a 400) wraps
-// ErrBadQuery.
-func (e *Elastic) Search(ctx context.Context, q Query) (Page, error) {
+// Options.Fields. A query Elasticsearch refuses (a 400) wraps
+// sink.ErrBadQuery.
+func (e *Index) Search(ctx context.Context, q sink.Query) (sink.Page, error) {
 	if e.err != nil {
-		return Page{}, e.err
+		return sink.Page{}, e.err
 	}
 	body, err := json.Marshal(e.searchBody(q))
 	if err != nil {
-		return Page{}, err
+		return sink.Page{}, err
 	}
 	s := e.c.Search
 	res, err := s(s.WithContext(ctx), s.WithIndex(e.o.Alias), s.WithBody(bytes.NewReader(body)),
 		s.WithFilterPath("hits.hits._id", "hits.hits.sort", "error.reason", "error.root_cause.reason"))
 	if err != nil {
-		return Page{}, fmt.Errorf("sink: elasticsearch search: %w", err)
+		return sink.Page{}, fmt.Errorf("sink: elasticsearch search: %w", err)
 	}
 	resp, err := readBody(res)
 	if err != nil {
-		return Page{}, fmt.Errorf("sink: elasticsearch search: %w", err)
+		return sink.Page{}, fmt.Errorf("sink: elasticsearch search: %w", err)
 	}
 	switch {
 	case res.StatusCode == http.StatusBadRequest:
@@ -42,12 +43,12 @@ func (e *Elastic) Search(ctx context.Context, q Query) (Page, error) {
 		if reason == "" {
 			reason = gjson.GetBytes(resp, "error.reason").Str
 		}
-		return Page{}, fmt.Errorf("%w: %s", ErrBadQuery, reason)
+		return sink.Page{}, fmt.Errorf("%w: %s", sink.ErrBadQuery, reason)
 	case res.IsError():
-		return Page{}, fmt.Errorf("sink: elasticsearch search: %s", res.Status())
+		return sink.Page{}, fmt.Errorf("sink: elasticsearch search: %s", res.Status())
 	}
 	hits := gjson.GetBytes(resp, "hits.hits").Array()
-	p := Page{IDs: make([]string, 0, len(hits))}
+	p := sink.Page{IDs: make([]string, 0, len(hits))}
 	for _, h := range hits {
 		p.IDs = append(p.IDs, h.Get("_id").Str)
 	}
@@ -75,7 +76,7 @@ func decodeSortValues(raw string) []any {
 // searchBody builds the Elasticsearch query: tombstones out, the user's text
 // as a match value (never query syntax), filters, geo, sort with the id as
 // the last tie-breaker, so search_after pages are stable.
-func (e *Elastic) searchBody(q Query) map[string]any {
+func (e *Index) searchBody(q sink.Query) map[string]any {
 	fields := map[string]*projections.Field{}
 	var searchable []string
 	geo := ""
@@ -131,11 +132,11 @@ func (e *Elastic) searchBody(q Query) map[string]any {
 			order = "desc"
 		}
 		switch k.Field {
-		case SortDistance:
+		case sink.SortDistance:
 			sort = append(sort, map[string]any{"_geo_distance": map[string]any{
 				geo: map[string]any{"lat": q.Near.Lat, "lon": q.Near.Lon}, "order": order, "unit": "m",
 			}})
-		case SortRelevance:
+		case sink.SortRelevance:
 			sort = append(sort, map[string]any{"_score": order})
 		default:
 			sort = append(sort, map[string]any{keyword(k.Field): map[string]any{"order": order, "missing": "_last"}})
@@ -160,7 +161,7 @@ func (e *Elastic) searchBody(q Query) map[string]any {
 func bothZeros(op string, values []any) []any {
 	out := make([]any, 0, len(values)+1)
 	for _, v := range values {
-		if x, ok := numberValue(v); !ok || x != 0 {
+		if x, ok := sink.FilterNumber(v); !ok || x != 0 {
 			out = append(out, v)
 			continue
 		}

@@ -1,4 +1,4 @@
-package sink
+package bleveindex
 
 import (
 	"bytes"
@@ -29,7 +29,7 @@ import (
 // with a field or with a text field's keyword copy ("<field>.raw").
 const (
 	// bleveValue is the stored (not indexed) field holding what Get returns,
-	// in the layout of DecodeValue.
+	// in the layout of sink.DecodeValue.
 	bleveValue = "readside_value"
 	// bleveLive is an indexed boolean that only live documents have: every
 	// search keeps to it, so tombstones are never listed.
@@ -101,7 +101,7 @@ func intOf(v any) (int64, bool) {
 type bleveSchema struct {
 	fields     map[string]projections.Field
 	indexed    []projections.Field // fields the index holds, in order
-	searchable []string            // text fields Query.Text looks in
+	searchable []string            // text fields sink.Query.Text looks in
 	geo        string              // the geo_point field Near applies to ("": none)
 	geoArray   bool                // it may hold several points
 }

@@ -1,4 +1,4 @@
-package sink_test
+package redisstore_test
 
 import (
 	"context"
@@ -13,13 +13,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/sink/sinktest"
 	"github.com/readside/readside/internal/testenv"
 )
 
 // openRedis returns a Redis sink on the test Redis under a key pattern of its
 // own, whose keys are deleted when the test ends.
-func openRedis(t testing.TB, o sink.RedisOptions) (*sink.Redis, *redis.Client) {
+func openRedis(t testing.TB, o redisstore.Options) (*redisstore.Store, *redis.Client) {
 	t.Helper()
 	c := testenv.Redis(t)
 	ns := testenv.Namespace(t)
@@ -29,7 +30,7 @@ func openRedis(t testing.TB, o sink.RedisOptions) (*sink.Redis, *redis.Client) {
 	} else {
 		o.KeyPattern = ns + ":" + o.KeyPattern
 	}
-	return sink.NewRedis(c, o), c
+	return redisstore.New(c, o), c
 }
 
 func deleteKeys(t testing.TB, c *redis.Client, match string) {
@@ -67,13 +68,13 @@ func jsonDoc(id string, v int64) sink.Doc {
 func TestRedisConformance(t *testing.T) {
 	t.Parallel()
 	sinktest.Run(t, func(t *testing.T) sinktest.Store {
-		r, _ := openRedis(t, sink.RedisOptions{})
+		r, _ := openRedis(t, redisstore.Options{})
 		return r
 	})
 }
 
 func TestRedisKey(t *testing.T) {
-	r := sink.NewRedis(nil, sink.RedisOptions{KeyPattern: "shop:{id}:v1"})
+	r := redisstore.New(nil, redisstore.Options{KeyPattern: "shop:{id}:v1"})
 	for id, want := range map[string]string{"42": "shop:42:v1", "{id}": "shop:{id}:v1", "a b": "shop:a b:v1", "": "shop::v1"} {
 		if got := r.Key(id); got != want {
 			t.Errorf("Key(%q) = %q, want %q", id, got, want)
@@ -83,14 +84,14 @@ func TestRedisKey(t *testing.T) {
 
 func TestRedisOptionsValidate(t *testing.T) {
 	tests := []struct {
-		o       sink.RedisOptions
+		o       redisstore.Options
 		wantErr []string
 	}{
-		{sink.RedisOptions{KeyPattern: "shop:{id}"}, nil},
-		{sink.RedisOptions{KeyPattern: "{id}", TombstoneTTL: time.Hour}, nil},
-		{sink.RedisOptions{KeyPattern: "shop:"}, []string{"no {id}"}},
-		{sink.RedisOptions{KeyPattern: "", TombstoneTTL: -time.Second}, []string{"no {id}", "tombstone TTL"}},
-		{sink.RedisOptions{KeyPattern: "s:{id}", TombstoneTTL: time.Microsecond}, []string{"at least 1ms"}},
+		{redisstore.Options{KeyPattern: "shop:{id}"}, nil},
+		{redisstore.Options{KeyPattern: "{id}", TombstoneTTL: time.Hour}, nil},
+		{redisstore.Options{KeyPattern: "shop:"}, []string{"no {id}"}},
+		{redisstore.Options{KeyPattern: "", TombstoneTTL: -time.Second}, []string{"no {id}", "tombstone TTL"}},
+		{redisstore.Options{KeyPattern: "s:{id}", TombstoneTTL: time.Microsecond}, []string{"at least 1ms"}},
 	}
 	for _, tt := range tests {
 		err := tt.o.Validate()
@@ -105,7 +106,7 @@ func TestRedisOptionsValidate(t *testing.T) {
 		}
 	}
 	// An invalid sink says why on every call, before any I/O.
-	r := sink.NewRedis(nil, sink.RedisOptions{KeyPattern: "nope"})
+	r := redisstore.New(nil, redisstore.Options{KeyPattern: "nope"})
 	if err := r.Write(context.Background(), []sink.Doc{jsonDoc("a", 1)}); err == nil || !strings.Contains(err.Error(), "{id}") {
 		t.Errorf("Write on an invalid sink = %v", err)
 	}
@@ -117,7 +118,7 @@ func TestRedisOptionsValidate(t *testing.T) {
 // TestRedisLayout pins the stored value layout that the query API splices.
 func TestRedisLayout(t *testing.T) {
 	t.Parallel()
-	r, c := openRedis(t, sink.RedisOptions{KeyPattern: "shop:{id}"})
+	r, c := openRedis(t, redisstore.Options{KeyPattern: "shop:{id}"})
 	ctx := testCtx(t)
 	if err := r.Write(ctx, []sink.Doc{
 		{ID: "42", Version: 1234, Body: []byte(`{"name":"x"}`)},
@@ -141,7 +142,7 @@ func TestRedisTombstoneTTL(t *testing.T) {
 	for _, tc := range []struct {
 		ttl, want time.Duration
 	}{{0, sink.DefaultTombstoneTTL}, {time.Hour, time.Hour}} {
-		r, c := openRedis(t, sink.RedisOptions{TombstoneTTL: tc.ttl})
+		r, c := openRedis(t, redisstore.Options{TombstoneTTL: tc.ttl})
 		ctx := testCtx(t)
 		ttlOf := func(id string) time.Duration {
 			t.Helper()
@@ -177,7 +178,7 @@ func TestRedisTombstoneTTL(t *testing.T) {
 
 func TestRedisTombstoneExpires(t *testing.T) {
 	t.Parallel()
-	r, _ := openRedis(t, sink.RedisOptions{TombstoneTTL: 50 * time.Millisecond})
+	r, _ := openRedis(t, redisstore.Options{TombstoneTTL: 50 * time.Millisecond})
 	ctx := testCtx(t)
 	if err := r.Write(ctx, []sink.Doc{{ID: "a", Version: 5, Deleted: true}, {ID: "b", Version: 5, Deleted: true, BuiltAt: time.Now()}}); err != nil {
 		t.Fatal(err)
@@ -193,59 +194,8 @@ func TestRedisTombstoneExpires(t *testing.T) {
 func TestRedisDocs(t *testing.T) {
 	t.Parallel()
 	sinktest.RunDocs(t, func(t *testing.T) sinktest.DocStore {
-		r, _ := openRedis(t, sink.RedisOptions{})
+		r, _ := openRedis(t, redisstore.Options{})
 		return r
-	})
-}
-
-func TestDecodeValue(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    sink.Stored
-		wantErr string
-	}{
-		{in: `00000000000000000042d{"a":1}`, want: sink.Stored{Version: 42, Body: []byte(`{"a":1}`)}},
-		{in: `00000000000000000000d{}`, want: sink.Stored{Version: 0, Body: []byte(`{}`)}},
-		{in: `00000000000000000007t`, want: sink.Stored{Version: 7, Deleted: true}},
-		{in: `09223372036854775807t`, want: sink.Stored{Version: 1<<63 - 1, Deleted: true}},
-		{in: ``, wantErr: "too short"},
-		{in: `{"a":1}`, wantErr: "too short"},
-		{in: `0000000000000000004d{"a":1}`, wantErr: "not digits"},
-		{in: `0000000000000000004xd{"a":1}`, wantErr: "not digits"},
-		{in: `-0000000000000000042d{}`, wantErr: "not digits"},
-		{in: `09223372036854775808t`, wantErr: "overflows"},
-		{in: `99999999999999999999d{}`, wantErr: "overflows"},
-		{in: `00000000000000000042x{}`, wantErr: "unknown kind"},
-		{in: `00000000000000000042d`, wantErr: "without a body"},
-		{in: `00000000000000000042t{}`, wantErr: "tombstone with a body"},
-	}
-	for _, tt := range tests {
-		got, err := sink.DecodeValue([]byte(tt.in))
-		if tt.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("DecodeValue(%q) = %+v, %v; want an error with %q", tt.in, got, err, tt.wantErr)
-			}
-			continue
-		}
-		if err != nil || got.Version != tt.want.Version || got.Deleted != tt.want.Deleted ||
-			string(got.Body) != string(tt.want.Body) || (got.Body == nil) != (tt.want.Body == nil) {
-			t.Errorf("DecodeValue(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
-		}
-	}
-}
-
-func FuzzDecodeValue(f *testing.F) {
-	f.Add([]byte(`00000000000000000042d{"a":1}`))
-	f.Add([]byte(`00000000000000000007t`))
-	f.Add([]byte(`99999999999999999999d{}`))
-	f.Fuzz(func(t *testing.T, v []byte) {
-		s, err := sink.DecodeValue(v)
-		if err != nil {
-			return
-		}
-		if s.Version < 0 || (s.Deleted && s.Body != nil) || (!s.Deleted && len(s.Body) == 0) {
-			t.Fatalf("DecodeValue(%q) = %+v", v, s)
-		}
 	})
 }
 
@@ -253,7 +203,7 @@ func FuzzDecodeValue(f *testing.F) {
 // write replaces it (it carries no version to guard).
 func TestRedisCorruptValue(t *testing.T) {
 	t.Parallel()
-	r, c := openRedis(t, sink.RedisOptions{})
+	r, c := openRedis(t, redisstore.Options{})
 	ctx := testCtx(t)
 	if err := c.Set(ctx, r.Key("a"), "99999999999999999999 not ours", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -280,7 +230,7 @@ func TestRedisCorruptValue(t *testing.T) {
 // version written, with its own body.
 func TestRedisConcurrentGuard(t *testing.T) {
 	t.Parallel()
-	r, _ := openRedis(t, sink.RedisOptions{})
+	r, _ := openRedis(t, redisstore.Options{})
 	ctx := testCtx(t)
 	const writers, writes = 16, 40
 	maxes := make([]int64, writers)
@@ -328,7 +278,7 @@ func TestRedisConcurrentGuard(t *testing.T) {
 // other items of the batch are written.
 func TestRedisWrongType(t *testing.T) {
 	t.Parallel()
-	r, c := openRedis(t, sink.RedisOptions{})
+	r, c := openRedis(t, redisstore.Options{})
 	ctx := testCtx(t)
 	if err := c.HSet(ctx, r.Key("hash"), "f", "v").Err(); err != nil {
 		t.Fatal(err)
@@ -354,7 +304,7 @@ func TestRedisUnreachable(t *testing.T) {
 	// Not testenv.RedisAt: its client's dial and command retries take seconds.
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { c.Close() })
-	r := sink.NewRedis(c, sink.RedisOptions{KeyPattern: "x:{id}"})
+	r := redisstore.New(c, redisstore.Options{KeyPattern: "x:{id}"})
 	ctx := testCtx(t)
 	err := r.Write(ctx, []sink.Doc{jsonDoc("a", 1), jsonDoc("b", 1)})
 	var be *sink.BatchError
@@ -372,12 +322,12 @@ func TestRedisUnreachable(t *testing.T) {
 // BenchmarkRedisWrite writes batches of 100 documents of about 1 KB, each a
 // newer version than the last, so every item passes the guard and is SET.
 func BenchmarkRedisWrite(b *testing.B) {
-	r, _ := openRedis(b, sink.RedisOptions{})
+	r, _ := openRedis(b, redisstore.Options{})
 	ctx := testCtx(b)
 	const batch = 100
 	docs := make([]sink.Doc, batch)
 	for i := range docs {
-		docs[i] = sink.Doc{ID: fmt.Sprint("bench-", i), Body: benchBody(i)}
+		docs[i] = sink.Doc{ID: fmt.Sprint("bench-", i), Body: sinktest.BenchBody(i)}
 	}
 	b.SetBytes(int64(batch * len(docs[0].Body)))
 	b.ReportAllocs()
@@ -392,15 +342,4 @@ func BenchmarkRedisWrite(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(v*batch)/b.Elapsed().Seconds(), "docs/s")
-}
-
-// benchBody is a flat JSON document of about 1 KB.
-func benchBody(i int) []byte {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, `{"id":"bench-%d","name":"Shop number %d","city":"Seoul","rating":4.5,"open":true`, i, i)
-	for f := 0; sb.Len() < 1000; f++ {
-		fmt.Fprintf(&sb, `,"field_%02d":"value of field %02d for the benchmark doc"`, f, f)
-	}
-	sb.WriteString("}")
-	return []byte(sb.String())
 }

@@ -3,7 +3,7 @@
 // The tests here cut a file write short with a file size limit (RLIMIT_FSIZE),
 // which only unix systems have.
 
-package sink_test
+package bleveindex_test
 
 import (
 	"os"
@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/bleveindex"
 )
 
 // bleveCreateChild names the directory in which the child process of
@@ -23,7 +24,7 @@ import (
 const bleveCreateChild = "READSIDE_TEST_BLEVE_CREATE_DIR"
 
 // A creation of the index cut short (the process killed, or the disk full)
-// must not leave behind a half-made index that no later OpenBleve can open:
+// must not leave behind a half-made index that no later Open can open:
 // bleve writes index_meta.json first and the mapping last, so an index cut
 // short between the two is refused for good.
 func TestBleveCreationCutShort(t *testing.T) {
@@ -33,9 +34,9 @@ func TestBleveCreationCutShort(t *testing.T) {
 		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 4096, Max: 4096}); err != nil {
 			t.Fatal(err)
 		}
-		if b, err := sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: bleveShopFields}); err == nil {
+		if b, err := bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: bleveShopFields}); err == nil {
 			b.Close()
-			t.Fatal("OpenBleve succeeded despite the file size limit")
+			t.Fatal("Open succeeded despite the file size limit")
 		}
 		return
 	}
@@ -56,9 +57,9 @@ func TestBleveCreationCutShort(t *testing.T) {
 		t.Fatalf("the child creating the index: %v\n%s", err, out)
 	}
 
-	b, err := sink.OpenBleve(dir, sink.BleveOptions{Name: "shops", Fields: bleveShopFields})
+	b, err := bleveindex.Open(dir, bleveindex.Options{Name: "shops", Fields: bleveShopFields})
 	if err != nil {
-		t.Fatalf("OpenBleve after a creation cut short: %v", err)
+		t.Fatalf("Open after a creation cut short: %v", err)
 	}
 	defer b.Close()
 	if err := b.Write(testCtx(t), []sink.Doc{{ID: "a", Version: 1, Body: []byte(bleveShops["a"])}}); err != nil {

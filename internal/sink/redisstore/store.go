@@ -1,4 +1,4 @@
-package sink
+package redisstore
 
 import (
 	"context"
@@ -13,10 +13,12 @@ import (
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/readside/readside/internal/sink"
 )
 
-// RedisOptions configures a Redis sink.
-type RedisOptions struct {
+// Options configures a Store.
+type Options struct {
 	// KeyPattern is the key of a document, with "{id}" where the id goes,
 	// such as "shop:{id}". Required.
 	KeyPattern string
@@ -25,11 +27,8 @@ type RedisOptions struct {
 	TombstoneTTL time.Duration
 }
 
-// DefaultTombstoneTTL is the TombstoneTTL used when none is set.
-const DefaultTombstoneTTL = 7 * 24 * time.Hour
-
 // Validate reports every problem with o at once.
-func (o RedisOptions) Validate() error {
+func (o Options) Validate() error {
 	var errs []error
 	if !strings.Contains(o.KeyPattern, "{id}") {
 		errs = append(errs, fmt.Errorf("sink: redis key pattern %q: no {id}", o.KeyPattern))
@@ -40,42 +39,43 @@ func (o RedisOptions) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Redis stores one Redis string per id (see DecodeValue for its layout) and
-// guards it with a Lua script on that one key, so it works on Redis Cluster.
-// It is safe for concurrent use.
-type Redis struct {
+// Store stores one Redis string per id (see sink.DecodeValue for its layout)
+// and guards it with a Lua script on that one key, so it works on Redis
+// Cluster. It is safe for concurrent use.
+type Store struct {
 	c              redis.UniversalClient
 	prefix, suffix string      // of the key, around the id
 	ttl            any         // TombstoneTTL in milliseconds, as the script's argument
-	err            error       // from RedisOptions.Validate, returned by every call
+	err            error       // from Options.Validate, returned by every call
 	src, sha       string      // the guard script and its SHA-1
 	loaded         atomic.Bool // the script was loaded once
 }
 
-// NewRedis returns a sink writing through c. When o is invalid, every call
+// New returns a Store writing through c. When o is invalid, every call
 // returns the error that o.Validate reports.
-func NewRedis(c redis.UniversalClient, o RedisOptions) *Redis {
-	r := &Redis{c: c, err: o.Validate(), src: guardScript, sha: scriptSHA(guardScript)}
+func New(c redis.UniversalClient, o Options) *Store {
+	r := &Store{c: c, err: o.Validate(), src: guardScript, sha: scriptSHA(guardScript)}
 	r.prefix, r.suffix, _ = strings.Cut(o.KeyPattern, "{id}")
 	ttl := o.TombstoneTTL
 	if ttl == 0 {
-		ttl = DefaultTombstoneTTL
+		ttl = sink.DefaultTombstoneTTL
 	}
 	r.ttl = strconv.FormatInt(ttl.Milliseconds(), 10)
 	return r
 }
 
 // Key is the Redis key of id: KeyPattern with its first "{id}" replaced.
-func (r *Redis) Key(id string) string { return r.prefix + id + r.suffix }
+func (r *Store) Key(id string) string { return r.prefix + id + r.suffix }
 
-// guardScript writes ARGV[1], a value in the layout of DecodeValue, to
+// guardScript writes ARGV[1], a value in the layout of sink.DecodeValue, to
 // KEYS[1] unless what the key holds outranks it: a higher version, or, for a
-// tombstone, a document of the same version (see Doc.Deleted). Fixed-width
-// version prefixes compare as strings in numeric order, which avoids Lua's
-// doubles. A value whose prefix is not a version is overwritten. A tombstone
-// (kind t or T) gets the TTL ARGV[2] in milliseconds; a document is SET
-// without one, which clears the TTL of a tombstone it replaces. It returns 0
-// when dropped, 1 when written, 2 when a document replaced a tombstone.
+// tombstone, a document of the same version (see sink.Doc.Deleted).
+// Fixed-width version prefixes compare as strings in numeric order, which
+// avoids Lua's doubles. A value whose prefix is not a version is overwritten.
+// A tombstone (kind t or T) gets the TTL ARGV[2] in milliseconds; a document
+// is SET without one, which clears the TTL of a tombstone it replaces. It
+// returns 0 when dropped, 1 when written, 2 when a document replaced a
+// tombstone.
 const guardScript = `local new = ARGV[1]
 local kind = string.sub(new, 21, 21)
 local tomb = kind == 't' or kind == 'T'
@@ -119,29 +119,29 @@ type redisItem struct {
 // script is loaded on the first call; when Redis answers NOSCRIPT (after a
 // restart or a failover) it is loaded again and those items retried once.
 //
-// Write returns nil, a *BatchError (a WRONGTYPE key or an invalid doc is a
-// permanent item error; any other Redis error reply, or a node of a Redis
+// Write returns nil, a *sink.BatchError (a WRONGTYPE key or an invalid doc is
+// a permanent item error; any other Redis error reply, or a node of a Redis
 // Cluster that cannot be reached while others can, a transient one), or
 // another error when the call failed as a whole (Redis unreachable, ctx
 // done); some items may have been written then, which a retry makes good.
-func (r *Redis) Write(ctx context.Context, docs []Doc) error {
+func (r *Store) Write(ctx context.Context, docs []sink.Doc) error {
 	_, err := r.WriteReport(ctx, docs)
 	return err
 }
 
 // WriteReport is Write, reporting what the guard did with each doc.
-func (r *Redis) WriteReport(ctx context.Context, docs []Doc) ([]Outcome, error) {
+func (r *Store) WriteReport(ctx context.Context, docs []sink.Doc) ([]sink.Outcome, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	out := make([]Outcome, len(docs))
+	out := make([]sink.Outcome, len(docs))
 	if len(docs) == 0 {
 		return out, nil
 	}
-	var failed failures
+	var failed sink.Failures
 	size := 0
 	for i := range docs {
-		size += headerLen
+		size += sink.ValueHeaderLen
 		if !docs[i].Deleted {
 			size += len(docs[i].Body)
 		}
@@ -150,19 +150,19 @@ func (r *Redis) WriteReport(ctx context.Context, docs []Doc) ([]Outcome, error) 
 	items := make([]redisItem, 0, len(docs))
 	for i := range docs {
 		d := &docs[i]
-		if err := d.check(); err != nil {
-			failed.add(i, err)
+		if err := d.Check(); err != nil {
+			failed.Add(i, err)
 			continue
 		}
 		start := len(buf)
-		buf = appendValue(buf, d)
+		buf = sink.AppendValue(buf, d)
 		items = append(items, redisItem{i: i, key: r.Key(d.ID), val: buf[start:len(buf):len(buf)]})
 	}
 	for i := range out {
-		out[i] = Dropped // until the script says otherwise
+		out[i] = sink.Dropped // until the script says otherwise
 	}
 	if len(items) == 0 {
-		return out, failed.err()
+		return out, failed.Err()
 	}
 	if !r.loaded.Load() {
 		if err := r.load(ctx); err != nil {
@@ -181,13 +181,13 @@ func (r *Redis) WriteReport(ctx context.Context, docs []Doc) ([]Outcome, error) 
 			return nil, err
 		}
 		for _, it := range again {
-			failed.add(it.i, fmt.Errorf("sink: redis %q: script missing right after loading it", it.key))
+			failed.Add(it.i, fmt.Errorf("sink: redis %q: script missing right after loading it", it.key))
 		}
 	}
-	return out, failed.err()
+	return out, failed.Err()
 }
 
-func (r *Redis) load(ctx context.Context) error {
+func (r *Store) load(ctx context.Context) error {
 	if err := r.c.ScriptLoad(ctx, r.src).Err(); err != nil {
 		return fmt.Errorf("sink: redis: load script: %w", err)
 	}
@@ -202,7 +202,7 @@ func (r *Redis) load(ctx context.Context) error {
 // whose node cannot be reached (a master just lost, until its replica takes
 // over) is a transient item error while the items of the other masters are
 // written.
-func (r *Redis) exec(ctx context.Context, items []redisItem, out []Outcome, failed *failures) (noscript []redisItem, err error) {
+func (r *Store) exec(ctx context.Context, items []redisItem, out []sink.Outcome, failed *sink.Failures) (noscript []redisItem, err error) {
 	keys := make([]string, len(items))
 	cmds := make([]*redis.Cmd, len(items))
 	pipe := r.c.Pipeline()
@@ -219,20 +219,20 @@ func (r *Redis) exec(ctx context.Context, items []redisItem, out []Outcome, fail
 		case err == nil:
 			switch cmd.Val() {
 			case int64(0):
-				out[items[j].i] = Dropped
+				out[items[j].i] = sink.Dropped
 			case int64(1):
-				out[items[j].i] = Written
+				out[items[j].i] = sink.Written
 			case int64(2):
-				out[items[j].i] = Revived
+				out[items[j].i] = sink.Revived
 			default:
 				return nil, fmt.Errorf("sink: redis write: unexpected reply %v (%v)", cmd.Val(), execErr)
 			}
 		case redis.HasErrorPrefix(err, "NOSCRIPT"):
 			noscript = append(noscript, items[j])
 		case redis.HasErrorPrefix(err, "WRONGTYPE"):
-			failed.add(items[j].i, &PermanentError{Err: fmt.Errorf("sink: redis %q: %w", items[j].key, err)})
+			failed.Add(items[j].i, &sink.PermanentError{Err: fmt.Errorf("sink: redis %q: %w", items[j].key, err)})
 		case isReply(err):
-			failed.add(items[j].i, fmt.Errorf("sink: redis %q: %w", items[j].key, err))
+			failed.Add(items[j].i, fmt.Errorf("sink: redis %q: %w", items[j].key, err))
 		default:
 			unreachable = append(unreachable, j)
 			if firstUnreachable == nil {
@@ -244,7 +244,7 @@ func (r *Redis) exec(ctx context.Context, items []redisItem, out []Outcome, fail
 		return nil, fmt.Errorf("sink: redis write: %w", firstUnreachable)
 	}
 	for _, j := range unreachable {
-		failed.add(items[j].i, fmt.Errorf("sink: redis %q: %w", items[j].key, cmds[j].Err()))
+		failed.Add(items[j].i, fmt.Errorf("sink: redis %q: %w", items[j].key, cmds[j].Err()))
 	}
 	return noscript, nil
 }
@@ -257,23 +257,23 @@ func isReply(err error) bool {
 }
 
 // Get returns what is stored for id: a document, a tombstone (Deleted set,
-// nil Body), or ErrNotFound. Body shares the reply's memory (see
+// nil Body), or sink.ErrNotFound. Body shares the reply's memory (see
 // replyBytes): read it, never write into it.
-func (r *Redis) Get(ctx context.Context, id string) (Stored, error) {
+func (r *Store) Get(ctx context.Context, id string) (sink.Stored, error) {
 	if r.err != nil {
-		return Stored{}, r.err
+		return sink.Stored{}, r.err
 	}
 	key := r.Key(id)
 	v, err := r.c.Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
-		return Stored{}, ErrNotFound
+		return sink.Stored{}, sink.ErrNotFound
 	}
 	if err != nil {
-		return Stored{}, fmt.Errorf("sink: redis get %q: %w", key, err)
+		return sink.Stored{}, fmt.Errorf("sink: redis get %q: %w", key, err)
 	}
-	s, err := DecodeValue(replyBytes(v))
+	s, err := sink.DecodeValue(replyBytes(v))
 	if err != nil {
-		return Stored{}, fmt.Errorf("sink: redis get %q: %w", key, err)
+		return sink.Stored{}, fmt.Errorf("sink: redis get %q: %w", key, err)
 	}
 	return s, nil
 }
@@ -283,17 +283,17 @@ func (r *Redis) Get(ctx context.Context, id string) (Stored, error) {
 // single Redis, and on a Redis Cluster (which refuses MGET across slots) a
 // pipeline of GETs. Bodies read by GET or MGET share the memory of the
 // replies (strings, never written again) instead of a copy each: read them,
-// never write into them. When some ids could not be read
-// because their Redis Cluster node could not be reached before ctx ended (a
-// master just lost, until its replica takes over) while others were read, it
-// returns what it read with nil for those and a *BatchError listing them by
-// index. Any other failure, including an error reply or a value that does
-// not decode, fails the whole call.
-func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
+// never write into them. When some ids could not be read because their Redis
+// Cluster node could not be reached before ctx ended (a master just lost,
+// until its replica takes over) while others were read, it returns what it
+// read with nil for those and a *sink.BatchError listing them by index. Any
+// other failure, including an error reply or a value that does not decode,
+// fails the whole call.
+func (r *Store) GetMany(ctx context.Context, ids []string) ([]*sink.Stored, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	out := make([]*Stored, len(ids))
+	out := make([]*sink.Stored, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
@@ -301,7 +301,7 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 		// One id: one GET, no pipeline to set up.
 		d, err := r.Get(ctx, ids[0])
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, sink.ErrNotFound):
 			return out, nil
 		case err != nil:
 			return nil, err
@@ -320,8 +320,8 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 		cmds[i] = pipe.Get(ctx, r.Key(id))
 	}
 	_, _ = pipe.Exec(ctx) // errors are on the commands
-	all := make([]Stored, len(ids))
-	var failed failures
+	all := make([]sink.Stored, len(ids))
+	var failed sink.Failures
 	for i, cmd := range cmds {
 		v, err := cmd.Bytes()
 		if errors.Is(err, redis.Nil) {
@@ -330,13 +330,13 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 		if err != nil && !isReply(err) {
 			// Its node could not be reached in time; what other nodes
 			// answered is still good.
-			failed.add(i, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[i]), err))
+			failed.Add(i, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[i]), err))
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[i]), err)
 		}
-		if all[i], err = DecodeValue(v); err != nil {
+		if all[i], err = sink.DecodeValue(v); err != nil {
 			return nil, fmt.Errorf("sink: redis get %q: %w", r.Key(ids[i]), err)
 		}
 		out[i] = &all[i]
@@ -344,7 +344,7 @@ func (r *Redis) GetMany(ctx context.Context, ids []string) ([]*Stored, error) {
 	if len(failed) == len(ids) {
 		return nil, failed[0]
 	}
-	return out, failed.err()
+	return out, failed.Err()
 }
 
 // replyBytes is a reply string's bytes, without a copy: go-redis makes a new
@@ -356,7 +356,7 @@ func replyBytes(s string) []byte {
 }
 
 // mget reads ids with one MGET, on a single Redis.
-func (r *Redis) mget(ctx context.Context, ids []string, out []*Stored) ([]*Stored, error) {
+func (r *Store) mget(ctx context.Context, ids []string, out []*sink.Stored) ([]*sink.Stored, error) {
 	keys := make([]string, len(ids))
 	for i, id := range ids {
 		keys[i] = r.Key(id)
@@ -365,111 +365,16 @@ func (r *Redis) mget(ctx context.Context, ids []string, out []*Stored) ([]*Store
 	if err != nil {
 		return nil, fmt.Errorf("sink: redis mget of %d keys: %w", len(keys), err)
 	}
-	all := make([]Stored, len(ids))
+	all := make([]sink.Stored, len(ids))
 	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
 			continue // nil: no such key
 		}
-		if all[i], err = DecodeValue(replyBytes(s)); err != nil {
+		if all[i], err = sink.DecodeValue(replyBytes(s)); err != nil {
 			return nil, fmt.Errorf("sink: redis get %q: %w", keys[i], err)
 		}
 		out[i] = &all[i]
 	}
 	return out, nil
-}
-
-// Stored value layout: versionDigits ASCII digits of the zero-padded version,
-// one kind byte, then the JSON body (nothing for a tombstone). The kinds 'D'
-// and 'T' put timeDigits digits of the build time in Unix milliseconds
-// between the kind and the body.
-const (
-	versionDigits     = 20 // more than int64 needs, so any version fits
-	timeDigits        = 13 // Unix milliseconds until the year 2286
-	headerLen         = versionDigits + 1
-	kindDoc           = 'd'
-	kindTombstone     = 't'
-	kindDocTime       = 'D'
-	kindTombstoneTime = 'T'
-)
-
-// appendValue appends the stored value of d to b.
-func appendValue(b []byte, d *Doc) []byte {
-	var tmp [versionDigits]byte
-	digits := strconv.AppendInt(tmp[:0], d.Version, 10)
-	for range versionDigits - len(digits) {
-		b = append(b, '0')
-	}
-	b = append(b, digits...)
-	switch {
-	case d.BuiltAt.IsZero() && d.Deleted:
-		return append(b, kindTombstone)
-	case d.BuiltAt.IsZero():
-		return append(append(b, kindDoc), d.Body...)
-	case d.Deleted:
-		b = append(b, kindTombstoneTime)
-	default:
-		b = append(b, kindDocTime)
-	}
-	b = fmt.Appendf(b, "%013d", max(d.BuiltAt.UnixMilli(), 0)%1e13)
-	if d.Deleted {
-		return b
-	}
-	return append(b, d.Body...)
-}
-
-// DecodeValue decodes a value stored by Redis: 20 ASCII digits of the
-// zero-padded version, then 'd' and the JSON body of a document, or 't' and
-// nothing for a tombstone; 'D' and 'T' are the same with 13 digits of the
-// build time (Unix milliseconds) before the body. Body is a sub-slice of v, not a copy, so a caller
-// can splice it into a response as it is.
-func DecodeValue(v []byte) (Stored, error) {
-	if len(v) < headerLen {
-		return Stored{}, badValue(v, "too short")
-	}
-	var n int64
-	for _, c := range v[:versionDigits] {
-		if c < '0' || c > '9' {
-			return Stored{}, badValue(v, "version is not digits")
-		}
-		d := int64(c - '0')
-		if n > (1<<63-1-d)/10 {
-			return Stored{}, badValue(v, "version overflows int64")
-		}
-		n = n*10 + d
-	}
-	kind, body := v[versionDigits], v[headerLen:]
-	var built time.Time
-	if kind == kindDocTime || kind == kindTombstoneTime {
-		if len(body) < timeDigits {
-			return Stored{}, badValue(v, "too short for its build time")
-		}
-		ms, err := strconv.ParseInt(string(body[:timeDigits]), 10, 64)
-		if err != nil || ms < 0 {
-			return Stored{}, badValue(v, "build time is not digits")
-		}
-		built, body = time.UnixMilli(ms), body[timeDigits:]
-		kind += 'a' - 'A'
-	}
-	switch kind {
-	case kindDoc:
-		if len(body) == 0 {
-			return Stored{}, badValue(v, "document without a body")
-		}
-		return Stored{Version: n, Body: body, BuiltAt: built}, nil
-	case kindTombstone:
-		if len(body) != 0 {
-			return Stored{}, badValue(v, "tombstone with a body")
-		}
-		return Stored{Version: n, Deleted: true, BuiltAt: built}, nil
-	}
-	return Stored{}, badValue(v, "unknown kind")
-}
-
-func badValue(v []byte, why string) error {
-	const show = 32
-	if len(v) > show {
-		return fmt.Errorf("sink: bad stored value %q...: %s", v[:show], why)
-	}
-	return fmt.Errorf("sink: bad stored value %q: %s", v, why)
 }
