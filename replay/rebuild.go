@@ -35,8 +35,7 @@ var ErrRebuildShort = errors.New("the new index has too few documents")
 // RebuildOptions tune Rebuild. The zero value keeps the old index and
 // tolerates no missing document.
 type RebuildOptions struct {
-	// Rate is the most ids re-issued per second [DefaultRate]; negative: no
-	// limit.
+	// Rate is the most ids re-issued per second [DefaultRate]; negative: no limit.
 	Rate float64
 	// Tolerance is the share of the old index's live documents the new one
 	// may lack and still take the alias (DefaultTolerance is the command's

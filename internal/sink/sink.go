@@ -7,10 +7,10 @@
 // boltstore.Refs). It holds the interfaces (DocStore, Index, RefIndex,
 // Stores), what they exchange (Doc, Stored, Query, Ref), the error protocol
 // below, and the stored value codec (AppendValue, DecodeValue) that the doc
-// stores share and replay reads. Each driver owns its format and its
-// administration in its own package; package sinktest holds the conformance
-// suites every driver passes. Callers that only read or write go through
-// these interfaces.
+// stores and the embedded index share and replay reads. Each driver owns its
+// format and its administration in its own package; package sinktest holds
+// the conformance suites every driver passes. Callers that only read or
+// write go through these interfaces.
 //
 // Every store keeps a version guard: every stored document carries the
 // version it was built from, and a write older than what is stored is

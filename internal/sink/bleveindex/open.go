@@ -1,3 +1,19 @@
+// Package bleveindex lists and searches a projection's documents in an
+// embedded bleve (scorch) index, so that a single machine runs without
+// Elasticsearch: Index is the search index (sink.Index) of one projection,
+// with the semantics of sink.Query that elasticindex.Index keeps.
+//
+// Format: one bleve document per id, holding the fields the projection
+// indexes (see schema.go and values.go) and, in a stored field, the stored
+// value of package sink (see sink.DecodeValue) that Get returns and the
+// write guard compares; a tombstone holds that value only.
+//
+// Administration: Open creates the index in a directory of its own and
+// locks "<dir>.lock" for one process. The index keeps the signature of the
+// fields it was built for: when a definition changes what is indexed, Open
+// re-indexes every document into "<dir>.reindex" and swaps the directories,
+// undoing a swap a crash cut short on the next Open. There is nothing else
+// to set up.
 package bleveindex
 
 import (
@@ -34,10 +50,10 @@ type Options struct {
 	Log *slog.Logger
 }
 
-// Bleve is the embedded search index of one projection: a bleve (scorch)
+// Index is the embedded search index of one projection: a bleve (scorch)
 // index in a directory of its own, which lets a single machine list and
 // search without Elasticsearch. It keeps the semantics of sink.Query that
-// Elastic keeps, and the write guard of every store.
+// elasticindex.Index keeps, and the write guard of every store.
 //
 // Each id is one bleve document that holds, besides its indexed fields, a
 // stored field with what Get returns (version, build time and body, in the
@@ -55,7 +71,7 @@ type Options struct {
 // of the fields.
 //
 // One process at a time uses the index: Open locks "<dir>.lock" until
-// Close. Bleve is safe for concurrent use: searches and reads run in
+// Close. Index is safe for concurrent use: searches and reads run in
 // parallel with each other and with one Write at a time.
 type Index struct {
 	idx     bleve.Index

@@ -1,3 +1,17 @@
+// Package boltstore keeps the documents and the reverse lookups of every
+// projection of a process in one embedded bbolt file, so that a single
+// machine runs without Redis: DB is the file, Docs a projection's doc store
+// (sink.DocStore), Refs its reverse lookup (sink.RefIndex).
+//
+// Format: each projection has buckets of its own under "docs" and "refs".
+// A document is the stored value of package sink (see sink.DecodeValue)
+// under its id; a tombstone is followed by its deadline, and an index of
+// deadlines lets every write transaction sweep some expired records.
+//
+// Administration: Open creates the file and its directory; bbolt locks the
+// file, so one process at a time uses it, and a second Open fails after
+// Options.LockTimeout saying so. There is no server and nothing else to
+// set up; every write transaction is durable when it returns.
 package boltstore
 
 import (

@@ -18,7 +18,7 @@ import (
 	"github.com/readside/readside/internal/sink/sinktest"
 )
 
-// openBolt opens a Bolt file in a directory of the test's own, which
+// openBolt opens a DB in a directory of the test's own, which
 // Open has to create, and closes it when the test ends.
 func openBolt(t testing.TB) (*boltstore.DB, string) {
 	t.Helper()

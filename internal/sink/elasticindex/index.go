@@ -1,3 +1,18 @@
+// Package elasticindex lists and searches a projection's documents in
+// Elasticsearch: Index is the search index (sink.Index) of one projection,
+// behind an alias.
+//
+// Format: one Elasticsearch document per id, its body as built, indexed with
+// the document's version as an external version (the write guard); a
+// tombstone is a document {"readside_deleted": true} (DeletedField) that
+// searches leave out.
+//
+// Administration: Ensure creates the first index, "<alias>-v1", with the
+// definition's mapping and the alias; CheckMapping adds fields a definition
+// gained and reports, as a *MappingConflictError, fields whose mapping
+// changed, which only a rebuild rolls out. While a rebuild fills a new index
+// behind "<alias>-rebuild" (RebuildSuffix; replay rebuild), every Write also
+// goes there.
 package elasticindex
 
 import (
@@ -78,7 +93,7 @@ func (o Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Elastic indexes documents through an alias with external versioning
+// Index indexes documents through an alias with external versioning
 // (version_type=external_gte), which is the write guard. A tombstone is a
 // real document {"readside_deleted": true}: a deleted document's version is
 // forgotten after index.gc_deletes, a tombstone document's is not.

@@ -1,3 +1,17 @@
+// Package redisstore keeps a projection's documents and its reverse lookup
+// of joined entities in Redis, standalone or Cluster: Store is the doc store
+// (sink.DocStore), Refs the reverse lookup (sink.RefIndex).
+//
+// Format: Store keeps one Redis string per document, under a key of the
+// projection's pattern (Options.KeyPattern), holding the stored value of
+// package sink (see sink.DecodeValue); a tombstone expires after
+// Options.TombstoneTTL, a document never. Refs keeps a sorted set per joined
+// entity and a record per document under a prefix (see sink.RefsPrefix).
+//
+// Administration: there is nothing to create. The write guard is a Lua
+// script each Store loads on first use and again when Redis has lost it (a
+// restart, a failover). Every script runs on one key, and reads of many ids
+// are pipelined on a cluster, so Redis Cluster needs no hash tags.
 package redisstore
 
 import (
