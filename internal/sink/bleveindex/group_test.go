@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/sinktest"
 )
 
 // Concurrent Writes are written together (a group commit) without mixing
@@ -15,7 +16,7 @@ import (
 func TestBleveConcurrentWrites(t *testing.T) {
 	t.Parallel()
 	b := openBleveShops(t)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	const writers, rounds, ids = 8, 20, 30
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*rounds)

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/sink/bleveindex"
@@ -27,12 +26,6 @@ func openBleve(t testing.TB, fields []projections.Field) (*bleveindex.Index, str
 	}
 	t.Cleanup(func() { b.Close() })
 	return b, dir
-}
-
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func TestBleveConformance(t *testing.T) {
@@ -96,10 +89,10 @@ func openBleveShops(t *testing.T) *bleveindex.Index {
 	}
 	docs = append(docs, sink.Doc{ID: "g", Version: 1, Body: []byte(`{"name":"Pizza Ghost","about":"the pizza","city":"Berlin","tags":["vegan"],
 		"rating":5,"seats":1,"open":true,"since":"2024-05-01","location":{"lat":52.52,"lon":13.40}}`)})
-	if err := b.Write(testCtx(t), docs); err != nil {
+	if err := b.Write(sinktest.Context(t), docs); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	if err := b.Write(testCtx(t), []sink.Doc{{ID: "g", Version: 2, Deleted: true}}); err != nil {
+	if err := b.Write(sinktest.Context(t), []sink.Doc{{ID: "g", Version: 2, Deleted: true}}); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	return b
@@ -136,7 +129,7 @@ func TestBleveWriteRefusesWhatDoesNotFit(t *testing.T) {
 		{ID: "city", Version: 1, Body: []byte(`{"city":{"name":"Berlin"}}`)},
 		{ID: "unindexed", Version: 1, Body: []byte(`{"extra":"anything","about":null,"other":{"x":1}}`)},
 	}
-	err := b.Write(testCtx(t), batch)
+	err := b.Write(sinktest.Context(t), batch)
 	var be *sink.BatchError
 	if !errors.As(err, &be) {
 		t.Fatalf("Write = %v, want a *BatchError", err)
@@ -150,7 +143,7 @@ func TestBleveWriteRefusesWhatDoesNotFit(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"ok", "unindexed"} {
-		if _, err := b.Get(testCtx(t), id); err != nil {
+		if _, err := b.Get(sinktest.Context(t), id); err != nil {
 			t.Errorf("Get(%s): %v", id, err)
 		}
 	}
@@ -165,7 +158,7 @@ func TestBleveWriteRefusesWhatDoesNotFit(t *testing.T) {
 func TestBleveRespectsContext(t *testing.T) {
 	t.Parallel()
 	b := openBleveShops(t)
-	ctx, cancel := context.WithCancel(testCtx(t))
+	ctx, cancel := context.WithCancel(sinktest.Context(t))
 	cancel()
 	if err := b.Write(ctx, []sink.Doc{{ID: "x", Version: 1, Body: []byte(`{}`)}}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Write = %v, want context.Canceled", err)
@@ -187,13 +180,13 @@ func TestBleveClosed(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close again: %v", err)
 	}
-	if err := b.Write(testCtx(t), []sink.Doc{{ID: "x", Version: 1, Body: []byte(`{}`)}}); err == nil {
+	if err := b.Write(sinktest.Context(t), []sink.Doc{{ID: "x", Version: 1, Body: []byte(`{}`)}}); err == nil {
 		t.Error("Write after Close succeeded")
 	}
-	if _, err := b.Get(testCtx(t), "a"); err == nil || errors.Is(err, sink.ErrNotFound) {
+	if _, err := b.Get(sinktest.Context(t), "a"); err == nil || errors.Is(err, sink.ErrNotFound) {
 		t.Errorf("Get after Close = %v, want a failure", err)
 	}
-	if _, err := b.Search(testCtx(t), sink.Query{Limit: 1}); err == nil || errors.Is(err, sink.ErrBadQuery) {
+	if _, err := b.Search(sinktest.Context(t), sink.Query{Limit: 1}); err == nil || errors.Is(err, sink.ErrBadQuery) {
 		t.Errorf("Search after Close = %v, want a failure", err)
 	}
 }
@@ -210,7 +203,7 @@ func BenchmarkBleveWrite(b *testing.B) {
 			docs[i] = sink.Doc{ID: fmt.Sprintf("s%d", n), Version: 1, Body: []byte(body)}
 			n++
 		}
-		if err := idx.Write(testCtx(b), docs); err != nil {
+		if err := idx.Write(sinktest.Context(b), docs); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -227,7 +220,7 @@ func BenchmarkBleveSearch(b *testing.B) {
 			n, n, n%10, n%500, n%2 == 0, 52+float64(n%1000)/1000)
 		docs = append(docs, sink.Doc{ID: fmt.Sprintf("s%05d", n), Version: 1, Body: []byte(body)})
 		if len(docs) == 1000 {
-			if err := idx.Write(testCtx(b), docs); err != nil {
+			if err := idx.Write(sinktest.Context(b), docs); err != nil {
 				b.Fatal(err)
 			}
 			docs = docs[:0]
@@ -236,7 +229,7 @@ func BenchmarkBleveSearch(b *testing.B) {
 	q := sink.Query{Text: "pizza num", Filters: []sink.Filter{filterEq("open", true)}, Near: bleveCentre, Within: 50_000,
 		Sort: sortBy("-seats"), Limit: 20}
 	for b.Loop() {
-		p, err := idx.Search(testCtx(b), q)
+		p, err := idx.Search(sinktest.Context(b), q)
 		if err != nil || len(p.IDs) == 0 {
 			b.Fatal(p.IDs, err)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/sink/bleveindex"
+	"github.com/readside/readside/internal/sink/sinktest"
 	"github.com/readside/readside/projections"
 )
 
@@ -26,7 +27,7 @@ func TestBlevePersists(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	built := time.UnixMilli(1_700_000_000_123)
-	if err := b.Write(testCtx(t), []sink.Doc{
+	if err := b.Write(sinktest.Context(t), []sink.Doc{
 		{ID: "a", Version: 7, Body: []byte(bleveShops["a"]), BuiltAt: built},
 		{ID: "gone", Version: 9, Deleted: true},
 	}); err != nil {
@@ -39,11 +40,11 @@ func TestBlevePersists(t *testing.T) {
 		t.Fatalf("Open again: %v", err)
 	}
 	defer b.Close()
-	got, err := b.Get(testCtx(t), "a")
+	got, err := b.Get(sinktest.Context(t), "a")
 	if err != nil || got.Version != 7 || !got.BuiltAt.Equal(built) || !bytes.Equal(got.Body, []byte(bleveShops["a"])) {
 		t.Fatalf("Get(a) = %+v, %v", got, err)
 	}
-	if got, err := b.Get(testCtx(t), "gone"); err != nil || !got.Deleted || got.Version != 9 {
+	if got, err := b.Get(sinktest.Context(t), "gone"); err != nil || !got.Deleted || got.Version != 9 {
 		t.Fatalf("Get(gone) = %+v, %v", got, err)
 	}
 	if p := blevePage(t, b, sink.Query{Text: "roma", Limit: 5}, nil); !slices.Equal(p.IDs, []string{"a"}) {
@@ -70,7 +71,7 @@ func TestBleveReindexesWhenFieldsChange(t *testing.T) {
 		docs = append(docs, sink.Doc{ID: id, Version: 5, Body: []byte(body)})
 	}
 	docs = append(docs, sink.Doc{ID: "gone", Version: 5, Deleted: true})
-	if err := b.Write(testCtx(t), docs); err != nil {
+	if err := b.Write(sinktest.Context(t), docs); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	if err := b.Close(); err != nil {
@@ -106,17 +107,17 @@ func TestBleveReindexesWhenFieldsChange(t *testing.T) {
 			t.Errorf("%+v: got %q, want %q", c.q, got, c.want)
 		}
 	}
-	if _, err := b.Search(testCtx(t), sink.Query{Text: "pizza", Limit: 10}); !errors.Is(err, sink.ErrBadQuery) {
+	if _, err := b.Search(sinktest.Context(t), sink.Query{Text: "pizza", Limit: 10}); !errors.Is(err, sink.ErrBadQuery) {
 		t.Errorf("text search with no searchable field: %v, want ErrBadQuery", err)
 	}
 	// The guard's versions came along.
-	if err := b.Write(testCtx(t), []sink.Doc{{ID: "gone", Version: 4, Body: []byte(`{}`)}, {ID: "a", Version: 4, Body: []byte(`{}`)}}); err != nil {
+	if err := b.Write(sinktest.Context(t), []sink.Doc{{ID: "gone", Version: 4, Body: []byte(`{}`)}, {ID: "a", Version: 4, Body: []byte(`{}`)}}); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	if got, err := b.Get(testCtx(t), "gone"); err != nil || !got.Deleted || got.Version != 5 {
+	if got, err := b.Get(sinktest.Context(t), "gone"); err != nil || !got.Deleted || got.Version != 5 {
 		t.Errorf("Get(gone) = %+v, %v; want the tombstone at 5", got, err)
 	}
-	if got, err := b.Get(testCtx(t), "a"); err != nil || got.Version != 5 || !bytes.Equal(got.Body, []byte(bleveShops["a"])) {
+	if got, err := b.Get(sinktest.Context(t), "a"); err != nil || got.Version != 5 || !bytes.Equal(got.Body, []byte(bleveShops["a"])) {
 		t.Errorf("Get(a) = %+v, %v; want version 5 as written", got, err)
 	}
 	for _, leftover := range []string{dir + ".old", dir + ".reindex"} {
@@ -129,7 +130,7 @@ func TestBleveReindexesWhenFieldsChange(t *testing.T) {
 func TestBleveRecoversAnInterruptedSwap(t *testing.T) {
 	t.Parallel()
 	b, dir := openBleve(t, bleveShopFields)
-	if err := b.Write(testCtx(t), []sink.Doc{{ID: "a", Version: 1, Body: []byte(bleveShops["a"])}}); err != nil {
+	if err := b.Write(sinktest.Context(t), []sink.Doc{{ID: "a", Version: 1, Body: []byte(bleveShops["a"])}}); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	if err := b.Close(); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/sink/bleveindex"
+	"github.com/readside/readside/internal/sink/sinktest"
 )
 
 // bleveCreateChild names the directory in which the child process of
@@ -62,7 +63,7 @@ func TestBleveCreationCutShort(t *testing.T) {
 		t.Fatalf("Open after a creation cut short: %v", err)
 	}
 	defer b.Close()
-	if err := b.Write(testCtx(t), []sink.Doc{{ID: "a", Version: 1, Body: []byte(bleveShops["a"])}}); err != nil {
+	if err := b.Write(sinktest.Context(t), []sink.Doc{{ID: "a", Version: 1, Body: []byte(bleveShops["a"])}}); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	if p := blevePage(t, b, sink.Query{Text: "roma", Limit: 5}, nil); !slices.Equal(p.IDs, []string{"a"}) {

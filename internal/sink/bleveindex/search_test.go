@@ -10,6 +10,7 @@ import (
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/sink/bleveindex"
+	"github.com/readside/readside/internal/sink/sinktest"
 	"github.com/readside/readside/projections"
 )
 
@@ -96,7 +97,7 @@ func TestBleveSearch(t *testing.T) {
 			t.Parallel()
 			q := c.q
 			q.Limit = 100
-			p, err := b.Search(testCtx(t), q)
+			p, err := b.Search(sinktest.Context(t), q)
 			if err != nil {
 				t.Fatalf("Search: %v", err)
 			}
@@ -124,7 +125,7 @@ func blevePage(t *testing.T, b *bleveindex.Index, q sink.Query, after []any) sin
 			t.Fatalf("After %s: %v", raw, err)
 		}
 	}
-	p, err := b.Search(testCtx(t), q)
+	p, err := b.Search(sinktest.Context(t), q)
 	if err != nil {
 		t.Fatalf("Search(After %v): %v", q.After, err)
 	}
@@ -201,13 +202,13 @@ func TestBleveTombstonesNeverListed(t *testing.T) {
 			t.Fatalf("%s lists the deleted g: %v", c.name, p.IDs)
 		}
 	}
-	if got, err := b.Get(testCtx(t), "g"); err != nil || !got.Deleted || got.Version != 2 {
+	if got, err := b.Get(sinktest.Context(t), "g"); err != nil || !got.Deleted || got.Version != 2 {
 		t.Fatalf("Get(g) = %+v, %v; want the tombstone at version 2", got, err)
 	}
 	// A stale write leaves it deleted; a newer one lists it again.
 	write := func(v int64) {
 		t.Helper()
-		if err := b.Write(testCtx(t), []sink.Doc{{ID: "g", Version: v, Body: []byte(`{"name":"Pizza Ghost"}`)}}); err != nil {
+		if err := b.Write(sinktest.Context(t), []sink.Doc{{ID: "g", Version: v, Body: []byte(`{"name":"Pizza Ghost"}`)}}); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 	}
@@ -232,7 +233,7 @@ func TestBleveGeoList(t *testing.T) {
 		{ID: "pair", Version: 1, Body: []byte(`{"branches":[13.40,52.54]}`)}, // [lon, lat]
 		{ID: "none", Version: 1, Body: []byte(`{"branches":[]}`)},
 	}
-	if err := b.Write(testCtx(t), docs); err != nil {
+	if err := b.Write(sinktest.Context(t), docs); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	for _, c := range []struct {
@@ -259,7 +260,7 @@ func TestBleveLongTextValues(t *testing.T) {
 		{ID: "long", Version: 1, Body: []byte(`{"name":"` + long + `"}`)},
 		{ID: "short", Version: 1, Body: []byte(`{"name":"Zed"}`)},
 	}
-	if err := b.Write(testCtx(t), docs); err != nil {
+	if err := b.Write(sinktest.Context(t), docs); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	for _, c := range []struct {
@@ -306,7 +307,7 @@ func TestBleveBadQueries(t *testing.T) {
 		"After id not UTF-8":        sorted(p.After[0], "_w"),
 		"After of a distance, junk": {Limit: 2, Near: bleveCentre, Sort: sortBy(sink.SortDistance), After: []any{"eA", p.After[1]}},
 	} {
-		if _, err := b.Search(testCtx(t), q); !errors.Is(err, sink.ErrBadQuery) {
+		if _, err := b.Search(sinktest.Context(t), q); !errors.Is(err, sink.ErrBadQuery) {
 			t.Errorf("%s: Search = %v, want ErrBadQuery", name, err)
 		}
 	}

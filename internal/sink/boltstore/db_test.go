@@ -31,16 +31,6 @@ func openBolt(t testing.TB) (*boltstore.DB, string) {
 	return b, path
 }
 
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func jsonDoc(id string, v int64) sink.Doc {
-	return sink.Doc{ID: id, Version: v, Body: fmt.Appendf(nil, `{"id":%q,"v":%d}`, id, v)}
-}
-
 // Every subtest of a suite gets a projection of its own in one shared file,
 // so the suites also show that projections do not see each other.
 func TestBoltConformance(t *testing.T) {
@@ -65,7 +55,7 @@ func TestBoltRefs(t *testing.T) {
 func boltUsers(t testing.TB, r *boltstore.Refs, source, key string) []string {
 	t.Helper()
 	var ids []string
-	if err := r.Users(testCtx(t), source, key, func(page []string) error { ids = append(ids, page...); return nil }); err != nil {
+	if err := r.Users(sinktest.Context(t), source, key, func(page []string) error { ids = append(ids, page...); return nil }); err != nil {
 		t.Fatalf("Users(%q, %q): %v", source, key, err)
 	}
 	slices.Sort(ids)
@@ -82,7 +72,7 @@ func wantBoltUsers(t testing.TB, r *boltstore.Refs, source, key string, want ...
 func wantStored(t testing.TB, d *boltstore.Docs, id, want string) {
 	t.Helper()
 	var have string
-	switch got, err := d.Get(testCtx(t), id); {
+	switch got, err := d.Get(sinktest.Context(t), id); {
 	case errors.Is(err, sink.ErrNotFound):
 		have = "not found"
 	case err != nil:
@@ -100,13 +90,13 @@ func wantStored(t testing.TB, d *boltstore.Docs, id, want string) {
 func TestBoltPersists(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "readside.db")
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	b, err := boltstore.Open(path, boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ref := sink.Ref{ID: "a", Source: "owner", Key: "7", Version: 1}
-	if err := b.Docs("shops", 0).Write(ctx, []sink.Doc{jsonDoc("a", 1), {ID: "b", Version: 2, Deleted: true}}); err != nil {
+	if err := b.Docs("shops", 0).Write(ctx, []sink.Doc{sinktest.JSONDoc("a", 1), {ID: "b", Version: 2, Deleted: true}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Refs("shops", 0).Add(ctx, []sink.Ref{ref}); err != nil {
@@ -125,7 +115,7 @@ func TestBoltPersists(t *testing.T) {
 	}
 	defer b.Close()
 	docs, refs := b.Docs("shops", 0), b.Refs("shops", 0)
-	wantStored(t, docs, "a", string(jsonDoc("a", 1).Body))
+	wantStored(t, docs, "a", string(sinktest.JSONDoc("a", 1).Body))
 	wantStored(t, docs, "b", "deleted")
 	wantBoltUsers(t, refs, "owner", "7", "a")
 	// The stored version and refs still guard.
@@ -172,8 +162,8 @@ func TestBoltTombstoneExpires(t *testing.T) {
 	b, _ := openBolt(t)
 	const ttl = time.Second // long enough for the checks before it passes, on a loaded machine
 	docs := b.Docs("shops", ttl)
-	ctx := testCtx(t)
-	batch := []sink.Doc{{ID: "a", Version: 5, Deleted: true}, {ID: "b", Version: 5, Deleted: true}, jsonDoc("doc", 5)}
+	ctx := sinktest.Context(t)
+	batch := []sink.Doc{{ID: "a", Version: 5, Deleted: true}, {ID: "b", Version: 5, Deleted: true}, sinktest.JSONDoc("doc", 5)}
 	for i := range 300 { // more than one write sweeps, so "z299" is still there when written
 		batch = append(batch, sink.Doc{ID: fmt.Sprintf("z%03d", i), Version: 5, Deleted: true})
 	}
@@ -181,7 +171,7 @@ func TestBoltTombstoneExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Until the TTL, the tombstone blocks older writes.
-	if err := docs.Write(ctx, []sink.Doc{jsonDoc("a", 4)}); err != nil {
+	if err := docs.Write(ctx, []sink.Doc{sinktest.JSONDoc("a", 4)}); err != nil {
 		t.Fatal(err)
 	}
 	wantStored(t, docs, "a", "deleted")
@@ -193,16 +183,16 @@ func TestBoltTombstoneExpires(t *testing.T) {
 	}
 	// Then a write of any version is accepted again, and the document it
 	// writes never expires.
-	if err := docs.Write(ctx, []sink.Doc{jsonDoc("z299", 1)}); err != nil {
+	if err := docs.Write(ctx, []sink.Doc{sinktest.JSONDoc("z299", 1)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := docs.Write(ctx, []sink.Doc{jsonDoc("b", 1)}); err != nil {
+	if err := docs.Write(ctx, []sink.Doc{sinktest.JSONDoc("b", 1)}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * ttl)
-	wantStored(t, docs, "z299", string(jsonDoc("z299", 1).Body))
-	wantStored(t, docs, "b", string(jsonDoc("b", 1).Body))
-	wantStored(t, docs, "doc", string(jsonDoc("doc", 5).Body))
+	wantStored(t, docs, "z299", string(sinktest.JSONDoc("z299", 1).Body))
+	wantStored(t, docs, "b", string(sinktest.JSONDoc("b", 1).Body))
+	wantStored(t, docs, "doc", string(sinktest.JSONDoc("doc", 5).Body))
 }
 
 func TestBoltRefsRecordExpires(t *testing.T) {
@@ -210,7 +200,7 @@ func TestBoltRefsRecordExpires(t *testing.T) {
 	b, _ := openBolt(t)
 	const ttl = time.Second
 	refs := b.Refs("shops", ttl)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	owner7 := []sink.Ref{{ID: "z", Source: "owner", Key: "7", Version: 1}}
 	commit := func(b ...sink.Built) {
 		t.Helper()
@@ -278,7 +268,7 @@ func TestBoltSweep(t *testing.T) {
 	b, path := openBolt(t)
 	const ttl = 50 * time.Millisecond
 	docs, refs := b.Docs("shops", ttl), b.Refs("shops", ttl)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	var gone []sink.Doc
 	var built []sink.Built
 	for i := range 250 {
@@ -295,7 +285,7 @@ func TestBoltSweep(t *testing.T) {
 	time.Sleep(3 * ttl)
 	// Writes of other ids; a few, since each sweeps a bounded number.
 	for range 3 {
-		if err := docs.Write(ctx, []sink.Doc{jsonDoc("kept", 1)}); err != nil {
+		if err := docs.Write(ctx, []sink.Doc{sinktest.JSONDoc("kept", 1)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := refs.Commit(ctx, []sink.Built{{ID: "kept", Version: 1}}); err != nil {
@@ -325,7 +315,7 @@ func TestBoltSweep(t *testing.T) {
 func TestBoltLayout(t *testing.T) {
 	t.Parallel()
 	b, path := openBolt(t)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	before := time.Now()
 	if err := b.Docs("shops", time.Hour).Write(ctx, []sink.Doc{
 		{ID: "42", Version: 1234, Body: []byte(`{"name":"x"}`)},
@@ -357,7 +347,7 @@ func TestBoltLayout(t *testing.T) {
 func TestBoltProjectionsIsolated(t *testing.T) {
 	t.Parallel()
 	b, _ := openBolt(t)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	shops, users := b.Docs("shops", 0), b.Docs("users", 0)
 	if err := shops.Write(ctx, []sink.Doc{{ID: "1", Version: 5, Body: []byte(`{"shop":1}`)}}); err != nil {
 		t.Fatal(err)
@@ -386,10 +376,10 @@ func TestBoltDone(t *testing.T) {
 	t.Parallel()
 	b, _ := openBolt(t)
 	docs, refs := b.Docs("shops", 0), b.Refs("shops", 0)
-	ctx, cancel := context.WithCancel(testCtx(t))
+	ctx, cancel := context.WithCancel(sinktest.Context(t))
 	cancel()
 	calls := map[string]error{
-		"Write":  docs.Write(ctx, []sink.Doc{jsonDoc("a", 1)}),
+		"Write":  docs.Write(ctx, []sink.Doc{sinktest.JSONDoc("a", 1)}),
 		"Add":    refs.Add(ctx, []sink.Ref{{ID: "a", Source: "owner", Key: "7"}}),
 		"Commit": refs.Commit(ctx, []sink.Built{{ID: "a", Version: 1}}),
 		"Users":  refs.Users(ctx, "owner", "7", func([]string) error { t.Error("Users called fn"); return nil }),
@@ -414,9 +404,9 @@ func TestBoltClosed(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	var be *sink.BatchError
-	if err := docs.Write(ctx, []sink.Doc{jsonDoc("a", 1)}); err == nil || errors.As(err, &be) {
+	if err := docs.Write(ctx, []sink.Doc{sinktest.JSONDoc("a", 1)}); err == nil || errors.As(err, &be) {
 		t.Errorf("Write after Close = %v, want an error for the whole call", err)
 	}
 	if _, err := docs.Get(ctx, "a"); err == nil || errors.Is(err, sink.ErrNotFound) {
@@ -436,14 +426,14 @@ func TestBoltLimits(t *testing.T) {
 	t.Parallel()
 	b, _ := openBolt(t)
 	docs, refs := b.Docs("shops", 0), b.Refs("shops", 0)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	huge := strings.Repeat("x", bolt.MaxKeySize)
-	err := docs.Write(ctx, []sink.Doc{jsonDoc("ok", 1), jsonDoc(huge, 1), {ID: huge, Version: 1, Deleted: true}})
+	err := docs.Write(ctx, []sink.Doc{sinktest.JSONDoc("ok", 1), sinktest.JSONDoc(huge, 1), {ID: huge, Version: 1, Deleted: true}})
 	var be *sink.BatchError
 	if !errors.As(err, &be) || len(be.Items) != 2 || !sink.IsPermanent(err) {
 		t.Fatalf("Write with an id too long = %v, want a BatchError with items 1 and 2 permanent", err)
 	}
-	wantStored(t, docs, "ok", string(jsonDoc("ok", 1).Body))
+	wantStored(t, docs, "ok", string(sinktest.JSONDoc("ok", 1).Body))
 	if err := refs.Add(ctx, []sink.Ref{{ID: "a", Source: "owner", Key: huge}}); !sink.IsPermanent(err) {
 		t.Errorf("Add of a key too long = %v, want a permanent error", err)
 	}
@@ -451,7 +441,7 @@ func TestBoltLimits(t *testing.T) {
 		t.Errorf("Commit of an id too long = %v, want a permanent error", err)
 	}
 	// An empty projection name can hold nothing, and says so on every call.
-	if err := b.Docs("", 0).Write(ctx, []sink.Doc{jsonDoc("a", 1)}); err == nil || !strings.Contains(err.Error(), "projection name") {
+	if err := b.Docs("", 0).Write(ctx, []sink.Doc{sinktest.JSONDoc("a", 1)}); err == nil || !strings.Contains(err.Error(), "projection name") {
 		t.Errorf("Write to projection \"\" = %v", err)
 	}
 	if err := b.Refs("", 0).Add(ctx, []sink.Ref{{ID: "a", Source: "owner", Key: "7"}}); err == nil || !strings.Contains(err.Error(), "projection name") {

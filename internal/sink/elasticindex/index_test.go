@@ -1,7 +1,6 @@
 package elasticindex_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/tidwall/gjson"
@@ -32,7 +30,7 @@ func openElastic(t testing.TB, mapping map[string]any) (*elasticindex.Index, *el
 	c := testenv.Elastic(t, ns)
 	alias := ns + "-docs"
 	e := elasticindex.New(c, elasticindex.Options{Alias: alias, Mapping: mapping, Settings: testSettings})
-	if err := e.Ensure(testCtx(t)); err != nil {
+	if err := e.Ensure(sinktest.Context(t)); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	return e, c, alias
@@ -41,7 +39,7 @@ func openElastic(t testing.TB, mapping map[string]any) (*elasticindex.Index, *el
 // esGet is a raw GET of a path, for looking behind the sink.
 func esGet(t testing.TB, c *elasticsearch.Client, path string) []byte {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testCtx(t), http.MethodGet, path, nil)
+	req, err := http.NewRequestWithContext(sinktest.Context(t), http.MethodGet, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,16 +56,6 @@ func esGet(t testing.TB, c *elasticsearch.Client, path string) []byte {
 		t.Fatalf("GET %s: %s %s", path, res.Status, b)
 	}
 	return b
-}
-
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func jsonDoc(id string, v int64) sink.Doc {
-	return sink.Doc{ID: id, Version: v, Body: fmt.Appendf(nil, `{"id":%q,"v":%d}`, id, v)}
 }
 
 func TestElasticConformance(t *testing.T) {
@@ -112,7 +100,7 @@ func TestElasticEnsure(t *testing.T) {
 	ns := testenv.Namespace(t)
 	c := testenv.Elastic(t, ns)
 	alias := ns + "-shops"
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 
 	// Processes racing to Ensure all succeed and create one index.
 	var wg sync.WaitGroup
@@ -165,7 +153,7 @@ func TestElasticEnsure(t *testing.T) {
 func TestElasticMappingError(t *testing.T) {
 	t.Parallel()
 	e, _, _ := openElastic(t, map[string]any{"properties": map[string]any{"count": map[string]any{"type": "integer"}}})
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	docs := []sink.Doc{
 		{ID: "ok-1", Version: 1, Body: []byte(`{"count":1}`)},
 		{ID: "bad", Version: 1, Body: []byte(`{"count":"abc"}`)},
@@ -208,8 +196,8 @@ func TestElasticUnreachable(t *testing.T) {
 	t.Parallel()
 	c := testenv.ElasticAt(t, "http://127.0.0.1:1")
 	e := elasticindex.New(c, elasticindex.Options{Alias: "unreachable"})
-	ctx := testCtx(t)
-	err := e.Write(ctx, []sink.Doc{jsonDoc("a", 1), jsonDoc("b", 2)})
+	ctx := sinktest.Context(t)
+	err := e.Write(ctx, []sink.Doc{sinktest.JSONDoc("a", 1), sinktest.JSONDoc("b", 2)})
 	var be *sink.BatchError
 	if err == nil || errors.As(err, &be) || sink.IsPermanent(err) {
 		t.Fatalf("Write with Elasticsearch down = %v (%T), want a plain transient error", err, err)
@@ -232,8 +220,8 @@ func TestElasticMissingAlias(t *testing.T) {
 	ns := testenv.Namespace(t)
 	c := testenv.Elastic(t, ns)
 	e := elasticindex.New(c, elasticindex.Options{Alias: ns + "-missing"})
-	ctx := testCtx(t)
-	err := e.Write(ctx, []sink.Doc{jsonDoc("a", 1), jsonDoc("b", 1)})
+	ctx := sinktest.Context(t)
+	err := e.Write(ctx, []sink.Doc{sinktest.JSONDoc("a", 1), sinktest.JSONDoc("b", 1)})
 	var be *sink.BatchError
 	if !errors.As(err, &be) || len(be.Items) != 2 || sink.IsPermanent(be.Items[0]) || sink.IsPermanent(be.Items[1]) {
 		t.Fatalf("Write without the alias = %v, want both items failed transiently", err)
@@ -255,7 +243,7 @@ func TestElasticMissingAlias(t *testing.T) {
 func TestElasticTombstoneIsDocument(t *testing.T) {
 	t.Parallel()
 	e, c, alias := openElastic(t, map[string]any{"properties": map[string]any{"name": map[string]any{"type": "keyword"}}})
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	if err := e.Write(ctx, []sink.Doc{
 		{ID: "live", Version: 1, Body: []byte(`{"name":"live"}`)},
 		{ID: "gone", Version: 2, Deleted: true},
@@ -292,7 +280,7 @@ func TestElasticTombstoneIsDocument(t *testing.T) {
 func TestElasticBodyLineBreaks(t *testing.T) {
 	t.Parallel()
 	e, _, _ := openElastic(t, nil)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	pretty := "{\n  \"name\": \"a\\nb\",\r\n  \"n\": 1\n}"
 	inject := "{\"name\": \"x\"\n{\"index\":{\"_id\":\"injected\"}}\n{\"name\":\"y\"}"
 	err := e.Write(ctx, []sink.Doc{
@@ -323,7 +311,7 @@ func BenchmarkElasticWrite(b *testing.B) {
 		"id": map[string]any{"type": "keyword"}, "name": map[string]any{"type": "text"},
 		"city": map[string]any{"type": "keyword"}, "rating": map[string]any{"type": "float"},
 	}})
-	ctx := testCtx(b)
+	ctx := sinktest.Context(b)
 	const batch = 100
 	docs := make([]sink.Doc, batch)
 	for i := range docs {

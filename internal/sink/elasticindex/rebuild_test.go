@@ -13,13 +13,14 @@ import (
 
 	"github.com/readside/readside/internal/sink"
 	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/sinktest"
 	"github.com/readside/readside/internal/testenv"
 )
 
 // esDo sends a request with a JSON body and fails the test on an error status.
 func esDo(t testing.TB, c *elasticsearch.Client, method, path, body string) []byte {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testCtx(t), method, path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(sinktest.Context(t), method, path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestElasticDualWrite(t *testing.T) {
 	t.Parallel()
 	e, c, alias := openElastic(t, map[string]any{"properties": map[string]any{
 		"name": map[string]any{"type": "keyword"}, "count": map[string]any{"type": "keyword"}}})
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	// Written before the rebuild: only in the old index.
 	if err := e.Write(ctx, []sink.Doc{{ID: "before", Version: 1, Body: []byte(`{"name":"before"}`)}}); err != nil {
 		t.Fatal(err)
@@ -154,7 +155,7 @@ func TestCheckMappingIgnoresRebuild(t *testing.T) {
 	t.Parallel()
 	ns := testenv.Namespace(t)
 	c := testenv.Elastic(t, ns)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	alias := ns + "-m"
 	oldDef := mappingDef(t, alias, `  - {name: rating, from: s.rating, type: integer, sort: true}`)
 	newDef := mappingDef(t, alias, `  - {name: rating, from: s.rating, type: float, sort: true}`)

@@ -16,7 +16,7 @@ func TestElasticSearchConformance(t *testing.T) {
 		e := elasticindex.New(testenv.Elastic(t, ns), elasticindex.Options{
 			Alias: ns + "-" + def.Name, Mapping: def.Mapping(), Fields: def.Fields, Settings: testSettings,
 		})
-		if err := e.Ensure(testCtx(t)); err != nil {
+		if err := e.Ensure(sinktest.Context(t)); err != nil {
 			t.Fatalf("Ensure: %v", err)
 		}
 		return e

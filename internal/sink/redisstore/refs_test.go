@@ -36,7 +36,7 @@ func TestRefsConformance(t *testing.T) {
 func TestRefsRecordOlder(t *testing.T) {
 	t.Parallel()
 	r, c, prefix := openRefs(t, 0)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	newer := []sink.Ref{{ID: "1", Source: "owner", Key: "8", Version: 5}}
 	if err := r.Add(ctx, newer); err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestRefsTombstoneTTL(t *testing.T) {
 	t.Parallel()
 	const ttl = time.Hour
 	r, c, prefix := openRefs(t, ttl)
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	refs := []sink.Ref{{ID: "1", Source: "owner", Key: "7"}, {ID: "1", Source: "company", Key: "c1"}}
 	if err := r.Add(ctx, refs); err != nil {
 		t.Fatal(err)

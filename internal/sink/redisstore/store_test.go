@@ -55,16 +55,6 @@ func deleteKeys(t testing.TB, c *redis.Client, match string) {
 	}
 }
 
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func jsonDoc(id string, v int64) sink.Doc {
-	return sink.Doc{ID: id, Version: v, Body: fmt.Appendf(nil, `{"id":%q,"v":%d}`, id, v)}
-}
-
 func TestRedisConformance(t *testing.T) {
 	t.Parallel()
 	sinktest.Run(t, func(t *testing.T) sinktest.Store {
@@ -107,7 +97,7 @@ func TestRedisOptionsValidate(t *testing.T) {
 	}
 	// An invalid sink says why on every call, before any I/O.
 	r := redisstore.New(nil, redisstore.Options{KeyPattern: "nope"})
-	if err := r.Write(context.Background(), []sink.Doc{jsonDoc("a", 1)}); err == nil || !strings.Contains(err.Error(), "{id}") {
+	if err := r.Write(context.Background(), []sink.Doc{sinktest.JSONDoc("a", 1)}); err == nil || !strings.Contains(err.Error(), "{id}") {
 		t.Errorf("Write on an invalid sink = %v", err)
 	}
 	if _, err := r.Get(context.Background(), "a"); err == nil {
@@ -119,7 +109,7 @@ func TestRedisOptionsValidate(t *testing.T) {
 func TestRedisLayout(t *testing.T) {
 	t.Parallel()
 	r, c := openRedis(t, redisstore.Options{KeyPattern: "shop:{id}"})
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	if err := r.Write(ctx, []sink.Doc{
 		{ID: "42", Version: 1234, Body: []byte(`{"name":"x"}`)},
 		{ID: "43", Version: 7, Deleted: true, Body: []byte(`{"ignored":true}`)},
@@ -143,7 +133,7 @@ func TestRedisTombstoneTTL(t *testing.T) {
 		ttl, want time.Duration
 	}{{0, sink.DefaultTombstoneTTL}, {time.Hour, time.Hour}} {
 		r, c := openRedis(t, redisstore.Options{TombstoneTTL: tc.ttl})
-		ctx := testCtx(t)
+		ctx := sinktest.Context(t)
 		ttlOf := func(id string) time.Duration {
 			t.Helper()
 			d, err := c.PTTL(ctx, r.Key(id)).Result()
@@ -154,7 +144,7 @@ func TestRedisTombstoneTTL(t *testing.T) {
 		}
 		// Both kinds of tombstone: without a build time, and with one, as
 		// the projector writes them.
-		if err := r.Write(ctx, []sink.Doc{jsonDoc("doc", 1), {ID: "gone", Version: 2, Deleted: true},
+		if err := r.Write(ctx, []sink.Doc{sinktest.JSONDoc("doc", 1), {ID: "gone", Version: 2, Deleted: true},
 			{ID: "gone-built", Version: 2, Deleted: true, BuiltAt: time.Now()}}); err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +157,7 @@ func TestRedisTombstoneTTL(t *testing.T) {
 			}
 		}
 		// The document that re-creates the entity must not inherit the TTL.
-		if err := r.Write(ctx, []sink.Doc{jsonDoc("gone", 3)}); err != nil {
+		if err := r.Write(ctx, []sink.Doc{sinktest.JSONDoc("gone", 3)}); err != nil {
 			t.Fatal(err)
 		}
 		if d := ttlOf("gone"); d != -1 {
@@ -179,7 +169,7 @@ func TestRedisTombstoneTTL(t *testing.T) {
 func TestRedisTombstoneExpires(t *testing.T) {
 	t.Parallel()
 	r, _ := openRedis(t, redisstore.Options{TombstoneTTL: 50 * time.Millisecond})
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	if err := r.Write(ctx, []sink.Doc{{ID: "a", Version: 5, Deleted: true}, {ID: "b", Version: 5, Deleted: true, BuiltAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +194,7 @@ func TestRedisDocs(t *testing.T) {
 func TestRedisCorruptValue(t *testing.T) {
 	t.Parallel()
 	r, c := openRedis(t, redisstore.Options{})
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	if err := c.Set(ctx, r.Key("a"), "99999999999999999999 not ours", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +207,7 @@ func TestRedisCorruptValue(t *testing.T) {
 	if err := c.Set(ctx, r.Key("b"), "garbage", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	d := jsonDoc("b", 1)
+	d := sinktest.JSONDoc("b", 1)
 	if err := r.Write(ctx, []sink.Doc{d}); err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +221,7 @@ func TestRedisCorruptValue(t *testing.T) {
 func TestRedisConcurrentGuard(t *testing.T) {
 	t.Parallel()
 	r, _ := openRedis(t, redisstore.Options{})
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	const writers, writes = 16, 40
 	maxes := make([]int64, writers)
 	var wg sync.WaitGroup
@@ -240,12 +230,12 @@ func TestRedisConcurrentGuard(t *testing.T) {
 		wg.Go(func() {
 			for range writes {
 				v := rand.Int64N(1 << 62)
-				d := jsonDoc("hot", v)
+				d := sinktest.JSONDoc("hot", v)
 				if rand.IntN(5) == 0 {
 					d = sink.Doc{ID: "hot", Version: v, Deleted: true}
 				}
 				// Batch the hot key with a per-writer key, as a projector would.
-				if err := r.Write(ctx, []sink.Doc{d, jsonDoc(fmt.Sprint("w", w), v)}); err != nil {
+				if err := r.Write(ctx, []sink.Doc{d, sinktest.JSONDoc(fmt.Sprint("w", w), v)}); err != nil {
 					errs <- err
 					return
 				}
@@ -269,7 +259,7 @@ func TestRedisConcurrentGuard(t *testing.T) {
 	if got.Version != want {
 		t.Fatalf("stored version %d, want the max written %d", got.Version, want)
 	}
-	if !got.Deleted && string(got.Body) != string(jsonDoc("hot", want).Body) {
+	if !got.Deleted && string(got.Body) != string(sinktest.JSONDoc("hot", want).Body) {
 		t.Fatalf("stored body %s does not belong to version %d", got.Body, want)
 	}
 }
@@ -279,11 +269,11 @@ func TestRedisConcurrentGuard(t *testing.T) {
 func TestRedisWrongType(t *testing.T) {
 	t.Parallel()
 	r, c := openRedis(t, redisstore.Options{})
-	ctx := testCtx(t)
+	ctx := sinktest.Context(t)
 	if err := c.HSet(ctx, r.Key("hash"), "f", "v").Err(); err != nil {
 		t.Fatal(err)
 	}
-	err := r.Write(ctx, []sink.Doc{jsonDoc("ok", 1), jsonDoc("hash", 1), jsonDoc("ok2", 1)})
+	err := r.Write(ctx, []sink.Doc{sinktest.JSONDoc("ok", 1), sinktest.JSONDoc("hash", 1), sinktest.JSONDoc("ok2", 1)})
 	var be *sink.BatchError
 	if !errors.As(err, &be) || len(be.Items) != 1 || !sink.IsPermanent(be.Items[1]) {
 		t.Fatalf("Write = %v, want a BatchError with item 1 permanent", err)
@@ -305,8 +295,8 @@ func TestRedisUnreachable(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { c.Close() })
 	r := redisstore.New(c, redisstore.Options{KeyPattern: "x:{id}"})
-	ctx := testCtx(t)
-	err := r.Write(ctx, []sink.Doc{jsonDoc("a", 1), jsonDoc("b", 1)})
+	ctx := sinktest.Context(t)
+	err := r.Write(ctx, []sink.Doc{sinktest.JSONDoc("a", 1), sinktest.JSONDoc("b", 1)})
 	var be *sink.BatchError
 	if err == nil || errors.As(err, &be) || sink.IsPermanent(err) {
 		t.Fatalf("Write with Redis down = %v (%T), want a plain transient error", err, err)
@@ -323,7 +313,7 @@ func TestRedisUnreachable(t *testing.T) {
 // newer version than the last, so every item passes the guard and is SET.
 func BenchmarkRedisWrite(b *testing.B) {
 	r, _ := openRedis(b, redisstore.Options{})
-	ctx := testCtx(b)
+	ctx := sinktest.Context(b)
 	const batch = 100
 	docs := make([]sink.Doc, batch)
 	for i := range docs {
