@@ -7,26 +7,7 @@ import (
 	"time"
 )
 
-// The stored value is how a document or a tombstone is kept by the doc
-// stores (redisstore writes it as one Redis string, boltstore as one bbolt
-// value followed by a tombstone's deadline) and by the embedded search index
-// (bleveindex, in a stored field): the version, the kind, the build time and
-// the body, in one byte string the write guard can compare without decoding
-// JSON. It is a contract: other packages (replay, the query benchmarks) read
-// stored values, and an index or file written by one release is read by the
-// next, so the layout never changes without a new kind.
-//
-// Layout: versionDigits ASCII digits of the zero-padded version (so that
-// versions compare as strings in numeric order, which Redis's Lua guard
-// relies on), one kind byte, then the JSON body (nothing for a tombstone):
-//
-//	kind 'd': a document: the body follows the kind;
-//	kind 't': a tombstone: nothing follows;
-//	kind 'D', 'T': the same, with timeDigits digits of the build time in
-//	Unix milliseconds (Doc.BuiltAt) between the kind and the body.
-//
-// A value of AppendValue is at most MaxValueOverhead bytes longer than the
-// body.
+// The parts of the stored value's layout (see DecodeValue).
 const (
 	versionDigits     = 20 // more than int64 needs, so any version fits
 	timeDigits        = 13 // Unix milliseconds until the year 2286
@@ -54,8 +35,8 @@ func IsTombstoneValue(v []byte) bool {
 	return len(v) > versionDigits && (v[versionDigits] == kindTombstone || v[versionDigits] == kindTombstoneTime)
 }
 
-// AppendValue appends the stored value of d to b, in the layout above. It
-// does not check d (see Doc.Check).
+// AppendValue appends the stored value of d to b (see DecodeValue for its
+// layout). It does not check d (see Doc.Check).
 func AppendValue(b []byte, d *Doc) []byte {
 	var tmp [versionDigits]byte
 	digits := strconv.AppendInt(tmp[:0], d.Version, 10)
@@ -80,12 +61,27 @@ func AppendValue(b []byte, d *Doc) []byte {
 	return append(b, d.Body...)
 }
 
-// DecodeValue decodes a value in the layout above: 20 ASCII digits of the
-// zero-padded version, then 'd' and the JSON body of a document, or 't' and
-// nothing for a tombstone; 'D' and 'T' are the same with 13 digits of the
-// build time (Unix milliseconds) before the body. Body is a sub-slice of v,
-// not a copy, so a caller can splice it into a response as it is. A value
-// that does not decode is an error from BadValue.
+// DecodeValue decodes a stored value: how a document or a tombstone is kept
+// by the doc stores (redisstore as one Redis string, boltstore as one bbolt
+// value followed by a tombstone's deadline) and by the embedded search index
+// (bleveindex, in a stored field). It holds the version, the kind, the build
+// time and the body in one byte string, which Redis's guard script compares
+// without decoding JSON. The layout is a contract: other packages (replay,
+// the query benchmark's baseline) read stored values, and what one release
+// stores the next reads, so it changes only by a new kind.
+//
+// Layout: 20 ASCII digits of the zero-padded version (so that versions
+// compare as strings in numeric order), one kind byte, then:
+//
+//	'd': the JSON body of a document;
+//	't': nothing: a tombstone;
+//	'D', 'T': as 'd' and 't', with 13 digits of the build time
+//	(Doc.BuiltAt) in Unix milliseconds before the body.
+//
+// AppendValue writes it, at most MaxValueOverhead bytes longer than the
+// body. Body is a sub-slice of v, not a copy, so a caller can splice it into
+// a response as it is. A value that does not decode is an error from
+// BadValue.
 func DecodeValue(v []byte) (Stored, error) {
 	if len(v) < headerLen {
 		return Stored{}, BadValue(v, "too short")
