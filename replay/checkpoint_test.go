@@ -26,6 +26,8 @@ import (
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -102,8 +104,8 @@ type rig struct {
 	streams *stream.Setup
 	rdb     *redis.Client
 	es      *elasticsearch.Client
-	redis   *sink.Redis
-	elastic *sink.Elastic
+	redis   *redisstore.Store
+	elastic *elasticindex.Index
 	env     *replay.Env
 	log     *slog.Logger
 	api     *testenv.ShopAPI // the fake shop API of a shop rig
@@ -200,8 +202,8 @@ func newRig(t testing.TB, ns string, def *projections.Definition) *rig {
 	es := testenv.Elastic(t, ns)
 	return &rig{
 		t: t, ns: ns, def: def, js: js, streams: streams, rdb: rdb, es: es,
-		redis:   sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}),
-		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
+		redis:   redisstore.New(rdb, redisstore.Options{KeyPattern: def.Redis.Key}),
+		elastic: elasticindex.New(es, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
 		env:     &replay.Env{JetStream: js, Stores: replay.OpenStores((&backend.Stores{Redis: rdb, Elastic: es}).Read)},
 		log:     testenv.Logger(t, "projector"),
 	}
@@ -320,7 +322,7 @@ func (r *rig) mget(ids []string) (map[string]*sink.Stored, error) {
 		if !d.Get("found").Bool() {
 			continue
 		}
-		s := &sink.Stored{Version: d.Get("_version").Int(), Deleted: d.Get("_source." + sink.DeletedField).Bool()}
+		s := &sink.Stored{Version: d.Get("_version").Int(), Deleted: d.Get("_source." + elasticindex.DeletedField).Bool()}
 		if !s.Deleted {
 			s.Body = []byte(d.Get("_source").Raw)
 		}

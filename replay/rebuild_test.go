@@ -21,6 +21,8 @@ import (
 
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -152,8 +154,8 @@ func (r *rbRig) converged(def *projections.Definition, ids []string) (bool, stri
 			Get(context.Context, string) (sink.Stored, error)
 		}
 	}{
-		{"redis", sink.NewRedis(r.rdb, sink.RedisOptions{KeyPattern: def.Redis.Key})},
-		{"elasticsearch", sink.NewElastic(r.es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias})},
+		{"redis", redisstore.New(r.rdb, redisstore.Options{KeyPattern: def.Redis.Key})},
+		{"elasticsearch", elasticindex.New(r.es, elasticindex.Options{Alias: def.Elasticsearch.Alias})},
 	}
 	for _, id := range ids {
 		_, exists := r.api.Get(id)
@@ -348,7 +350,7 @@ func TestRebuildWhileLive(t *testing.T) {
 	if _, v := r.esJSON("GET", "/_alias/"+alias, ""); !v.Get(gjson.Escape(alias+"-v2") + ".aliases." + gjson.Escape(alias) + ".is_write_index").Bool() {
 		t.Errorf("%s-v2 is not the write index of %s: %s", alias, alias, v.Raw)
 	}
-	if got := r.aliasIndices(alias + sink.RebuildSuffix); got != nil {
+	if got := r.aliasIndices(alias + elasticindex.RebuildSuffix); got != nil {
 		t.Errorf("the rebuild alias is still on %v", got)
 	}
 	if !r.indexExists(alias + "-v1") {
@@ -381,7 +383,7 @@ func TestRebuildRollsOutMappingChange(t *testing.T) {
 	stopOld := r.start(oldDef)
 	r.waitConverged(oldDef, ids, 30*time.Second)
 
-	var conflict *sink.MappingConflictError
+	var conflict *elasticindex.MappingConflictError
 	if _, err := r.projector(newDef, rbOptions); !errors.As(err, &conflict) {
 		t.Fatalf("a projector of the new definition before the rebuild: %v, want a mapping conflict", err)
 	}
@@ -437,7 +439,7 @@ func TestRebuildShortStopsAndContinues(t *testing.T) {
 	for i := range 5 {
 		ghosts = append(ghosts, sink.Doc{ID: fmt.Sprintf("ghost-%d", i), Version: 1, Body: []byte(`{"id":"ghost"}`)})
 	}
-	if err := sink.NewElastic(r.es, sink.ElasticOptions{Alias: alias}).Write(context.Background(), ghosts); err != nil {
+	if err := elasticindex.New(r.es, elasticindex.Options{Alias: alias}).Write(context.Background(), ghosts); err != nil {
 		t.Fatal(err)
 	}
 	r.esJSON("PUT", "/"+alias+"-v6", `{"settings":{"number_of_shards":1,"number_of_replicas":0}}`) // a rebuild given up on
@@ -447,7 +449,7 @@ func TestRebuildShortStopsAndContinues(t *testing.T) {
 	if err != nil || res.Reissued != int64(len(ids)) || res.New != alias+"-v7" || res.Swapped {
 		t.Fatalf("dry run: %+v, %v; want %d ids counted for %s-v7", res, err, len(ids), alias)
 	}
-	if r.indexExists(alias+"-v7") || r.aliasIndices(alias+sink.RebuildSuffix) != nil {
+	if r.indexExists(alias+"-v7") || r.aliasIndices(alias+elasticindex.RebuildSuffix) != nil {
 		t.Fatalf("the dry run created the new index or the rebuild alias:\n%s", out.String())
 	}
 
@@ -466,7 +468,7 @@ func TestRebuildShortStopsAndContinues(t *testing.T) {
 	if got := r.aliasIndices(alias); !slices.Equal(got, []string{alias + "-v1"}) {
 		t.Errorf("alias %s → %v after a short rebuild", alias, got)
 	}
-	if got := r.aliasIndices(alias + sink.RebuildSuffix); !slices.Equal(got, []string{alias + "-v7"}) {
+	if got := r.aliasIndices(alias + elasticindex.RebuildSuffix); !slices.Equal(got, []string{alias + "-v7"}) {
 		t.Errorf("rebuild alias → %v, want [%s-v7] kept for inspection", got, alias)
 	}
 

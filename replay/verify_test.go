@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 	"github.com/readside/readside/replay"
@@ -21,7 +23,7 @@ import (
 // rbStored reads the raw Redis value of id and decodes it.
 func (r *rbRig) rbStored(def *projections.Definition, id string) ([]byte, sink.Stored) {
 	r.t.Helper()
-	key := sink.NewRedis(r.rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}).Key(id)
+	key := redisstore.New(r.rdb, redisstore.Options{KeyPattern: def.Redis.Key}).Key(id)
 	raw, err := r.rdb.Get(context.Background(), key).Bytes()
 	if err != nil {
 		r.t.Fatalf("redis %s: %v", key, err)
@@ -43,7 +45,7 @@ func (r *rbRig) rewriteRedis(def *projections.Definition, id string, edit func(b
 	if check, err := sink.DecodeValue(value); err != nil || check.Version != s.Version {
 		r.t.Fatalf("rewritten value of %s: %+v, %v", id, check, err)
 	}
-	key := sink.NewRedis(r.rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}).Key(id)
+	key := redisstore.New(r.rdb, redisstore.Options{KeyPattern: def.Redis.Key}).Key(id)
 	if err := r.rdb.Set(context.Background(), key, value, 0).Err(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -74,8 +76,8 @@ func TestVerifyFindsDrift(t *testing.T) {
 	r.start(def)
 	r.waitConverged(def, ids, 30*time.Second)
 
-	rd := sink.NewRedis(r.rdb, sink.RedisOptions{KeyPattern: def.Redis.Key})
-	es := sink.NewElastic(r.es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias})
+	rd := redisstore.New(r.rdb, redisstore.Options{KeyPattern: def.Redis.Key})
+	es := elasticindex.New(r.es, elasticindex.Options{Alias: def.Elasticsearch.Alias})
 	// missing: gone from Redis (3, 4, 5), from Elasticsearch (11).
 	for _, id := range []string{"3", "4", "5"} {
 		if err := r.rdb.Del(ctx, rd.Key(id)).Err(); err != nil {

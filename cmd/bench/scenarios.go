@@ -183,8 +183,8 @@ func dupEvents(n, factor int) []string {
 
 // storesAlone is baseline 1b: N shop documents, built by the projection's
 // Build from the fake API's bodies, written to the doc store and the index
-// that ForDefinition opens on set (sink.Redis and sink.Elastic, or
-// sink.BoltDocs and sink.Bleve), both stores at once per batch, as the
+// that ForDefinition opens on set (redisstore.Store and elasticindex.Index, or
+// boltstore.Docs and bleveindex.Index), both stores at once per batch, as the
 // projector does.
 func (b *bench) storesAlone(ctx context.Context, set storeSet) (result, error) {
 	w, err := b.writeStores(ctx, "stores", b.s.events, set)

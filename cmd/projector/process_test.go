@@ -25,6 +25,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -50,7 +52,7 @@ type world struct {
 	streams *stream.Setup // the projector binary's default streams (-stream, -dlq-stream)
 	def     *projections.Definition
 	defFile string
-	redis   *sink.Redis
+	redis   *redisstore.Store
 	es      *elasticsearch.Client
 	logs    []string // log files of the processes started, in order
 }
@@ -86,7 +88,7 @@ func newWorldOn(t *testing.T, js *testenv.JetStream) *world {
 	_, w.jsc = w.js.Connect(t)
 	rdb := testenv.Redis(t)
 	testenv.CleanRedis(t, rdb, w.ns)
-	w.redis = sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: w.def.Redis.Key})
+	w.redis = redisstore.New(rdb, redisstore.Options{KeyPattern: w.def.Redis.Key})
 	w.es = testenv.Elastic(t, w.ns)
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("READSIDE_TEST_LOG") != "" {
@@ -318,7 +320,7 @@ func (w *world) esGetMany(ctx context.Context, ids []string) ([]*sink.Stored, er
 		if err := json.Unmarshal(d.Source, &marker); err != nil {
 			return nil, fmt.Errorf("elasticsearch mget %s: %w", d.ID, err)
 		}
-		if string(marker[sink.DeletedField]) == "true" {
+		if string(marker[elasticindex.DeletedField]) == "true" {
 			out[i] = &sink.Stored{Version: d.Version, Deleted: true}
 		} else {
 			out[i] = &sink.Stored{Version: d.Version, Body: d.Source}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/readside/readside/internal/fixture"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/projections"
 )
 
@@ -125,8 +127,8 @@ func (b *bench) load(ctx context.Context) error {
 	d.meanSize = total / len(docs)
 	b.data = d
 
-	rd := sink.NewRedis(b.stores.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key})
-	el := sink.NewElastic(b.stores.Elastic, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()})
+	rd := redisstore.New(b.stores.Redis, redisstore.Options{KeyPattern: def.Redis.Key})
+	el := elasticindex.New(b.stores.Elastic, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()})
 	if err := el.Ensure(ctx); err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/internal/version"
@@ -133,7 +133,7 @@ func TestHelp(t *testing.T) {
 		{"ids", []string{"Re-issue one event per id", "replay ids shopdisplay 42 43 44", "--file", "--rate", "--dry-run", "--restart", "--state-dir", "--nats-url"}},
 		{"all", []string{"every id of the projection", "list endpoint", "SCAN", "sorted by id", "replay all shopdisplay --rate 2000", "--from"}},
 		{"since", []string{"since a\ntime", "2h", "2026-11-21T10:00:00Z", "lookup", "replay since shopdisplay 2h", "--rate"}},
-		{"rebuild", []string{"wait " + (2 * sink.RebuildDiscovery).String() + ", so that every projector", "--keep-old", "--tolerance"}},
+		{"rebuild", []string{"wait " + (2 * elasticindex.RebuildDiscovery).String() + ", so that every projector", "--keep-old", "--tolerance"}},
 		{"dlq", []string{"dead-letter entries", "Readside-Id", "--reason", "--purge", "--list", "replay dlq --list"}},
 	} {
 		args := []string{"--help"}

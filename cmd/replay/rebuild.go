@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/replay"
 )
 
@@ -54,7 +54,7 @@ other values) reaches them as they are projected again — run replay all after
 the deployment. A type change works when the values the running definition
 writes fit the new type (integer → float, keyword → text); otherwise a
 projector keeps retrying the documents the new index rejects, and the rebuild
-does not finish: add a field under a new name instead.`, 2*sink.RebuildDiscovery),
+does not finish: add a field under a new name instead.`, 2*elasticindex.RebuildDiscovery),
 		Example: `  replay rebuild shopdisplay
   replay rebuild shopdisplay --definitions ./next/shopdisplay.yaml --delete-old
   replay rebuild shopdisplay --rate 2000 --tolerance 0.01

@@ -26,6 +26,8 @@ import (
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -46,8 +48,8 @@ type env struct {
 	streams *stream.Setup
 	rdb     *redis.Client
 	es      *elasticsearch.Client
-	redis   *sink.Redis
-	elastic *sink.Elastic
+	redis   *redisstore.Store
+	elastic *elasticindex.Index
 	log     *slog.Logger
 }
 
@@ -68,8 +70,8 @@ func newEnv(t *testing.T) *env {
 	es := testenv.Elastic(t, ns)
 	return &env{
 		t: t, ns: ns, api: api, def: def, js: js, streams: streams, rdb: rdb, es: es,
-		redis:   sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}),
-		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
+		redis:   redisstore.New(rdb, redisstore.Options{KeyPattern: def.Redis.Key}),
+		elastic: elasticindex.New(es, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
 		log:     testenv.Logger(t, "projector"),
 	}
 }

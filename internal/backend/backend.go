@@ -26,6 +26,10 @@ import (
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/config"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/bleveindex"
+	"github.com/readside/readside/internal/sink/boltstore"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/projections"
 )
@@ -195,8 +199,8 @@ func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare 
 	var out sink.Stores
 	switch {
 	case s.Redis != nil:
-		out.Docs, out.DocsName = sink.NewRedis(s.Redis, sink.RedisOptions{KeyPattern: def.Redis.Key, TombstoneTTL: s.TombstoneTTL}), "redis"
-		out.Refs = sink.NewRefs(s.Redis, sink.RefsPrefix(def.Name), s.TombstoneTTL)
+		out.Docs, out.DocsName = redisstore.New(s.Redis, redisstore.Options{KeyPattern: def.Redis.Key, TombstoneTTL: s.TombstoneTTL}), "redis"
+		out.Refs = redisstore.NewRefs(s.Redis, sink.RefsPrefix(def.Name), s.TombstoneTTL)
 	case s.Embedded != nil:
 		db, err := s.Embedded.bolt()
 		if err != nil {
@@ -209,9 +213,9 @@ func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare 
 	}
 	switch {
 	case s.Elastic != nil && !prepare:
-		out.Index, out.IndexName = sink.NewElastic(s.Elastic, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields}), "elasticsearch"
+		out.Index, out.IndexName = elasticindex.New(s.Elastic, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields}), "elasticsearch"
 	case s.Elastic != nil:
-		es := sink.NewElastic(s.Elastic, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields})
+		es := elasticindex.New(s.Elastic, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields})
 		if err := es.Ensure(ctx); err != nil {
 			return out, fmt.Errorf("projection %s: elasticsearch: %w", def.Name, err)
 		}
@@ -312,20 +316,20 @@ type Embedded struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	db      *sink.Bolt
-	indices map[string]*sink.Bleve
+	db      *boltstore.DB
+	indices map[string]*bleveindex.Index
 }
 
 // NewEmbedded keeps the stores under dir.
 func NewEmbedded(dir string, log *slog.Logger) *Embedded {
-	return &Embedded{dir: dir, log: log, indices: map[string]*sink.Bleve{}}
+	return &Embedded{dir: dir, log: log, indices: map[string]*bleveindex.Index{}}
 }
 
-func (e *Embedded) bolt() (*sink.Bolt, error) {
+func (e *Embedded) bolt() (*boltstore.DB, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.db == nil {
-		db, err := sink.OpenBolt(filepath.Join(e.dir, "docs.db"), sink.BoltOptions{})
+		db, err := boltstore.Open(filepath.Join(e.dir, "docs.db"), boltstore.Options{})
 		if err != nil {
 			return nil, err
 		}
@@ -334,13 +338,13 @@ func (e *Embedded) bolt() (*sink.Bolt, error) {
 	return e.db, nil
 }
 
-func (e *Embedded) index(def *projections.Definition) (*sink.Bleve, error) {
+func (e *Embedded) index(def *projections.Definition) (*bleveindex.Index, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if idx := e.indices[def.Name]; idx != nil {
 		return idx, nil
 	}
-	idx, err := sink.OpenBleve(filepath.Join(e.dir, "search", def.Name), sink.BleveOptions{Name: def.Name, Fields: def.Fields, Log: e.log})
+	idx, err := bleveindex.Open(filepath.Join(e.dir, "search", def.Name), bleveindex.Options{Name: def.Name, Fields: def.Fields, Log: e.log})
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: embedded search index: %w", def.Name, err)
 	}

@@ -22,6 +22,8 @@ import (
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -39,8 +41,8 @@ type world struct {
 	js      jetstream.JetStream
 	streams *stream.Setup
 	rc      *redis.ClusterClient
-	docs    *sink.Redis
-	index   *sink.Elastic
+	docs    *redisstore.Store
+	index   *elasticindex.Index
 	ids     []string
 }
 
@@ -68,8 +70,8 @@ func newWorld(t *testing.T, versioned bool, n int) *world {
 	es := testenv.ElasticCluster(t, ns)
 	w := &world{
 		t: t, ns: ns, api: api, def: def, js: js, streams: streams, rc: rc,
-		docs:  sink.NewRedis(rc, sink.RedisOptions{KeyPattern: def.Redis.Key}),
-		index: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
+		docs:  redisstore.New(rc, redisstore.Options{KeyPattern: def.Redis.Key}),
+		index: elasticindex.New(es, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
 	}
 	for i := range n {
 		w.ids = append(w.ids, fmt.Sprint(i))

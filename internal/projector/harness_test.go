@@ -17,6 +17,8 @@ import (
 	"github.com/readside/readside/internal/backend"
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -32,8 +34,8 @@ type harness struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	streams *stream.Setup
-	redis   *sink.Redis
-	elastic *sink.Elastic
+	redis   *redisstore.Store
+	elastic *elasticindex.Index
 	// stores are where startDefault projects; docs and index read them
 	// back (redis and elastic, or the embedded ones).
 	stores *backend.Stores
@@ -70,8 +72,8 @@ func newHarnessOn(t *testing.T, versioned bool, stores string) *harness {
 	testenv.CleanRedis(t, rdb, ns)
 	h := &harness{
 		t: t, ns: ns, def: def, api: api, nc: nc, js: js, streams: streams,
-		redis:   sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: def.Redis.Key}),
-		elastic: sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
+		redis:   redisstore.New(rdb, redisstore.Options{KeyPattern: def.Redis.Key}),
+		elastic: elasticindex.New(es, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping()}),
 		stores:  &backend.Stores{Redis: rdb, Elastic: es},
 	}
 	h.docs, h.index = h.redis, h.elastic

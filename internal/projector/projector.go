@@ -49,7 +49,7 @@ type Assembler interface {
 	AssembleAt(ctx context.Context, ids []string, versions []int64) []assemble.Result
 }
 
-// RefStore is the reverse lookup of joined entities (see sink.Refs).
+// RefStore is the reverse lookup of joined entities (see redisstore.Refs).
 type RefStore interface {
 	Commit(ctx context.Context, built []sink.Built) error
 	Users(ctx context.Context, source, key string, fn func(ids []string) error) error

@@ -21,6 +21,7 @@ import (
 	"github.com/readside/readside/internal/assemble"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
@@ -101,8 +102,8 @@ func closedSearch(t testing.TB, def *projections.Definition) sink.Searcher {
 }
 
 // elasticIndex is def's search index on es, as the query API uses it.
-func elasticIndex(es *elasticsearch.Client, def *projections.Definition) *sink.Elastic {
-	return sink.NewElastic(es, sink.ElasticOptions{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields})
+func elasticIndex(es *elasticsearch.Client, def *projections.Definition) *elasticindex.Index {
+	return elasticindex.New(es, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields})
 }
 
 // shopsAPI is the query API over a world of rich shops, with what the tests

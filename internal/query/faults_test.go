@@ -24,7 +24,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/readside/readside/internal/query"
-	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
@@ -151,7 +151,7 @@ func docsInRedis(t *testing.T, w *world, ids []string) map[string][]byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	got, err := sink.NewRedis(w.redis, sink.RedisOptions{KeyPattern: w.def.Redis.Key}).GetMany(ctx, ids)
+	got, err := redisstore.New(w.redis, redisstore.Options{KeyPattern: w.def.Redis.Key}).GetMany(ctx, ids)
 	if err != nil {
 		t.Fatal(err)
 	}

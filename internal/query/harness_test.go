@@ -19,6 +19,8 @@ import (
 	"github.com/readside/readside/internal/projector"
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
@@ -144,7 +146,7 @@ func (w *world) awaitDrained() {
 	if w.stores.Elastic == nil {
 		return // the embedded index is searchable at once
 	}
-	el := sink.NewElastic(w.es, sink.ElasticOptions{Alias: w.def.Elasticsearch.Alias})
+	el := elasticindex.New(w.es, elasticindex.Options{Alias: w.def.Elasticsearch.Alias})
 	if err := el.Refresh(ctx); err != nil {
 		w.t.Fatal(err)
 	}
@@ -186,7 +188,7 @@ func itoa(i int) string {
 func (w *world) serve(rdb redis.UniversalClient, es *elasticsearch.Client, o query.Options) *httptest.Server {
 	w.t.Helper()
 	views := []query.View{{
-		Def: w.def, Docs: sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: w.def.Redis.Key}), Search: elasticIndex(es, w.def),
+		Def: w.def, Docs: redisstore.New(rdb, redisstore.Options{KeyPattern: w.def.Redis.Key}), Search: elasticIndex(es, w.def),
 		Sources: assemble.Clients(w.def, nil, 200*time.Millisecond),
 	}}
 	srv := httptest.NewServer(query.New(views, w.js, logger(), nil, o))

@@ -41,7 +41,7 @@ import (
 	"github.com/readside/readside/projections"
 )
 
-// Docs reads stored documents by id (sink.Redis, sink.BoltDocs).
+// Docs reads stored documents by id (redisstore.Store, boltstore.Docs).
 type Docs interface {
 	GetMany(ctx context.Context, ids []string) ([]*sink.Stored, error)
 }
@@ -100,7 +100,7 @@ func (o *Options) defaults() {
 type View struct {
 	Def     *projections.Definition
 	Docs    Docs               // the doc store
-	Search  sink.Searcher      // list and search (sink.Elastic, sink.Bleve)
+	Search  sink.Searcher      // list and search (elasticindex.Index, bleveindex.Index)
 	Sources []assemble.Fetcher // one per source of Def, for fallbacks
 	// SearchProbe, when set, asks the search engine whether it answers at
 	// all (a cheap request, such as Elasticsearch's cluster health). The API

@@ -8,6 +8,7 @@ import (
 
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/redisstore"
 )
 
 func TestSmoke(t *testing.T) {
@@ -40,7 +41,7 @@ func TestSmoke(t *testing.T) {
 func TestListSkipsDocumentsDeletedSinceIndexed(t *testing.T) {
 	w := newWorld(t, 12)
 	srv := w.serve(w.redis, w.es, query.Options{})
-	rd := sink.NewRedis(w.redis, sink.RedisOptions{KeyPattern: w.def.Redis.Key})
+	rd := redisstore.New(w.redis, redisstore.Options{KeyPattern: w.def.Redis.Key})
 	if err := rd.Write(context.Background(), []sink.Doc{{ID: "003", Version: 1 << 40, Deleted: true}}); err != nil {
 		t.Fatal(err)
 	}

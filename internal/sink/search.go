@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"math"
 )
 
 // Query is one page of a list or a search, in the terms of a projection
@@ -46,6 +47,31 @@ type Filter struct {
 	Field  string
 	Op     string
 	Values []any
+}
+
+// FilterNumber reads one of a Filter's Values as a number: an int64, an int,
+// a float64 or a json.Number (anything with a Float64 method). It reports
+// false for any other value, and for a NaN or an infinity, which no engine
+// can compare with.
+func FilterNumber(v any) (float64, bool) {
+	var x float64
+	switch n := v.(type) {
+	case int64:
+		x = float64(n)
+	case int:
+		x = float64(n)
+	case float64:
+		x = n
+	case interface{ Float64() (float64, error) }: // json.Number
+		f, err := n.Float64()
+		if err != nil {
+			return 0, false
+		}
+		x = f
+	default:
+		return 0, false
+	}
+	return x, !math.IsNaN(x) && !math.IsInf(x, 0)
 }
 
 // LatLon is a point on Earth in degrees.

@@ -1,7 +1,20 @@
-// Package sink writes flat read-model documents to Redis (reads by id) and
-// Elasticsearch (list and search), and reads them back, behind a version
-// guard: every stored document carries the version it was built from, and a
-// write older than what is stored is dropped atomically by the store itself.
+// Package sink is the contract between the projector, the query API and
+// replay on one side and the stores of read-model documents on the other:
+// the doc stores, which read by id (Redis in package redisstore, the
+// embedded bbolt file in boltstore), the search indices, which list and
+// search (Elasticsearch in elasticindex, the embedded bleve index in
+// bleveindex), and the reverse lookups of joined entities (redisstore.Refs,
+// boltstore.Refs). It holds the interfaces (DocStore, Index, RefIndex,
+// Stores), what they exchange (Doc, Stored, Query, Ref), the error protocol
+// below, and the stored value codec (AppendValue, DecodeValue) that the doc
+// stores and the embedded index share and replay reads. Each driver owns its
+// format and its administration in its own package; package sinktest holds
+// the conformance suites every driver passes. Callers that only read or
+// write go through these interfaces.
+//
+// Every store keeps a version guard: every stored document carries the
+// version it was built from, and a write older than what is stored is
+// dropped atomically by the store itself.
 //
 // A deletion is written as a tombstone that carries a version too, so a late
 // stale write cannot resurrect the entity while a newer one re-creates it.
@@ -51,8 +64,9 @@ type Doc struct {
 	BuiltAt time.Time
 }
 
-// check reports why d can never be written, as a *PermanentError.
-func (d *Doc) check() error {
+// Check reports why d can never be written, as a *PermanentError: every
+// store checks each doc of a Write with it and fails that item alone.
+func (d *Doc) Check() error {
 	var why string
 	switch {
 	case d.ID == "":
@@ -78,6 +92,15 @@ type Stored struct {
 	// BuiltAt is when the document was built, when the store keeps it
 	// (Redis does); zero otherwise.
 	BuiltAt time.Time
+}
+
+// Outranks reports whether s, what is stored, wins over the write d under
+// the guard: a higher version, or the same version when d is a tombstone and
+// a document is stored (see Doc.Deleted). Every store keeps this order:
+// Redis's guard script, Elasticsearch's version types, and the embedded
+// stores with this method.
+func (s Stored) Outranks(d *Doc) bool {
+	return s.Version > d.Version || (s.Version == d.Version && d.Deleted && !s.Deleted)
 }
 
 // Outcome is what the write guard did with one Doc.
@@ -116,6 +139,10 @@ type Reporter interface {
 	// item that failed (see the *BatchError) is Dropped.
 	WriteReport(ctx context.Context, docs []Doc) ([]Outcome, error)
 }
+
+// DefaultTombstoneTTL is how long the doc stores keep a tombstone, and the
+// reverse lookups the record of a deleted document, when no TTL is set.
+const DefaultTombstoneTTL = 7 * 24 * time.Hour
 
 // ErrNotFound is returned by Get when nothing is stored for the id. A
 // tombstone is not ErrNotFound: Get returns it as a Stored with Deleted set.
@@ -206,18 +233,21 @@ func IsPermanent(err error) bool {
 	return false
 }
 
-// failures collects the item errors of one Write.
-type failures map[int]error
+// Failures collects the item errors of one Write, by index in its docs, for
+// the *BatchError the Write returns. The zero value is empty and ready to
+// use; it is not safe for concurrent use.
+type Failures map[int]error
 
-func (f *failures) add(i int, err error) {
+// Add records the error of item i, replacing any recorded before.
+func (f *Failures) Add(i int, err error) {
 	if *f == nil {
-		*f = make(failures)
+		*f = make(Failures)
 	}
 	(*f)[i] = err
 }
 
-// err is nil when nothing failed, else the *BatchError.
-func (f failures) err() error {
+// Err is nil when nothing failed, else the *BatchError of the items.
+func (f Failures) Err() error {
 	if len(f) == 0 {
 		return nil
 	}

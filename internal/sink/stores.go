@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// DocStore is the doc store contract, kept by Redis and BoltDocs: the write
-// guard (see Doc) and reads by id. GetMany answers in the order of ids, nil
+// DocStore is the doc store contract, kept by redisstore.Store and
+// boltstore.Docs: the write guard (see Doc) and reads by id. GetMany answers in the order of ids, nil
 // where nothing is stored.
 type DocStore interface {
 	Write(ctx context.Context, docs []Doc) error
@@ -15,8 +15,8 @@ type DocStore interface {
 	GetMany(ctx context.Context, ids []string) ([]*Stored, error)
 }
 
-// Index is the search index contract, kept by Elastic and Bleve: the write
-// guard, reads by id (each document with its version, as written; GetMany
+// Index is the search index contract, kept by elasticindex.Index and
+// bleveindex.Index: the write guard, reads by id (each document with its version, as written; GetMany
 // as DocStore's, reading in real time, not only what a refresh made
 // searchable), and list and search (see Query).
 type Index interface {
@@ -33,8 +33,8 @@ type Reader interface {
 	GetMany(ctx context.Context, ids []string) ([]*Stored, error)
 }
 
-// RefIndex is the reverse lookup of joined entities, kept by Refs and
-// BoltRefs (see Refs for the contract).
+// RefIndex is the reverse lookup of joined entities, kept by redisstore.Refs
+// and boltstore.Refs (see redisstore.Refs for the contract).
 type RefIndex interface {
 	Add(ctx context.Context, refs []Ref) error
 	Commit(ctx context.Context, built []Built) error

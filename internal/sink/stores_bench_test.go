@@ -8,6 +8,10 @@ import (
 	"testing"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/bleveindex"
+	"github.com/readside/readside/internal/sink/boltstore"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/testenv"
 	"github.com/readside/readside/projections"
 )
@@ -37,11 +41,11 @@ func BenchmarkDocStores(b *testing.B) {
 		{"redis", func(b *testing.B) sink.DocStore {
 			c := testenv.Redis(b)
 			ns := testenv.Namespace(b)
-			b.Cleanup(func() { deleteKeys(b, c, ns+":*") })
-			return sink.NewRedis(c, sink.RedisOptions{KeyPattern: ns + ":shop:{id}"})
+			testenv.CleanRedis(b, c, ns)
+			return redisstore.New(c, redisstore.Options{KeyPattern: ns + ":shop:{id}"})
 		}},
 		{"bolt", func(b *testing.B) sink.DocStore {
-			db, err := sink.OpenBolt(filepath.Join(b.TempDir(), "docs.db"), sink.BoltOptions{})
+			db, err := boltstore.Open(filepath.Join(b.TempDir(), "docs.db"), boltstore.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -90,8 +94,9 @@ func BenchmarkSearch(b *testing.B) {
 	}{
 		{"elastic", func(b *testing.B) searchIndex {
 			ns := testenv.Namespace(b)
-			e := sink.NewElastic(testenv.Elastic(b, ns), sink.ElasticOptions{
-				Alias: ns + "-shops", Mapping: def.Mapping(), Fields: def.Fields, Settings: testSettings,
+			e := elasticindex.New(testenv.Elastic(b, ns), elasticindex.Options{
+				Alias: ns + "-shops", Mapping: def.Mapping(), Fields: def.Fields,
+				Settings: map[string]any{"number_of_shards": 1, "number_of_replicas": 0},
 			})
 			if err := e.Ensure(b.Context()); err != nil {
 				b.Fatal(err)
@@ -99,7 +104,7 @@ func BenchmarkSearch(b *testing.B) {
 			return e
 		}},
 		{"bleve", func(b *testing.B) searchIndex {
-			idx, err := sink.OpenBleve(filepath.Join(b.TempDir(), "search", def.Name), sink.BleveOptions{Name: def.Name, Fields: def.Fields})
+			idx, err := bleveindex.Open(filepath.Join(b.TempDir(), "search", def.Name), bleveindex.Options{Name: def.Name, Fields: def.Fields})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -19,6 +19,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/internal/sink/elasticindex"
+	"github.com/readside/readside/internal/sink/redisstore"
 	"github.com/readside/readside/internal/storeapi"
 	"github.com/readside/readside/internal/testenv"
 )
@@ -37,8 +39,8 @@ type rig struct {
 	t      *testing.T
 	ns     string // the projection's name
 	stores sink.Stores
-	redis  *sink.Redis
-	es     *sink.Elastic
+	redis  *redisstore.Store
+	es     *elasticindex.Index
 	srv    *httptest.Server
 	client *storeapi.Client
 	bodies map[string][]byte // what was written for each live id
@@ -57,8 +59,8 @@ func newRig(t *testing.T) *rig {
 	r := &rig{t: t, ns: testenv.Namespace(t), bodies: map[string][]byte{}}
 	rdb := testenv.Redis(t)
 	testenv.CleanRedis(t, rdb, r.ns)
-	r.redis = sink.NewRedis(rdb, sink.RedisOptions{KeyPattern: r.ns + ":{id}"})
-	r.es = sink.NewElastic(testenv.Elastic(t, r.ns), sink.ElasticOptions{
+	r.redis = redisstore.New(rdb, redisstore.Options{KeyPattern: r.ns + ":{id}"})
+	r.es = elasticindex.New(testenv.Elastic(t, r.ns), elasticindex.Options{
 		Alias:    r.ns + "-docs",
 		Mapping:  map[string]any{"properties": map[string]any{"id": map[string]any{"type": "keyword"}, "name": map[string]any{"type": "text"}}},
 		Settings: map[string]any{"number_of_shards": 2, "number_of_replicas": 0},
@@ -66,7 +68,7 @@ func newRig(t *testing.T) *rig {
 	if err := r.es.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	refs := sink.NewRefs(rdb, sink.RefsPrefix(r.ns), 0)
+	refs := redisstore.NewRefs(rdb, sink.RefsPrefix(r.ns), 0)
 	r.stores = sink.Stores{Docs: r.redis, DocsName: "redis", Index: r.es, IndexName: "elasticsearch", Refs: refs}
 
 	built := time.Now().Truncate(time.Millisecond)
@@ -444,7 +446,7 @@ func TestProblems(t *testing.T) {
 	addr := testenv.FreeAddr(t)
 	down := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { down.Close() })
-	r.serve(sink.Stores{Docs: sink.NewRedis(down, sink.RedisOptions{KeyPattern: r.ns + ":{id}"}), DocsName: "redis", Index: r.es, IndexName: "elasticsearch"})
+	r.serve(sink.Stores{Docs: redisstore.New(down, redisstore.Options{KeyPattern: r.ns + ":{id}"}), DocsName: "redis", Index: r.es, IndexName: "elasticsearch"})
 	_, err = r.client.Docs(r.ns).GetMany(ctx, []string{"1"})
 	if !errors.As(err, &e) || e.Status != http.StatusInternalServerError || !strings.Contains(e.Detail, "redis store of projection "+r.ns) || strings.Contains(e.Detail, addr) {
 		t.Errorf("a store down = %v, want a 500 naming the store, not its address %s", err, addr)
@@ -469,7 +471,7 @@ func TestReindexOutlastsTheWriteTimeout(t *testing.T) {
 
 // slowReindex is the Elasticsearch index with a Reindex that takes longer
 // than the test server's write timeout, and answers how many it holds.
-type slowReindex struct{ *sink.Elastic }
+type slowReindex struct{ *elasticindex.Index }
 
 func (s slowReindex) Reindex(ctx context.Context) (int64, error) {
 	select {
