@@ -7,8 +7,8 @@ import (
 )
 
 // DocStore is the doc store contract, kept by redisstore.Store and
-// boltstore.Docs: the write guard (see Doc) and reads by id. GetMany answers in the order of ids, nil
-// where nothing is stored.
+// boltstore.Docs: the write guard (see Doc) and reads by id. GetMany
+// answers in the order of ids, nil where nothing is stored.
 type DocStore interface {
 	Write(ctx context.Context, docs []Doc) error
 	Get(ctx context.Context, id string) (Stored, error)
@@ -16,9 +16,9 @@ type DocStore interface {
 }
 
 // Index is the search index contract, kept by elasticindex.Index and
-// bleveindex.Index: the write guard, reads by id (each document with its version, as written; GetMany
-// as DocStore's, reading in real time, not only what a refresh made
-// searchable), and list and search (see Query).
+// bleveindex.Index: the write guard, reads by id (each document with its
+// version, as written; GetMany as DocStore's, reading in real time, not
+// only what a refresh made searchable), and list and search (see Query).
 type Index interface {
 	Write(ctx context.Context, docs []Doc) error
 	Get(ctx context.Context, id string) (Stored, error)
