@@ -296,21 +296,13 @@ func adminMux(reg *prometheus.Registry, probes *health.Probes, status, stores ht
 // projections, to read: those of backend.Open, once stores holds them;
 // until then, and from the shutdown on, they are unavailable.
 func ownStores(defs []*projections.Definition, stores *atomic.Pointer[backend.Stores]) storeapi.Open {
-	byName := map[string]*projections.Definition{}
-	for _, d := range defs {
-		byName[d.Name] = d
-	}
-	return func(ctx context.Context, projection string) (sink.Stores, error) {
-		def := byName[projection]
-		if def == nil {
-			return sink.Stores{}, fmt.Errorf("projection %q: %w", projection, storeapi.ErrUnknownProjection)
-		}
+	return storeapi.ByName(defs, func(ctx context.Context, def *projections.Definition) (sink.Stores, error) {
 		st := stores.Load()
 		if st == nil {
 			return sink.Stores{}, fmt.Errorf("%w: the projector is starting or stopping", storeapi.ErrUnavailable)
 		}
 		return st.Read(ctx, def)
-	}
+	})
 }
 
 // serveQuery serves the query API on addr in g until ctx ends, over the

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/readside/readside/internal/sink"
+	"github.com/readside/readside/projections"
 )
 
 // The limits of a request.
@@ -66,6 +67,23 @@ var ErrUnavailable = errors.New("stores unavailable")
 // Open opens a projection's stores for reading. Handler calls it for every
 // request, concurrently: it is expected to hand out stores opened once.
 type Open func(ctx context.Context, projection string) (sink.Stores, error)
+
+// ByName is an Open over the projections defs, whose stores read opens
+// (such as backend.Stores.Read); a projection not among them is
+// ErrUnknownProjection.
+func ByName(defs []*projections.Definition, read func(ctx context.Context, def *projections.Definition) (sink.Stores, error)) Open {
+	byName := map[string]*projections.Definition{}
+	for _, d := range defs {
+		byName[d.Name] = d
+	}
+	return func(ctx context.Context, projection string) (sink.Stores, error) {
+		def := byName[projection]
+		if def == nil {
+			return sink.Stores{}, fmt.Errorf("projection %q: %w", projection, ErrUnknownProjection)
+		}
+		return read(ctx, def)
+	}
+}
 
 // Handler serves the stores that open gives under /stores/v1/ (see the
 // package documentation). Store failures are logged on log (nil: nowhere),

@@ -40,6 +40,7 @@ import (
 	"github.com/readside/readside/internal/query"
 	"github.com/readside/readside/internal/source"
 	"github.com/readside/readside/internal/statuspage"
+	"github.com/readside/readside/internal/storeapi"
 	"github.com/readside/readside/internal/stream"
 	"github.com/readside/readside/projections"
 )
@@ -204,7 +205,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if mln != nil {
 		probes := health.New(log)
 		probes.SetCheck(projector.Readiness{NATS: conn.NATS, Monitor: monitor, Stores: conn.Stores.Check}.Check)
-		g.Go(func() error { return query.Serve(gctx, mln, adminMux(reg, probes, monitor), qo.RequestTimeout, log) })
+		stores := storeapi.Handler(storeapi.ByName([]*projections.Definition{def}, conn.Stores.Read), log)
+		g.Go(func() error {
+			return query.Serve(gctx, mln, adminMux(reg, probes, monitor, stores), qo.RequestTimeout, log)
+		})
 	}
 	if s.rate > 0 {
 		// A change made is announced even when Ctrl-C comes between the
@@ -309,19 +313,32 @@ Operators (another terminal; replay talks to the demo's NATS):
   go run ./cmd/replay ids %[4]s 42 43     # shops 42 and 43 projected again
   go run ./cmd/replay all %[4]s           # every shop, from the sample APIs' list endpoint
   go run ./cmd/replay dlq %[4]s --list    # the dead-lettered events, with their reasons
-
+%[6]s
 Ctrl-C stops it; the data stays in %[5]s (the read model and the sample APIs' changes):
 starting again goes on where it stopped; rm -rf %[5]s starts afresh.
 
-`, f.nats, f.s.defFile, f.api, f.projection, f.s.backends.DataDir)
+`, f.nats, f.s.defFile, f.api, f.projection, f.s.backends.DataDir, verifyLines(f.admin, f.projection))
 }
 
-// adminMux serves the projector's metrics, probes and status page, as
-// cmd/projector does (health.Probes: /livez answers 200 while the process
+// verifyLines are the demo's lines for the replay commands that read the
+// stores, which go through the projector's admin address: none without one.
+func verifyLines(admin, projection string) string {
+	if admin == "" {
+		return ""
+	}
+	return fmt.Sprintf(`  export READSIDE_REDIS_ADDR=embedded READSIDE_ES_URLS=embedded READSIDE_PROJECTOR_URL=%[1]s
+  go run ./cmd/replay verify %[2]s --sample 1000   # compares the read model with the sample APIs (drift: exit 1)
+  go run ./cmd/replay rebuild %[2]s                # re-indexes the search index while it serves
+`, admin, projection)
+}
+
+// adminMux serves the projector's metrics, probes, status page and store
+// API (for replay), as cmd/projector does (health.Probes: /livez answers 200 while the process
 // serves; /readyz answers 200 only while the projector can work: NATS, the
 // stream and its consumers, the stores).
-func adminMux(reg *prometheus.Registry, probes *health.Probes, monitor *projector.Monitor) *http.ServeMux {
+func adminMux(reg *prometheus.Registry, probes *health.Probes, monitor *projector.Monitor, stores http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("/stores/v1/", stores)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("GET /status", statuspage.Handler(statuspage.Source{Freshness: monitor.Freshness, Ready: probes.Check}))
 	probes.Register(mux)
