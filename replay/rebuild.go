@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -115,213 +116,276 @@ func rebuildReindex(ctx context.Context, def *projections.Definition, name strin
 	return res, nil
 }
 
+// RebuildSteps are the steps of a rebuild of an index with generations
+// (Elasticsearch), as replay rebuild --help tells them; %s is how long it
+// waits for the projectors (sink.Generations.Settle).
+const RebuildSteps = `  1. create <alias>-v<N+1> with the definition's mapping, and the alias
+     <alias>-rebuild on it (if that alias exists, an earlier run stopped:
+     continue with its index);
+  2. wait %s, so that every projector writes every live change to both indices;
+  3. re-issue every id (as replay all does: the list endpoint, else the doc
+     store) at --rate, so the projectors fill the new index, then the ids of the
+     old index's tombstones;
+  4. wait until the replay consumer has drained, and refresh both indices;
+  5. compare the live documents (tombstones left out): if the new index has
+     fewer than the old × (1 − --tolerance), stop without swapping; the new
+     index stays for inspection, and running the command again continues;
+  6. in one step, move the alias to the new index and remove <alias>-rebuild;
+  7. keep the old index (--keep-old, the default; the output says how to
+     delete it) or delete it (--delete-old).`
+
 // rebuildGenerations builds a new generation of def's index behind its
-// alias. Run it with the NEW definition while the projectors still run the
-// old one, and deploy the new definition once it has swapped: the
-// projectors check the mapping of the index behind the alias only, which is
-// the new one from then on.
-//
-// Its steps, each told to o.Out:
-//  1. begin "<alias>-v<N+1>" (see sink.Generations.Begin: the definition's
-//     mapping and the alias "<alias>-rebuild" on it); when a generation is
-//     being built already, continue with it (an earlier run stopped);
-//  2. wait its Settle, so that every projector writes every live change to
-//     both generations;
-//  3. re-issue every id (see All: the list endpoint, else the doc store) at
-//     o.Rate, so the projectors fill the new generation too, then the
-//     tombstones of the old one;
-//  4. wait until the projection's replay consumer has no pending and no
-//     unacknowledged event, and refresh both generations;
-//  5. count the live documents of both; when the new one has fewer than
-//     the old × (1 − o.Tolerance), stop with ErrRebuildShort: nothing is
-//     swapped, and running again continues;
-//  6. swap, in one step: the alias moves to the new generation and the
-//     rebuild alias goes;
-//  7. drop the old generation with o.DeleteOld, else keep it.
+// alias, in the steps of RebuildSteps, each told to o.Out: begin, settle,
+// reissue, drain, compare, swap, dropOld. Run it with the NEW definition
+// while the projectors still run the old one, and deploy the new definition
+// once it has swapped: the projectors check the mapping of the index behind
+// the alias only, which is the new one from then on.
 //
 // Running it again after any failure is safe. It needs e.JetStream. When
-// ctx ends it stops where it is, leaving the rebuild alias in place.
+// ctx ends it stops where it is, leaving the rebuild alias in place. With
+// o.DryRun it says what it would do and stops after counting the ids.
 func (e *Env) rebuildGenerations(ctx context.Context, def *projections.Definition, g sink.Generations, o RebuildOptions) (_ *RebuildResult, err error) {
 	if e.JetStream == nil {
 		return nil, errors.New("replay: rebuild needs JetStream")
 	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
 	out := o.Out
-	if out == nil {
-		out = io.Discard
-	}
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	alias := def.Elasticsearch.Alias
-	rebuildAlias := alias + "-rebuild"
-	res := &RebuildResult{Alias: alias, DryRun: o.DryRun}
-
-	old, building, err := g.State(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("replay: rebuild %s: %w", def.Name, err)
-	}
-	if len(old) == 0 {
-		return nil, fmt.Errorf("replay: alias %s does not exist: start the projector with projection %s first (it creates %s-v1)", alias, def.Name, alias)
-	}
-	res.Old = old
-	if err := g.RefreshGenerations(ctx, old); err != nil {
+	r := &rebuild{e: e, def: def, g: g, o: o, alias: alias, rebuildAlias: alias + "-rebuild",
+		say: func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) },
+		res: &RebuildResult{Alias: alias, DryRun: o.DryRun}}
+	if err := r.start(ctx); err != nil {
 		return nil, err
 	}
-	counts, err := g.CountGenerations(ctx, old)
-	if err != nil {
-		return nil, err
-	}
-	var oldLive int64
-	for _, o := range old {
-		oldLive += counts[o]
-	}
-	say("rebuild %s: alias %s → %s (%d live documents)", def.Name, alias, strings.Join(old, ", "), oldLive)
-
-	if err := e.checkEvents(ctx, def); err != nil {
-		return nil, err
-	}
-	cons, err := e.JetStream.Consumer(ctx, e.own(), stream.ReplayConsumerName(def.Name))
-	if err != nil {
-		return nil, fmt.Errorf("replay: the replay consumer %s of stream %s: %w (the projector creates it when it starts with projection %s)",
-			stream.ReplayConsumerName(def.Name), e.own(), err, def.Name)
-	}
-
 	// Once the new index exists, a stop leaves it for the next run.
 	defer func() {
-		if err != nil && res.New != "" && !res.Swapped && !o.DryRun && !errors.Is(err, ErrRebuildShort) && ctx.Err() == nil {
-			if _, on, aerr := g.State(context.WithoutCancel(ctx)); aerr == nil && on == res.New {
-				say("stopped: alias %s has not moved; %s and alias %s stay, and running the rebuild again continues (or give it up: DELETE /%s)",
-					alias, res.New, rebuildAlias, res.New)
+		if err != nil && r.res.New != "" && !r.res.Swapped && !o.DryRun && !errors.Is(err, ErrRebuildShort) && ctx.Err() == nil {
+			if _, on, aerr := g.State(context.WithoutCancel(ctx)); aerr == nil && on == r.res.New {
+				r.say("stopped: alias %s has not moved; %s and alias %s stay, and running the rebuild again continues (or give it up: DELETE /%s)",
+					alias, r.res.New, r.rebuildAlias, r.res.New)
 			}
 		}
 	}()
-
-	// 1. The new index, or the one an earlier run left.
-	if building != "" {
-		res.New, res.Resumed = building, true
-		say("continuing the rebuild into %s (alias %s is on it already)", res.New, rebuildAlias)
-		if !o.DryRun {
-			// An earlier run may have had another definition: its mapping
-			// must be this one's (fields it lacks are added).
-			if err := g.CheckBuilding(ctx); err != nil {
-				return res, fmt.Errorf("replay: checking %s, left by an earlier rebuild, against this definition (when its mapping is another, give it up: DELETE /%s, and run the rebuild again): %w",
-					res.New, res.New, err)
-			}
+	for _, step := range []func(context.Context) error{r.begin, r.settle, r.reissue} {
+		if err := step(ctx); err != nil {
+			return r.result(err)
 		}
-	} else if o.DryRun {
-		if res.New, err = g.Next(ctx); err != nil {
-			return nil, err
-		}
-		say("dry run: would create %s with the definition's mapping, and alias %s on it", res.New, rebuildAlias)
-	} else {
-		if res.New, err = g.Begin(ctx); err != nil {
-			return nil, err
-		}
-		say("created %s with the definition's mapping, and alias %s on it", res.New, rebuildAlias)
-	}
-
-	// 2. Every projector writes both indices before anything is re-issued.
-	settle := g.Settle()
-	if o.DryRun {
-		say("dry run: would wait %s so that every projector writes to both indices", settle)
-	} else {
-		say("waiting %s so that every projector writes to both indices", settle)
-		if err := sleep(ctx, settle); err != nil {
-			return res, err
-		}
-	}
-
-	// 3. Every id again.
-	rate := o.Rate
-	if rate == 0 {
-		rate = DefaultRate
 	}
 	if o.DryRun {
-		say("dry run: counting the ids that would be re-issued")
-	} else if rate < 0 {
-		say("re-issuing every id, without a rate limit")
-	} else {
-		say("re-issuing every id, at most %.0f per second", rate)
+		r.say("dry run: would re-issue %d ids, wait for consumer %s to drain, compare the live documents of %s with %s's (%d) with tolerance %g, and swap alias %s onto %s",
+			r.res.Reissued, stream.ReplayConsumerName(def.Name), r.res.New, strings.Join(r.res.Old, ", "), r.oldLive, o.Tolerance, alias, r.res.New)
+		r.res.OldCount = r.oldLive
+		return r.res, nil
+	}
+	for _, step := range []func(context.Context) error{r.drain, r.compare, r.swap, r.dropOld} {
+		if err := step(ctx); err != nil {
+			return r.result(err)
+		}
+	}
+	return r.res, nil
+}
+
+// rebuild is one run of rebuildGenerations.
+type rebuild struct {
+	e                   *Env
+	def                 *projections.Definition
+	g                   sink.Generations
+	o                   RebuildOptions
+	alias, rebuildAlias string
+	say                 func(format string, args ...any)
+	res                 *RebuildResult
+	building            string // the generation an earlier run left, if any
+	oldLive             int64  // the live documents of the old generations at the start
+	cons                jetstream.Consumer
+}
+
+// result is what rebuildGenerations returns when a step failed: the result
+// so far once the new generation is known.
+func (r *rebuild) result(err error) (*RebuildResult, error) {
+	if r.res.New == "" {
+		return nil, err
+	}
+	return r.res, err
+}
+
+// start finds the generations and the replay consumer, and says where the
+// alias points.
+func (r *rebuild) start(ctx context.Context) error {
+	old, building, err := r.g.State(ctx)
+	if err != nil {
+		return fmt.Errorf("replay: rebuild %s: %w", r.def.Name, err)
+	}
+	if len(old) == 0 {
+		return fmt.Errorf("replay: alias %s does not exist: start the projector with projection %s first (it creates %s-v1)", r.alias, r.def.Name, r.alias)
+	}
+	r.res.Old, r.building = old, building
+	if err := r.g.RefreshGenerations(ctx, old); err != nil {
+		return err
+	}
+	counts, err := r.g.CountGenerations(ctx, old)
+	if err != nil {
+		return err
+	}
+	for _, o := range old {
+		r.oldLive += counts[o]
+	}
+	r.say("rebuild %s: alias %s → %s (%d live documents)", r.def.Name, r.alias, strings.Join(old, ", "), r.oldLive)
+	if err := r.e.checkEvents(ctx, r.def); err != nil {
+		return err
+	}
+	name := stream.ReplayConsumerName(r.def.Name)
+	if r.cons, err = r.e.JetStream.Consumer(ctx, r.e.own(), name); err != nil {
+		return fmt.Errorf("replay: the replay consumer %s of stream %s: %w (the projector creates it when it starts with projection %s)",
+			name, r.e.own(), err, r.def.Name)
+	}
+	return nil
+}
+
+// begin is step 1: the new generation, or the one an earlier run left.
+func (r *rebuild) begin(ctx context.Context) (err error) {
+	switch {
+	case r.building != "":
+		r.res.New, r.res.Resumed = r.building, true
+		r.say("continuing the rebuild into %s (alias %s is on it already)", r.res.New, r.rebuildAlias)
+		if r.o.DryRun {
+			return nil
+		}
+		// An earlier run may have had another definition: its mapping must
+		// be this one's (fields it lacks are added).
+		if err := r.g.CheckBuilding(ctx); err != nil {
+			return fmt.Errorf("replay: checking %s, left by an earlier rebuild, against this definition (when its mapping is another, give it up: DELETE /%s, and run the rebuild again): %w",
+				r.res.New, r.res.New, err)
+		}
+	case r.o.DryRun:
+		if r.res.New, err = r.g.Next(ctx); err != nil {
+			return err
+		}
+		r.say("dry run: would create %s with the definition's mapping, and alias %s on it", r.res.New, r.rebuildAlias)
+	default:
+		if r.res.New, err = r.g.Begin(ctx); err != nil {
+			return err
+		}
+		r.say("created %s with the definition's mapping, and alias %s on it", r.res.New, r.rebuildAlias)
+	}
+	return nil
+}
+
+// settle is step 2: every projector writes both generations before
+// anything is re-issued.
+func (r *rebuild) settle(ctx context.Context) error {
+	if r.o.DryRun {
+		r.say("dry run: would wait %s so that every projector writes to both indices", r.g.Settle())
+		return nil
+	}
+	r.say("waiting %s so that every projector writes to both indices", r.g.Settle())
+	return sleep(ctx, r.g.Settle())
+}
+
+// reissue is step 3: every id again, then the old generations' tombstones.
+func (r *rebuild) reissue(ctx context.Context) error {
+	rate := cmp.Or(r.o.Rate, DefaultRate)
+	switch {
+	case r.o.DryRun:
+		r.say("dry run: counting the ids that would be re-issued")
+	case rate < 0:
+		r.say("re-issuing every id, without a rate limit")
+	default:
+		r.say("re-issuing every id, at most %.0f per second", rate)
 	}
 	// No checkpoint: a rebuild that stops re-issues every id again when it
 	// is run again, since ids re-issued before its rebuild alias existed
 	// (by another run of all) would be missing from the new index.
-	all, err := e.All(ctx, def, FromAuto, Options{Rate: o.Rate, DryRun: o.DryRun, Notes: out, Progress: o.Progress})
+	all, err := r.e.All(ctx, r.def, FromAuto, Options{Rate: r.o.Rate, DryRun: r.o.DryRun, Notes: r.o.Out, Progress: r.o.Progress})
 	if all != nil {
-		res.Reissued = all.Reissued
+		r.res.Reissued = all.Reissued
 	}
 	if err != nil {
-		return res, err
+		return err
 	}
 	// An entity deleted before every projector wrote the new index too is
-	// in no list and no Redis scan, but the old index keeps its tombstone,
+	// in no list and no doc store, but the old index keeps its tombstone,
 	// which keeps a late stale write from bringing it back. Re-issued, the
 	// source's 404 writes that tombstone to the new index as well.
-	if err := g.RefreshGenerations(ctx, old); err != nil {
-		return res, err
+	if err := r.g.RefreshGenerations(ctx, r.res.Old); err != nil {
+		return err
 	}
-	res.Tombstones, err = e.reissueTombstones(ctx, def, g, old, ReissueOptions{Rate: o.Rate, DryRun: o.DryRun, RunID: newRunID()})
-	if err != nil {
-		return res, err
+	if r.res.Tombstones, err = r.e.reissueTombstones(ctx, r.def, r.g, r.res.Old, ReissueOptions{Rate: r.o.Rate, DryRun: r.o.DryRun, RunID: newRunID()}); err != nil {
+		return err
 	}
-	say("re-issued the %d tombstones of %s", res.Tombstones, strings.Join(old, ", "))
-	if o.DryRun {
-		say("dry run: would re-issue %d ids, wait for consumer %s to drain, compare the live documents of %s with %s's (%d) with tolerance %g, and swap alias %s onto %s",
-			res.Reissued, stream.ReplayConsumerName(def.Name), res.New, strings.Join(old, ", "), oldLive, o.Tolerance, alias, res.New)
-		res.OldCount = oldLive
-		return res, nil
+	r.say("re-issued the %d tombstones of %s", r.res.Tombstones, strings.Join(r.res.Old, ", "))
+	if !r.o.DryRun {
+		r.say("re-issued %d ids", r.res.Reissued)
 	}
-	say("re-issued %d ids", res.Reissued)
+	return nil
+}
 
-	// 4. Wait until the projectors have written them.
-	say("waiting for the replay consumer %s to drain", stream.ReplayConsumerName(def.Name))
-	if err := waitDrained(ctx, cons, say, fmt.Sprintf("is a projector of %s running? A partial document (an optional source failing) keeps its event "+
-		"until it is complete; a document that %s rejects (see the projectors' logs) keeps its event until alias %s is removed", def.Name, res.New, rebuildAlias)); err != nil {
-		return res, err
+// drain is step 4: wait until the projectors have written them, and
+// refresh both generations.
+func (r *rebuild) drain(ctx context.Context) error {
+	r.say("waiting for the replay consumer %s to drain", stream.ReplayConsumerName(r.def.Name))
+	if err := waitDrained(ctx, r.cons, r.say, fmt.Sprintf("is a projector of %s running? A partial document (an optional source failing) keeps its event "+
+		"until it is complete; a document that %s rejects (see the projectors' logs) keeps its event until alias %s is removed", r.def.Name, r.res.New, r.rebuildAlias)); err != nil {
+		return err
 	}
-	indices := append(slices.Clone(old), res.New)
-	if err := g.RefreshGenerations(ctx, indices); err != nil {
-		return res, err
+	gens := append(slices.Clone(r.res.Old), r.res.New)
+	if err := r.g.RefreshGenerations(ctx, gens); err != nil {
+		return err
 	}
-	say("drained; refreshed %s", strings.Join(indices, " and "))
+	r.say("drained; refreshed %s", strings.Join(gens, " and "))
+	return nil
+}
 
-	// 5. Compare, counting both in one search right after the refresh: live
-	// changes keep landing in both, and each index refreshes on its own.
-	counts, err = g.CountGenerations(ctx, indices)
+// compare is step 5: count both in one search right after the refresh (live
+// changes keep landing in both, and each refreshes on its own), and stop
+// with ErrRebuildShort when the new one lacks more than the tolerance.
+func (r *rebuild) compare(ctx context.Context) error {
+	old, res := r.res.Old, r.res
+	counts, err := r.g.CountGenerations(ctx, append(slices.Clone(old), res.New))
 	if err != nil {
-		return res, err
+		return err
 	}
 	for _, o := range old {
 		res.OldCount += counts[o]
 	}
 	res.NewCount = counts[res.New]
-	say("live documents: %s %d, %s %d", strings.Join(old, ", "), res.OldCount, res.New, res.NewCount)
-	if float64(res.NewCount) < float64(res.OldCount)*(1-o.Tolerance) {
-		say("not swapping: %s lacks %d of the old index's %d live documents, more than the tolerance %g allows.\n"+
-			"Alias %s still points at %s; %s and alias %s stay for inspection. "+
-			"Run the rebuild again to continue it (with a larger --tolerance if the old index holds documents the source no longer has), "+
-			"or give it up: DELETE /%s",
-			res.New, res.OldCount-res.NewCount, res.OldCount, o.Tolerance, alias, strings.Join(old, ", "), res.New, rebuildAlias, res.New)
-		return res, fmt.Errorf("replay: rebuild %s: %w: %d live documents in %s, %d in %s", def.Name, ErrRebuildShort, res.NewCount, res.New, res.OldCount, strings.Join(old, ", "))
+	r.say("live documents: %s %d, %s %d", strings.Join(old, ", "), res.OldCount, res.New, res.NewCount)
+	if float64(res.NewCount) >= float64(res.OldCount)*(1-r.o.Tolerance) {
+		return nil
 	}
+	r.say("not swapping: %s lacks %d of the old index's %d live documents, more than the tolerance %g allows.\n"+
+		"Alias %s still points at %s; %s and alias %s stay for inspection. "+
+		"Run the rebuild again to continue it (with a larger --tolerance if the old index holds documents the source no longer has), "+
+		"or give it up: DELETE /%s",
+		res.New, res.OldCount-res.NewCount, res.OldCount, r.o.Tolerance, r.alias, strings.Join(old, ", "), res.New, r.rebuildAlias, res.New)
+	return fmt.Errorf("replay: rebuild %s: %w: %d live documents in %s, %d in %s", r.def.Name, ErrRebuildShort, res.NewCount, res.New, res.OldCount, strings.Join(old, ", "))
+}
 
-	// 6. Swap, in one step.
-	if err := g.Swap(ctx, old, res.New); err != nil {
-		return res, err
+// swap is step 6, in one step.
+func (r *rebuild) swap(ctx context.Context) error {
+	if err := r.g.Swap(ctx, r.res.Old, r.res.New); err != nil {
+		return err
 	}
-	res.Swapped = true
-	say("swapped: alias %s → %s (write index); alias %s removed", alias, res.New, rebuildAlias)
+	r.res.Swapped = true
+	r.say("swapped: alias %s → %s (write index); alias %s removed", r.alias, r.res.New, r.rebuildAlias)
+	return nil
+}
 
-	// 7. The old index.
-	if o.DeleteOld {
-		if err := g.Drop(ctx, old); err != nil {
-			return res, err
-		}
-		res.DeletedOld = true
-		say("deleted %s", strings.Join(old, ", "))
-	} else {
-		say("kept %s, which no alias points at; delete it once it is no longer needed: DELETE /%s (curl -X DELETE \"$ES_URL/%s\")",
+// dropOld is step 7: the old generations go with o.DeleteOld, else stay.
+func (r *rebuild) dropOld(ctx context.Context) error {
+	old := r.res.Old
+	if !r.o.DeleteOld {
+		r.say("kept %s, which no alias points at; delete it once it is no longer needed: DELETE /%s (curl -X DELETE \"$ES_URL/%s\")",
 			strings.Join(old, ", "), strings.Join(old, ","), strings.Join(old, ","))
+		return nil
 	}
-	return res, nil
+	if err := r.g.Drop(ctx, old); err != nil {
+		return err
+	}
+	r.res.DeletedOld = true
+	r.say("deleted %s", strings.Join(old, ", "))
+	return nil
 }
 
 // drainPoll is how often the replay consumer is asked whether it drained.

@@ -30,19 +30,7 @@ the new definition (restart it with it): it re-indexes at start, or run this
 command to do it while it serves.
 
 On Elasticsearch, the steps, printed as they happen:
-  1. create <alias>-v<N+1> with the definition's mapping, and the alias
-     <alias>-rebuild on it (if that alias exists, an earlier run stopped:
-     continue with its index);
-  2. wait %s, so that every projector writes every live change to both indices;
-  3. re-issue every id (as replay all does: the list endpoint, else the doc store) at
-     --rate, so the projectors fill the new index;
-  4. wait until the replay consumer has drained, and refresh both indices;
-  5. compare the live documents (tombstones left out): if the new index has
-     fewer than the old × (1 − --tolerance), stop without swapping; the new
-     index stays for inspection, and running the command again continues;
-  6. in one step, move the alias to the new index and remove <alias>-rebuild;
-  7. keep the old index (--keep-old, the default; the output says how to
-     delete it) or delete it (--delete-old).
+%s
 
 To change a mapping: run the rebuild with the NEW definition (--definitions)
 while the projectors still run the old one; deploy the new definition to the
@@ -54,7 +42,7 @@ other values) reaches them as they are projected again — run replay all after
 the deployment. A type change works when the values the running definition
 writes fit the new type (integer → float, keyword → text); otherwise a
 projector keeps retrying the documents the new index rejects, and the rebuild
-does not finish: add a field under a new name instead.`, 2*elasticindex.RebuildDiscovery),
+does not finish: add a field under a new name instead.`, fmt.Sprintf(replay.RebuildSteps, 2*elasticindex.RebuildDiscovery)),
 		Example: `  replay rebuild shopdisplay
   replay rebuild shopdisplay --definitions ./next/shopdisplay.yaml --delete-old
   replay rebuild shopdisplay --rate 2000 --tolerance 0.01
