@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/blevesearch/bleve/v2"
+
 	"github.com/readside/readside/internal/sink"
 )
 
-// What a Index offers operators' tools besides reads and writes (see
-// stores.go).
+// What an Index offers operators' tools besides reads and writes (see
+// sink.Scanner, sink.Counter, sink.Reindexer).
 var (
 	_ sink.Scanner   = (*Index)(nil)
 	_ sink.Counter   = (*Index)(nil)

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/readside/readside/internal/sink"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/readside/readside/internal/sink"
 )
 
-// What a Docs offers operators' tools besides reads and writes (see
-// stores.go).
+// What Docs offers operators' tools besides reads and writes (see
+// sink.Scanner, sink.Counter, sink.Reindexer).
 var (
 	_ sink.Scanner = (*Docs)(nil)
 	_ sink.Counter = (*Docs)(nil)

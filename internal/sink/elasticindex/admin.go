@@ -16,12 +16,13 @@ import (
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8/esapi"
-	"github.com/readside/readside/internal/sink"
 	"github.com/tidwall/gjson"
+
+	"github.com/readside/readside/internal/sink"
 )
 
 // What an Index offers operators' tools besides reads and writes: the
-// sink.Scanner, sink.Counter, sink.Sampler and sink.Generations contracts (see stores.go).
+// sink.Scanner, sink.Counter, sink.Sampler and sink.Generations contracts.
 var (
 	_ sink.Scanner     = (*Index)(nil)
 	_ sink.Counter     = (*Index)(nil)

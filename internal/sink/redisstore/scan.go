@@ -9,8 +9,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/readside/readside/internal/sink"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/readside/readside/internal/sink"
 )
 
 var _ sink.Scanner = (*Store)(nil)
