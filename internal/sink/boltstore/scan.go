@@ -13,7 +13,7 @@ import (
 )
 
 // What Docs offers operators' tools besides reads and writes (see
-// sink.Scanner, sink.Counter, sink.Reindexer).
+// sink.Scanner, sink.Counter, sink.Reader).
 var (
 	_ sink.Scanner = (*Docs)(nil)
 	_ sink.Counter = (*Docs)(nil)
