@@ -148,6 +148,22 @@ const DefaultTombstoneTTL = 7 * 24 * time.Hour
 // tombstone is not ErrNotFound: Get returns it as a Stored with Deleted set.
 var ErrNotFound = errors.New("sink: not found")
 
+// GetOne is Get by way of r's GetMany, for a store whose read of one id is
+// no cheaper than its read of many: what GetMany answers for id, or
+// ErrNotFound when it answers nil.
+func GetOne(ctx context.Context, r interface {
+	GetMany(ctx context.Context, ids []string) ([]*Stored, error)
+}, id string) (Stored, error) {
+	got, err := r.GetMany(ctx, []string{id})
+	if err != nil {
+		return Stored{}, err
+	}
+	if got[0] == nil {
+		return Stored{}, ErrNotFound
+	}
+	return *got[0], nil
+}
+
 // BatchError reports the items of one Write that failed while the others were
 // written. Items maps the index in the docs slice to its error; an error that
 // IsPermanent can never succeed, any other is transient.

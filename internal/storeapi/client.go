@@ -94,14 +94,7 @@ type Store struct {
 
 // Get returns what is stored for id, or sink.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (sink.Stored, error) {
-	got, err := s.GetMany(ctx, []string{id})
-	if err != nil {
-		return sink.Stored{}, err
-	}
-	if got[0] == nil {
-		return sink.Stored{}, sink.ErrNotFound
-	}
-	return *got[0], nil
+	return sink.GetOne(ctx, s, id)
 }
 
 // stored is a sink.Stored as get answers it.

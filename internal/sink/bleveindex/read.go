@@ -39,33 +39,7 @@ func storedValue(r index.IndexReader, id string) ([]byte, error) {
 // Get returns what is stored for id: a document, a tombstone (Deleted set,
 // nil Body), or sink.ErrNotFound. Body aliases no buffer of the index.
 func (b *Index) Get(ctx context.Context, id string) (sink.Stored, error) {
-	if err := ctx.Err(); err != nil {
-		return sink.Stored{}, err
-	}
-	done, err := b.open()
-	if err != nil {
-		return sink.Stored{}, err
-	}
-	defer done()
-	idx, release := b.current()
-	defer release()
-	r, err := reader(idx)
-	if err != nil {
-		return sink.Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
-	}
-	defer r.Close()
-	value, err := storedValue(r, id)
-	if err != nil {
-		return sink.Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
-	}
-	if value == nil {
-		return sink.Stored{}, sink.ErrNotFound
-	}
-	s, err := sink.DecodeValue(value)
-	if err != nil {
-		return sink.Stored{}, fmt.Errorf("sink: bleve %s: get %q: %w", b.name, id, err)
-	}
-	return s, nil
+	return sink.GetOne(ctx, b, id)
 }
 
 // Refresh does nothing: a write is searchable as soon as Write returns.

@@ -266,14 +266,7 @@ func checkBolt(d *sink.Doc) error {
 // nil Body), or sink.ErrNotFound, which an expired tombstone is too. Body is a
 // copy the caller owns.
 func (s *Docs) Get(ctx context.Context, id string) (sink.Stored, error) {
-	got, err := s.GetMany(ctx, []string{id})
-	if err != nil {
-		return sink.Stored{}, err
-	}
-	if got[0] == nil {
-		return sink.Stored{}, sink.ErrNotFound
-	}
-	return *got[0], nil
+	return sink.GetOne(ctx, s, id)
 }
 
 // GetMany returns what is stored for ids in one read transaction, in the

@@ -64,34 +64,26 @@ func (e *Index) search(ctx context.Context, target string, q any) ([]byte, error
 	return answer("search", target, res, err)
 }
 
-// GetMany reads ids through the alias in real time (one _mget), in their
-// order: nil where nothing is stored, as for the empty id, which
-// Elasticsearch refuses to look up.
+// GetMany reads ids through the alias in real time (one _mget, the ids in
+// its body, so none needs escaping in a URL path), in their order: nil where
+// nothing is stored, as for an id that can never be (empty, or longer than
+// Elasticsearch takes), which is not asked for.
 func (e *Index) GetMany(ctx context.Context, ids []string) ([]*sink.Stored, error) {
 	if e.err != nil {
 		return nil, e.err
 	}
-	if slices.Contains(ids, "") {
-		asked := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == "" })
-		got, err := e.GetMany(ctx, asked)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]*sink.Stored, 0, len(ids))
-		for _, id := range ids {
-			if id == "" {
-				out = append(out, nil)
-			} else {
-				out, got = append(out, got[0]), got[1:]
-			}
-		}
-		return out, nil
-	}
 	out := make([]*sink.Stored, len(ids))
-	if len(ids) == 0 {
+	var asked []string // the ids that can be stored
+	var at []int       // their places in ids
+	for i, id := range ids {
+		if id != "" && len(id) <= maxIDBytes {
+			asked, at = append(asked, id), append(at, i)
+		}
+	}
+	if len(asked) == 0 {
 		return out, nil
 	}
-	b, err := json.Marshal(map[string]any{"ids": ids})
+	b, err := json.Marshal(map[string]any{"ids": asked})
 	if err != nil {
 		return nil, err
 	}
@@ -102,12 +94,12 @@ func (e *Index) GetMany(ctx context.Context, ids []string) ([]*sink.Stored, erro
 		return nil, err
 	}
 	docs := gjson.GetBytes(body, "docs").Array()
-	if len(docs) != len(ids) {
-		return nil, fmt.Errorf("sink: elasticsearch mget %s: %d documents answered for %d ids", e.o.Alias, len(docs), len(ids))
+	if len(docs) != len(asked) {
+		return nil, fmt.Errorf("sink: elasticsearch mget %s: %d documents answered for %d ids", e.o.Alias, len(docs), len(asked))
 	}
-	for i, d := range docs {
+	for k, d := range docs {
 		if fail := d.Get("error"); fail.Exists() {
-			return nil, fmt.Errorf("sink: elasticsearch mget %s, id %q: %s: %s", e.o.Alias, ids[i], fail.Get("type").Str, fail.Get("reason").Str)
+			return nil, fmt.Errorf("sink: elasticsearch mget %s, id %q: %s: %s", e.o.Alias, asked[k], fail.Get("type").Str, fail.Get("reason").Str)
 		}
 		if !d.Get("found").Bool() {
 			continue
@@ -118,7 +110,7 @@ func (e *Index) GetMany(ctx context.Context, ids []string) ([]*sink.Stored, erro
 		} else {
 			s.Body = []byte(src.Raw)
 		}
-		out[i] = s
+		out[at[k]] = s
 	}
 	return out, nil
 }

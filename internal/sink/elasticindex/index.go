@@ -455,50 +455,9 @@ func itemError(status int64, typ, reason string) error {
 
 // Get returns what is stored for id, read in real time (including writes not
 // yet refreshed) through the alias: a document, a tombstone (Deleted set, nil
-// Body), or sink.ErrNotFound. It asks _mget with the id in the body, so no id
-// needs escaping in a URL path.
+// Body), or sink.ErrNotFound (see GetMany).
 func (e *Index) Get(ctx context.Context, id string) (sink.Stored, error) {
-	if e.err != nil {
-		return sink.Stored{}, e.err
-	}
-	if id == "" || len(id) > maxIDBytes {
-		return sink.Stored{}, sink.ErrNotFound // never written
-	}
-	var req bytes.Buffer
-	req.WriteString(`{"ids":[`)
-	writeJSONString(&req, id)
-	req.WriteString(`]}`)
-	mget := e.c.Mget
-	res, err := mget(&req, mget.WithContext(ctx), mget.WithIndex(e.o.Alias))
-	if err != nil {
-		return sink.Stored{}, fmt.Errorf("sink: elasticsearch get %q: %w", id, err)
-	}
-	b, err := readBody(res)
-	if err != nil {
-		return sink.Stored{}, fmt.Errorf("sink: elasticsearch get %q: %w", id, err)
-	}
-	if res.IsError() {
-		return sink.Stored{}, fmt.Errorf("sink: elasticsearch get %q: %s", id, responseError(res, b))
-	}
-	doc := gjson.GetBytes(b, "docs.0")
-	if fail := doc.Get("error"); fail.Exists() {
-		return sink.Stored{}, fmt.Errorf("sink: elasticsearch get %q: %s: %s", id, fail.Get("type").Str, fail.Get("reason").Str)
-	}
-	if !doc.Get("found").Bool() {
-		return sink.Stored{}, sink.ErrNotFound
-	}
-	s := sink.Stored{Version: doc.Get("_version").Int()}
-	src := doc.Get("_source")
-	if src.Get(DeletedField).Bool() {
-		s.Deleted = true
-		return s, nil
-	}
-	if src.Index > 0 {
-		s.Body = b[src.Index : src.Index+len(src.Raw)] // no copy
-	} else {
-		s.Body = []byte(src.Raw)
-	}
-	return s, nil
+	return sink.GetOne(ctx, e, id)
 }
 
 // Refresh makes every write so far visible to search through the alias.
