@@ -46,12 +46,16 @@ func answer(what, target string, res *esapi.Response, err error) ([]byte, error)
 	if res.IsError() {
 		why := responseError(res, b)
 		if res.StatusCode == http.StatusNotFound {
-			why += " (is the alias right, and has the projector created the index?)"
+			return nil, fmt.Errorf("sink: elasticsearch %s %s: %s (is the alias right, and has the projector created the index?): %w", what, target, why, errMissing)
 		}
 		return nil, fmt.Errorf("sink: elasticsearch %s %s: %s", what, target, why)
 	}
 	return b, nil
 }
+
+// errMissing is wrapped by answer's error for a 404: what was asked for
+// (an index, an alias, a point in time) does not exist.
+var errMissing = errors.New("not found")
 
 // search runs the search body q on target (an alias or indices).
 func (e *Index) search(ctx context.Context, target string, q any) ([]byte, error) {
@@ -272,13 +276,11 @@ func (e *Index) scanDeleted(ctx context.Context, target, pos string, fn func(sin
 		}
 	}
 	if at.PIT == "" {
-		o := e.c.OpenPointInTime
-		res, err := o(strings.Split(target, ","), pitKeepAlive, o.WithContext(ctx))
-		body, err := answer("point in time", target, res, err)
+		pit, err := e.openPIT(ctx, target)
 		if err != nil {
 			return err
 		}
-		at = scanPosition{PIT: gjson.GetBytes(body, "id").Str}
+		at = scanPosition{PIT: pit}
 	}
 	closePIT := func() {
 		b, _ := json.Marshal(map[string]string{"id": at.PIT})
@@ -299,11 +301,16 @@ func (e *Index) scanDeleted(ctx context.Context, target, pos string, fn func(sin
 			q["search_after"] = at.After
 		}
 		body, err := e.search(ctx, "", q)
-		// A point in time that expired or was closed is a 404.
-		if err != nil && !restarted && (strings.Contains(err.Error(), "search_context_missing") || strings.Contains(err.Error(), " 404 ")) {
-			// The point in time expired: the phase starts again.
+		if err != nil && !restarted && (errors.Is(err, errMissing) || strings.Contains(err.Error(), "search_context_missing")) {
+			// The point in time expired or was closed: the phase starts
+			// again from its beginning, once.
 			restarted = true
-			return e.scanDeleted(ctx, target, "", fn)
+			pit, err := e.openPIT(ctx, target)
+			if err != nil {
+				return err
+			}
+			at = scanPosition{PIT: pit}
+			continue
 		}
 		if err != nil {
 			return err
@@ -329,6 +336,18 @@ func (e *Index) scanDeleted(ctx context.Context, target, pos string, fn func(sin
 			return err
 		}
 	}
+}
+
+// openPIT opens a point in time on target (an index, or indices separated
+// by commas) for a scan's tombstone phase.
+func (e *Index) openPIT(ctx context.Context, target string) (string, error) {
+	o := e.c.OpenPointInTime
+	res, err := o(strings.Split(target, ","), pitKeepAlive, o.WithContext(ctx))
+	body, err := answer("point in time", target, res, err)
+	if err != nil {
+		return "", err
+	}
+	return gjson.GetBytes(body, "id").Str, nil
 }
 
 // The generations of an Index are the indices "<alias>-v<N>": the alias
@@ -388,11 +407,16 @@ func (e *Index) Next(ctx context.Context) (string, error) {
 	if e.err != nil {
 		return "", e.err
 	}
-	alias := e.o.Alias
-	behind, err := e.aliasIndices(ctx, alias)
+	behind, err := e.aliasIndices(ctx, e.o.Alias)
 	if err != nil {
 		return "", err
 	}
+	return e.next(ctx, behind)
+}
+
+// next is Next with the indices behind the alias known.
+func (e *Index) next(ctx context.Context, behind []string) (string, error) {
+	alias := e.o.Alias
 	g := e.c.Indices.Get
 	res, err := g([]string{alias + "-v*"}, g.WithContext(ctx), g.WithExpandWildcards("all"), g.WithFilterPath("*.settings.index.provided_name"))
 	body, err := answer("indices", alias+"-v*", res, err)
@@ -439,7 +463,7 @@ func (e *Index) Begin(ctx context.Context) (string, error) {
 	if len(live) == 0 {
 		return "", fmt.Errorf("sink: elasticsearch: alias %s does not exist: the projector creates %s-v1 when it starts", e.o.Alias, e.o.Alias)
 	}
-	index, err := e.Next(ctx)
+	index, err := e.next(ctx, live)
 	if err != nil {
 		return "", err
 	}
