@@ -163,9 +163,21 @@ func (a *api) target(w http.ResponseWriter, r *http.Request) (target, bool) {
 	return t, true
 }
 
-// notSupported answers 501: t does not keep the contract of what.
-func notSupported(w http.ResponseWriter, t target, what string) {
-	problem(w, http.StatusNotImplemented, fmt.Sprintf("%s cannot %s", t, what))
+// keeping finds the store the request names as a C, the contract a route
+// needs, answering 501 when the store does not keep it (what it cannot do);
+// false when it answered.
+func keeping[C any](a *api, w http.ResponseWriter, r *http.Request, what string) (target, C, bool) {
+	var none C
+	t, ok := a.target(w, r)
+	if !ok {
+		return t, none, false
+	}
+	c, ok := t.store.(C)
+	if !ok {
+		problem(w, http.StatusNotImplemented, fmt.Sprintf("%s cannot %s", t, what))
+		return t, none, false
+	}
+	return t, c, true
 }
 
 // fail answers the failure err of t doing what.
@@ -195,13 +207,8 @@ type scanPage struct {
 // scan answers the first page of a Scan from the position "from"; a scan
 // that has no page answers an empty one, at from, with no next.
 func (a *api) scan(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.target(w, r)
+	t, sc, ok := keeping[sink.Scanner](a, w, r, "scan")
 	if !ok {
-		return
-	}
-	sc, ok := t.store.(sink.Scanner)
-	if !ok {
-		notSupported(w, t, "scan")
 		return
 	}
 	from := r.URL.Query().Get("from")
@@ -240,13 +247,8 @@ type storedHead struct {
 // get answers GetMany of the ids of the body, in their order: null where
 // nothing is stored; each body byte for byte as the store holds it.
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.target(w, r)
+	t, rd, ok := keeping[sink.Reader](a, w, r, "read by id")
 	if !ok {
-		return
-	}
-	rd, ok := t.store.(sink.Reader)
-	if !ok {
-		notSupported(w, t, "read by id")
 		return
 	}
 	var in idsBody
@@ -302,13 +304,8 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) count(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.target(w, r)
+	t, c, ok := keeping[sink.Counter](a, w, r, "count")
 	if !ok {
-		return
-	}
-	c, ok := t.store.(sink.Counter)
-	if !ok {
-		notSupported(w, t, "count")
 		return
 	}
 	n, err := c.Count(r.Context())
@@ -320,13 +317,8 @@ func (a *api) count(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) sample(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.target(w, r)
+	t, sm, ok := keeping[sink.Sampler](a, w, r, "sample")
 	if !ok {
-		return
-	}
-	sm, ok := t.store.(sink.Sampler)
-	if !ok {
-		notSupported(w, t, "sample")
 		return
 	}
 	n, err := strconv.Atoi(r.URL.Query().Get("n"))
@@ -345,13 +337,8 @@ func (a *api) sample(w http.ResponseWriter, r *http.Request) {
 // reindex runs a Reindex, which takes as long as the index is big: the
 // admin server's write timeout is lifted for it.
 func (a *api) reindex(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.target(w, r)
+	t, ri, ok := keeping[sink.Reindexer](a, w, r, "re-index itself")
 	if !ok {
-		return
-	}
-	ri, ok := t.store.(sink.Reindexer)
-	if !ok {
-		notSupported(w, t, "re-index itself")
 		return
 	}
 	if err := http.NewResponseController(w).SetWriteDeadline(time.Time{}); err != nil {
