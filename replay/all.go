@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -81,7 +82,7 @@ func (e *Env) All(ctx context.Context, def *projections.Definition, from Origin,
 		}
 		sc, ok := store.(sink.Scanner)
 		if store == nil || !ok {
-			return nil, fmt.Errorf("replay: all --from %s: the %s store cannot list its ids: replay all from another origin", from, cmpOr(name, string(from)))
+			return nil, fmt.Errorf("replay: all --from %s: the %s store cannot list its ids: replay all from another origin", from, cmp.Or(name, string(from)))
 		}
 		walk = func(ctx context.Context, def *projections.Definition, r *run) error {
 			return r.allFromStore(ctx, name, sc)
@@ -199,6 +200,7 @@ func (r *run) allFromStore(ctx context.Context, name string, sc sink.Scanner) er
 		fmt.Fprintf(r.o.Notes, "continuing the scan at position %q, after %d ids of its page\n", pos.Cursor, pos.Skip)
 	}
 	r.show(total)
+	var stopped error // re-issuing failed (or ctx ended): not the scan's fault
 	err := sc.Scan(ctx, pos.Cursor, func(p sink.ScanPage) error {
 		r.cp.Counts.Tombstones += int64(len(p.Deleted))
 		ids := r.validIDs(p.IDs, func(string) string { return name })
@@ -207,23 +209,16 @@ func (r *run) allFromStore(ctx context.Context, name string, sc sink.Scanner) er
 			skip = min(pos.Skip, len(ids))
 		}
 		pos = Position{}
-		if err := r.reissue(ctx, ids[skip:], true, func(k int) Position { return Position{Cursor: p.At, Skip: skip + k} }); err != nil {
-			return err
+		if stopped = r.reissue(ctx, ids[skip:], true, func(k int) Position { return Position{Cursor: p.At, Skip: skip + k} }); stopped != nil {
+			return stopped
 		}
 		if p.Next != "" {
 			r.moved(Position{Cursor: p.Next}, 0)
 		}
 		return nil
 	})
-	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrInterrupted) {
+	if err != nil && (stopped == nil || !errors.Is(err, stopped)) && ctx.Err() == nil {
 		return fmt.Errorf("replay: scanning %s: %w", name, err)
 	}
 	return err
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -92,7 +92,7 @@ func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o Rebuil
 	case sink.Reindexer:
 		return rebuildReindex(ctx, def, st.IndexName, idx, o)
 	}
-	return nil, fmt.Errorf("replay: rebuild %s: the %s index can be neither rebuilt nor re-indexed", def.Name, cmpOr(st.IndexName, "search"))
+	return nil, fmt.Errorf("replay: rebuild %s: the %s index can be neither rebuilt nor re-indexed", def.Name, cmp.Or(st.IndexName, "search"))
 }
 
 // rebuildReindex has an index that keeps its documents rebuild itself.

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -344,7 +345,7 @@ func (v *verifier) checkBatch(ctx context.Context, ids []string) ([]finding, err
 		var whyR, whyE string
 		f.docs, whyR = classify(fresh[i], inDocs[i])
 		f.index, whyE = classify(fresh[i], inIndex[i])
-		f.why = cmpOr(whyR, whyE)
+		f.why = cmp.Or(whyR, whyE)
 	}
 	return out, nil
 }
