@@ -142,13 +142,17 @@ func build(ctx context.Context, src Source) view {
 	}
 	byName := map[string]*projectionView{}
 	var order []string
-	for _, c := range f.Consumers {
-		p := byName[c.Projection]
+	projection := func(name string) *projectionView {
+		p := byName[name]
 		if p == nil {
-			p = &projectionView{Name: c.Projection}
-			byName[c.Projection] = p
-			order = append(order, c.Projection)
+			p = &projectionView{Name: name}
+			byName[name] = p
+			order = append(order, name)
 		}
+		return p
+	}
+	for _, c := range f.Consumers {
+		p := projection(c.Projection)
 		cv := consumerView{
 			Kind: c.Kind, Name: c.Name, Stream: c.Stream, Err: c.Err,
 			Pending: c.Pending, AckPending: c.AckPending, Redelivered: c.Redelivered,
@@ -162,12 +166,7 @@ func build(ctx context.Context, src Source) view {
 		p.MaxLag = max(p.MaxLag, c.Lag)
 	}
 	for _, d := range f.DeadLetters {
-		p := byName[d.Projection]
-		if p == nil {
-			p = &projectionView{Name: d.Projection}
-			byName[d.Projection] = p
-			order = append(order, d.Projection)
-		}
+		p := projection(d.Projection)
 		p.DeadLetters, p.DLQErr, p.Reasons = d.Messages, d.Err, d.Reasons
 	}
 	slices.Sort(order)
