@@ -62,10 +62,7 @@ type ScanStore interface {
 // that is cleaned up when its test ends; each subtest opens its own and
 // subtests run in parallel.
 func RunScan(t *testing.T, open func(t *testing.T) ScanStore) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, s ScanStore)
-	}{
+	runCases(t, open, []testCase[ScanStore]{
 		{"every id, tombstones apart", testScanAll},
 		{"an empty store", testScanEmpty},
 		{"a page's At starts with that page again", testScanAt},
@@ -73,13 +70,7 @@ func RunScan(t *testing.T, open func(t *testing.T) ScanStore) {
 		{"fn's error stops the scan", testScanStops},
 		{"an unknown position is an error", testScanBadPosition},
 		{"writes during a scan", testScanWhileWriting},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			tt.run(t, open(t))
-		})
-	}
+	})
 }
 
 // scanN is how many ids the scan tests write: more than two pages of 500
@@ -408,23 +399,10 @@ type ReaderStore interface {
 // open returns a new, empty store that is cleaned up when its test ends;
 // each subtest opens its own and subtests run in parallel.
 func RunReader(t *testing.T, open func(t *testing.T) ReaderStore) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, s DocStore)
-	}{
-		{"GetMany keeps the order of ids", testGetManyOrder},
-		{"GetMany of no ids", testGetManyNone},
-		{"GetMany of ids never written", testGetManyAbsent},
-		{"GetMany of many ids", testGetManyMany},
-		{"versions as written", testReaderVersions},
-		{"hostile ids read back", testReaderHostile},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			tt.run(t, open(t))
-		})
-	}
+	runCases(t, func(t *testing.T) DocStore { return open(t) }, append(getManyCases(),
+		testCase[DocStore]{"versions as written", testReaderVersions},
+		testCase[DocStore]{"hostile ids read back", func(t *testing.T, s DocStore) { readHostile(t, s, nil) }},
+	))
 }
 
 func testReaderVersions(t *testing.T, s DocStore) {
@@ -443,22 +421,6 @@ func testReaderVersions(t *testing.T, s DocStore) {
 	want["then-deleted"] = tomb("then-deleted", 1<<55+1)
 	ids := slices.Sorted(maps.Keys(want))
 	wantMany(t, s, append(ids, "absent"), want)
-}
-
-func testReaderHostile(t *testing.T, s DocStore) {
-	stored := make(map[string]sink.Doc)
-	var docs []sink.Doc
-	for i, id := range HostileIDs {
-		d := doc(id, int64(i+1), "hostile")
-		if i%4 == 3 {
-			d = tomb(id, int64(i+1))
-		}
-		docs = append(docs, d)
-		stored[id] = d
-	}
-	write(t, s, docs...)
-	asked := append(slices.Clone(HostileIDs), "a", "x", "/", "%2f", "\"quoted", "LONG", "Ü")
-	wantMany(t, s, asked, stored)
 }
 
 // CounterStore is what RunCounter tests.
@@ -536,20 +498,11 @@ func RunReindexer(t *testing.T, open func(t *testing.T, def *projections.Definit
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		name string
-		run  func(t *testing.T, s ReindexStore)
-	}{
+	runCases(t, func(t *testing.T) ReindexStore { return open(t, def) }, []testCase[ReindexStore]{
 		{"answers as before", testReindexSame},
 		{"writes during and after are kept", testReindexWhileWriting},
 		{"a cancelled Reindex leaves the index as it was", testReindexCancelled},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			tt.run(t, open(t, def))
-		})
-	}
+	})
 }
 
 // reindexN is how many ids the Reindex tests write: more than one batch of

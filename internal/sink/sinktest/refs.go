@@ -25,10 +25,7 @@ type RefIndex = sink.RefIndex
 // returns a new, empty index that is cleaned up when its test ends; each
 // subtest opens its own and subtests run in parallel.
 func RunRefs(t *testing.T, open func(t *testing.T) RefIndex) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, r RefIndex)
-	}{
+	runCases(t, open, []testCase[RefIndex]{
 		{"add and users", testAddUsers},
 		{"empty calls are no-ops", testRefsEmpty},
 		{"a popular entity comes in pages", testUsersPages},
@@ -41,13 +38,7 @@ func RunRefs(t *testing.T, open func(t *testing.T) RefIndex) {
 		{"unusual ids and keys", testRefsUnusual},
 		{"concurrent commits keep the highest version's refs", testConcurrentCommits},
 		{"overlapping builds", testOverlappingBuilds},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			tt.run(t, open(t))
-		})
-	}
+	})
 }
 
 // users lists, sorted, the documents that use entity key of source, and how

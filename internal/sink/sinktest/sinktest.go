@@ -35,10 +35,7 @@ type Store interface {
 // Run runs the suite. open returns a new, empty store that is cleaned up when
 // its test ends; each subtest opens its own and subtests run in parallel.
 func Run(t *testing.T, open func(t *testing.T) Store) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, s Store)
-	}{
+	runCases(t, open, []testCase[Store]{
 		{"missing id is ErrNotFound", testMissing},
 		{"empty batch is a no-op", testEmptyBatch},
 		{"idempotent upsert", testIdempotent},
@@ -57,11 +54,22 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"many ids in one batch", testManyIDs},
 		{"hostile ids", testHostileIDs},
 		{"invalid docs are permanent item errors", testInvalidDocs},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	})
+}
+
+// testCase is one case of a suite over stores of type S.
+type testCase[S any] struct {
+	name string
+	run  func(t *testing.T, s S)
+}
+
+// runCases runs each case as a parallel subtest on a store of its own,
+// which open makes.
+func runCases[S any](t *testing.T, open func(t *testing.T) S, cases []testCase[S]) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			tt.run(t, open(t))
+			c.run(t, open(t))
 		})
 	}
 }
