@@ -65,7 +65,8 @@ var ErrUnknownProjection = errors.New("no such projection")
 var ErrUnavailable = errors.New("stores unavailable")
 
 // Open opens a projection's stores for reading. Handler calls it for every
-// request, concurrently: it is expected to hand out stores opened once.
+// request, concurrently, so it must be cheap: backend.Stores.Read is (it
+// sends no request, and the embedded stores are opened once).
 type Open func(ctx context.Context, projection string) (sink.Stores, error)
 
 // ByName is an Open over the projections defs, whose stores read opens
