@@ -16,6 +16,8 @@ package query
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"hash/fnv"
 	"log/slog"
@@ -23,6 +25,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -124,6 +127,9 @@ type Server struct {
 	searchLimit adaptivelimiter.AdaptiveLimiter[any]
 	m           *metrics
 	maxURI      int // longest request target; longer ones get 414
+	// macs are HMACs keyed with CursorKey, kept for the next cursor: a new
+	// one hashes the key twice and allocates two digests.
+	macs sync.Pool
 }
 
 type view struct {
@@ -155,6 +161,7 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 		o.CursorKey = randomKey()
 	}
 	s := &Server{views: map[string]*view{}, pub: pub, log: log, o: o, ready: ready, ids: newRequestIDs()}
+	s.macs.New = func() any { return hmac.New(sha256.New, o.CursorKey) }
 	s.searchLimit = newSearchLimiter(o)
 	s.m = newMetrics(s, o.Registerer)
 	// The longest request target a valid request needs: a multi-get of
@@ -254,7 +261,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := s.ids.of(r)
 	w.Header()["X-Request-Id"] = []string{id}
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	// The recorder and the request's context, allocated as one.
+	ex := &exchange{rec: recorder{ResponseWriter: w, status: http.StatusOK}}
+	rec := &ex.rec
 	n := s.inflight.Add(1)
 	switch {
 	case len(r.RequestURI) > s.maxURI:
@@ -272,11 +281,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		// No timer: see requestCtx. A detail read from the doc store,
 		// the most common request, then has one (stored's), not two.
-		ctx := &requestCtx{Context: r.Context(), id: id, deadline: start.Add(s.o.RequestTimeout)}
-		s.mux.ServeHTTP(rec, r.WithContext(ctx))
+		ex.ctx = requestCtx{Context: r.Context(), id: id, deadline: start.Add(s.o.RequestTimeout)}
+		s.mux.ServeHTTP(rec, r.WithContext(&ex.ctx))
 	}
 	s.inflight.Add(-1)
 	s.m.observe(endpointOf(r), rec.status, time.Since(start))
+}
+
+// exchange is what ServeHTTP makes for a request.
+type exchange struct {
+	rec recorder
+	ctx requestCtx
 }
 
 // Route is the pattern of the route r takes, such as
@@ -427,7 +442,8 @@ func (f *freshness) set(w http.ResponseWriter) {
 		h["X-Readside-Source"] = fromBoth
 	}
 	if !f.oldest.IsZero() {
-		w.Header().Set("X-Readside-Built-At", f.oldest.UTC().Format(time.RFC3339Nano))
+		var b [len(time.RFC3339Nano) + 8]byte
+		h["X-Readside-Built-At"] = []string{string(f.oldest.UTC().AppendFormat(b[:0], time.RFC3339Nano))}
 	}
 }
 

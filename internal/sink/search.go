@@ -102,6 +102,18 @@ type Searcher interface {
 	Search(ctx context.Context, q Query) (Page, error)
 }
 
+// ContextBound is a Searcher whose Search returns once its context ends,
+// whatever the query says (Elasticsearch: its HTTP client gives up the
+// request). A caller that must answer by a deadline calls it as it is; of
+// any other Searcher it must expect a search that outlives its context
+// (bleve enumerates some numeric ranges without looking at it), and wait
+// for it on another goroutine.
+type ContextBound interface {
+	Searcher
+	// SearchEndsWithContext only marks the promise.
+	SearchEndsWithContext()
+}
+
 // ErrBadQuery marks a query the engine refused as invalid (a 400, not an
 // outage): the caller's request is wrong, retrying cannot help.
 var ErrBadQuery = errors.New("the search engine refused the query")

@@ -105,9 +105,10 @@ func (o Options) Validate() error {
 //
 // It is safe for concurrent use.
 type Index struct {
-	c   *elasticsearch.Client
-	o   Options
-	err error // from Options.Validate, returned by every call
+	c      *elasticsearch.Client
+	o      Options
+	err    error // from Options.Validate, returned by every call
+	fields searchFields
 
 	rebuild     atomic.Pointer[rebuildSeen] // the last answer about the rebuild alias
 	rebuildLock chan struct{}               // one lookup at a time
@@ -122,7 +123,7 @@ type rebuildSeen struct {
 // New returns an Index writing through c. When o is invalid, every call
 // returns the error that o.Validate reports.
 func New(c *elasticsearch.Client, o Options) *Index {
-	return &Index{c: c, o: o, err: o.Validate(), rebuildLock: make(chan struct{}, 1)}
+	return &Index{c: c, o: o, err: o.Validate(), fields: newSearchFields(o.Fields), rebuildLock: make(chan struct{}, 1)}
 }
 
 // rebuilding reports whether the rebuild alias exists, asking Elasticsearch
