@@ -342,23 +342,5 @@ func BenchmarkElasticWrite(b *testing.B) {
 		"id": map[string]any{"type": "keyword"}, "name": map[string]any{"type": "text"},
 		"city": map[string]any{"type": "keyword"}, "rating": map[string]any{"type": "float"},
 	}})
-	ctx := sinktest.Context(b)
-	const batch = 100
-	docs := make([]sink.Doc, batch)
-	for i := range docs {
-		docs[i] = sink.Doc{ID: fmt.Sprint("bench-", i), Body: sinktest.BenchBody(i)}
-	}
-	b.SetBytes(int64(batch * len(docs[0].Body)))
-	b.ReportAllocs()
-	v := int64(0)
-	for b.Loop() {
-		v++
-		for i := range docs {
-			docs[i].Version = v
-		}
-		if err := e.Write(ctx, docs); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(v*batch)/b.Elapsed().Seconds(), "docs/s")
+	sinktest.BenchWrite(b, e.Write)
 }

@@ -341,23 +341,5 @@ func TestRedisUnreachable(t *testing.T) {
 // newer version than the last, so every item passes the guard and is SET.
 func BenchmarkRedisWrite(b *testing.B) {
 	r, _ := openRedis(b, redisstore.Options{})
-	ctx := sinktest.Context(b)
-	const batch = 100
-	docs := make([]sink.Doc, batch)
-	for i := range docs {
-		docs[i] = sink.Doc{ID: fmt.Sprint("bench-", i), Body: sinktest.BenchBody(i)}
-	}
-	b.SetBytes(int64(batch * len(docs[0].Body)))
-	b.ReportAllocs()
-	v := int64(0)
-	for b.Loop() {
-		v++
-		for i := range docs {
-			docs[i].Version = v
-		}
-		if err := r.Write(ctx, docs); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(v*batch)/b.Elapsed().Seconds(), "docs/s")
+	sinktest.BenchWrite(b, r.Write)
 }
