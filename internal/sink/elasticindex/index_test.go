@@ -39,23 +39,7 @@ func openElastic(t testing.TB, mapping map[string]any) (*elasticindex.Index, *el
 // esGet is a raw GET of a path, for looking behind the sink.
 func esGet(t testing.TB, c *elasticsearch.Client, path string) []byte {
 	t.Helper()
-	req, err := http.NewRequestWithContext(sinktest.Context(t), http.MethodGet, path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.Perform(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode >= 300 {
-		t.Fatalf("GET %s: %s %s", path, res.Status, b)
-	}
-	return b
+	return esDo(t, c, http.MethodGet, path, "")
 }
 
 func TestElasticConformance(t *testing.T) {
