@@ -19,7 +19,7 @@ import (
 	"github.com/readside/readside/internal/testenv"
 )
 
-// projector is the projector command, built once for the tests that run
+// projectorBin is the projector command, built once for the tests that run
 // one with embedded stores; TestMain removes it.
 var projectorBin = testenv.NewBinaryOf("projector", "../projector")
 
