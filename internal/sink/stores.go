@@ -11,8 +11,7 @@ import (
 // answers in the order of ids, nil where nothing is stored.
 type DocStore interface {
 	Write(ctx context.Context, docs []Doc) error
-	Get(ctx context.Context, id string) (Stored, error)
-	GetMany(ctx context.Context, ids []string) ([]*Stored, error)
+	Reader
 }
 
 // Index is the search index contract, kept by elasticindex.Index and
@@ -21,8 +20,7 @@ type DocStore interface {
 // only what a refresh made searchable), and list and search (see Query).
 type Index interface {
 	Write(ctx context.Context, docs []Doc) error
-	Get(ctx context.Context, id string) (Stored, error)
-	GetMany(ctx context.Context, ids []string) ([]*Stored, error)
+	Reader
 	Searcher
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -139,7 +138,7 @@ func (r *Refs) Commit(ctx context.Context, built []sink.Built) error {
 // running it once more when Redis has lost them (a restart, a failover).
 func (r *Refs) pipelineScripts(ctx context.Context, fill func(redis.Pipeliner)) error {
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
-	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		if err = commit.Load(ctx, r.c).Err(); err == nil {
 			if err = remove.Load(ctx, r.c).Err(); err == nil {
 				_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })

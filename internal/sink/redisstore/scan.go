@@ -93,7 +93,7 @@ func (r *Store) classify(ctx context.Context, c redis.Cmdable, keys []string) (s
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
+	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "WRONGTYPE") {
 		return page, fmt.Errorf("sink: redis: reading %d keys: %w", len(keys), err)
 	}
 	for i, k := range keys {
@@ -112,8 +112,6 @@ func (r *Store) classify(ctx context.Context, c redis.Cmdable, keys []string) (s
 	}
 	return page, nil
 }
-
-func isWrongType(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE") }
 
 // scanNode is one Store node to SCAN: the server, or each cluster master.
 type scanNode struct {

@@ -155,7 +155,7 @@ func (r *Store) WriteReport(ctx context.Context, docs []sink.Doc) ([]sink.Outcom
 	var failed sink.Failures
 	size := 0
 	for i := range docs {
-		size += sink.ValueHeaderLen
+		size += sink.MaxValueOverhead // the build time's digits too
 		if !docs[i].Deleted {
 			size += len(docs[i].Body)
 		}
