@@ -224,10 +224,12 @@ func (a *app) connect() (*conns, error) {
 }
 
 // storesOf opens a projection's stores as replay reads them: Redis and
-// Elasticsearch directly; embedded stores through the projector that holds
-// them.
+// Elasticsearch directly; an embedded store through the projector that
+// holds it (the other one, when not embedded, directly: a rebuild on
+// Elasticsearch needs the index itself, not the projector's view of it).
 func (a *app) storesOf(stores *backend.Stores) func(ctx context.Context, def *projections.Definition) (replay.Stores, error) {
-	if !a.backends.EmbeddedDocs() && !a.backends.EmbeddedSearch() {
+	embeddedDocs, embeddedSearch := a.backends.EmbeddedDocs(), a.backends.EmbeddedSearch()
+	if !embeddedDocs && !embeddedSearch {
 		return replay.OpenStores(stores.Read)
 	}
 	if a.projectorURL == "" {
@@ -235,17 +237,25 @@ func (a *app) storesOf(stores *backend.Stores) func(ctx context.Context, def *pr
 			return replay.Stores{}, errors.New("the embedded stores belong to the projector that holds them: give its admin address with --projector-url (the demo's is http://127.0.0.1:9464)")
 		}
 	}
-	// The projector serves both of its stores, whichever they are.
 	c := storeapi.NewClient(a.projectorURL, nil)
-	docs, index := "redis", "elasticsearch"
-	if a.backends.EmbeddedDocs() {
-		docs = "embedded-docs"
-	}
-	if a.backends.EmbeddedSearch() {
-		index = "embedded-search"
-	}
-	return func(_ context.Context, def *projections.Definition) (replay.Stores, error) {
-		return replay.Stores{Docs: c.Docs(def.Name), DocsName: docs, Index: c.Index(def.Name), IndexName: index, Refs: c.Refs(def.Name)}, nil
+	return func(ctx context.Context, def *projections.Definition) (replay.Stores, error) {
+		var out replay.Stores
+		if embeddedDocs {
+			out.Docs, out.DocsName, out.Refs = c.Docs(def.Name), "embedded-docs", c.Refs(def.Name)
+		} else {
+			d, err := stores.ReadDocs(def)
+			if err != nil {
+				return out, err
+			}
+			out.Docs, out.DocsName, out.Refs = d.Docs, d.DocsName, d.Refs
+		}
+		if embeddedSearch {
+			out.Index, out.IndexName = c.Index(def.Name), "embedded-search"
+			return out, nil
+		}
+		i, err := stores.ReadIndex(ctx, def)
+		out.Index, out.IndexName = i.Index, i.IndexName
+		return out, err
 	}
 }
 

@@ -196,6 +196,18 @@ func (s *Stores) Sources(def *projections.Definition, retryBudget time.Duration)
 }
 
 func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare bool) (sink.Stores, error) {
+	out, err := s.ReadDocs(def)
+	if err != nil {
+		return out, err
+	}
+	out.Index, out.IndexName, err = s.index(ctx, def, prepare)
+	return out, err
+}
+
+// ReadDocs opens def's doc store and reverse lookups alone (Index unset),
+// to read only: what replay reads directly when only the search index is
+// embedded, and so belongs to the projector.
+func (s *Stores) ReadDocs(def *projections.Definition) (sink.Stores, error) {
 	var out sink.Stores
 	switch {
 	case s.Redis != nil:
@@ -211,33 +223,47 @@ func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare 
 	default:
 		return out, errors.New("backend: no doc store: set Redis or Embedded")
 	}
+	return out, nil
+}
+
+// ReadIndex opens def's search index alone (Docs and Refs unset), to read
+// only: what replay reads directly when only the doc store is embedded.
+func (s *Stores) ReadIndex(ctx context.Context, def *projections.Definition) (sink.Stores, error) {
+	var out sink.Stores
+	var err error
+	out.Index, out.IndexName, err = s.index(ctx, def, false)
+	return out, err
+}
+
+// index opens def's search index; prepare: see For.
+func (s *Stores) index(ctx context.Context, def *projections.Definition, prepare bool) (sink.Index, string, error) {
 	switch {
-	case s.Elastic != nil && !prepare:
-		out.Index, out.IndexName = elasticindex.New(s.Elastic, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields}), "elasticsearch"
 	case s.Elastic != nil:
 		es := elasticindex.New(s.Elastic, elasticindex.Options{Alias: def.Elasticsearch.Alias, Mapping: def.Mapping(), Fields: def.Fields})
+		if !prepare {
+			return es, "elasticsearch", nil
+		}
 		if err := es.Ensure(ctx); err != nil {
-			return out, fmt.Errorf("projection %s: elasticsearch: %w", def.Name, err)
+			return nil, "", fmt.Errorf("projection %s: elasticsearch: %w", def.Name, err)
 		}
 		added, err := es.CheckMapping(ctx)
 		if err != nil {
-			return out, fmt.Errorf("projection %s: %w", def.Name, err)
+			return nil, "", fmt.Errorf("projection %s: %w", def.Name, err)
 		}
 		if len(added) > 0 && s.Log != nil {
 			s.Log.Warn("new fields added to the index mapping; documents gain them as they are projected again (replay all fills them now)",
 				"projection", def.Name, "alias", def.Elasticsearch.Alias, "fields", added)
 		}
-		out.Index, out.IndexName = es, "elasticsearch"
+		return es, "elasticsearch", nil
 	case s.Embedded != nil:
 		idx, err := s.Embedded.index(def)
 		if err != nil {
-			return out, err
+			return nil, "", err
 		}
-		out.Index, out.IndexName = idx, "embedded-search"
+		return idx, "embedded-search", nil
 	default:
-		return out, errors.New("backend: no search index: set Elastic or Embedded")
+		return nil, "", errors.New("backend: no search index: set Elastic or Embedded")
 	}
-	return out, nil
 }
 
 // ElasticProbe asks Elasticsearch through es for its cluster health as the
