@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/blevesearch/bleve/v2"
@@ -189,21 +188,20 @@ func (b *Index) Reindex(ctx context.Context) (int64, error) {
 	start := time.Now()
 	// Holding the writer token, b.idx is for this call alone to replace.
 	n, dropped, err := b.buildFresh(ctx, b.idx, b.dir, b.mapping, b.sig)
-	if err == nil {
-		err = ctx.Err()
-		if err != nil {
-			os.RemoveAll(b.dir + ".reindex")
-		}
-	}
 	if err != nil {
 		return 0, fmt.Errorf("sink: bleve %s: re-index: %w", b.name, err)
 	}
 	b.gen.Lock() // waits for the reads under way
-	idx, err := swapIn(b.idx, b.dir, b.log)
+	idx, err := swapIn(b.idx, b.dir)
 	if idx != nil {
 		b.idx = idx
+	} else {
+		b.idxLost = true
 	}
 	b.gen.Unlock()
+	if err == nil {
+		dropOld(b.dir, b.log) // reads go on meanwhile
+	}
 	if err != nil {
 		if idx == nil {
 			err = errors.Join(err, errors.New("the index is closed until it is opened again"))

@@ -80,6 +80,10 @@ type Index struct {
 	// replaces idx, under both.
 	idx     bleve.Index
 	gen     sync.RWMutex
+	// idxLost is set when a Reindex's swap failed and could not open any
+	// index again: idx is closed already, and Close must not close it again
+	// (scorch panics). Under gen, read by Close under life.
+	idxLost bool
 	lock    *bolt.DB // held open: its file lock keeps other processes out
 	name    string
 	dir     string       // of the index
@@ -248,7 +252,10 @@ func (b *Index) Close() error {
 		return nil
 	}
 	b.closed = true
-	err := b.idx.Close()
+	var err error
+	if !b.idxLost {
+		err = b.idx.Close()
+	}
 	if lerr := b.lock.Close(); err == nil {
 		err = lerr
 	}

@@ -49,10 +49,11 @@ func (b *Index) reindex(old bleve.Index, dir string, m mapping.IndexMapping, sig
 	if err != nil {
 		return old, fmt.Errorf("re-index: %w", err)
 	}
-	idx, err := swapIn(old, dir, log)
+	idx, err := swapIn(old, dir)
 	if err != nil {
 		return idx, fmt.Errorf("re-index: %w", err)
 	}
+	dropOld(dir, log)
 	logReindexed(log, n, dropped, start)
 	return idx, nil
 }
@@ -75,6 +76,9 @@ func (b *Index) buildFresh(ctx context.Context, old bleve.Index, dir string, m m
 	if cerr := fresh.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = ctx.Err() // the copy may have ended just as ctx did
+	}
 	if err != nil {
 		os.RemoveAll(tmp)
 		return 0, 0, err
@@ -83,11 +87,12 @@ func (b *Index) buildFresh(ctx context.Context, old bleve.Index, dir string, m m
 }
 
 // swapIn closes old, puts the index buildFresh built in dir's place and
-// opens it. When a step fails after old is closed, the directories are put
-// back as they were (see recoverSwap) and old is opened again: it returns
-// that with the error, or nil when even that fails. A crash midway is
-// undone by the next open's recoverSwap.
-func swapIn(old bleve.Index, dir string, log *slog.Logger) (bleve.Index, error) {
+// opens it, leaving the old one in "<dir>.old" for dropOld. When a step
+// fails after old is closed, the directories are put back as they were
+// (see recoverSwap) and old is opened again: it returns that with the
+// error, or nil when even that fails. A crash midway is undone by the next
+// open's recoverSwap.
+func swapIn(old bleve.Index, dir string) (bleve.Index, error) {
 	if err := old.Close(); err != nil {
 		return reopen(dir, fmt.Errorf("close the old index: %w", err))
 	}
@@ -97,14 +102,20 @@ func swapIn(old bleve.Index, dir string, log *slog.Logger) (bleve.Index, error) 
 	if err := os.Rename(dir+".reindex", dir); err != nil {
 		return reopen(dir, err)
 	}
-	if err := os.RemoveAll(dir + ".old"); err != nil {
-		log.Warn("embedded search index: re-indexed, but the old index stays behind", "err", err)
-	}
 	idx, err := bleve.OpenUsing(dir, bleveConfig())
 	if err != nil {
 		return nil, fmt.Errorf("open the new index: %w", err)
 	}
 	return idx, nil
+}
+
+// dropOld removes the old index a swap left in "<dir>.old", after the swap:
+// the new index serves meanwhile (a crash before it is done leaves the
+// directory for the next open's recoverSwap).
+func dropOld(dir string, log *slog.Logger) {
+	if err := os.RemoveAll(dir + ".old"); err != nil {
+		log.Warn("embedded search index: re-indexed, but the old index stays behind", "err", err)
+	}
 }
 
 // reopen puts back the index a swap cut short by failed and opens it.
