@@ -3,6 +3,7 @@ package bleveindex
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/blevesearch/bleve/v2/document"
 	index "github.com/blevesearch/bleve_index_api"
@@ -49,11 +50,24 @@ func (b *Index) Write(ctx context.Context, docs []sink.Doc) error {
 	b.queued.Lock()
 	b.waiting = append(b.waiting, w)
 	b.queued.Unlock()
-	// Wait for the writer's turn, or for a writer to take w along.
+	// Wait for the writer's turn, or for a writer to take w along, or for
+	// ctx to end (a Reindex holds the turn for all of its copy).
 	select {
 	case <-w.done:
 		return w.err
 	case b.writer <- struct{}{}:
+	case <-ctx.Done():
+		b.queued.Lock()
+		i := slices.Index(b.waiting, w)
+		if i >= 0 {
+			b.waiting = slices.Delete(b.waiting, i, i+1)
+		}
+		b.queued.Unlock()
+		if i >= 0 {
+			return ctx.Err()
+		}
+		<-w.done // a writer took it along already: its outcome stands
+		return w.err
 	}
 	defer func() { <-b.writer }()
 	select {
