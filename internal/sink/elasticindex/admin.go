@@ -188,6 +188,9 @@ func (e *Index) Scan(ctx context.Context, from string, fn func(sink.ScanPage) er
 // Tombstones calls fn with the ids of the tombstones of the index gen, page
 // by page (the second phase of a scan).
 func (e *Index) Tombstones(ctx context.Context, gen string, fn func(ids []string) error) error {
+	if e.err != nil {
+		return e.err
+	}
 	return e.scanDeleted(ctx, gen, "", func(p sink.ScanPage) error {
 		if len(p.Deleted) == 0 {
 			return nil
@@ -285,7 +288,10 @@ func (e *Index) scanDeleted(ctx context.Context, target, pos string, fn func(sin
 	closePIT := func() {
 		b, _ := json.Marshal(map[string]string{"id": at.PIT})
 		c := e.c.ClosePointInTime
-		if res, err := c(c.WithContext(context.WithoutCancel(ctx)), c.WithBody(bytes.NewReader(b))); err == nil {
+		// Closed even when ctx has ended, but not waited for forever.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if res, err := c(c.WithContext(cctx), c.WithBody(bytes.NewReader(b))); err == nil {
 			res.Body.Close()
 		}
 	}
@@ -527,6 +533,9 @@ func (e *Index) Settle() time.Duration { return 2 * RebuildDiscovery }
 
 // RefreshGenerations makes what was written to gens searchable.
 func (e *Index) RefreshGenerations(ctx context.Context, gens []string) error {
+	if e.err != nil {
+		return e.err
+	}
 	r := e.c.Indices.Refresh
 	res, err := r(r.WithContext(ctx), r.WithIndex(gens...))
 	_, err = answer("refresh", strings.Join(gens, ","), res, err)
@@ -536,6 +545,9 @@ func (e *Index) RefreshGenerations(ctx context.Context, gens []string) error {
 // CountGenerations counts the live documents of each of gens, in one
 // search (a terms aggregation on _index), so the counts are of one moment.
 func (e *Index) CountGenerations(ctx context.Context, gens []string) (map[string]int64, error) {
+	if e.err != nil {
+		return nil, e.err
+	}
 	body, err := e.search(ctx, strings.Join(gens, ","), map[string]any{
 		"size": 0, "track_total_hits": true, "query": liveQuery,
 		"aggs": map[string]any{"by": map[string]any{"terms": map[string]any{"field": "_index", "size": len(gens) + 1}}},
@@ -558,6 +570,9 @@ func (e *Index) CountGenerations(ctx context.Context, gens []string) (map[string
 // its alias, so a concurrent change fails the whole call rather than leave
 // a half swap.
 func (e *Index) Swap(ctx context.Context, live []string, gen string) error {
+	if e.err != nil {
+		return e.err
+	}
 	var actions []any
 	for _, o := range live {
 		actions = append(actions, map[string]any{"remove": map[string]any{"index": o, "alias": e.o.Alias, "must_exist": true}})
@@ -577,6 +592,9 @@ func (e *Index) Swap(ctx context.Context, live []string, gen string) error {
 
 // Drop deletes the indices gens.
 func (e *Index) Drop(ctx context.Context, gens []string) error {
+	if e.err != nil {
+		return e.err
+	}
 	if len(gens) == 0 {
 		return errors.New("sink: elasticsearch: no index to delete")
 	}

@@ -144,22 +144,9 @@ func (e *Index) rebuilding(ctx context.Context) (bool, error) {
 		return s.exists, nil // another writer asked meanwhile
 	}
 	asked := time.Now()
-	alias := e.o.Alias + RebuildSuffix
-	res, err := e.c.Indices.ExistsAlias([]string{alias}, e.c.Indices.ExistsAlias.WithContext(ctx))
+	exists, err := e.aliasExists(ctx, e.o.Alias+RebuildSuffix)
 	if err != nil {
-		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", alias, err)
-	}
-	b, err := readBody(res)
-	if err != nil {
-		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", alias, err)
-	}
-	var exists bool
-	switch res.StatusCode {
-	case 200:
-		exists = true
-	case 404:
-	default:
-		return false, fmt.Errorf("sink: elasticsearch alias %q: %s", alias, responseError(res, b))
+		return false, err
 	}
 	e.rebuild.Store(&rebuildSeen{exists: exists, at: asked})
 	return exists, nil
@@ -173,7 +160,7 @@ func (e *Index) Ensure(ctx context.Context) error {
 	if e.err != nil {
 		return e.err
 	}
-	ok, err := e.aliasExists(ctx)
+	ok, err := e.aliasExists(ctx, e.o.Alias)
 	if err != nil || ok {
 		return err
 	}
@@ -198,20 +185,21 @@ func (e *Index) Ensure(ctx context.Context) error {
 		return fmt.Errorf("sink: elasticsearch create index %q: %s", index, responseError(res, b))
 	}
 	// Another process created it, with the alias in the same call.
-	if ok, err = e.aliasExists(ctx); err != nil || ok {
+	if ok, err = e.aliasExists(ctx, e.o.Alias); err != nil || ok {
 		return err
 	}
 	return fmt.Errorf("sink: elasticsearch: index %q exists without the alias %q", index, e.o.Alias)
 }
 
-func (e *Index) aliasExists(ctx context.Context) (bool, error) {
-	res, err := e.c.Indices.ExistsAlias([]string{e.o.Alias}, e.c.Indices.ExistsAlias.WithContext(ctx))
+// aliasExists asks Elasticsearch whether alias exists (HEAD _alias; 404: no).
+func (e *Index) aliasExists(ctx context.Context, alias string) (bool, error) {
+	res, err := e.c.Indices.ExistsAlias([]string{alias}, e.c.Indices.ExistsAlias.WithContext(ctx))
 	if err != nil {
-		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", e.o.Alias, err)
+		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", alias, err)
 	}
 	b, err := readBody(res)
 	if err != nil {
-		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", e.o.Alias, err)
+		return false, fmt.Errorf("sink: elasticsearch alias %q: %w", alias, err)
 	}
 	switch res.StatusCode {
 	case 200:
@@ -219,7 +207,7 @@ func (e *Index) aliasExists(ctx context.Context) (bool, error) {
 	case 404:
 		return false, nil
 	}
-	return false, fmt.Errorf("sink: elasticsearch alias %q: %s", e.o.Alias, responseError(res, b))
+	return false, fmt.Errorf("sink: elasticsearch alias %q: %s", alias, responseError(res, b))
 }
 
 // createBody is the create-index body: settings, the mapping with

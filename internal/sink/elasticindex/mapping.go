@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -57,12 +58,9 @@ func (e *Index) CheckMapping(ctx context.Context) (added []string, err error) {
 		return nil, err
 	}
 	res, err := e.c.Indices.GetMapping(e.c.Indices.GetMapping.WithIndex(e.o.Alias), e.c.Indices.GetMapping.WithContext(ctx))
+	body, err := answer("mapping of", strconv.Quote(e.o.Alias), res, err)
 	if err != nil {
-		return nil, fmt.Errorf("sink: elasticsearch mapping of %q: %w", e.o.Alias, err)
-	}
-	body, err := readBody(res)
-	if err != nil || res.IsError() {
-		return nil, fmt.Errorf("sink: elasticsearch mapping of %q: %v %s", e.o.Alias, err, responseError(res, body))
+		return nil, err
 	}
 	conflict := &MappingConflictError{Alias: e.o.Alias}
 	missing := map[string]any{}
@@ -90,11 +88,8 @@ func (e *Index) CheckMapping(ctx context.Context) (added []string, err error) {
 	}
 	put, _ := json.Marshal(map[string]any{"properties": missing})
 	res, err = e.c.Indices.PutMapping([]string{e.o.Alias}, bytes.NewReader(put), e.c.Indices.PutMapping.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("sink: elasticsearch: adding fields to %q: %w", e.o.Alias, err)
-	}
-	if body, err = readBody(res); err != nil || res.IsError() {
-		return nil, fmt.Errorf("sink: elasticsearch: adding fields to %q: %v %s", e.o.Alias, err, responseError(res, body))
+	if _, err := answer("adding fields to", strconv.Quote(e.o.Alias), res, err); err != nil {
+		return nil, err
 	}
 	return sortedKeys(missing), nil
 }
