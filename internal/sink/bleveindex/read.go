@@ -1,7 +1,6 @@
 package bleveindex
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 
@@ -30,7 +29,7 @@ func storedValue(r index.IndexReader, id string) ([]byte, error) {
 	var value []byte
 	doc.VisitFields(func(f index.Field) {
 		if f.Name() == bleveValue {
-			value = bytes.Clone(f.Value())
+			value = f.Value() // scorch's Document made it a copy of its own already
 		}
 	})
 	return value, nil
