@@ -78,8 +78,8 @@ type Index struct {
 	// idx is the index in use. Reads take it under gen (see current); a
 	// Write, or Reindex, holds the writer token instead: only Reindex
 	// replaces idx, under both.
-	idx     bleve.Index
-	gen     sync.RWMutex
+	idx bleve.Index
+	gen sync.RWMutex
 	// idxLost is set when a Reindex's swap failed and could not open any
 	// index again: idx is closed already, and Close must not close it again
 	// (scorch panics). Under gen, read by Close under life.
