@@ -81,7 +81,7 @@ func (e *Env) All(ctx context.Context, def *projections.Definition, from Origin,
 			name, store = st.IndexName, st.Index
 		}
 		sc, ok := store.(sink.Scanner)
-		if store == nil || !ok {
+		if !ok { // nil too
 			return nil, fmt.Errorf("replay: all --from %s: the %s store cannot list its ids: replay all from another origin", from, cmp.Or(name, string(from)))
 		}
 		walk = func(ctx context.Context, def *projections.Definition, r *run) error {
@@ -217,7 +217,7 @@ func (r *run) allFromStore(ctx context.Context, name string, sc sink.Scanner) er
 		}
 		return nil
 	})
-	if err != nil && (stopped == nil || !errors.Is(err, stopped)) && ctx.Err() == nil {
+	if err != nil && !errors.Is(err, stopped) && ctx.Err() == nil {
 		return fmt.Errorf("replay: scanning %s: %w", name, err)
 	}
 	return err

@@ -50,13 +50,11 @@ type Checkpoint struct {
 type Position struct {
 	// Index is how many input ids are done (ids).
 	Index int64 `json:"index,omitempty"`
-	// Cursor is the page being worked: the list endpoint's cursor or the
-	// Redis SCAN cursor; or the last id done (Elasticsearch) (all).
+	// Cursor is the page being worked: the list endpoint's cursor, or the
+	// store scan's position of the page (sink.ScanPage.At) (all).
 	Cursor string `json:"cursor,omitempty"`
 	// Skip is how many ids of the page at Cursor are done (all).
 	Skip int `json:"skip,omitempty"`
-	// Node is the Redis Cluster node being scanned (all, from Redis Cluster).
-	Node string `json:"node,omitempty"`
 	// Seq is the last stream sequence done (since, dlq).
 	Seq uint64 `json:"seq,omitempty"`
 	// EndSeq is the last stream sequence of the window, fixed when the run

@@ -77,8 +77,9 @@ type RebuildResult struct {
 //     rebuildGenerations says;
 //   - an index that rebuilds itself (sink.Reindexer: the embedded index,
 //     which keeps every document's stored value) re-indexes what it holds
-//     into a new generation with the current definition's mapping: nothing
-//     is re-issued, and no source is called.
+//     into a new generation with the fields it was opened with (the
+//     projector's definition, not def): nothing is re-issued, and no source
+//     is called.
 //
 // Any other index is an error that says so.
 func (e *Env) Rebuild(ctx context.Context, def *projections.Definition, o RebuildOptions) (*RebuildResult, error) {
@@ -103,7 +104,7 @@ func rebuildReindex(ctx context.Context, def *projections.Definition, name strin
 	}
 	res := &RebuildResult{Alias: def.Name, DryRun: o.DryRun}
 	if o.DryRun {
-		fmt.Fprintf(out, "dry run: would re-index the %s index of %s from the documents it holds, with the definition's fields\n", name, def.Name)
+		fmt.Fprintf(out, "dry run: would re-index the %s index of %s from the documents it holds, with the fields of the definition the projector runs\n", name, def.Name)
 		return res, nil
 	}
 	fmt.Fprintf(out, "re-indexing the %s index of %s from the documents it holds; reads go on from the old generation until the new one takes its place\n", name, def.Name)
@@ -153,7 +154,7 @@ func (e *Env) rebuildGenerations(ctx context.Context, def *projections.Definitio
 	}
 	out := o.Out
 	alias := def.Elasticsearch.Alias
-	r := &rebuild{e: e, def: def, g: g, o: o, alias: alias, rebuildAlias: alias + "-rebuild",
+	r := &rebuild{e: e, def: def, g: g, o: o, alias: alias, rebuildAlias: alias + "-rebuild", // elasticindex.RebuildSuffix, for messages
 		say: func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) },
 		res: &RebuildResult{Alias: alias, DryRun: o.DryRun}}
 	if err := r.start(ctx); err != nil {

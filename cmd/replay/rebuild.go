@@ -24,15 +24,15 @@ mapping (a field's type, its searchability) is rolled out.
 
 On the embedded search index (-data-dir; replay reaches it through the
 projector's admin address, --projector-url), the index re-indexes the
-documents it holds with the definition's fields into a new generation and
-swaps it in: nothing is re-issued and no source is called. Give the projector
-the new definition (restart it with it): it re-indexes at start, or run this
-command to do it while it serves.
+documents it holds into a new generation and swaps it in, while it serves:
+nothing is re-issued and no source is called. It uses the fields of the
+definition the projector runs, not --definitions: to roll out a new
+definition there, restart the projector with it (it re-indexes at start).
 
 On Elasticsearch, the steps, printed as they happen:
 %s
 
-To change a mapping: run the rebuild with the NEW definition (--definitions)
+To change a mapping on Elasticsearch: run the rebuild with the NEW definition (--definitions)
 while the projectors still run the old one; deploy the new definition to the
 projectors once the alias has swapped. A projector checks the mapping of the
 index behind the alias only, so old projectors keep running during the rebuild,
@@ -42,7 +42,7 @@ other values) reaches them as they are projected again — run replay all after
 the deployment. A type change works when the values the running definition
 writes fit the new type (integer → float, keyword → text); otherwise a
 projector keeps retrying the documents the new index rejects, and the rebuild
-does not finish: add a field under a new name instead.`, fmt.Sprintf(replay.RebuildSteps, 2*elasticindex.RebuildDiscovery)),
+does not finish: add a field under a new name instead.`, fmt.Sprintf(replay.RebuildSteps, elasticindex.RebuildSettle)),
 		Example: `  replay rebuild shopdisplay
   replay rebuild shopdisplay --definitions ./next/shopdisplay.yaml --delete-old
   replay rebuild shopdisplay --rate 2000 --tolerance 0.01

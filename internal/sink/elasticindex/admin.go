@@ -529,7 +529,10 @@ func (e *Index) CheckBuilding(ctx context.Context) error {
 
 // Settle is twice RebuildDiscovery: the longest a writer takes to see a
 // new rebuild alias, and as long again for a write that started before.
-func (e *Index) Settle() time.Duration { return 2 * RebuildDiscovery }
+func (e *Index) Settle() time.Duration { return RebuildSettle }
+
+// RebuildSettle is what Settle answers, for a rebuild's help.
+const RebuildSettle = 2 * RebuildDiscovery
 
 // RefreshGenerations makes what was written to gens searchable.
 func (e *Index) RefreshGenerations(ctx context.Context, gens []string) error {
