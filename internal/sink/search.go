@@ -106,8 +106,9 @@ type Searcher interface {
 // whatever the query says (Elasticsearch: its HTTP client gives up the
 // request). A caller that must answer by a deadline calls it as it is; of
 // any other Searcher it must expect a search that outlives its context
-// (bleve enumerates some numeric ranges without looking at it), and wait
-// for it on another goroutine.
+// (bleve builds its searchers without looking at it: work bounded by the
+// index, which can be long on a large one), and wait for it on another
+// goroutine.
 type ContextBound interface {
 	Searcher
 	// SearchEndsWithContext only marks the promise.

@@ -7,7 +7,7 @@
 // boltstore.Refs). It holds the interfaces (DocStore, Index, RefIndex,
 // Stores), what they exchange (Doc, Stored, Query, Ref), the error protocol
 // below, and the stored value codec (AppendValue, DecodeValue) that the doc
-// stores and the embedded index share and replay reads. Each driver owns its
+// stores and the embedded index share. Each driver owns its
 // format and its administration in its own package; package sinktest holds
 // the conformance suites every driver passes. Callers that only read or
 // write go through these interfaces.

@@ -11,7 +11,6 @@ import (
 const (
 	versionDigits     = 20 // more than int64 needs, so any version fits
 	timeDigits        = 13 // Unix milliseconds until the year 2286
-	headerLen         = versionDigits + 1
 	kindDoc           = 'd'
 	kindTombstone     = 't'
 	kindDocTime       = 'D'
@@ -21,11 +20,11 @@ const (
 // ValueHeaderLen is the length of the header every stored value starts
 // with, the version and the kind: a tombstone without a build time is just
 // that.
-const ValueHeaderLen = headerLen
+const ValueHeaderLen = versionDigits + 1
 
 // MaxValueOverhead is the most bytes AppendValue adds to a document's body:
 // the header and the build time.
-const MaxValueOverhead = headerLen + timeDigits
+const MaxValueOverhead = ValueHeaderLen + timeDigits
 
 // IsTombstoneValue reports whether the kind byte of the stored value v says
 // tombstone, with or without a build time, looking at nothing else: false
@@ -66,8 +65,8 @@ func AppendValue(b []byte, d *Doc) []byte {
 // value followed by a tombstone's deadline) and by the embedded search index
 // (bleveindex, in a stored field). It holds the version, the kind, the build
 // time and the body in one byte string, which Redis's guard script compares
-// without decoding JSON. The layout is a contract: other packages (replay,
-// the query benchmark's baseline) read stored values, and what one release
+// without decoding JSON. The layout is a contract: other packages (redisstore's
+// scan, the query benchmark's baseline) read stored values, and what one release
 // stores the next reads, so it changes only by a new kind.
 //
 // Layout: 20 ASCII digits of the zero-padded version (so that versions
@@ -83,7 +82,7 @@ func AppendValue(b []byte, d *Doc) []byte {
 // a response as it is. A value that does not decode is an error from
 // BadValue.
 func DecodeValue(v []byte) (Stored, error) {
-	if len(v) < headerLen {
+	if len(v) < ValueHeaderLen {
 		return Stored{}, BadValue(v, "too short")
 	}
 	var n int64
@@ -97,7 +96,7 @@ func DecodeValue(v []byte) (Stored, error) {
 		}
 		n = n*10 + d
 	}
-	kind, body := v[versionDigits], v[headerLen:]
+	kind, body := v[versionDigits], v[ValueHeaderLen:]
 	var built time.Time
 	if kind == kindDocTime || kind == kindTombstoneTime {
 		if len(body) < timeDigits {

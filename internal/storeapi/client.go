@@ -219,8 +219,8 @@ func (r *Refs) Users(ctx context.Context, source, key string, fn func(ids []stri
 			return nil
 		case err != nil:
 			return fmt.Errorf("projector at %s: reading the users of %s %s: %w", r.c.base, source, key, err)
-		case line.Error != "":
-			return &Error{URL: r.c.base, Status: res.StatusCode, Detail: line.Error}
+		case line.Error != "": // after a 200: the store failed midway
+			return fmt.Errorf("projector at %s: reading the users of %s %s: %s", r.c.base, source, key, line.Error)
 		}
 		if err := fn(line.IDs); err != nil {
 			return err

@@ -154,7 +154,7 @@ func (b *Index) Count(ctx context.Context) (int64, error) {
 }
 
 // Reindex writes every document and tombstone again into a fresh index
-// with the fields Index was opened with, as OpenBleve does when the fields
+// with the fields Index was opened with, as Open does when the fields
 // change, while the index serves: the copy is built beside the index's
 // directory ("<dir>.reindex") from a snapshot; Writes wait for the Reindex
 // to end (they are not lost: each is written, to the new index, once it
@@ -164,7 +164,7 @@ func (b *Index) Count(ctx context.Context) (int64, error) {
 //
 // When ctx is done before the swap, or the copy fails, Reindex removes
 // what it built and the old index stays in use as it was. A process that
-// dies midway leaves at most directories that the next OpenBleve removes or
+// dies midway leaves at most directories that the next Open removes or
 // puts back (see recoverSwap); the old index is complete until the swap, the
 // new one once it is in place. A swap that fails (a rename refused) puts
 // the old index back and opens it again; should even that fail, every

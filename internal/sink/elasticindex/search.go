@@ -196,7 +196,7 @@ func appendLatLon(b []byte, p *sink.LatLon) []byte {
 }
 
 // bothZeros makes a zero among the values of a filter on a float field stand
-// for both zeros, which every engine counts as one value (see numberRange):
+// for both zeros, which every engine counts as one value (see bleveindex's numberRange):
 // a double field tells -0.0 from 0.0, which it orders before, while a JSON
 // -0 (how Go writes -0.0) reads as 0. Equality keeps either zero, gte and
 // lt count from -0.0, gt and lte from 0.0.
