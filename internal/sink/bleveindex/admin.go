@@ -187,7 +187,7 @@ func (b *Index) Reindex(ctx context.Context) (int64, error) {
 	defer func() { <-b.writer }()
 	start := time.Now()
 	// Holding the writer token, b.idx is for this call alone to replace.
-	n, dropped, err := b.buildFresh(ctx, b.idx, b.dir, b.mapping, b.sig)
+	n, dropped, err := b.buildFresh(ctx, b.idx)
 	if err != nil {
 		return 0, fmt.Errorf("sink: bleve %s: re-index: %w", b.name, err)
 	}

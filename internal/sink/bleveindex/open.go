@@ -162,7 +162,7 @@ func Open(dir string, o Options) (*Index, error) {
 		err = fmt.Errorf("read the fields' signature: %w", err)
 	case !bytes.Equal(had, sig):
 		log.Info("embedded search index: the projection's fields changed; re-indexing", "was", string(had), "now", string(sig))
-		idx, err = b.reindex(idx, dir, m, sig, log)
+		idx, err = b.reindex(idx)
 	}
 	if err != nil {
 		if idx != nil {

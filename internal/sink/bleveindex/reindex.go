@@ -11,7 +11,6 @@ import (
 
 	"github.com/blevesearch/bleve/v2"
 	"github.com/blevesearch/bleve/v2/index/scorch"
-	"github.com/blevesearch/bleve/v2/mapping"
 
 	"github.com/readside/readside/internal/sink"
 )
@@ -41,11 +40,12 @@ func recoverSwap(dir string) error {
 }
 
 // reindex copies every document and tombstone of old, which it closes, into
-// a fresh index with m beside dir, swaps the directories and opens the
-// result.
-func (b *Index) reindex(old bleve.Index, dir string, m mapping.IndexMapping, sig []byte, log *slog.Logger) (bleve.Index, error) {
+// a fresh index with b's mapping beside b's directory, swaps the
+// directories and opens the result.
+func (b *Index) reindex(old bleve.Index) (bleve.Index, error) {
+	dir, log := b.dir, b.log
 	start := time.Now()
-	n, dropped, err := b.buildFresh(context.Background(), old, dir, m, sig)
+	n, dropped, err := b.buildFresh(context.Background(), old)
 	if err != nil {
 		return old, fmt.Errorf("re-index: %w", err)
 	}
@@ -59,19 +59,20 @@ func (b *Index) reindex(old bleve.Index, dir string, m mapping.IndexMapping, sig
 }
 
 // buildFresh copies every document and tombstone of old into a fresh index
-// with m and the signature sig beside dir ("<dir>.reindex"), closed once
-// complete, and reports how many, and how many values it left out. When it
-// fails (ctx done too), it removes what it built; old is left as it was.
-func (b *Index) buildFresh(ctx context.Context, old bleve.Index, dir string, m mapping.IndexMapping, sig []byte) (n, dropped int, err error) {
-	tmp := dir + ".reindex"
-	fresh, err := bleve.NewUsing(tmp, m, scorch.Name, bleve.Config.DefaultKVStore, bleveConfig())
+// with b's mapping and fields' signature beside b's directory
+// ("<dir>.reindex"), closed once complete, and reports how many, and how
+// many values it left out. When it fails (ctx done too), it removes what it
+// built; old is left as it was.
+func (b *Index) buildFresh(ctx context.Context, old bleve.Index) (n, dropped int, err error) {
+	tmp := b.dir + ".reindex"
+	fresh, err := bleve.NewUsing(tmp, b.mapping, scorch.Name, bleve.Config.DefaultKVStore, bleveConfig())
 	if err != nil {
 		os.RemoveAll(tmp)
 		return 0, 0, fmt.Errorf("create %s: %w", tmp, err)
 	}
 	n, dropped, err = b.copyDocs(ctx, old, fresh)
 	if err == nil {
-		err = fresh.SetInternal(bleveSignatureKey, sig) // last: an index without it is re-indexed again
+		err = fresh.SetInternal(bleveSignatureKey, b.sig) // last: an index without it is re-indexed again
 	}
 	if cerr := fresh.Close(); err == nil {
 		err = cerr
