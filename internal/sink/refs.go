@@ -3,7 +3,7 @@ package sink
 // Ref says that document ID, built at Version, uses entity Key of joined
 // source Source. A RefIndex records a ref (Add) before the joined entity is
 // fetched, and the refs of a build (Commit, see Built) once its document is
-// written; redisstore.Refs documents the contract every RefIndex keeps.
+// written; RefIndex says the contract every one keeps.
 type Ref struct {
 	ID, Source, Key string
 	Version         int64

@@ -32,7 +32,18 @@ type Reader interface {
 }
 
 // RefIndex is the reverse lookup of joined entities, kept by redisstore.Refs
-// and boltstore.Refs (see redisstore.Refs for the contract).
+// and boltstore.Refs: for every entity, the documents that use it, each with
+// the newest version of the document that used it; for every document, the
+// version it was last built at and the entities it used (kept for the
+// tombstone TTL once the document is deleted).
+//
+// The projector Adds a ref before it fetches the joined entity, so a change
+// of that entity made after the fetch always finds the document. It Commits
+// the refs after writing the document, which removes the document from the
+// entities it no longer uses — but only where the entity's version of it is
+// older than the committing build: the newest build's refs can never be
+// removed, by a slower replica or anyone else. Users calls fn with pages of
+// the ids that use an entity.
 type RefIndex interface {
 	Add(ctx context.Context, refs []Ref) error
 	Commit(ctx context.Context, built []Built) error

@@ -14,12 +14,11 @@ import (
 	"github.com/readside/readside/internal/sink"
 )
 
-// Refs is the reverse lookup of joined entities of one projection in a DB,
-// with the contract of redisstore.Refs: for every entity the documents that
-// use it, each with the newest version of the document that used it; and
-// for every document a record of the version it was last built at and the
-// entities it used, which expires after the tombstone TTL once the document
-// is deleted.
+// Refs is the reverse lookup of joined entities of one projection in a DB
+// (sink.RefIndex): for every entity the documents that use it, each with
+// the newest version of the document that used it; and for every document a
+// record of the version it was last built at and the entities it used,
+// which expires after the tombstone TTL once the document is deleted.
 //
 // Each Add and Commit is one write transaction, so the version checks that
 // redisstore.Refs does in Lua scripts hold here as well. It is safe for

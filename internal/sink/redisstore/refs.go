@@ -12,20 +12,14 @@ import (
 	"github.com/readside/readside/internal/sink"
 )
 
-// Refs is the reverse lookup of joined entities, in Redis: for every entity
-// a sorted set of the documents that use it ("<prefix>rev:<source>:<key>"),
-// each scored with the newest version of the document that used it; and for
-// every document a record of the version it was last built at and the
-// entities it used ("<prefix>deps:<id>").
-//
-// The projector Adds a ref before it fetches the joined entity, so a change of
-// that entity made after the fetch always finds the document. It Commits the
-// refs after writing the document, which removes the document from the sets
-// of entities it no longer uses — but only where the set's score is older
-// than the committing build: the newest build's refs can never be removed,
-// by a slower replica or anyone else, because its score is at least as high
-// as any build's version. Every call touches keys one at a time, so Refs
-// works on Redis Cluster.
+// Refs is the reverse lookup of joined entities (sink.RefIndex), in Redis:
+// for every entity a sorted set of the documents that use it
+// ("<prefix>rev:<source>:<key>"), each scored with the newest version of the
+// document that used it; and for every document a record of the version it
+// was last built at and the entities it used ("<prefix>deps:<id>"). A
+// Commit removes a document from a set only where its score is older than
+// the committing build, which is what keeps the newest build's refs. Every
+// call touches keys one at a time, so Refs works on Redis Cluster.
 type Refs struct {
 	c      redis.UniversalClient
 	prefix string
