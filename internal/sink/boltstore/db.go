@@ -194,15 +194,8 @@ func (s *Docs) WriteReport(ctx context.Context, docs []sink.Doc) ([]sink.Outcome
 		return nil, fmt.Errorf("sink: bolt write %s: %w", s.projection, err)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		ids, err := createBuckets(tx, s.ids)
+		ids, exp, err := openSwept(tx, s.ids, s.expiry, now.UnixMilli(), len(docs), boltValueDeadline)
 		if err != nil {
-			return err
-		}
-		exp, err := createBuckets(tx, s.expiry)
-		if err != nil {
-			return err
-		}
-		if err := sweep(ids, exp, now.UnixMilli(), max(sweepBatch, len(docs)), boltValueDeadline); err != nil {
 			return err
 		}
 		for i := range docs {
@@ -360,6 +353,19 @@ func expiryKey(until int64, id []byte) []byte {
 	k := make([]byte, 0, deadlineLen+len(id))
 	k = binary.BigEndian.AppendUint64(k, uint64(until))
 	return append(k, id...)
+}
+
+// openSwept creates (or opens) the buckets of records with deadlines and of
+// their expiry index in a write transaction about to write n records, and
+// sweeps as many expired ones first (at least sweepBatch).
+func openSwept(tx *bolt.Tx, records, expiry [][]byte, now int64, n int, deadline func(v []byte) int64) (rec, exp *bolt.Bucket, err error) {
+	if rec, err = createBuckets(tx, records); err != nil {
+		return nil, nil, err
+	}
+	if exp, err = createBuckets(tx, expiry); err != nil {
+		return nil, nil, err
+	}
+	return rec, exp, sweep(rec, exp, now, max(sweepBatch, n), deadline)
 }
 
 // sweep removes from records up to limit records whose deadline has passed

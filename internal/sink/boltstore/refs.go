@@ -125,15 +125,8 @@ func (r *Refs) Commit(ctx context.Context, built []sink.Built) error {
 		if err != nil {
 			return err
 		}
-		deps, err := createBuckets(tx, r.deps)
+		deps, exp, err := openSwept(tx, r.deps, r.expiry, now.UnixMilli(), len(built), depsDeadline)
 		if err != nil {
-			return err
-		}
-		exp, err := createBuckets(tx, r.expiry)
-		if err != nil {
-			return err
-		}
-		if err := sweep(deps, exp, now.UnixMilli(), max(sweepBatch, len(built)), depsDeadline); err != nil {
 			return err
 		}
 		for _, b := range built {
