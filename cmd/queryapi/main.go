@@ -49,6 +49,7 @@ type settings struct {
 	accessLog   bool
 	metricsAddr string
 	stopDelay   time.Duration
+	coalesce    int // -coalesce-reads
 	opts        query.Options
 	version     bool
 }
@@ -69,6 +70,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.Func("cursor-key", "base64 key signing list cursors; give every replica the same one [$READSIDE_CURSOR_KEY] (default: random per process)", func(v string) error { s.cursorKey = config.Secret(v); return nil })
 	fs.BoolVar(&s.noPublish, "no-reproject", config.EnvBool("READSIDE_NO_REPROJECT", false), "do not publish re-project events for documents built from the sources [$READSIDE_NO_REPROJECT=true]")
 	fs.IntVar(&s.opts.MaxInflight, "max-inflight", config.EnvInt("READSIDE_MAX_INFLIGHT", 2048), "requests answered at once; beyond, a request gets 503 with Retry-After at once [$READSIDE_MAX_INFLIGHT]")
+	fs.IntVar(&s.coalesce, "coalesce-reads", config.EnvInt("READSIDE_COALESCE_READS", query.DefaultCoalesceReads()), "doc-store reads of detail requests in flight at once per projection; the detail reads that come meanwhile wait and go together as one read (an MGET) in the next; 0: every detail read is a GET of its own [$READSIDE_COALESCE_READS]")
 	fs.IntVar(&s.opts.SearchMaxInflight, "search-max-inflight", config.EnvInt("READSIDE_SEARCH_MAX_INFLIGHT", 64), "ceiling of the adaptive limit on lists and searches answered at once; beyond the limit, they queue briefly, then get 503 with Retry-After, while detail and multi-get are still served [$READSIDE_SEARCH_MAX_INFLIGHT]")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", config.Env("READSIDE_METRICS_ADDR", "127.0.0.1:9465"), "admin address serving /metrics (Prometheus), /livez and /readyz, apart from the public API; :9465 for Kubernetes' probes; empty disables [$READSIDE_METRICS_ADDR]")
 	fs.DurationVar(&s.stopDelay, "shutdown-delay", config.EnvDuration("READSIDE_SHUTDOWN_DELAY", 5*time.Second), "on SIGTERM, how long the admin /readyz answers 503 while the API goes on serving, so that load balancers stop sending requests, before the server drains [$READSIDE_SHUTDOWN_DELAY]")
@@ -84,7 +86,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag", fs.Args())
 	}
 	errs := []error{s.Common.Validate(), config.CheckEnv(
-		[]string{"READSIDE_SOURCE_CONCURRENCY", "READSIDE_MAX_LIMIT", "READSIDE_MAX_IDS", "READSIDE_MAX_INFLIGHT", "READSIDE_SEARCH_MAX_INFLIGHT"},
+		[]string{"READSIDE_SOURCE_CONCURRENCY", "READSIDE_MAX_LIMIT", "READSIDE_MAX_IDS", "READSIDE_MAX_INFLIGHT", "READSIDE_SEARCH_MAX_INFLIGHT", "READSIDE_COALESCE_READS"},
 		[]string{"READSIDE_REQUEST_TIMEOUT", "READSIDE_SOURCE_RETRY_BUDGET", "READSIDE_SHUTDOWN_DELAY"}),
 		config.CheckEnvBools("READSIDE_NO_REPROJECT", "READSIDE_ACCESS_LOG")}
 	if s.opts.RequestTimeout < 10*time.Millisecond {
@@ -98,6 +100,14 @@ func parse(args []string, out io.Writer) (*settings, error) {
 		if v < 1 {
 			errs = append(errs, fmt.Errorf("%s must be at least 1, not %d", name, v))
 		}
+	}
+	switch {
+	case s.coalesce < 0:
+		errs = append(errs, fmt.Errorf("-coalesce-reads must be 0 (off) or more, not %d", s.coalesce))
+	case s.coalesce == 0:
+		s.opts.CoalesceReads = -1
+	default:
+		s.opts.CoalesceReads = s.coalesce
 	}
 	if s.cursorKey != "" {
 		key, err := base64.StdEncoding.DecodeString(string(s.cursorKey))

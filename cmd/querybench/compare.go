@@ -69,8 +69,10 @@ func (b *bench) group(kind string) []target {
 		{row: kind + " baseline", kind: kind, p: b.baseline},
 		{row: kind, kind: kind, p: b.api, ref: kind + " baseline"},
 	}
-	if kind == "detail" && b.apiLogged != nil {
-		g = append(g, target{row: "detail, access log on", kind: kind, p: b.apiLogged, ref: kind + " baseline"})
+	if kind == "detail" {
+		for _, v := range b.variants {
+			g = append(g, target{row: v.row, kind: kind, p: v.p, ref: kind + " baseline"})
+		}
 	}
 	return g
 }
@@ -155,8 +157,8 @@ func (b *bench) check(ctx context.Context) error {
 	r := rand.New(rand.NewPCG(3, 4))
 	path := "/v1/" + b.ns
 	servers := []*proc{b.api}
-	if b.apiLogged != nil {
-		servers = append(servers, b.apiLogged)
+	for _, v := range b.variants {
+		servers = append(servers, v.p)
 	}
 	for _, kind := range endpoints {
 		for range 20 {

@@ -29,10 +29,30 @@ type bench struct {
 	wrkVer string
 	idle   benchkit.CPUUse // one second before the run
 
-	baseline, api, apiLogged *proc
-	shedding                 []string // cmd/queryapi's load shedding flags as passed, such as "-max-inflight 2048"
-	missing                  []string // those it does not have
-	extra                    []string // other flags for cmd/queryapi, as it has them
+	baseline, api *proc
+	// variants are more API processes measured on detail (-access-log,
+	// -uncoalesced), each as a row of its own.
+	variants []variant
+	shedding []string // cmd/queryapi's load shedding flags as passed, such as "-max-inflight 2048"
+	missing  []string // those it does not have
+	extra    []string // other flags for cmd/queryapi, as it has them
+	// coalescing is set when cmd/queryapi has -coalesce-reads.
+	coalescing bool
+}
+
+// variant is an API process measured on detail as a row of its own.
+type variant struct {
+	row string
+	p   *proc
+}
+
+// servers is every server process of the run.
+func (b *bench) servers() []*proc {
+	out := []*proc{b.api, b.baseline}
+	for _, v := range b.variants {
+		out = append(out, v.p)
+	}
+	return out
 }
 
 // start checks wrk and the stores and makes the namespace and the work
@@ -70,7 +90,7 @@ func start(ctx context.Context, s *settings, out io.Writer) (*bench, error) {
 // close stops the servers, deletes every Redis key and Elasticsearch index
 // of the run, and the work directory unless -keep.
 func (b *bench) close() {
-	for _, p := range []*proc{b.api, b.apiLogged, b.baseline} {
+	for _, p := range b.servers() {
 		if p != nil {
 			if err := p.stop(); err != nil {
 				b.progress("%s: %v (its log: %s)", p.name, err, p.logPath)

@@ -40,7 +40,10 @@
 // The table shows, per row, the medians of the rounds with their range, and
 // each round's ratio of the API to the baseline measured next to it: 2xx
 // answers per second and p99 latency. With -access-log, detail is also
-// measured on a second API process that writes cmd/queryapi's access log.
+// measured on a second API process that writes cmd/queryapi's access log,
+// and with -uncoalesced on one with -coalesce-reads 0, whose every detail
+// read is a GET of its own as the baseline's (by default, cmd/queryapi
+// joins the doc-store reads of concurrent detail requests into MGETs).
 //
 // The overload scenario measures the API's capacity for a mix of list and
 // search (wrk, closed loop, with -capacity-conns connections: a closed loop
@@ -92,6 +95,7 @@ type settings struct {
 	duration, warmup      time.Duration
 	seed                  int
 	accessLog             bool
+	uncoalesced           bool
 	wrk                   string
 	queryapi              string // a binary to measure instead of building the working tree's
 	keep                  bool
@@ -123,6 +127,7 @@ func parse(args []string, out io.Writer) (*settings, error) {
 	fs.DurationVar(&s.warmup, "warmup", 2*time.Second, "load of every server and endpoint before the first round, not counted (whole seconds; 0 for none)")
 	fs.IntVar(&s.seed, "seed", 1, "seed of the random requests: wrk's Lua scripts and the open-loop generator")
 	fs.BoolVar(&s.accessLog, "access-log", false, "also measure detail on an API process with its access log on (written to a file)")
+	fs.BoolVar(&s.uncoalesced, "uncoalesced", false, "also measure detail on an API process with -coalesce-reads 0: every detail read a GET of its own, as the baseline's")
 	fs.StringVar(&s.wrk, "wrk", "wrk", "the wrk binary")
 	fs.StringVar(&s.queryapi, "queryapi", "", "a cmd/queryapi binary to measure, such as one built from another commit (default: build the working tree's)")
 	fs.BoolVar(&s.keep, "keep", false, "keep the work directory (binaries, definitions, Lua script, server logs) and say where it is")

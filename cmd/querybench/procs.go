@@ -162,10 +162,13 @@ func (b *bench) serve(ctx context.Context) error {
 	if err := b.detectShedding(ctx, queryapi); err != nil {
 		return err
 	}
-	apiArgs := func(accessLog bool) []string {
-		return append([]string{"-definitions", defs, "-redis-addr", b.s.redisAddr, "-es-urls", b.s.elasticURL,
+	apiArgs := func(accessLog bool, more ...string) []string {
+		args := []string{"-definitions", defs, "-redis-addr", b.s.redisAddr, "-es-urls", b.s.elasticURL,
 			"-addr", "127.0.0.1:0", "-no-reproject", "-access-log=" + strconv.FormatBool(accessLog),
-			"-log-format", "json", "-log-level", "info"}, append(b.extra, strings.Fields(strings.Join(b.shedding, " "))...)...)
+			"-log-format", "json", "-log-level", "info"}
+		args = append(args, b.extra...)
+		args = append(args, strings.Fields(strings.Join(b.shedding, " "))...)
+		return append(args, more...)
 	}
 	var err error
 	prefix, _, _ := strings.Cut(b.def.Redis.Key, "{id}")
@@ -176,9 +179,27 @@ func (b *bench) serve(ctx context.Context) error {
 	if b.api, err = startProc(ctx, "queryapi", "query API serving", b.dir, queryapi, apiArgs(false)...); err != nil {
 		return err
 	}
-	if b.s.accessLog && slices.Contains(b.s.scenarios, "detail") {
-		if b.apiLogged, err = startProc(ctx, "queryapi-access-log", "query API serving", b.dir, queryapi, apiArgs(true)...); err != nil {
-			return err
+	if slices.Contains(b.s.scenarios, "detail") {
+		more := []struct {
+			on        bool
+			name, row string
+			args      []string
+		}{
+			{b.s.accessLog, "queryapi-access-log", "detail, access log on", apiArgs(true)},
+			{b.s.uncoalesced && b.coalescing, "queryapi-uncoalesced", "detail, reads not coalesced", apiArgs(false, "-coalesce-reads", "0")},
+		}
+		for _, m := range more {
+			if !m.on {
+				continue
+			}
+			p, err := startProc(ctx, m.name, "query API serving", b.dir, queryapi, m.args...)
+			if err != nil {
+				return err
+			}
+			b.variants = append(b.variants, variant{row: m.row, p: p})
+		}
+		if b.s.uncoalesced && !b.coalescing {
+			b.progress("-uncoalesced: %s has no -coalesce-reads; every detail read is a GET of its own already", queryapi)
 		}
 	}
 	b.progress("serving: baseline %s, API %s (%s)", b.baseline.url, b.api.url, strings.Join(append([]string{"-access-log=false"}, b.shedding...), " "))
@@ -209,6 +230,7 @@ func (b *bench) detectShedding(ctx context.Context, queryapi string) error {
 			b.shedding = append(b.shedding, fmt.Sprintf("-%s %d", f.name, f.v))
 		}
 	}
+	b.coalescing = hasFlag(string(help), "coalesce-reads")
 	return nil
 }
 

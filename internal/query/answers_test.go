@@ -110,6 +110,13 @@ func answerCount(t *testing.T, reg *prometheus.Registry, projection, endpoint, f
 // a series that does not exist fails the test.
 func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
+	return series(t, reg, name, labels).GetCounter().GetValue()
+}
+
+// series is the series name with exactly labels; one that does not exist
+// fails the test.
+func series(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -120,12 +127,12 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 		}
 		for _, m := range mf.GetMetric() {
 			if sameLabels(m.GetLabel(), labels) {
-				return m.GetCounter().GetValue()
+				return m
 			}
 		}
 	}
 	t.Fatalf("no series %s%v", name, labels)
-	return 0
+	return nil
 }
 
 func sameLabels(got []*dto.LabelPair, want map[string]string) bool {

@@ -20,8 +20,9 @@ type metrics struct {
 	breakers *prometheus.GaugeVec     // projection, store
 	failures *prometheus.CounterVec   // projection, store
 	late     prometheus.Counter
-	answers  *prometheus.CounterVec // projection, endpoint, from
-	reprojN  *prometheus.CounterVec // projection, result
+	answers  *prometheus.CounterVec   // projection, endpoint, from
+	reprojN  *prometheus.CounterVec   // projection, result
+	readIDs  *prometheus.HistogramVec // projection
 	// Children of the vectors above, looked up once: a request then costs
 	// no label hashing.
 	byEndpoint map[string]prometheus.Observer
@@ -55,6 +56,7 @@ var answerFroms = []string{"store", "source", "mixed", "degraded"}
 type viewMetrics struct {
 	answers                   [epSearch + 1][fromDegraded + 1]prometheus.Counter
 	reprojectOK, reprojectErr prometheus.Counter
+	coalesced                 prometheus.Observer // ids of each doc-store read of detail requests
 }
 
 // answered counts an answer of endpoint e whose documents came as f says
@@ -78,6 +80,7 @@ func (m *metrics) forView(projection string) *viewMetrics {
 	vm := &viewMetrics{
 		reprojectOK:  m.reprojN.WithLabelValues(projection, "ok"),
 		reprojectErr: m.reprojN.WithLabelValues(projection, "failed"),
+		coalesced:    m.readIDs.WithLabelValues(projection),
 	}
 	for e := range vm.answers {
 		for f := range vm.answers[e] {
@@ -128,6 +131,11 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 			Name: "readside_query_reproject_published_total",
 			Help: "Re-project events the API published for documents it built from the sources because the store lacked them, by projection and result: ok (handed to NATS; JetStream drops repeats of an id within 10s), failed (refused at once: NATS disconnected, or too many events awaiting JetStream's acknowledgement).",
 		}, []string{"projection", "result"}),
+		readIDs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "readside_query_detail_read_ids",
+			Help:    "Ids in each doc-store read of detail requests, by projection: 1 when a read found a lane free, more when detail reads that waited for one went together (see -coalesce-reads).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}, []string{"projection"}),
 		byEndpoint: map[string]prometheus.Observer{},
 	}
 	m.counted = map[string]map[int]prometheus.Counter{}
@@ -144,7 +152,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.requests, m.seconds, m.shedN, m.breakers, m.failures, m.late, m.answers, m.reprojN,
+	reg.MustRegister(m.requests, m.seconds, m.shedN, m.breakers, m.failures, m.late, m.answers, m.reprojN, m.readIDs,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "readside_query_inflight",
 			Help: "Requests being answered.",

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,11 @@ type Publisher interface {
 // DefaultRequestTimeout is the deadline of one request when Options set none.
 const DefaultRequestTimeout = 2 * time.Second
 
+// DefaultCoalesceReads is Options.CoalesceReads when it is 0: twice the
+// CPUs the process may use (measured on 2: 2 and 4 lanes served detail at
+// 1.2–1.3× the rate of a GET a request, 8 at 1.1×; fewer lanes join more).
+func DefaultCoalesceReads() int { return 2 * runtime.GOMAXPROCS(0) }
+
 // Options tune the API. Zero values take the defaults in brackets.
 type Options struct {
 	RequestTimeout    time.Duration // deadline of one request [2s]
@@ -67,6 +73,12 @@ type Options struct {
 	CursorKey         []byte        // signs cursors; share it between replicas [random per process]
 	MaxInflight       int           // requests in flight at once; more get a fast 503 [2048]
 	SearchMaxInflight int           // ceiling of the adaptive limit on lists and searches in flight [64]
+	// CoalesceReads is how many doc-store reads of detail requests a
+	// projection has in flight at once; the detail reads that come
+	// meanwhile wait and go together in the next one (see coalescer).
+	// Negative: none waits, every detail read is a read of its own.
+	// [2×GOMAXPROCS]
+	CoalesceReads int
 	// Registerer, when set, gets the API's metrics (readside_query_*).
 	Registerer prometheus.Registerer
 	// Propagator, when set (tracing on), writes the request's trace context
@@ -96,6 +108,9 @@ func (o *Options) defaults() {
 	}
 	if o.SearchMaxInflight <= 0 {
 		o.SearchMaxInflight = 64
+	}
+	if o.CoalesceReads == 0 {
+		o.CoalesceReads = DefaultCoalesceReads()
 	}
 }
 
@@ -151,6 +166,9 @@ type view struct {
 	// storeWarn and searchWarn space out the warnings that a store fails.
 	storeWarn, searchWarn, sourceWarn rate.Sometimes
 	m                                 *viewMetrics
+	// coalesce joins the doc-store reads of concurrent detail requests
+	// (nil: each is a read of its own).
+	coalesce *coalescer
 }
 
 // New builds the API over views. pub may be nil (no re-project events);
@@ -182,6 +200,9 @@ func New(views []View, pub Publisher, log *slog.Logger, ready func(ctx context.C
 			searchWarn:     rate.Sometimes{Interval: 5 * time.Second},
 			sourceWarn:     rate.Sometimes{Interval: 5 * time.Second},
 			m:              s.m.forView(v.Def.Name),
+		}
+		if o.CoalesceReads > 0 {
+			vw.coalesce = newCoalescer(v.Docs.GetMany, o.CoalesceReads, vw.m.coalesced.Observe)
 		}
 		vw.redisCB = gobreaker.NewCircuitBreaker[[]*sink.Stored](gobreaker.Settings{
 			Name: v.Def.Name + "/redis", Timeout: source.BreakerOpen,

@@ -143,12 +143,25 @@ func (s *Server) stored(ctx context.Context, v *view, ids []string) ([]*sink.Sto
 	if d, ok := ctx.Deadline(); ok {
 		budget = time.Until(d) / 2
 	}
+	deadline := time.Now().Add(budget)
+	if v.coalesce != nil && len(ids) == 1 {
+		st, ok, err := v.coalesce.one(ctx, ids[0], deadline)
+		switch {
+		case !ok: // a joint read failed for it: its own read says how
+		case err != nil && !time.Now().Before(deadline) && ctx.Err() == nil:
+			return nil, fmt.Errorf("query: redis did not answer within %s: %w", budget.Round(time.Millisecond), err)
+		case err != nil:
+			return nil, err
+		default:
+			return []*sink.Stored{st}, nil
+		}
+	}
 	// A context of its own, with a timer, not only an earlier deadline:
 	// go-redis bounds socket reads by the deadline, but its dials, retries
 	// and a Redis Cluster's redirects wait on Done (measured: with a
 	// deadline alone, a multi-get during a master's failover ran into the
 	// request's deadline, 504, instead of building the lost master's ids).
-	rctx, cancel := context.WithTimeout(ctx, budget)
+	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	// The Redis client must honour deadlines (go-redis ContextTimeoutEnabled,
 	// as config.Backends sets it): then a slow Redis costs at most budget.
