@@ -12,8 +12,9 @@ import (
 // maxCoalesced is the most detail reads one doc-store read carries.
 const maxCoalesced = 128
 
-// coalescer joins the doc-store reads of concurrent detail requests. A read
-// starts at once while fewer than lanes are in flight, as a read of its own;
+// coalescer joins the doc-store reads of concurrent detail requests (and
+// any other read of one id: a multi-get or a page of one). A read starts at
+// once while fewer than lanes are in flight, as a read of its own;
 // otherwise it waits, and when a lane frees, the reads that waited meanwhile
 // go to the store together as one GetMany (one MGET on a Redis, one
 // pipeline on a Redis Cluster), run on the goroutine of the oldest of them.

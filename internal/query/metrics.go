@@ -133,7 +133,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		}, []string{"projection", "result"}),
 		readIDs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "readside_query_detail_read_ids",
-			Help:    "Ids in each doc-store read of detail requests, by projection: 1 when a read found a lane free, more when detail reads that waited for one went together (see -coalesce-reads).",
+			Help:    "Ids in each doc-store read of detail requests (and of multi-gets and pages of one id), by projection: 1 when a read found a lane free, more when reads that waited for one went together (see -coalesce-reads).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 		}, []string{"projection"}),
 		byEndpoint: map[string]prometheus.Observer{},
