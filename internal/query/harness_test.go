@@ -131,18 +131,7 @@ func newWorldOn(t *testing.T, n int, definition func(ns, apiURL string) string, 
 func (w *world) awaitDrained() {
 	w.t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, _ := w.js.Consumer(ctx, w.events, stream.ConsumerName(w.def.Name))
-		info, err := c.Info(ctx)
-		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatal("projection did not drain in 60s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitDrained(w.t, w.js, w.events, stream.ConsumerName(w.def.Name), 60*time.Second)
 	if w.stores.Elastic == nil {
 		return // the embedded index is searchable at once
 	}

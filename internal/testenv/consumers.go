@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -36,19 +37,69 @@ func ConsumerState(t testing.TB, js jetstream.JetStream, events, consumer string
 // WaitDrained waits until the durable consumer of the events stream has no
 // event pending or unacked (every event was acked or terminated), polling
 // every 100ms. It fails the test, with both counts, when d passes first.
+//
+// Every event published before the call counts, including one whose
+// publication JetStream acknowledged a moment ago: the stream tells its
+// consumers of a new message on a goroutine of its own, so "nothing
+// pending" alone can hold just after a publish. The consumer must also
+// have been given the newest event its filters match.
 func WaitDrained(t testing.TB, js jetstream.JetStream, events, consumer string, d time.Duration) {
 	t.Helper()
+	ctx := context.Background()
+	last := lastMatching(t, js, events, consumer)
 	deadline := time.Now().Add(d)
 	for {
-		p, u := ConsumerState(t, js, events, consumer)
-		if p == 0 && u == 0 {
+		c, err := js.Consumer(ctx, events, consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= last {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("events not drained after %s: %d pending, %d unacked", d, p, u)
+			t.Fatalf("events not drained after %s: %d pending, %d unacked, delivered up to %d of %d", d, info.NumPending, info.NumAckPending, info.Delivered.Stream, last)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// lastMatching is the stream sequence of the newest event in the events
+// stream that the consumer's filters match; 0 when there is none.
+func lastMatching(t testing.TB, js jetstream.JetStream, events, consumer string) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	c, err := js.Consumer(ctx, events, consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.CachedInfo().Config
+	filters := cfg.FilterSubjects
+	if cfg.FilterSubject != "" {
+		filters = append(filters, cfg.FilterSubject)
+	}
+	if len(filters) == 0 {
+		filters = []string{">"}
+	}
+	s, err := js.Stream(ctx, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for _, f := range filters {
+		m, err := s.GetLastMsgForSubject(ctx, f)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			t.Fatalf("the newest event on %s in %s: %v", f, events, err)
+		default:
+			last = max(last, m.Sequence)
+		}
+	}
+	return last
 }
 
 // DeadLetters returns the entries of the dead-letter stream dlq, oldest first,
