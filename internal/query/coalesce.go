@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -110,7 +111,7 @@ func (c *coalescer) run(batch []*read) {
 		return
 	}
 	var failed map[int]error
-	if be, ok := err.(*sink.BatchError); ok {
+	if be := (*sink.BatchError)(nil); errors.As(err, &be) {
 		failed, err = be.Items, nil
 	}
 	for i, r := range batch {

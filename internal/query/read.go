@@ -144,17 +144,25 @@ func (s *Server) stored(ctx context.Context, v *view, ids []string) ([]*sink.Sto
 		budget = time.Until(d) / 2
 	}
 	deadline := time.Now().Add(budget)
+	docs, err := readDocs(ctx, v, ids, deadline)
+	if err != nil && !time.Now().Before(deadline) && ctx.Err() == nil {
+		return nil, fmt.Errorf("query: redis did not answer within %s: %w", budget.Round(time.Millisecond), err)
+	}
+	return docs, err
+}
+
+// readDocs reads ids from the doc store by deadline. A read of one id goes
+// with the reads of other requests (see coalescer), unless the joint read
+// failed for it; any other read is one of its own.
+func readDocs(ctx context.Context, v *view, ids []string, deadline time.Time) ([]*sink.Stored, error) {
 	if v.coalesce != nil && len(ids) == 1 {
-		st, ok, err := v.coalesce.one(ctx, ids[0], deadline)
-		switch {
-		case !ok: // a joint read failed for it: its own read says how
-		case err != nil && !time.Now().Before(deadline) && ctx.Err() == nil:
-			return nil, fmt.Errorf("query: redis did not answer within %s: %w", budget.Round(time.Millisecond), err)
-		case err != nil:
-			return nil, err
-		default:
+		if st, ok, err := v.coalesce.one(ctx, ids[0], deadline); ok {
+			if err != nil {
+				return nil, err
+			}
 			return []*sink.Stored{st}, nil
 		}
+		// A joint read failed for it: its own read says how.
 	}
 	// A context of its own, with a timer, not only an earlier deadline:
 	// go-redis bounds socket reads by the deadline, but its dials, retries
@@ -165,11 +173,7 @@ func (s *Server) stored(ctx context.Context, v *view, ids []string) ([]*sink.Sto
 	defer cancel()
 	// The Redis client must honour deadlines (go-redis ContextTimeoutEnabled,
 	// as config.Backends sets it): then a slow Redis costs at most budget.
-	docs, err := v.Docs.GetMany(rctx, ids)
-	if err != nil && rctx.Err() != nil && ctx.Err() == nil {
-		return nil, fmt.Errorf("query: redis did not answer within %s: %w", budget.Round(time.Millisecond), err)
-	}
-	return docs, err
+	return v.Docs.GetMany(rctx, ids)
 }
 
 // build builds one document from the sources. Concurrent builds of one id
