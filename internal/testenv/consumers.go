@@ -22,16 +22,20 @@ import (
 // It fails the test when the consumer cannot be read.
 func ConsumerState(t testing.TB, js jetstream.JetStream, events, consumer string) (pending uint64, ackPending int) {
 	t.Helper()
-	ctx := context.Background()
-	c, err := js.Consumer(ctx, events, consumer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := consumerInfo(t, js, events, consumer)
 	return info.NumPending, info.NumAckPending
+}
+
+// consumerInfo is the durable consumer's info, as JetStream gives it now
+// (looking a consumer up reads its info); it fails the test when the
+// consumer cannot be read.
+func consumerInfo(t testing.TB, js jetstream.JetStream, events, consumer string) *jetstream.ConsumerInfo {
+	t.Helper()
+	c, err := js.Consumer(context.Background(), events, consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.CachedInfo()
 }
 
 // WaitDrained waits until the durable consumer of the events stream has no
@@ -45,18 +49,10 @@ func ConsumerState(t testing.TB, js jetstream.JetStream, events, consumer string
 // have been given the newest event its filters match.
 func WaitDrained(t testing.TB, js jetstream.JetStream, events, consumer string, d time.Duration) {
 	t.Helper()
-	ctx := context.Background()
-	last := lastMatching(t, js, events, consumer)
+	info := consumerInfo(t, js, events, consumer)
+	last := lastMatching(t, js, events, info.Config)
 	deadline := time.Now().Add(d)
 	for {
-		c, err := js.Consumer(ctx, events, consumer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= last {
 			return
 		}
@@ -64,19 +60,14 @@ func WaitDrained(t testing.TB, js jetstream.JetStream, events, consumer string, 
 			t.Fatalf("events not drained after %s: %d pending, %d unacked, delivered up to %d of %d", d, info.NumPending, info.NumAckPending, info.Delivered.Stream, last)
 		}
 		time.Sleep(100 * time.Millisecond)
+		info = consumerInfo(t, js, events, consumer)
 	}
 }
 
 // lastMatching is the stream sequence of the newest event in the events
-// stream that the consumer's filters match; 0 when there is none.
-func lastMatching(t testing.TB, js jetstream.JetStream, events, consumer string) uint64 {
+// stream that a consumer of cfg matches; 0 when there is none.
+func lastMatching(t testing.TB, js jetstream.JetStream, events string, cfg jetstream.ConsumerConfig) uint64 {
 	t.Helper()
-	ctx := context.Background()
-	c, err := js.Consumer(ctx, events, consumer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := c.CachedInfo().Config
 	filters := cfg.FilterSubjects
 	if cfg.FilterSubject != "" {
 		filters = append(filters, cfg.FilterSubject)
@@ -84,6 +75,7 @@ func lastMatching(t testing.TB, js jetstream.JetStream, events, consumer string)
 	if len(filters) == 0 {
 		filters = []string{">"}
 	}
+	ctx := context.Background()
 	s, err := js.Stream(ctx, events)
 	if err != nil {
 		t.Fatal(err)
