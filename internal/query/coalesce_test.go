@@ -23,9 +23,7 @@ import (
 func TestDetailReadsCoalesce(t *testing.T) {
 	t.Parallel()
 	const n = 30
-	w := newWorld(t, n)
-	ids := idsUpTo(n)
-	stored := docsInRedis(t, w, ids)
+	w, ids, stored := storedWorld(t, n)
 	corrupt := ids[n/2]
 	if err := w.redis.Set(context.Background(), strings.Replace(w.def.Redis.Key, "{id}", corrupt, 1), "not a stored value", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -74,9 +72,7 @@ func TestCoalescedReadsKeepDeadlines(t *testing.T) {
 		n        = 20
 		deadline = 500 * time.Millisecond
 	)
-	w := newWorld(t, n)
-	ids := idsUpTo(n)
-	stored := docsInRedis(t, w, ids)
+	w, ids, stored := storedWorld(t, n)
 	rd := testenv.StartProxy(t, testenv.RedisAddr())
 	rd.Latency(3 * time.Second)
 	srv := w.serve(testenv.RedisAt(t, rd.Addr), w.es, query.Options{CoalesceReads: 1, RequestTimeout: deadline})

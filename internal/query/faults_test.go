@@ -146,6 +146,15 @@ func idsUpTo(n int) []string {
 	return out
 }
 
+// storedWorld is newWorld of n shops, with their ids and what the projector
+// stored for each (docsInRedis).
+func storedWorld(t *testing.T, n int) (w *world, ids []string, stored map[string][]byte) {
+	t.Helper()
+	w = newWorld(t, n)
+	ids = idsUpTo(n)
+	return w, ids, docsInRedis(t, w, ids)
+}
+
 // docsInRedis is what the projector stored for ids, read from Redis directly.
 func docsInRedis(t *testing.T, w *world, ids []string) map[string][]byte {
 	t.Helper()
@@ -354,9 +363,7 @@ func eventually(within time.Duration, cond func() bool) bool {
 func TestRedisUnreachableServesFromSources(t *testing.T) {
 	t.Parallel()
 	const n, limit = 200, 4
-	w := newWorld(t, n)
-	all := idsUpTo(n)
-	stored := docsInRedis(t, w, all)
+	w, all, stored := storedWorld(t, n)
 	api := newCountingShopAPI(t, w.api, all, 10)
 	fw := w.through(api, false)
 	rd := testenv.StartProxy(t, testenv.RedisAddr())
@@ -467,9 +474,7 @@ func TestRedisUnreachableServesFromSources(t *testing.T) {
 func TestElasticsearchUnreachable(t *testing.T) {
 	t.Parallel()
 	const n = 23
-	w := newWorld(t, n)
-	all := idsUpTo(n)
-	stored := docsInRedis(t, w, all)
+	w, all, stored := storedWorld(t, n)
 	api := newCountingShopAPI(t, w.api, all, 7)
 	es := testenv.StartProxy(t, testenv.ElasticHostPort(t))
 	es.Down()
@@ -636,8 +641,7 @@ func TestSlowSourceDeadlineHolds(t *testing.T) {
 func TestRedisSlowUsesDeadline(t *testing.T) {
 	t.Parallel()
 	const deadline = 500 * time.Millisecond
-	w := newWorld(t, 10)
-	stored := docsInRedis(t, w, idsUpTo(10))
+	w, _, stored := storedWorld(t, 10)
 	rd := testenv.StartProxy(t, testenv.RedisAddr())
 	rdb := testenv.RedisAt(t, rd.Addr)
 	rd.Latency(2 * time.Second)
@@ -689,9 +693,7 @@ func TestBreakerOpensOnRedisOutage(t *testing.T) {
 		deadline = 2 * time.Second
 		source   = 50 * time.Millisecond // the source's latency during the outage
 	)
-	w := newWorld(t, 20)
-	all := idsUpTo(20)
-	stored := docsInRedis(t, w, all)
+	w, all, stored := storedWorld(t, 20)
 	rd := testenv.StartProxy(t, testenv.RedisAddr())
 	srv := w.serve(testenv.RedisAt(t, rd.Addr), w.es, query.Options{RequestTimeout: deadline})
 	base := srv.URL + "/v1/" + w.ns
