@@ -156,10 +156,6 @@ func (b *bench) check(ctx context.Context) error {
 	defer c.CloseIdleConnections()
 	r := rand.New(rand.NewPCG(3, 4))
 	path := "/v1/" + b.ns
-	servers := []*proc{b.api}
-	for _, v := range b.variants {
-		servers = append(servers, v.p)
-	}
 	for _, kind := range endpoints {
 		for range 20 {
 			p := path + kinds[kind](r, &b.data)
@@ -167,7 +163,7 @@ func (b *bench) check(ctx context.Context) error {
 			if code, err := get(ctx, c, b.baseline.url+p, &want); err != nil || code != http.StatusOK {
 				return fmt.Errorf("check: baseline %s: %d %v %s", p, code, err, want.Bytes())
 			}
-			for _, api := range servers {
+			for _, api := range b.apis() {
 				var got bytes.Buffer
 				if code, err := get(ctx, c, api.url+p, &got); err != nil || code != http.StatusOK {
 					return fmt.Errorf("check: %s %s: %d %v %s", api.name, p, code, err, got.Bytes())

@@ -46,9 +46,9 @@ type variant struct {
 	p   *proc
 }
 
-// servers is every server process of the run.
-func (b *bench) servers() []*proc {
-	out := []*proc{b.api, b.baseline}
+// apis is every API process of the run: the API and its variants.
+func (b *bench) apis() []*proc {
+	out := []*proc{b.api}
 	for _, v := range b.variants {
 		out = append(out, v.p)
 	}
@@ -90,7 +90,7 @@ func start(ctx context.Context, s *settings, out io.Writer) (*bench, error) {
 // close stops the servers, deletes every Redis key and Elasticsearch index
 // of the run, and the work directory unless -keep.
 func (b *bench) close() {
-	for _, p := range b.servers() {
+	for _, p := range append(b.apis(), b.baseline) {
 		if p != nil {
 			if err := p.stop(); err != nil {
 				b.progress("%s: %v (its log: %s)", p.name, err, p.logPath)
