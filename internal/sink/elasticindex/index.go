@@ -496,14 +496,17 @@ func responseError(res *esapi.Response, body []byte) string {
 
 // writeJSONString writes s as a JSON string; s is valid UTF-8.
 func writeJSONString(b *bytes.Buffer, s string) {
+	b.Write(appendJSONString(b.AvailableBuffer(), s))
+}
+
+// appendJSONString appends s as a JSON string; s is valid UTF-8. Plain
+// ASCII, the common case, is appended as it is.
+func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
 			q, _ := json.Marshal(s) // a string always marshals
-			b.Write(q)
-			return
+			return append(b, q...)
 		}
 	}
-	b.WriteByte('"')
-	b.WriteString(s)
-	b.WriteByte('"')
+	return append(append(append(b, '"'), s...), '"')
 }

@@ -45,15 +45,15 @@ func (e *Index) Search(ctx context.Context, q sink.Query) (sink.Page, error) {
 		return sink.Page{}, fmt.Errorf("sink: elasticsearch search: %s", res.Status())
 	}
 	p := sink.Page{IDs: make([]string, 0, min(q.Limit, 100))}
-	var lastSort string
+	var last gjson.Result
 	gjson.GetBytes(resp, "hits.hits").ForEach(func(_, h gjson.Result) bool {
 		p.IDs = append(p.IDs, h.Get("_id").Str)
-		lastSort = h.Get("sort").Raw
+		last = h
 		return true
 	})
 	if len(p.IDs) > 0 {
 		// Only the last hit's sort values are the next page's start.
-		p.After = decodeSortValues(lastSort)
+		p.After = decodeSortValues(last.Get("sort").Raw)
 	}
 	return p, nil
 }
@@ -81,30 +81,36 @@ func decodeSortValues(raw string) []any {
 // worked out once (New), not for every search.
 type searchFields struct {
 	byName     map[string]*projections.Field
-	searchable []string // the fields a text search matches
-	geo        string   // the first geo_point field
+	keywords   map[string]string // a text field's keyword copy, by the field's name
+	searchable []byte            // the fields a text search matches, as a JSON array
+	geo        string            // the first geo_point field
 }
 
 func newSearchFields(fields []projections.Field) searchFields {
-	sf := searchFields{byName: map[string]*projections.Field{}}
+	sf := searchFields{byName: map[string]*projections.Field{}, keywords: map[string]string{}}
+	var searchable []string
 	for i := range fields {
 		f := &fields[i]
 		sf.byName[f.Name] = f
+		if f.Type == projections.Text {
+			sf.keywords[f.Name] = f.Name + ".raw"
+		}
 		if f.Search {
-			sf.searchable = append(sf.searchable, f.Name)
+			searchable = append(searchable, f.Name)
 		}
 		if f.Type == projections.GeoPoint && sf.geo == "" {
 			sf.geo = f.Name
 		}
 	}
+	sf.searchable = appendJSON(nil, searchable)
 	return sf
 }
 
 // keyword is the field a filter or sort on name uses: a text field's
 // keyword copy.
 func (sf searchFields) keyword(name string) string {
-	if f := sf.byName[name]; f != nil && f.Type == projections.Text {
-		return name + ".raw"
+	if k, ok := sf.keywords[name]; ok {
+		return k
 	}
 	return name
 }
@@ -113,8 +119,8 @@ func (sf searchFields) keyword(name string) string {
 // as a match value (never query syntax), filters, geo, sort with the id as
 // the last tie-breaker, so search_after pages are stable.
 //
-// It writes the JSON itself, every value the query carries through
-// encoding/json: built as nested maps and marshalled (which sorts every
+// It writes the JSON itself, names and texts with appendJSONString, every
+// other value the query carries through encoding/json: built as nested maps and marshalled (which sorts every
 // map's keys), the body cost about 7 % of the query API's CPU on search
 // (a CPU profile under wrk, cmd/querybench).
 func (e *Index) searchBody(q sink.Query) []byte {
@@ -131,12 +137,12 @@ func (e *Index) searchBody(q sink.Query) []byte {
 		}
 		if f.Op == "" {
 			b = append(b, `{"terms":{`...)
-			b = appendJSON(append(appendJSON(b, sf.keyword(f.Field)), ':'), values)
+			b = appendJSON(append(appendJSONString(b, sf.keyword(f.Field)), ':'), values)
 			b = append(b, `}}`...)
 		} else {
 			b = append(b, `{"range":{`...)
-			b = appendJSON(b, sf.keyword(f.Field))
-			b = appendJSON(append(b, ":{"...), f.Op)
+			b = appendJSONString(b, sf.keyword(f.Field))
+			b = appendJSONString(append(b, ":{"...), f.Op)
 			b = appendJSON(append(b, ':'), values[0])
 			b = append(b, `}}}`...)
 		}
@@ -146,14 +152,14 @@ func (e *Index) searchBody(q sink.Query) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, `{"geo_distance":{"distance":`...)
-		b = appendJSON(b, strconv.FormatFloat(q.Within, 'f', -1, 64)+"m")
-		b = appendLatLon(appendJSON(append(b, ','), sf.geo), q.Near)
+		b = append(strconv.AppendFloat(append(b, '"'), q.Within, 'f', -1, 64), `m"`...)
+		b = appendLatLon(appendJSONString(append(b, ','), sf.geo), q.Near)
 		b = append(b, `}}`...)
 	}
 	b = append(b, `],"must_not":[{"term":{"`+DeletedField+`":true}}]`...)
 	if q.Text != "" {
-		b = appendJSON(append(b, `,"must":[{"multi_match":{"query":`...), q.Text)
-		b = appendJSON(append(b, `,"type":"bool_prefix","fields":`...), sf.searchable)
+		b = appendJSONString(append(b, `,"must":[{"multi_match":{"query":`...), q.Text)
+		b = append(append(b, `,"type":"bool_prefix","fields":`...), sf.searchable...)
 		b = append(b, `,"operator":"and"}}]`...)
 	}
 	b = strconv.AppendInt(append(b, `}},"size":`...), int64(q.Limit), 10)
@@ -165,12 +171,12 @@ func (e *Index) searchBody(q sink.Query) []byte {
 		}
 		switch k.Field {
 		case sink.SortDistance:
-			b = appendLatLon(appendJSON(append(b, `{"_geo_distance":{`...), sf.geo), q.Near)
+			b = appendLatLon(appendJSONString(append(b, `{"_geo_distance":{`...), sf.geo), q.Near)
 			b = append(append(append(b, `,"order":`...), order...), `,"unit":"m"}},`...)
 		case sink.SortRelevance:
 			b = append(append(append(b, `{"_score":`...), order...), `},`...)
 		default:
-			b = appendJSON(append(b, '{'), sf.keyword(k.Field))
+			b = appendJSONString(append(b, '{'), sf.keyword(k.Field))
 			b = append(append(append(b, `:{"order":`...), order...), `,"missing":"_last"}},`...)
 		}
 	}
@@ -181,8 +187,8 @@ func (e *Index) searchBody(q sink.Query) []byte {
 	return append(b, '}')
 }
 
-// appendJSON appends v as JSON: a string, a value of a filter or a sort
-// value, which Marshal cannot fail on.
+// appendJSON appends v as JSON: a value of a filter or a sort value, which
+// Marshal cannot fail on.
 func appendJSON(b []byte, v any) []byte {
 	j, _ := json.Marshal(v)
 	return append(b, j...)
