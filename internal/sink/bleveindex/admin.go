@@ -77,7 +77,7 @@ func (b *Index) scanPage(ctx context.Context, after []byte, started bool) (page 
 	defer done()
 	idx, release := b.current()
 	defer release()
-	r, err := reader(idx)
+	r, err := b.reader(idx)
 	if err != nil {
 		return page, "", false, err
 	}
@@ -196,18 +196,16 @@ func (b *Index) Reindex(ctx context.Context) (int64, error) {
 	if idx != nil {
 		b.idx = idx
 	} else {
-		b.idxLost = true
+		b.idxLost.Store(true)
 	}
 	b.gen.Unlock()
-	if err == nil {
-		dropOld(b.dir, b.log) // reads go on meanwhile
-	}
 	if err != nil {
 		if idx == nil {
-			err = errors.Join(err, errors.New("the index is closed until it is opened again"))
+			err = errors.Join(err, errIndexLost)
 		}
 		return 0, fmt.Errorf("sink: bleve %s: re-index: %w", b.name, err)
 	}
+	dropOld(b.dir, b.log) // reads go on meanwhile
 	logReindexed(b.log, n, dropped, start)
 	return int64(n), nil
 }

@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blevesearch/bleve/v2"
@@ -81,9 +82,10 @@ type Index struct {
 	idx bleve.Index
 	gen sync.RWMutex
 	// idxLost is set when a Reindex's swap failed and could not open any
-	// index again: idx is closed already, and Close must not close it again
-	// (scorch panics). Under gen, read by Close under life.
-	idxLost bool
+	// index again: idx is closed already. Every later call fails (open and
+	// reader check it: a closed scorch index gives a reader that panics),
+	// and Close must not close it again (scorch panics).
+	idxLost atomic.Bool
 	lock    *bolt.DB // held open: its file lock keeps other processes out
 	name    string
 	dir     string       // of the index
@@ -243,6 +245,10 @@ func createBleveIndex(dir string, m mapping.IndexMapping, sig []byte) (bleve.Ind
 // errBleveClosed is what calls return after Close.
 var errBleveClosed = errors.New("sink: bleve: closed")
 
+// errIndexLost is what calls return after a Reindex whose swap could not
+// open any index again.
+var errIndexLost = errors.New("the index is closed after a failed re-index until it is opened again")
+
 // Close waits for the calls under way, closes the index and releases it to
 // other processes; every later call fails. Closing again does nothing.
 func (b *Index) Close() error {
@@ -253,7 +259,7 @@ func (b *Index) Close() error {
 	}
 	b.closed = true
 	var err error
-	if !b.idxLost {
+	if !b.idxLost.Load() {
 		err = b.idx.Close()
 	}
 	if lerr := b.lock.Close(); err == nil {
@@ -272,6 +278,10 @@ func (b *Index) open() (done func(), err error) {
 	if b.closed {
 		b.life.RUnlock()
 		return nil, fmt.Errorf("sink: bleve %s: %w", b.name, errBleveClosed)
+	}
+	if b.idxLost.Load() {
+		b.life.RUnlock()
+		return nil, fmt.Errorf("sink: bleve %s: %w", b.name, errIndexLost)
 	}
 	return b.life.RUnlock, nil
 }

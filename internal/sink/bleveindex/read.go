@@ -10,8 +10,13 @@ import (
 	"github.com/readside/readside/internal/sink"
 )
 
-// reader opens a snapshot of idx; the caller closes it.
-func reader(idx bleve.Index) (index.IndexReader, error) {
+// reader opens a snapshot of idx; the caller closes it. It fails once a
+// Reindex lost the index (see Index.idxLost): scorch gives a closed index's
+// reader, which panics when read.
+func (b *Index) reader(idx bleve.Index) (index.IndexReader, error) {
+	if b.idxLost.Load() {
+		return nil, errIndexLost
+	}
 	adv, err := idx.Advanced()
 	if err != nil {
 		return nil, err
@@ -68,7 +73,7 @@ func (b *Index) GetMany(ctx context.Context, ids []string) ([]*sink.Stored, erro
 	defer done()
 	idx, release := b.current()
 	defer release()
-	r, err := reader(idx)
+	r, err := b.reader(idx)
 	if err != nil {
 		return nil, fmt.Errorf("sink: bleve %s: get: %w", b.name, err)
 	}

@@ -143,7 +143,7 @@ func logReindexed(log *slog.Logger, n, dropped int, start time.Time) {
 // fields, and reports how many, and how many values it left out. It stops
 // when ctx is done.
 func (b *Index) copyDocs(ctx context.Context, from, to bleve.Index) (n, dropped int, err error) {
-	r, err := reader(from)
+	r, err := b.reader(from)
 	if err != nil {
 		return 0, 0, err
 	}

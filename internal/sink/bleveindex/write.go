@@ -93,7 +93,7 @@ func (b *Index) writeAll(ws []*bleveWrite) {
 			close(w.done)
 		}
 	}
-	r, err := reader(b.idx)
+	r, err := b.reader(b.idx)
 	if err != nil {
 		settle(fmt.Errorf("sink: bleve %s: write: %w", b.name, err))
 		return
