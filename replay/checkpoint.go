@@ -210,8 +210,21 @@ type RefUsers interface {
 }
 
 // OpenStores makes an Env.Stores of open (such as backend.Stores.Read),
-// which opens the stores of each definition once.
+// which opens the stores of each definition once (see KeepStores).
 func OpenStores(open func(ctx context.Context, def *projections.Definition) (sink.Stores, error)) func(ctx context.Context, def *projections.Definition) (Stores, error) {
+	return KeepStores(func(ctx context.Context, def *projections.Definition) (Stores, error) {
+		s, err := open(ctx, def)
+		if err != nil {
+			return Stores{}, err
+		}
+		return Stores{Docs: s.Docs, DocsName: s.DocsName, Index: s.Index, IndexName: s.IndexName, Refs: s.Refs}, nil
+	})
+}
+
+// KeepStores makes an Env.Stores that opens the stores of each definition
+// once, with open, and keeps them for the run: a run asks for them again
+// and again (since: at every event of a joined entity).
+func KeepStores(open func(ctx context.Context, def *projections.Definition) (Stores, error)) func(ctx context.Context, def *projections.Definition) (Stores, error) {
 	var mu sync.Mutex
 	opened := map[*projections.Definition]Stores{}
 	return func(ctx context.Context, def *projections.Definition) (Stores, error) {
@@ -220,11 +233,10 @@ func OpenStores(open func(ctx context.Context, def *projections.Definition) (sin
 		if st, ok := opened[def]; ok {
 			return st, nil
 		}
-		s, err := open(ctx, def)
+		st, err := open(ctx, def)
 		if err != nil {
 			return Stores{}, err
 		}
-		st := Stores{Docs: s.Docs, DocsName: s.DocsName, Index: s.Index, IndexName: s.IndexName, Refs: s.Refs}
 		opened[def] = st
 		return st, nil
 	}

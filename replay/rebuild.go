@@ -154,7 +154,7 @@ func (e *Env) rebuildGenerations(ctx context.Context, def *projections.Definitio
 	}
 	out := o.Out
 	alias := def.Elasticsearch.Alias
-	r := &rebuild{e: e, def: def, g: g, o: o, alias: alias, rebuildAlias: alias + "-rebuild", // elasticindex.RebuildSuffix, for messages
+	r := &rebuild{e: e, def: def, g: g, o: o, alias: alias, rebuildAlias: alias + "-rebuild", // elasticindex.RebuildSuffix, for messages: replay knows the stores by sink's contracts only
 		say: func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) },
 		res: &RebuildResult{Alias: alias, DryRun: o.DryRun}}
 	if err := r.start(ctx); err != nil {

@@ -238,7 +238,7 @@ func (a *app) storesOf(stores *backend.Stores) func(ctx context.Context, def *pr
 		}
 	}
 	c := storeapi.NewClient(a.projectorURL, nil)
-	return func(ctx context.Context, def *projections.Definition) (replay.Stores, error) {
+	return replay.KeepStores(func(ctx context.Context, def *projections.Definition) (replay.Stores, error) {
 		var out replay.Stores
 		if embeddedDocs {
 			out.Docs, out.DocsName, out.Refs = c.Docs(def.Name), "embedded-docs", c.Refs(def.Name)
@@ -253,10 +253,10 @@ func (a *app) storesOf(stores *backend.Stores) func(ctx context.Context, def *pr
 			out.Index, out.IndexName = c.Index(def.Name), "embedded-search"
 			return out, nil
 		}
-		i, err := stores.ReadIndex(ctx, def)
-		out.Index, out.IndexName = i.Index, i.IndexName
+		var err error
+		out.Index, out.IndexName, err = stores.ReadIndex(ctx, def)
 		return out, err
-	}
+	})
 }
 
 // log is where the commands log what is not their report: the NATS

@@ -14,7 +14,7 @@ import (
 // With one store embedded, replay reads that one through the projector
 // that holds it and the other directly: a rebuild on Elasticsearch needs
 // the index's generations, which the projector's store API does not serve,
-// and a doc store on Redis needs no projector at all.
+// and a doc store on Redis is read from Redis, not through the projector.
 func TestStoresOfOneEmbedded(t *testing.T) {
 	def, err := projections.Parse("shops.yaml", []byte(testenv.ShopDefinition("onembedded", "http://127.0.0.1:1", true)), projections.Options{})
 	if err != nil {

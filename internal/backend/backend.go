@@ -204,9 +204,9 @@ func (s *Stores) open(ctx context.Context, def *projections.Definition, prepare 
 	return out, err
 }
 
-// ReadDocs opens def's doc store and reverse lookups alone (Index unset),
-// to read only: what replay reads directly when only the search index is
-// embedded, and so belongs to the projector.
+// ReadDocs opens def's doc store and reverse lookups alone (Index unset):
+// what For and Read start from, and what replay reads directly when only
+// the search index is embedded, and so belongs to the projector.
 func (s *Stores) ReadDocs(def *projections.Definition) (sink.Stores, error) {
 	var out sink.Stores
 	switch {
@@ -226,13 +226,10 @@ func (s *Stores) ReadDocs(def *projections.Definition) (sink.Stores, error) {
 	return out, nil
 }
 
-// ReadIndex opens def's search index alone (Docs and Refs unset), to read
-// only: what replay reads directly when only the doc store is embedded.
-func (s *Stores) ReadIndex(ctx context.Context, def *projections.Definition) (sink.Stores, error) {
-	var out sink.Stores
-	var err error
-	out.Index, out.IndexName, err = s.index(ctx, def, false)
-	return out, err
+// ReadIndex opens def's search index alone, with its name, to read only:
+// what replay reads directly when only the doc store is embedded.
+func (s *Stores) ReadIndex(ctx context.Context, def *projections.Definition) (sink.Index, string, error) {
+	return s.index(ctx, def, false)
 }
 
 // index opens def's search index; prepare: see For.
