@@ -612,6 +612,7 @@ func testReindexWhileWriting(t *testing.T, s ReindexStore) {
 		written = map[string]sink.Doc{} // what the writer wrote, as last written
 		stop    = make(chan struct{})
 		wrote   = make(chan struct{}, 1) // a batch written
+		failed  = make(chan struct{})    // closed when the writer stops on its own: it failed
 		wg      sync.WaitGroup
 		reads   atomic.Int64
 	)
@@ -630,6 +631,7 @@ func testReindexWhileWriting(t *testing.T, s ReindexStore) {
 			}
 			if err := s.Write(ctx(t), batch); err != nil {
 				t.Errorf("Write during the Reindex: %v", err)
+				close(failed)
 				return
 			}
 			mu.Lock()
@@ -671,13 +673,13 @@ func testReindexWhileWriting(t *testing.T, s ReindexStore) {
 	}()
 	select { // a write before, others during
 	case <-wrote:
-	case <-ctx(t).Done(): // the writer failed (and said so)
+	case <-failed: // and said so
 	}
 	n, err := s.Reindex(ctx(t))
 	for range 3 { // and after
 		select {
 		case <-wrote:
-		case <-ctx(t).Done():
+		case <-failed:
 		}
 	}
 	close(stop)
